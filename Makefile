@@ -1,0 +1,30 @@
+# redis-ratelimit: `make run` serves the module, `make test` tests everything.
+
+PORT ?= 6379
+CARGO ?= cargo
+MODULE := target/release/libredis_ratelimit.so
+
+.DEFAULT_GOAL := help
+.PHONY: help deps build run test lint
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-6s %s\n", $$1, $$2}'
+
+deps: ## Install redis-server and libclang when missing (apt-get)
+	@scripts/install-deps
+
+build: deps ## Build the release module (target/release/libredis_ratelimit.so)
+	$(CARGO) build --release
+
+run: build ## Serve the module on 127.0.0.1:$(PORT) in the foreground
+	@echo "ratelimit is on 127.0.0.1:$(PORT); try: redis-cli -p $(PORT) RATELIMIT.CHECK user:42 10 60"
+	redis-server --port $(PORT) --bind 127.0.0.1 --save '' --appendonly no --loadmodule $(CURDIR)/$(MODULE)
+
+test: deps ## Run every test: unit, property and against real servers
+	$(CARGO) build
+	$(CARGO) test
+
+lint: ## Check formatting and run clippy with warnings as errors
+	@scripts/install-deps --lint
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings

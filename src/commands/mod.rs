@@ -1,0 +1,96 @@
+//! The commands: one file each, and the dispatch they share.
+//!
+//! Each command parses its arguments into a request (pure, unit-tested on
+//! string slices), reads the clock once, loads state, asks the algorithm,
+//! saves state and builds a [`Reply`]. [`dispatch`] runs it behind
+//! `catch_unwind` and writes the reply.
+
+use std::ffi::c_int;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use redis_module::raw;
+
+use crate::error::Error;
+use crate::limiter::Decision;
+use crate::server::{self, Ctx, RString};
+
+pub mod check;
+
+/// What a command replies on success.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    /// `[allowed, remaining, limit, retry_after_ms, reset_after_ms]`.
+    Decision(Decision),
+}
+
+impl Reply {
+    fn send(self, ctx: Ctx) {
+        match self {
+            Reply::Decision(d) => server::reply_integers(ctx, &decision_fields(d)),
+        }
+    }
+}
+
+/// The five integers of a decision, in reply order; -1 stands for "no retry
+/// time". Values are bounded far below `i64::MAX` by the accepted arguments.
+pub fn decision_fields(d: Decision) -> [i64; 5] {
+    let int = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    [
+        i64::from(d.allowed),
+        int(d.remaining),
+        int(d.limit),
+        d.retry_after_ms.map_or(-1, int),
+        int(d.reset_after_ms),
+    ]
+}
+
+/// A command body: arguments in (the command name first), reply out.
+pub type Handler = fn(Ctx, &[RString]) -> Result<Reply, Error>;
+
+/// Runs `handler` for a command call and writes its reply.
+///
+/// A panic must never unwind into the server (it would abort it, taking
+/// every client's data along), so the body runs under `catch_unwind` and a
+/// panic becomes `ERR internal error`. The reply is written after the body
+/// has returned, so a panic cannot leave half a reply behind.
+pub(crate) fn dispatch(
+    ctx: *mut raw::RedisModuleCtx,
+    argv: *mut *mut raw::RedisModuleString,
+    argc: c_int,
+    handler: Handler,
+) -> c_int {
+    let ctx = Ctx::new(ctx);
+    // SAFETY: the server passes `argc` valid arguments for this call.
+    let args = unsafe { server::args(argv, argc) };
+    let result =
+        catch_unwind(AssertUnwindSafe(|| handler(ctx, args))).unwrap_or(Err(Error::Internal));
+    match result {
+        Ok(reply) => reply.send(ctx),
+        Err(error) => server::reply_error(ctx, error),
+    }
+    // REDISMODULE_OK: the reply, error or not, has been written.
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decision_fields_are_in_reply_order_with_minus_one_for_no_retry() {
+        let d = Decision {
+            allowed: false,
+            remaining: 2,
+            limit: 10,
+            retry_after_ms: Some(1500),
+            reset_after_ms: 1500,
+        };
+        assert_eq!(decision_fields(d), [0, 2, 10, 1500, 1500]);
+        let d = Decision {
+            allowed: true,
+            retry_after_ms: None,
+            ..d
+        };
+        assert_eq!(decision_fields(d), [1, 2, 10, -1, 1500]);
+    }
+}

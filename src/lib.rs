@@ -1,0 +1,142 @@
+//! redis-ratelimit: rate limiting inside the Redis server.
+//!
+//! This file is the module's table of contents: every command, its flags
+//! and key positions, and what happens at load time. The commands live in
+//! `commands/`, the pure algorithms in `limiter/`, the key layout in
+//! `store.rs`, the server API in `server.rs` and the error texts in
+//! `error.rs`.
+
+// A panic in a command aborts the whole server: code that can panic is
+// refused outside tests.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented,
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects,
+        clippy::cast_possible_truncation,
+        clippy::cast_possible_wrap,
+        clippy::cast_sign_loss
+    )
+)]
+#![deny(missing_docs, unsafe_op_in_unsafe_fn)]
+
+use std::ffi::{c_int, CStr};
+
+use redis_module::{raw, Context, RedisString, Status};
+
+pub mod args;
+pub mod commands;
+pub mod error;
+pub mod limiter;
+pub mod server;
+pub mod store;
+
+use server::{Ctx, LogLevel};
+
+/// One command as registered with the server.
+struct Command {
+    name: &'static CStr,
+    handler: raw::RedisModuleCmdFunc,
+    /// Command flags: `write` refuses it on read-only replicas, `deny-oom`
+    /// at maxmemory, `fast` declares it O(1).
+    flags: &'static CStr,
+    /// First key, last key and step: position 1 makes cluster routing
+    /// (MOVED), ACL key patterns and `COMMAND GETKEYS` work.
+    keys: (c_int, c_int, c_int),
+}
+
+/// Every command of the module.
+const COMMANDS: &[Command] = &[Command {
+    name: c"ratelimit.check",
+    handler: Some(commands::check::command),
+    flags: c"write deny-oom fast",
+    keys: (1, 1, 1),
+}];
+
+/// The module version as `MODULE LIST` shows it: major * 10000 + minor * 100 + patch.
+const MODULE_VERSION: c_int = 100;
+
+// The shipped module allocates through Redis, so its memory counts in
+// `INFO memory` and `maxmemory`. Unit tests run outside Redis, where that
+// allocator does not exist.
+#[cfg(not(test))]
+type Allocator = redis_module::alloc::RedisAlloc;
+#[cfg(not(test))]
+const ALLOCATOR: Allocator = redis_module::alloc::RedisAlloc;
+#[cfg(test)]
+type Allocator = std::alloc::System;
+#[cfg(test)]
+const ALLOCATOR: Allocator = std::alloc::System;
+
+/// `RedisModule_OnLoad` and `RedisModule_OnUnload`, which the server calls.
+#[allow(missing_docs)]
+mod entry_points {
+    use super::{on_load, Allocator, ALLOCATOR, MODULE_VERSION};
+    use redis_module::redis_module;
+
+    redis_module! {
+        name: "ratelimit",
+        version: MODULE_VERSION,
+        allocator: (Allocator, ALLOCATOR),
+        data_types: [],
+        init: on_load,
+    }
+}
+
+/// Checks the server, then registers the commands.
+fn on_load(ctx: &Context, _args: &[RedisString]) -> Status {
+    let ctx = Ctx::new(ctx.ctx);
+    let missing = server::missing_functions();
+    if !missing.is_empty() {
+        server::log(
+            ctx,
+            LogLevel::Warning,
+            &format!(
+                "this server lacks {}; Redis 6.2.2 or later is required",
+                missing.join(", ")
+            ),
+        );
+        return Status::Err;
+    }
+    if server::disable_implicit_signal_modified(ctx).is_err() {
+        return Status::Err;
+    }
+    for command in COMMANDS {
+        if server::create_command(
+            ctx,
+            command.name,
+            command.handler,
+            command.flags,
+            command.keys,
+        )
+        .is_err()
+        {
+            server::log(
+                ctx,
+                LogLevel::Warning,
+                &format!("could not register {:?}", command.name),
+            );
+            return Status::Err;
+        }
+    }
+    let clock = if unsafe { raw::RedisModule_CachedMicroseconds }.is_some() {
+        "command time frozen by the server (CachedMicroseconds)"
+    } else {
+        "wall clock (Milliseconds); this server has no CachedMicroseconds"
+    };
+    server::log(
+        ctx,
+        LogLevel::Notice,
+        &format!(
+            "version {} loaded; clock: {clock}",
+            env!("CARGO_PKG_VERSION")
+        ),
+    );
+    Status::Ok
+}

@@ -1,0 +1,328 @@
+//! Fixed window: the classic INCR + EXPIRE limiter, decided in one step.
+//!
+//! ```text
+//!   first admitted request opens the window     the key expires: the window is over
+//!   |<------------------------ period ------------------------>|
+//!   t0                                                          t0 + period
+//!   count = units admitted since t0, never more than limit
+//! ```
+//!
+//! The state is the pair (count, end of window), which is exactly what an
+//! INCR + EXPIRE counter leaves in Redis: the value and the key's expiry.
+//! A request of `cost` units is admitted when `count + cost <= limit`; a
+//! denied request changes nothing, so clients that keep retrying do not
+//! push the window further away.
+
+use super::{Decision, Quota};
+
+/// What a key holds before a check: a counter and, usually, its expiry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stored {
+    /// Units admitted in the window.
+    pub count: u64,
+    /// When the window ends (absolute UNIX time in ms, the key's expiry), or
+    /// `None` for a counter stored without an expiry.
+    pub expires_at_ms: Option<u64>,
+}
+
+/// The state a key must hold after a check: the counter and its expiry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// Units admitted in the window.
+    pub count: u64,
+    /// When the window ends, as absolute UNIX time in ms.
+    pub ends_at_ms: u64,
+}
+
+/// The result of one check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// What to reply.
+    pub decision: Decision,
+    /// The state to store, or `None` when the key must stay as it is.
+    pub store: Option<Window>,
+}
+
+/// Decides a request of `cost` units at `now_ms` against the state a key
+/// holds (`None` for a missing key).
+///
+/// A cost of 0 only looks: it is answered like any request and never stores
+/// anything. A counter without an expiry is taken as a window that starts
+/// now; the first request that counts (admitted or not) stores that expiry,
+/// otherwise such a counter would deny forever.
+pub fn check(stored: Option<Stored>, quota: Quota, cost: u64, now_ms: u64) -> Outcome {
+    let new_window_end_ms = now_ms.saturating_add(quota.period_ms());
+    // The window in force at `now_ms`, and whether its expiry must be stored
+    // even when nothing is admitted.
+    let (count, ends_at_ms, expiry_missing) = match stored {
+        Some(Stored {
+            count,
+            expires_at_ms: Some(end_ms),
+        }) if end_ms > now_ms => (count, end_ms, false),
+        Some(Stored {
+            count,
+            expires_at_ms: None,
+        }) => (count, new_window_end_ms, count > 0),
+        // No key, or a window that has ended (the key expires at `end_ms`,
+        // inclusive): a counted request opens a new window.
+        _ => (0, new_window_end_ms, false),
+    };
+
+    let limit = quota.limit();
+    // `count` may exceed `limit` when the limit was lowered: then nothing fits,
+    // not even a look.
+    let fits = limit.checked_sub(count).is_some_and(|room| cost <= room);
+    let counts = cost > 0;
+    // `fits` bounds the sum by `limit`, so it cannot saturate.
+    let count_after = if fits {
+        count.saturating_add(cost)
+    } else {
+        count
+    };
+
+    let store = if counts && (fits || expiry_missing) {
+        Some(Window {
+            count: count_after,
+            ends_at_ms,
+        })
+    } else {
+        None
+    };
+    let retry_after_ms = if fits || cost > limit {
+        None
+    } else {
+        Some(ends_at_ms.saturating_sub(now_ms))
+    };
+    let reset_after_ms = if count_after > 0 {
+        ends_at_ms.saturating_sub(now_ms)
+    } else {
+        0
+    };
+
+    Outcome {
+        decision: Decision {
+            allowed: fits,
+            remaining: limit.saturating_sub(count_after),
+            limit,
+            retry_after_ms,
+            reset_after_ms,
+        },
+        store,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limiter::{MAX_COST, MAX_LIMIT, MAX_PERIOD_S};
+    use proptest::prelude::*;
+
+    fn quota(limit: u64, period_s: u64) -> Quota {
+        Quota::new(limit, period_s).unwrap()
+    }
+
+    fn stored(count: u64, expires_at_ms: Option<u64>) -> Option<Stored> {
+        Some(Stored {
+            count,
+            expires_at_ms,
+        })
+    }
+
+    fn window(count: u64, ends_at_ms: u64) -> Option<Window> {
+        Some(Window { count, ends_at_ms })
+    }
+
+    /// One row: the state before, the request, and everything that comes out.
+    struct Row {
+        stored: Option<Stored>,
+        limit: u64,
+        period_s: u64,
+        cost: u64,
+        now_ms: u64,
+        allowed: bool,
+        remaining: u64,
+        retry_after_ms: Option<u64>,
+        reset_after_ms: u64,
+        store: Option<Window>,
+    }
+
+    #[test]
+    fn decides_every_case_in_the_table() {
+        #[rustfmt::skip]
+        let rows = [
+            // stored                    limit period cost  now      allowed rem retry        reset   store
+            // 0: a missing key opens a window of one period
+            Row { stored: None,                 limit: 5, period_s: 10, cost: 1, now_ms: 1_000, allowed: true,  remaining: 4, retry_after_ms: None,        reset_after_ms: 10_000, store: window(1, 11_000) },
+            // 1: inside a window the end does not move
+            Row { stored: stored(1, Some(11_000)), limit: 5, period_s: 10, cost: 1, now_ms: 4_000, allowed: true,  remaining: 3, retry_after_ms: None,        reset_after_ms: 7_000,  store: window(2, 11_000) },
+            // 2: the last unit fits exactly
+            Row { stored: stored(4, Some(11_000)), limit: 5, period_s: 10, cost: 1, now_ms: 4_000, allowed: true,  remaining: 0, retry_after_ms: None,        reset_after_ms: 7_000,  store: window(5, 11_000) },
+            // 3: a full window denies until it ends, and stores nothing
+            Row { stored: stored(5, Some(11_000)), limit: 5, period_s: 10, cost: 1, now_ms: 4_000, allowed: false, remaining: 0, retry_after_ms: Some(7_000), reset_after_ms: 7_000,  store: None },
+            // 4: at its end instant the window is over
+            Row { stored: stored(5, Some(11_000)), limit: 5, period_s: 10, cost: 1, now_ms: 11_000, allowed: true, remaining: 4, retry_after_ms: None,        reset_after_ms: 10_000, store: window(1, 21_000) },
+            // 5: one millisecond earlier it is not
+            Row { stored: stored(5, Some(11_000)), limit: 5, period_s: 10, cost: 1, now_ms: 10_999, allowed: false, remaining: 0, retry_after_ms: Some(1),   reset_after_ms: 1,      store: None },
+            // 6: a cost takes several units at once
+            Row { stored: stored(1, Some(11_000)), limit: 5, period_s: 10, cost: 3, now_ms: 2_000, allowed: true,  remaining: 1, retry_after_ms: None,        reset_after_ms: 9_000,  store: window(4, 11_000) },
+            // 7: a cost that does not fit is denied whole
+            Row { stored: stored(3, Some(11_000)), limit: 5, period_s: 10, cost: 3, now_ms: 2_000, allowed: false, remaining: 2, retry_after_ms: Some(9_000), reset_after_ms: 9_000,  store: None },
+            // 8: a cost above the limit can never fit: no retry time
+            Row { stored: None,                 limit: 5, period_s: 10, cost: 6, now_ms: 1_000, allowed: false, remaining: 5, retry_after_ms: None,        reset_after_ms: 0,      store: None },
+            // 9: cost 0 on a missing key looks and creates nothing
+            Row { stored: None,                 limit: 5, period_s: 10, cost: 0, now_ms: 1_000, allowed: true,  remaining: 5, retry_after_ms: None,        reset_after_ms: 0,      store: None },
+            // 10: cost 0 inside a window reports it unchanged
+            Row { stored: stored(2, Some(11_000)), limit: 5, period_s: 10, cost: 0, now_ms: 1_000, allowed: true,  remaining: 3, retry_after_ms: None,        reset_after_ms: 10_000, store: None },
+            // 11: a counter without expiry gets a window starting now
+            Row { stored: stored(3, None),      limit: 5, period_s: 10, cost: 1, now_ms: 1_000, allowed: true,  remaining: 1, retry_after_ms: None,        reset_after_ms: 10_000, store: window(4, 11_000) },
+            // 12: ... and gets it even when the request is denied
+            Row { stored: stored(9, None),      limit: 5, period_s: 10, cost: 1, now_ms: 1_000, allowed: false, remaining: 0, retry_after_ms: Some(10_000), reset_after_ms: 10_000, store: window(9, 11_000) },
+            // 13: ... but not from a cost-0 look
+            Row { stored: stored(9, None),      limit: 5, period_s: 10, cost: 0, now_ms: 1_000, allowed: false, remaining: 0, retry_after_ms: Some(10_000), reset_after_ms: 10_000, store: None },
+            // 14: a count above the limit (the limit was lowered) denies
+            Row { stored: stored(8, Some(11_000)), limit: 5, period_s: 10, cost: 1, now_ms: 1_000, allowed: false, remaining: 0, retry_after_ms: Some(10_000), reset_after_ms: 10_000, store: None },
+            // 15: the largest values do not overflow
+            Row { stored: stored(u64::MAX, Some(u64::MAX)), limit: MAX_LIMIT, period_s: MAX_PERIOD_S, cost: MAX_COST, now_ms: u64::MAX - 1, allowed: false, remaining: 0, retry_after_ms: Some(1), reset_after_ms: 1, store: None },
+            // 16: a new window near the end of time saturates instead of wrapping
+            Row { stored: None,                 limit: 5, period_s: 10, cost: 1, now_ms: u64::MAX - 5, allowed: true, remaining: 4, retry_after_ms: None,     reset_after_ms: 5,      store: window(1, u64::MAX) },
+        ];
+        for (i, row) in rows.iter().enumerate() {
+            let outcome = check(
+                row.stored,
+                quota(row.limit, row.period_s),
+                row.cost,
+                row.now_ms,
+            );
+            let expected = Outcome {
+                decision: Decision {
+                    allowed: row.allowed,
+                    remaining: row.remaining,
+                    limit: row.limit,
+                    retry_after_ms: row.retry_after_ms,
+                    reset_after_ms: row.reset_after_ms,
+                },
+                store: row.store,
+            };
+            assert_eq!(outcome, expected, "row {i}");
+        }
+    }
+
+    /// A request in a simulated run: time advances by `wait_ms`, then `cost` is asked.
+    fn requests() -> impl Strategy<Value = Vec<(u64, u64)>> {
+        prop::collection::vec((0u64..3_000, 0u64..8), 1..200)
+    }
+
+    /// Replays `requests` against one key the way the store would, returning
+    /// each request's time and outcome.
+    fn replay(quota: Quota, requests: &[(u64, u64)]) -> Vec<(u64, u64, Outcome)> {
+        let mut state: Option<Stored> = None;
+        let mut now_ms = 1_000_000;
+        let mut log = Vec::new();
+        for &(wait_ms, cost) in requests {
+            now_ms += wait_ms;
+            let outcome = check(state, quota, cost, now_ms);
+            if let Some(w) = outcome.store {
+                state = Some(Stored {
+                    count: w.count,
+                    expires_at_ms: Some(w.ends_at_ms),
+                });
+            }
+            log.push((now_ms, cost, outcome));
+        }
+        log
+    }
+
+    proptest! {
+        #[test]
+        fn never_admits_more_than_limit_per_window(limit in 1u64..10, period_s in 1u64..4, reqs in requests()) {
+            let quota = quota(limit, period_s);
+            let log = replay(quota, &reqs);
+            // Every admitted unit belongs to the window whose end was stored with it;
+            // sum them per window.
+            let mut per_window = std::collections::BTreeMap::<u64, u64>::new();
+            for (_, cost, outcome) in &log {
+                if outcome.decision.allowed && *cost > 0 {
+                    let end = outcome.store.unwrap().ends_at_ms;
+                    *per_window.entry(end).or_default() += cost;
+                }
+            }
+            for (end, admitted) in per_window {
+                prop_assert!(admitted <= limit, "window ending at {end} admitted {admitted}");
+            }
+        }
+
+        #[test]
+        fn remaining_is_what_the_next_requests_can_take(limit in 1u64..10, period_s in 1u64..4, reqs in requests()) {
+            let quota = quota(limit, period_s);
+            for (now_ms, _, outcome) in replay(quota, &reqs) {
+                let state = outcome.store.map(|w| Stored { count: w.count, expires_at_ms: Some(w.ends_at_ms) });
+                let remaining = outcome.decision.remaining;
+                if state.is_none() {
+                    continue;
+                }
+                // At the same instant, exactly `remaining` more units fit.
+                if remaining > 0 {
+                    prop_assert!(check(state, quota, remaining, now_ms).decision.allowed);
+                }
+                prop_assert!(!check(state, quota, remaining + 1, now_ms).decision.allowed);
+            }
+        }
+
+        #[test]
+        fn retry_after_is_the_first_instant_that_admits(limit in 1u64..10, period_s in 1u64..4, reqs in requests()) {
+            let quota = quota(limit, period_s);
+            let mut state: Option<Stored> = None;
+            let mut now_ms = 1_000_000;
+            for (wait_ms, cost) in reqs {
+                now_ms += wait_ms;
+                let outcome = check(state, quota, cost, now_ms);
+                if let Some(retry_ms) = outcome.decision.retry_after_ms {
+                    prop_assert!(!outcome.decision.allowed);
+                    prop_assert!(retry_ms >= 1);
+                    let before = check(state, quota, cost, now_ms + retry_ms - 1);
+                    let at = check(state, quota, cost, now_ms + retry_ms);
+                    prop_assert!(!before.decision.allowed);
+                    prop_assert!(at.decision.allowed);
+                } else if !outcome.decision.allowed {
+                    prop_assert!(cost > limit, "denied without retry time");
+                }
+                if let Some(w) = outcome.store {
+                    state = Some(Stored { count: w.count, expires_at_ms: Some(w.ends_at_ms) });
+                }
+            }
+        }
+
+        #[test]
+        fn reset_after_is_when_the_window_is_empty(limit in 1u64..10, period_s in 1u64..4, reqs in requests()) {
+            let quota = quota(limit, period_s);
+            for (now_ms, _, outcome) in replay(quota, &reqs) {
+                let Some(w) = outcome.store else { continue };
+                let state = Some(Stored { count: w.count, expires_at_ms: Some(w.ends_at_ms) });
+                let reset_ms = outcome.decision.reset_after_ms;
+                prop_assert!(reset_ms >= 1);
+                let before = check(state, quota, 0, now_ms + reset_ms - 1).decision;
+                let at = check(state, quota, 0, now_ms + reset_ms).decision;
+                prop_assert_eq!(before.remaining, limit.saturating_sub(w.count));
+                prop_assert_eq!(at.remaining, limit);
+                prop_assert_eq!(at.reset_after_ms, 0);
+            }
+        }
+
+        #[test]
+        fn cost_zero_never_stores(limit in 1u64..10, period_s in 1u64..4, count in 0u64..20, end in prop::option::of(0u64..5_000), now_ms in 0u64..5_000) {
+            let outcome = check(stored(count, end), quota(limit, period_s), 0, now_ms);
+            prop_assert_eq!(outcome.store, None);
+        }
+
+        #[test]
+        fn a_denied_request_stores_at_most_an_expiry(limit in 1u64..10, count in 0u64..20, end in prop::option::of(0u64..5_000), cost in 0u64..20, now_ms in 0u64..5_000) {
+            let outcome = check(stored(count, end), quota(limit, 3), cost, now_ms);
+            if !outcome.decision.allowed {
+                if let Some(w) = outcome.store {
+                    prop_assert_eq!(end, None);
+                    prop_assert_eq!(w.count, count);
+                }
+            }
+        }
+    }
+}

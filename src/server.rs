@@ -1,0 +1,393 @@
+//! Safe wrappers around the few Redis module API calls the commands use.
+//!
+//! This is the only module with `unsafe` code on the command path. It talks to
+//! the server through the raw function pointers `redis-module` fills in at
+//! load time; a pointer the server did not provide becomes
+//! [`Error::Internal`], never a panic. `lib.rs` refuses to load on a server
+//! with [`missing_functions`], so in practice the `None` branches are not
+//! taken.
+//!
+//! Nothing here allocates: arguments are read in place, strings are written
+//! through direct memory access, replies are written field by field.
+
+use std::ffi::{c_int, c_longlong, CStr, CString};
+
+use redis_module::raw;
+
+use crate::args::Arg;
+use crate::error::Error;
+
+/// `REDISMODULE_OK`, as the C API returns it.
+const OK: c_int = 0;
+/// `REDISMODULE_KEYTYPE_EMPTY`.
+const KEYTYPE_EMPTY: c_int = 0;
+/// `REDISMODULE_KEYTYPE_STRING`.
+const KEYTYPE_STRING: c_int = 1;
+
+/// The module API functions the commands need that this server lacks
+/// (empty on Redis 6.2.2 and later, whose `SetAbsExpire` and `GetAbsExpire`
+/// are the most recent of them).
+pub fn missing_functions() -> Vec<&'static str> {
+    macro_rules! missing {
+        ($($name:ident),* $(,)?) => {
+            [$((stringify!($name), unsafe { raw::$name }.is_some())),*]
+                .into_iter()
+                .filter(|(_, present)| !present)
+                .map(|(name, _)| name)
+                .collect()
+        };
+    }
+    missing!(
+        RedisModule_CreateCommand,
+        RedisModule_StringPtrLen,
+        RedisModule_OpenKey,
+        RedisModule_CloseKey,
+        RedisModule_KeyType,
+        RedisModule_StringDMA,
+        RedisModule_StringTruncate,
+        RedisModule_GetAbsExpire,
+        RedisModule_SetAbsExpire,
+        RedisModule_Replicate,
+        RedisModule_SignalModifiedKey,
+        RedisModule_SetModuleOptions,
+        RedisModule_Milliseconds,
+        RedisModule_ReplyWithArray,
+        RedisModule_ReplyWithLongLong,
+        RedisModule_ReplyWithError,
+        RedisModule_WrongArity,
+    )
+}
+
+/// The context of the command being executed.
+#[derive(Debug, Clone, Copy)]
+pub struct Ctx(*mut raw::RedisModuleCtx);
+
+impl Ctx {
+    /// Wraps the context pointer the server passed to a command or to
+    /// `OnLoad`.
+    pub fn new(ptr: *mut raw::RedisModuleCtx) -> Ctx {
+        Ctx(ptr)
+    }
+}
+
+/// A string owned by the server, such as a command argument.
+///
+/// `repr(transparent)` so that the server's `argv` array can be seen as a
+/// slice of `RString` without copying it.
+#[repr(transparent)]
+#[derive(Debug)]
+pub struct RString(*mut raw::RedisModuleString);
+
+impl Arg for RString {
+    fn bytes(&self) -> &[u8] {
+        let Some(ptr_len) = (unsafe { raw::RedisModule_StringPtrLen }) else {
+            return &[];
+        };
+        let mut len: usize = 0;
+        // SAFETY: `self.0` is a live argument of the running command; the
+        // returned buffer lives as long as the string, which outlives `self`.
+        unsafe {
+            let ptr = ptr_len(self.0, &mut len);
+            if ptr.is_null() {
+                return &[];
+            }
+            std::slice::from_raw_parts(ptr.cast::<u8>(), len)
+        }
+    }
+}
+
+/// Views the `argv`/`argc` pair of a command as a slice.
+///
+/// # Safety
+/// `argv` must point to `argc` valid strings that outlive the returned slice
+/// (the server guarantees it for the duration of a command call).
+pub unsafe fn args<'a>(argv: *mut *mut raw::RedisModuleString, argc: c_int) -> &'a [RString] {
+    match usize::try_from(argc) {
+        // SAFETY: `RString` is a transparent wrapper of the element type.
+        Ok(len) if !argv.is_null() => unsafe {
+            std::slice::from_raw_parts(argv.cast::<RString>(), len)
+        },
+        _ => &[],
+    }
+}
+
+/// What a key holds.
+pub enum Value<'k> {
+    /// No such key (or it has expired).
+    Empty,
+    /// A string, read in place.
+    String(&'k [u8]),
+    /// Any other type.
+    Other,
+}
+
+/// A key opened for reading and writing; closed when dropped.
+pub struct Key<'a> {
+    ptr: *mut raw::RedisModuleKey,
+    name: &'a RString,
+}
+
+impl<'a> Key<'a> {
+    /// Opens `name` in the current database for reading and writing. This is
+    /// the command's one lookup of the key (and of its expiry).
+    pub fn open(ctx: Ctx, name: &'a RString) -> Result<Key<'a>, Error> {
+        let open = unsafe { raw::RedisModule_OpenKey }.ok_or(Error::Internal)?;
+        let mode = c_int::try_from(raw::REDISMODULE_READ | raw::REDISMODULE_WRITE)
+            .map_err(|_| Error::Internal)?;
+        // SAFETY: `ctx` and `name` are the running command's.
+        let ptr = unsafe { open(ctx.0, name.0, mode) };
+        if ptr.is_null() {
+            return Err(Error::Internal);
+        }
+        Ok(Key { ptr, name })
+    }
+
+    /// The key's name.
+    pub fn name(&self) -> &'a RString {
+        self.name
+    }
+
+    /// The key's value. Reading a string may convert its encoding in place
+    /// (integer-encoded to raw), which is invisible to clients.
+    pub fn value(&self) -> Result<Value<'_>, Error> {
+        let key_type = unsafe { raw::RedisModule_KeyType }.ok_or(Error::Internal)?;
+        // SAFETY: `self.ptr` is an open key.
+        match unsafe { key_type(self.ptr) } {
+            KEYTYPE_EMPTY => Ok(Value::Empty),
+            KEYTYPE_STRING => {
+                let (ptr, len) = self.dma(raw::REDISMODULE_READ)?;
+                if len == 0 {
+                    return Ok(Value::String(&[]));
+                }
+                // SAFETY: the key's buffer of `len` bytes, valid while `self`
+                // is borrowed (changing the key needs `&mut self`).
+                Ok(Value::String(unsafe {
+                    std::slice::from_raw_parts(ptr, len)
+                }))
+            }
+            _ => Ok(Value::Other),
+        }
+    }
+
+    /// The absolute expiry of the key in UNIX milliseconds, `None` without one.
+    pub fn expires_at_ms(&self) -> Result<Option<u64>, Error> {
+        let get = unsafe { raw::RedisModule_GetAbsExpire }.ok_or(Error::Internal)?;
+        // SAFETY: `self.ptr` is an open key.
+        let at_ms = unsafe { get(self.ptr) };
+        // REDISMODULE_NO_EXPIRE is -1: no expiry is the only negative value.
+        Ok(u64::try_from(at_ms).ok())
+    }
+
+    /// Replaces the value with `bytes`, creating a string key if there is
+    /// none, and keeping the expiry of an existing one.
+    pub fn write_string(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        let truncate = unsafe { raw::RedisModule_StringTruncate }.ok_or(Error::Internal)?;
+        let (_, len) = self.dma(raw::REDISMODULE_WRITE)?;
+        if len != bytes.len() {
+            // SAFETY: `self.ptr` is an open key holding a string or nothing.
+            if unsafe { truncate(self.ptr, bytes.len()) } != OK {
+                return Err(Error::Internal);
+            }
+        }
+        let (target, len) = self.dma(raw::REDISMODULE_WRITE)?;
+        if len != bytes.len() {
+            return Err(Error::Internal);
+        }
+        // SAFETY: `target` is the key's own buffer of exactly `bytes.len()`
+        // bytes, opened for writing, and nothing else refers to it meanwhile.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), target, len) };
+        Ok(())
+    }
+
+    /// Sets the key's expiry to the absolute time `at_ms` (UNIX ms).
+    pub fn set_expires_at_ms(&mut self, at_ms: u64) -> Result<(), Error> {
+        let set = unsafe { raw::RedisModule_SetAbsExpire }.ok_or(Error::Internal)?;
+        let at_ms = i64::try_from(at_ms).map_err(|_| Error::Internal)?;
+        // SAFETY: `self.ptr` is an open key with a value.
+        if unsafe { set(self.ptr, at_ms) } != OK {
+            return Err(Error::Internal);
+        }
+        Ok(())
+    }
+
+    /// Direct access to the string value: its buffer and length, a length
+    /// of 0 for an empty key. The buffer stays valid until the next call that
+    /// changes the key.
+    fn dma(&self, mode: u32) -> Result<(*mut u8, usize), Error> {
+        let dma = unsafe { raw::RedisModule_StringDMA }.ok_or(Error::Internal)?;
+        let mode = c_int::try_from(mode).map_err(|_| Error::Internal)?;
+        let mut len: usize = 0;
+        // SAFETY: `self.ptr` is an open key.
+        let ptr = unsafe { dma(self.ptr, &mut len, mode) };
+        if ptr.is_null() {
+            return Err(Error::WrongType);
+        }
+        Ok((ptr.cast::<u8>(), len))
+    }
+}
+
+impl Drop for Key<'_> {
+    fn drop(&mut self) {
+        if let Some(close) = unsafe { raw::RedisModule_CloseKey } {
+            // SAFETY: `self.ptr` was opened by `Key::open` and is closed once.
+            unsafe { close(self.ptr) }
+        }
+    }
+}
+
+/// Tells the server that `key` changed, so WATCH and client-side caching see
+/// it. The module turns the server's implicit signal off at load, because
+/// that one fires for every key opened for writing, written or not.
+pub fn signal_modified(ctx: Ctx, key: &RString) -> Result<(), Error> {
+    let signal = unsafe { raw::RedisModule_SignalModifiedKey }.ok_or(Error::Internal)?;
+    // SAFETY: `ctx` and `key` are the running command's.
+    unsafe { signal(ctx.0, key.0) };
+    Ok(())
+}
+
+/// Propagates `SET key value PXAT at_ms` to replicas and the AOF.
+///
+/// The effect is sent with absolute time, never the command itself, so a
+/// replica or an AOF reload ends with the master's value and expiry whatever
+/// its own clock says, and can do so without the module.
+pub fn replicate_set_pxat(ctx: Ctx, key: &RString, value: &[u8], at_ms: u64) -> Result<(), Error> {
+    let replicate = unsafe { raw::RedisModule_Replicate }.ok_or(Error::Internal)?;
+    let at_ms = c_longlong::try_from(at_ms).map_err(|_| Error::Internal)?;
+    // Format: s = module string, b = buffer and length, c = C string, l = long long.
+    // SAFETY: the arguments match the format string one for one.
+    let status = unsafe {
+        replicate(
+            ctx.0,
+            c"SET".as_ptr(),
+            c"sbcl".as_ptr(),
+            key.0,
+            value.as_ptr(),
+            value.len(),
+            c"PXAT".as_ptr(),
+            at_ms,
+        )
+    };
+    if status != OK {
+        return Err(Error::Internal);
+    }
+    Ok(())
+}
+
+/// The current UNIX time in milliseconds, read once per command.
+///
+/// Where the server has `CachedMicroseconds` (Redis 7.2+, Valkey) this is the
+/// time the server froze for the running command: the same for every command
+/// of a MULTI/EXEC or a script, and the clock the server expires keys by.
+/// Older servers give the wall clock.
+pub fn now_ms() -> Result<u64, Error> {
+    if let Some(cached_us) = unsafe { raw::RedisModule_CachedMicroseconds } {
+        // SAFETY: takes no arguments.
+        let us = unsafe { cached_us() };
+        return u64::try_from(us / 1000).map_err(|_| Error::Internal);
+    }
+    let ms = unsafe { raw::RedisModule_Milliseconds }.ok_or(Error::Internal)?;
+    // SAFETY: takes no arguments.
+    u64::try_from(unsafe { ms() }).map_err(|_| Error::Internal)
+}
+
+/// Replies an array of integers.
+pub fn reply_integers(ctx: Ctx, values: &[i64]) {
+    let (Some(array), Some(integer)) = (unsafe { raw::RedisModule_ReplyWithArray }, unsafe {
+        raw::RedisModule_ReplyWithLongLong
+    }) else {
+        return;
+    };
+    let Ok(len) = std::ffi::c_long::try_from(values.len()) else {
+        return;
+    };
+    // SAFETY: `ctx` is the running command's; the array gets exactly `len` elements.
+    unsafe {
+        array(ctx.0, len);
+        for &v in values {
+            integer(ctx.0, v);
+        }
+    }
+}
+
+/// Replies `error`.
+pub fn reply_error(ctx: Ctx, error: Error) {
+    // SAFETY: `ctx` is the running command's; messages are NUL-terminated.
+    unsafe {
+        match error.message() {
+            None => {
+                if let Some(wrong_arity) = raw::RedisModule_WrongArity {
+                    wrong_arity(ctx.0);
+                }
+            }
+            Some(message) => {
+                if let Some(reply) = raw::RedisModule_ReplyWithError {
+                    reply(ctx.0, message.as_ptr());
+                }
+            }
+        }
+    }
+}
+
+/// Log levels of the server log.
+#[derive(Debug, Clone, Copy)]
+pub enum LogLevel {
+    /// Shown at the default verbosity.
+    Notice,
+    /// Something is wrong.
+    Warning,
+}
+
+/// Writes one line to the server log, prefixed by the module name.
+pub fn log(ctx: Ctx, level: LogLevel, message: &str) {
+    let Some(log) = (unsafe { raw::RedisModule_Log }) else {
+        return;
+    };
+    let level: &CStr = match level {
+        LogLevel::Notice => c"notice",
+        LogLevel::Warning => c"warning",
+    };
+    let Ok(message) = CString::new(message.replace('\0', " ")) else {
+        return;
+    };
+    // SAFETY: "%s" consumes exactly the one C string given.
+    unsafe { log(ctx.0, level.as_ptr(), c"%s".as_ptr(), message.as_ptr()) };
+}
+
+/// Registers a command with the server.
+pub fn create_command(
+    ctx: Ctx,
+    name: &CStr,
+    handler: raw::RedisModuleCmdFunc,
+    flags: &CStr,
+    (first_key, last_key, key_step): (c_int, c_int, c_int),
+) -> Result<(), Error> {
+    let create = unsafe { raw::RedisModule_CreateCommand }.ok_or(Error::Internal)?;
+    // SAFETY: called from `OnLoad` with the server's context and NUL-terminated strings.
+    let status = unsafe {
+        create(
+            ctx.0,
+            name.as_ptr(),
+            handler,
+            flags.as_ptr(),
+            first_key,
+            last_key,
+            key_step,
+        )
+    };
+    if status != OK {
+        return Err(Error::Internal);
+    }
+    Ok(())
+}
+
+/// Turns off the server's implicit "key modified" signal on closing a key
+/// opened for writing: the commands signal only the keys they really change
+/// (see [`signal_modified`]).
+pub fn disable_implicit_signal_modified(ctx: Ctx) -> Result<(), Error> {
+    let set_options = unsafe { raw::RedisModule_SetModuleOptions }.ok_or(Error::Internal)?;
+    let option = c_int::try_from(raw::REDISMODULE_OPTION_NO_IMPLICIT_SIGNAL_MODIFIED)
+        .map_err(|_| Error::Internal)?;
+    // SAFETY: called from `OnLoad` with the server's context.
+    unsafe { set_options(ctx.0, option) };
+    Ok(())
+}

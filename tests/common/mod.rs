@@ -1,0 +1,281 @@
+//! Test harness: a real `redis-server` with the module loaded, one per test.
+//!
+//! Each server listens on 127.0.0.1 on a port the OS just handed out (a
+//! start that loses the port to a parallel test is retried on another),
+//! keeps its files in a temporary directory, must answer PING within a
+//! deadline, and is killed when dropped, also when the test panics.
+//!
+//! - `REDIS_SERVER`: the server binary (default: `redis-server` on PATH).
+//! - `RATELIMIT_MODULE`: the module to load (default: the debug build,
+//!   `target/debug/libredis_ratelimit.so`, which `make test` builds first).
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+/// How long a server may take to answer its first PING.
+const START_DEADLINE: Duration = Duration::from_secs(15);
+/// Starts retried when the port was taken between choosing and binding it.
+const START_ATTEMPTS: usize = 5;
+
+/// The module file the servers load.
+pub fn module_path() -> PathBuf {
+    if let Some(path) = std::env::var_os("RATELIMIT_MODULE") {
+        return PathBuf::from(path);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    target.join("debug").join("libredis_ratelimit.so")
+}
+
+/// The server binary.
+pub fn server_binary() -> String {
+    std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_string())
+}
+
+/// Options for a server to start.
+#[derive(Default)]
+pub struct Builder {
+    dir: Option<PathBuf>,
+    args: Vec<String>,
+    without_module: bool,
+}
+
+impl Builder {
+    /// Keep the server's files (RDB, AOF, log) in `dir`, so that a later
+    /// server started on the same directory finds them.
+    pub fn dir(mut self, dir: &Path) -> Builder {
+        self.dir = Some(dir.to_path_buf());
+        self
+    }
+
+    /// One configuration directive, e.g. `arg("appendonly", "yes")`.
+    pub fn arg(mut self, name: &str, value: &str) -> Builder {
+        self.args.push(format!("--{name}"));
+        self.args.push(value.to_string());
+        self
+    }
+
+    /// Make this server a replica of `master`.
+    pub fn replica_of(self, master: &Server) -> Builder {
+        let address = format!("127.0.0.1 {}", master.port);
+        self.arg("replicaof", &address)
+    }
+
+    /// Start the server without loading the module.
+    pub fn without_module(mut self) -> Builder {
+        self.without_module = true;
+        self
+    }
+
+    /// Starts the server and waits until it answers PING.
+    pub fn start(self) -> Server {
+        let module = module_path();
+        if !self.without_module {
+            assert!(
+                module.exists(),
+                "the module is not built: {} is missing. Run `cargo build` (or `make test`, which builds it) first, or set RATELIMIT_MODULE.",
+                module.display()
+            );
+        }
+        let (owned_dir, dir) = match &self.dir {
+            Some(dir) => (None, dir.clone()),
+            None => {
+                let tmp = tempfile::Builder::new()
+                    .prefix("ratelimit-test-")
+                    .tempdir()
+                    .expect("create a temporary directory");
+                let path = tmp.path().to_path_buf();
+                (Some(tmp), path)
+            }
+        };
+        let mut last_log = String::new();
+        for _ in 0..START_ATTEMPTS {
+            let port = free_port();
+            let log = dir.join(format!("redis-{port}.log"));
+            let mut command = Command::new(server_binary());
+            command
+                .arg("--port")
+                .arg(port.to_string())
+                .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(&dir)
+                .arg("--logfile")
+                .arg(&log);
+            if !self.without_module {
+                command.arg("--loadmodule").arg(&module);
+            }
+            command.args(&self.args);
+            command
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            let mut child = command.spawn().unwrap_or_else(|e| {
+                panic!(
+                    "cannot run {}: {e}; is redis-server installed? (`make test` installs it)",
+                    server_binary()
+                )
+            });
+            match wait_until_ready(&mut child, port, &log) {
+                Ok(()) => {
+                    return Server {
+                        child,
+                        port,
+                        dir,
+                        log,
+                        _owned_dir: owned_dir,
+                    }
+                }
+                // Another test took the port between choosing and binding it.
+                Err(text) if text.contains("Address already in use") => last_log = text,
+                Err(text) => panic!("redis-server did not start; its log:\n{text}"),
+            }
+        }
+        panic!("redis-server did not start after {START_ATTEMPTS} attempts; last log:\n{last_log}");
+    }
+}
+
+/// A running server; killed when dropped.
+pub struct Server {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+    log: PathBuf,
+    _owned_dir: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    /// A server with the module loaded and default options.
+    pub fn start() -> Server {
+        Server::builder().start()
+    }
+
+    /// Options for a server to start.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// The TCP port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The directory holding the server's files.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A client for this server.
+    pub fn client(&self) -> redis::Client {
+        redis::Client::open(format!("redis://127.0.0.1:{}/", self.port)).unwrap()
+    }
+
+    /// A new connection, with timeouts so that a hung server fails the test
+    /// instead of hanging it.
+    pub fn connect(&self) -> redis::Connection {
+        let con = self
+            .client()
+            .get_connection_with_timeout(Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("connect to port {}: {e}\n{}", self.port, self.log()));
+        con.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        con.set_write_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        con
+    }
+
+    /// Stops the server the clean way (SHUTDOWN, which writes the AOF out) and
+    /// waits for it to exit.
+    pub fn shutdown(mut self) {
+        let mut con = self.connect();
+        let _: redis::RedisResult<()> = redis::cmd("SHUTDOWN").query(&mut con);
+        let deadline = Instant::now() + START_DEADLINE;
+        while Instant::now() < deadline {
+            if self.child.try_wait().unwrap().is_some() {
+                return;
+            }
+            sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server did not shut down; its log:\n{}", self.log());
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until the server on `port` answers PING. On failure the process is
+/// killed and its log returned.
+fn wait_until_ready(child: &mut Child, port: u16, log: &Path) -> Result<(), String> {
+    let read_log = || std::fs::read_to_string(log).unwrap_or_default();
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
+    let deadline = Instant::now() + START_DEADLINE;
+    while Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            return Err(read_log());
+        }
+        if let Ok(mut con) = client.get_connection_with_timeout(Duration::from_millis(200)) {
+            if redis::cmd("PING").query::<String>(&mut con).is_ok() {
+                return Ok(());
+            }
+        }
+        sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    Err(format!(
+        "no PING answer within {START_DEADLINE:?}\n{}",
+        read_log()
+    ))
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("find a free port")
+}
+
+/// `RATELIMIT.CHECK key limit period [extra…]` as its five integers.
+pub fn check(
+    con: &mut redis::Connection,
+    key: &str,
+    limit: u64,
+    period_s: u64,
+    extra: &[&str],
+) -> [i64; 5] {
+    let reply: Vec<i64> = redis::cmd("RATELIMIT.CHECK")
+        .arg(key)
+        .arg(limit)
+        .arg(period_s)
+        .arg(extra)
+        .query(con)
+        .unwrap_or_else(|e| panic!("RATELIMIT.CHECK {key} {limit} {period_s} {extra:?}: {e}"));
+    reply
+        .try_into()
+        .unwrap_or_else(|r: Vec<i64>| panic!("expected five integers, got {r:?}"))
+}
+
+/// The error a command replies, as text (code first).
+pub fn error_of(result: redis::RedisResult<redis::Value>) -> String {
+    match result {
+        Ok(v) => panic!("expected an error, got {v:?}"),
+        Err(e) => match (e.code(), e.detail()) {
+            (Some(code), Some(detail)) => format!("{code} {detail}"),
+            (Some(code), None) => code.to_string(),
+            _ => e.to_string(),
+        },
+    }
+}
