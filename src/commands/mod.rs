@@ -62,14 +62,17 @@ pub(crate) fn dispatch(
     let ctx = Ctx::new(ctx);
     // SAFETY: the server passes `argc` valid arguments for this call.
     let args = unsafe { server::args(argv, argc) };
-    let result =
-        catch_unwind(AssertUnwindSafe(|| handler(ctx, args))).unwrap_or(Err(Error::Internal));
-    match result {
+    match guarded(|| handler(ctx, args)) {
         Ok(reply) => reply.send(ctx),
         Err(error) => server::reply_error(ctx, error),
     }
     // REDISMODULE_OK: the reply, error or not, has been written.
     0
+}
+
+/// Runs `body`, turning a panic into [`Error::Internal`].
+fn guarded(body: impl FnOnce() -> Result<Reply, Error>) -> Result<Reply, Error> {
+    catch_unwind(AssertUnwindSafe(body)).unwrap_or(Err(Error::Internal))
 }
 
 #[cfg(test)]
@@ -92,5 +95,23 @@ mod tests {
             ..d
         };
         assert_eq!(decision_fields(d), [1, 2, 10, -1, 1500]);
+    }
+
+    #[test]
+    fn a_panic_in_a_command_body_becomes_an_internal_error() {
+        let result = guarded(|| {
+            let empty: &[u64] = &[];
+            // An out-of-bounds index: the kind of bug that would abort Redis.
+            #[allow(clippy::indexing_slicing)]
+            let value = empty[usize::from(empty.is_empty())];
+            Ok(Reply::Decision(Decision {
+                allowed: true,
+                remaining: value,
+                limit: 1,
+                retry_after_ms: None,
+                reset_after_ms: 0,
+            }))
+        });
+        assert_eq!(result, Err(Error::Internal));
     }
 }
