@@ -32,6 +32,7 @@ use redis_module::{raw, Context, RedisString, Status};
 
 pub mod args;
 pub mod commands;
+pub mod config;
 pub mod error;
 pub mod limiter;
 pub mod server;
@@ -52,12 +53,43 @@ struct Command {
 }
 
 /// Every command of the module.
-const COMMANDS: &[Command] = &[Command {
-    name: c"ratelimit.check",
-    handler: Some(commands::check::command),
+const COMMANDS: &[Command] = &[
+    Command {
+        name: c"ratelimit.check",
+        handler: Some(commands::check::command),
+        flags: c"write deny-oom fast",
+        keys: (1, 1, 1),
+    },
+    Command {
+        name: c"ratelimit.peek",
+        handler: Some(commands::peek::command),
+        // `readonly`: runs on replicas and in EVAL_RO / FCALL_RO.
+        flags: c"readonly fast",
+        keys: (1, 1, 1),
+    },
+    Command {
+        name: c"ratelimit.reset",
+        handler: Some(commands::reset::command),
+        // Not `deny-oom`: it frees memory. Not `fast`: one lookup per key.
+        flags: c"write",
+        keys: (1, -1, 1),
+    },
+    Command {
+        name: c"ratelimit.throttle",
+        handler: Some(commands::throttle::command),
+        flags: c"write deny-oom fast",
+        keys: (1, 1, 1),
+    },
+];
+
+/// RATELIMIT.THROTTLE under redis-cell's name, registered with the
+/// `CL-THROTTLE yes` module option.
+const CL_THROTTLE: Command = Command {
+    name: c"cl.throttle",
+    handler: Some(commands::throttle::command),
     flags: c"write deny-oom fast",
     keys: (1, 1, 1),
-}];
+};
 
 /// The module version as `MODULE LIST` shows it: major * 10000 + minor * 100 + patch.
 const MODULE_VERSION: c_int = 100;
@@ -89,8 +121,8 @@ mod entry_points {
     }
 }
 
-/// Checks the server, then registers the commands.
-fn on_load(ctx: &Context, _args: &[RedisString]) -> Status {
+/// Checks the server and the options, then registers the commands.
+fn on_load(ctx: &Context, args: &[RedisString]) -> Status {
     let ctx = Ctx::new(ctx.ctx);
     let missing = server::missing_functions();
     if !missing.is_empty() {
@@ -104,10 +136,19 @@ fn on_load(ctx: &Context, _args: &[RedisString]) -> Status {
         );
         return Status::Err;
     }
+    let args: Vec<&[u8]> = args.iter().map(RedisString::as_slice).collect();
+    let options = match config::parse(&args) {
+        Ok(options) => options,
+        Err(reason) => {
+            server::log(ctx, LogLevel::Warning, &reason);
+            return Status::Err;
+        }
+    };
     if server::disable_implicit_signal_modified(ctx).is_err() {
         return Status::Err;
     }
-    for command in COMMANDS {
+    let optional = options.cl_throttle.then_some(&CL_THROTTLE);
+    for command in COMMANDS.iter().chain(optional) {
         if server::create_command(
             ctx,
             command.name,
@@ -134,8 +175,9 @@ fn on_load(ctx: &Context, _args: &[RedisString]) -> Status {
         ctx,
         LogLevel::Notice,
         &format!(
-            "version {} loaded; clock: {clock}",
-            env!("CARGO_PKG_VERSION")
+            "version {} loaded; CL-THROTTLE {}; clock: {clock}",
+            env!("CARGO_PKG_VERSION"),
+            if options.cl_throttle { "yes" } else { "no" },
         ),
     );
     Status::Ok

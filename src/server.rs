@@ -45,6 +45,7 @@ pub fn missing_functions() -> Vec<&'static str> {
         RedisModule_KeyType,
         RedisModule_StringDMA,
         RedisModule_StringTruncate,
+        RedisModule_DeleteKey,
         RedisModule_GetAbsExpire,
         RedisModule_SetAbsExpire,
         RedisModule_Replicate,
@@ -121,25 +122,41 @@ pub enum Value<'k> {
     Other,
 }
 
-/// A key opened for reading and writing; closed when dropped.
+/// How a key is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// For reading only: a missing key is seen as empty, nothing can change.
+    Read,
+    /// For reading and writing.
+    ReadWrite,
+}
+
+/// An open key; closed when dropped.
 pub struct Key<'a> {
+    /// Null for a key opened for reading that does not exist.
     ptr: *mut raw::RedisModuleKey,
+    access: Access,
     name: &'a RString,
 }
 
 impl<'a> Key<'a> {
-    /// Opens `name` in the current database for reading and writing. This is
-    /// the command's one lookup of the key (and of its expiry).
-    pub fn open(ctx: Ctx, name: &'a RString) -> Result<Key<'a>, Error> {
+    /// Opens `name` in the current database. This is the command's one
+    /// lookup of the key (and of its expiry).
+    pub fn open(ctx: Ctx, name: &'a RString, access: Access) -> Result<Key<'a>, Error> {
         let open = unsafe { raw::RedisModule_OpenKey }.ok_or(Error::Internal)?;
-        let mode = c_int::try_from(raw::REDISMODULE_READ | raw::REDISMODULE_WRITE)
-            .map_err(|_| Error::Internal)?;
+        let mode = match access {
+            Access::Read => raw::REDISMODULE_READ,
+            Access::ReadWrite => raw::REDISMODULE_READ | raw::REDISMODULE_WRITE,
+        };
+        let mode = c_int::try_from(mode).map_err(|_| Error::Internal)?;
         // SAFETY: `ctx` and `name` are the running command's.
         let ptr = unsafe { open(ctx.0, name.0, mode) };
-        if ptr.is_null() {
+        // Opened for writing, a key always has a handle; for reading, a
+        // missing key has none.
+        if ptr.is_null() && access == Access::ReadWrite {
             return Err(Error::Internal);
         }
-        Ok(Key { ptr, name })
+        Ok(Key { ptr, access, name })
     }
 
     /// The key's name.
@@ -150,6 +167,9 @@ impl<'a> Key<'a> {
     /// The key's value. Reading a string may convert its encoding in place
     /// (integer-encoded to raw), which is invisible to clients.
     pub fn value(&self) -> Result<Value<'_>, Error> {
+        if self.ptr.is_null() {
+            return Ok(Value::Empty);
+        }
         let key_type = unsafe { raw::RedisModule_KeyType }.ok_or(Error::Internal)?;
         // SAFETY: `self.ptr` is an open key.
         match unsafe { key_type(self.ptr) } {
@@ -171,6 +191,9 @@ impl<'a> Key<'a> {
 
     /// The absolute expiry of the key in UNIX milliseconds, `None` without one.
     pub fn expires_at_ms(&self) -> Result<Option<u64>, Error> {
+        if self.ptr.is_null() {
+            return Ok(None);
+        }
         let get = unsafe { raw::RedisModule_GetAbsExpire }.ok_or(Error::Internal)?;
         // SAFETY: `self.ptr` is an open key.
         let at_ms = unsafe { get(self.ptr) };
@@ -181,6 +204,7 @@ impl<'a> Key<'a> {
     /// Replaces the value with `bytes`, creating a string key if there is
     /// none, and keeping the expiry of an existing one.
     pub fn write_string(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        self.writable()?;
         let truncate = unsafe { raw::RedisModule_StringTruncate }.ok_or(Error::Internal)?;
         let (_, len) = self.dma(raw::REDISMODULE_WRITE)?;
         if len != bytes.len() {
@@ -201,6 +225,7 @@ impl<'a> Key<'a> {
 
     /// Sets the key's expiry to the absolute time `at_ms` (UNIX ms).
     pub fn set_expires_at_ms(&mut self, at_ms: u64) -> Result<(), Error> {
+        self.writable()?;
         let set = unsafe { raw::RedisModule_SetAbsExpire }.ok_or(Error::Internal)?;
         let at_ms = i64::try_from(at_ms).map_err(|_| Error::Internal)?;
         // SAFETY: `self.ptr` is an open key with a value.
@@ -208,6 +233,25 @@ impl<'a> Key<'a> {
             return Err(Error::Internal);
         }
         Ok(())
+    }
+
+    /// Deletes the key.
+    pub fn delete(&mut self) -> Result<(), Error> {
+        self.writable()?;
+        let delete = unsafe { raw::RedisModule_DeleteKey }.ok_or(Error::Internal)?;
+        // SAFETY: `self.ptr` is a key open for writing.
+        if unsafe { delete(self.ptr) } != OK {
+            return Err(Error::Internal);
+        }
+        Ok(())
+    }
+
+    /// Refuses to change a key opened for reading.
+    fn writable(&self) -> Result<(), Error> {
+        match self.access {
+            Access::ReadWrite => Ok(()),
+            Access::Read => Err(Error::Internal),
+        }
     }
 
     /// Direct access to the string value: its buffer and length, a length
@@ -228,6 +272,9 @@ impl<'a> Key<'a> {
 
 impl Drop for Key<'_> {
     fn drop(&mut self) {
+        if self.ptr.is_null() {
+            return;
+        }
         if let Some(close) = unsafe { raw::RedisModule_CloseKey } {
             // SAFETY: `self.ptr` was opened by `Key::open` and is closed once.
             unsafe { close(self.ptr) }
@@ -273,6 +320,17 @@ pub fn replicate_set_pxat(ctx: Ctx, key: &RString, value: &[u8], at_ms: u64) -> 
     Ok(())
 }
 
+/// Propagates `DEL key` to replicas and the AOF.
+pub fn replicate_del(ctx: Ctx, key: &RString) -> Result<(), Error> {
+    let replicate = unsafe { raw::RedisModule_Replicate }.ok_or(Error::Internal)?;
+    // SAFETY: one module string for the one `s` of the format.
+    let status = unsafe { replicate(ctx.0, c"DEL".as_ptr(), c"s".as_ptr(), key.0) };
+    if status != OK {
+        return Err(Error::Internal);
+    }
+    Ok(())
+}
+
 /// The current UNIX time in milliseconds, read once per command.
 ///
 /// Where the server has `CachedMicroseconds` (Redis 7.2+, Valkey) this is the
@@ -288,6 +346,14 @@ pub fn now_ms() -> Result<u64, Error> {
     let ms = unsafe { raw::RedisModule_Milliseconds }.ok_or(Error::Internal)?;
     // SAFETY: takes no arguments.
     u64::try_from(unsafe { ms() }).map_err(|_| Error::Internal)
+}
+
+/// Replies one integer.
+pub fn reply_integer(ctx: Ctx, value: i64) {
+    if let Some(integer) = unsafe { raw::RedisModule_ReplyWithLongLong } {
+        // SAFETY: `ctx` is the running command's.
+        unsafe { integer(ctx.0, value) };
+    }
 }
 
 /// Replies an array of integers.

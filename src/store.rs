@@ -1,76 +1,229 @@
-//! How limiter state is kept in keys: the only code that knows the layout.
+//! How limiter state is kept in keys: the only code that knows the layouts.
 //!
-//! A fixed window is stored exactly as INCR + EXPIRE would leave it: a plain
-//! string holding the admitted count in decimal, and the key's expiry as the
-//! end of the window. `GET`, `TTL`, `DEL`, `SCAN`, RDB and AOF all work on it
-//! with no module-specific format, and a server without the module can load
-//! it.
+//! Every limiter is one plain Redis string whose expiry is the moment its
+//! state stops mattering, so idle limiters vanish by themselves:
+//!
+//! | algorithm | value | expiry |
+//! | --- | --- | --- |
+//! | fixed window | `<count>`, as INCR writes it | end of the window |
+//! | sliding window | `S<previous>:<current>` | end of the window after the counts' window |
+//! | token bucket | `T<ticks>`: ticks of 1/limit ms before the expiry at which the bucket is full | when the bucket is full again, rounded up to the ms |
+//! | THROTTLE (GCRA) | `G<ns>`: nanoseconds before the expiry at which the bucket is full | the theoretical arrival time, rounded up to the ms |
+//!
+//! All numbers are decimal, written the way INCR writes them. The tag letter
+//! keeps layouts apart: a key made by one algorithm is a `WRONGTYPE` error for
+//! another, never a silent reinterpretation. A fixed-window counter needs no
+//! tag: it is exactly what INCR + EXPIRE leaves, so `GET`, `TTL`, `DEL`,
+//! `SCAN`, RDB and AOF work on it and a server without the module can load it.
 //!
 //! Every change is propagated to replicas and the AOF as
-//! `SET key count PXAT end-of-window-ms`: the effect with absolute time, so
-//! a replica, or a server replaying the AOF later, ends with the same value
-//! and the same expiry as the master.
+//! `SET key value PXAT expiry-ms`: the effect, with absolute time, so a
+//! replica, or a server replaying the AOF later, ends with the master's value
+//! and expiry whatever its own clock says.
 
 use crate::args::parse_i64;
 use crate::error::Error;
-use crate::limiter::fixed_window::{Stored, Window};
+use crate::limiter::{fixed_window, gcra, sliding_window, token_bucket, Outcome};
 use crate::server::{self, Ctx, Key, Value};
 
-/// Decodes a fixed-window counter: a non-negative decimal integer written
-/// the way INCR writes it. Anything else is not a counter.
-pub fn decode_counter(bytes: &[u8]) -> Option<u64> {
+/// A limiter state as a key keeps it: a string value and an expiry.
+pub trait Layout: Sized + Copy {
+    /// Reads the state from a key's value and absolute expiry (UNIX ms),
+    /// `None` when the value is not of this layout.
+    fn decode(value: &[u8], expires_at_ms: Option<u64>) -> Option<Self>;
+
+    /// Writes the value to store.
+    fn encode(&self, out: &mut Encoded) -> Option<()>;
+
+    /// The expiry to store with it (absolute UNIX ms).
+    fn expires_at_ms(&self) -> Option<u64>;
+}
+
+impl Layout for fixed_window::Stored {
+    fn decode(value: &[u8], expires_at_ms: Option<u64>) -> Option<Self> {
+        Some(Self {
+            count: decode_u64(value)?,
+            expires_at_ms,
+        })
+    }
+
+    fn encode(&self, out: &mut Encoded) -> Option<()> {
+        out.push_u64(self.count)
+    }
+
+    fn expires_at_ms(&self) -> Option<u64> {
+        self.expires_at_ms
+    }
+}
+
+impl Layout for sliding_window::Stored {
+    fn decode(value: &[u8], expires_at_ms: Option<u64>) -> Option<Self> {
+        let counts = value.strip_prefix(b"S")?;
+        let colon = counts.iter().position(|&b| b == b':')?;
+        let (previous, current) = counts.split_at_checked(colon)?;
+        Some(Self {
+            previous: decode_u64(previous)?,
+            current: decode_u64(current.strip_prefix(b":")?)?,
+            expires_at_ms,
+        })
+    }
+
+    fn encode(&self, out: &mut Encoded) -> Option<()> {
+        out.push(b"S")?;
+        out.push_u64(self.previous)?;
+        out.push(b":")?;
+        out.push_u64(self.current)
+    }
+
+    fn expires_at_ms(&self) -> Option<u64> {
+        self.expires_at_ms
+    }
+}
+
+impl Layout for token_bucket::Stored {
+    fn decode(value: &[u8], expires_at_ms: Option<u64>) -> Option<Self> {
+        Some(Self {
+            early_ticks: decode_u64(value.strip_prefix(b"T")?)?,
+            full_at_ms: expires_at_ms,
+        })
+    }
+
+    fn encode(&self, out: &mut Encoded) -> Option<()> {
+        out.push(b"T")?;
+        out.push_u64(self.early_ticks)
+    }
+
+    fn expires_at_ms(&self) -> Option<u64> {
+        self.full_at_ms
+    }
+}
+
+impl Layout for gcra::Stored {
+    fn decode(value: &[u8], expires_at_ms: Option<u64>) -> Option<Self> {
+        Some(Self {
+            early_ns: decode_u64(value.strip_prefix(b"G")?)?,
+            tat_ms: expires_at_ms,
+        })
+    }
+
+    fn encode(&self, out: &mut Encoded) -> Option<()> {
+        out.push(b"G")?;
+        out.push_u64(self.early_ns)
+    }
+
+    fn expires_at_ms(&self) -> Option<u64> {
+        self.tat_ms
+    }
+}
+
+/// Whether `value` is the state of any limiter (what RATELIMIT.RESET may
+/// delete).
+pub fn is_limiter_state(value: &[u8]) -> bool {
+    fixed_window::Stored::decode(value, None).is_some()
+        || sliding_window::Stored::decode(value, None).is_some()
+        || token_bucket::Stored::decode(value, None).is_some()
+        || gcra::Stored::decode(value, None).is_some()
+}
+
+/// Decodes a non-negative decimal integer written the way INCR writes it.
+pub fn decode_u64(bytes: &[u8]) -> Option<u64> {
     u64::try_from(parse_i64(bytes)?).ok()
 }
 
-/// Longest decimal `u64`: 20 digits.
-const COUNTER_MAX_DIGITS: usize = 20;
+/// Room for the longest value: a tag, two 20-digit numbers and a separator.
+const ENCODED_CAPACITY: usize = 48;
 
-/// Encodes `count` in decimal into `buf`, returning the digits.
-pub fn encode_counter(mut count: u64, buf: &mut [u8; COUNTER_MAX_DIGITS]) -> &[u8] {
-    let mut start = buf.len();
-    for (i, slot) in buf.iter_mut().enumerate().rev() {
-        // `count % 10` is below 10, so neither the cast nor the addition wraps.
-        *slot = b'0'.wrapping_add((count % 10) as u8);
-        count /= 10;
-        start = i;
-        if count == 0 {
-            break;
+/// A value being encoded, in a fixed buffer: encoding allocates nothing.
+pub struct Encoded {
+    buf: [u8; ENCODED_CAPACITY],
+    len: usize,
+}
+
+impl Encoded {
+    /// An empty value.
+    pub fn new() -> Encoded {
+        Encoded {
+            buf: [0; ENCODED_CAPACITY],
+            len: 0,
         }
     }
-    buf.get(start..).unwrap_or_default()
+
+    /// The bytes written so far.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or_default()
+    }
+
+    /// Appends `bytes`; `None` if they do not fit.
+    pub fn push(&mut self, bytes: &[u8]) -> Option<()> {
+        let end = self.len.checked_add(bytes.len())?;
+        self.buf.get_mut(self.len..end)?.copy_from_slice(bytes);
+        self.len = end;
+        Some(())
+    }
+
+    /// Appends `n` in decimal.
+    pub fn push_u64(&mut self, mut n: u64) -> Option<()> {
+        let mut digits = [0u8; 20];
+        let mut start = digits.len();
+        for (i, slot) in digits.iter_mut().enumerate().rev() {
+            // `n % 10` is below 10: neither the cast nor the addition wraps.
+            *slot = b'0'.wrapping_add((n % 10) as u8);
+            n /= 10;
+            start = i;
+            if n == 0 {
+                break;
+            }
+        }
+        self.push(digits.get(start..)?)
+    }
 }
 
-/// Reads the fixed window at `key`: `None` for a missing key, an error for a
-/// key that is not a counter (another type, or a string that is not a
-/// non-negative integer).
-pub fn load_fixed_window(key: &Key) -> Result<Option<Stored>, Error> {
-    let count = match key.value()? {
-        Value::Empty => return Ok(None),
-        Value::String(bytes) => decode_counter(bytes).ok_or(Error::WrongType)?,
-        Value::Other => return Err(Error::WrongType),
-    };
-    Ok(Some(Stored {
-        count,
-        expires_at_ms: key.expires_at_ms()?,
-    }))
+impl Default for Encoded {
+    fn default() -> Self {
+        Encoded::new()
+    }
 }
 
-/// Stores `window` at `key`, which held `previous`, and propagates it.
-pub fn save_fixed_window(
+/// Reads the state at `key`: `None` for a missing key, `WRONGTYPE` for a
+/// key of another type or whose value is not of layout `S`.
+pub fn load<S: Layout>(key: &Key) -> Result<Option<S>, Error> {
+    match key.value()? {
+        Value::Empty => Ok(None),
+        Value::String(bytes) => S::decode(bytes, key.expires_at_ms()?)
+            .map(Some)
+            .ok_or(Error::WrongType),
+        Value::Other => Err(Error::WrongType),
+    }
+}
+
+/// Reads the state at `key`, lets `decide` compute the outcome, stores and
+/// propagates what it asks to store, and returns its decision. The key stays
+/// open throughout: the whole step is atomic, like any Redis command.
+pub fn update<S: Layout, D>(
     ctx: Ctx,
     key: &mut Key,
-    previous: Option<Stored>,
-    window: Window,
-) -> Result<(), Error> {
-    let mut buf = [0; COUNTER_MAX_DIGITS];
-    let digits = encode_counter(window.count, &mut buf);
+    decide: impl FnOnce(Option<S>) -> Outcome<S, D>,
+) -> Result<D, Error> {
+    let stored = load::<S>(key)?;
+    let outcome = decide(stored);
+    if let Some(next) = outcome.store {
+        save(ctx, key, stored, next)?;
+    }
+    Ok(outcome.decision)
+}
+
+/// Stores `next` at `key`, which held `previous`, and propagates it.
+fn save<S: Layout>(ctx: Ctx, key: &mut Key, previous: Option<S>, next: S) -> Result<(), Error> {
+    let mut value = Encoded::new();
+    next.encode(&mut value).ok_or(Error::Internal)?;
+    let expires_at_ms = next.expires_at_ms().ok_or(Error::Internal)?;
     // Queue the propagation first: if the server refuses it, nothing has
-    // changed yet and the error leaves master and replicas in agreement.
-    server::replicate_set_pxat(ctx, key.name(), digits, window.ends_at_ms)?;
-    key.write_string(digits)?;
-    // Within a window the expiry is already right: skip the extra lookup.
-    if previous.and_then(|p| p.expires_at_ms) != Some(window.ends_at_ms) {
-        key.set_expires_at_ms(window.ends_at_ms)?;
+    // changed yet, and master and replicas still agree.
+    server::replicate_set_pxat(ctx, key.name(), value.as_bytes(), expires_at_ms)?;
+    key.write_string(value.as_bytes())?;
+    // An unchanged expiry is not set again: that saves a lookup.
+    if previous.and_then(|p| p.expires_at_ms()) != Some(expires_at_ms) {
+        key.set_expires_at_ms(expires_at_ms)?;
     }
     server::signal_modified(ctx, key.name())
 }
@@ -79,33 +232,115 @@ pub fn save_fixed_window(
 mod tests {
     use super::*;
 
+    fn encode<S: Layout>(state: S) -> Vec<u8> {
+        let mut out = Encoded::new();
+        state.encode(&mut out).unwrap();
+        out.as_bytes().to_vec()
+    }
+
+    fn round_trip<S: Layout + PartialEq + std::fmt::Debug>(state: S, expected: &[u8]) {
+        let bytes = encode(state);
+        assert_eq!(bytes, expected);
+        assert_eq!(S::decode(&bytes, state.expires_at_ms()), Some(state));
+    }
+
     #[test]
-    fn counters_round_trip() {
-        for count in [0, 1, 9, 10, 99, 100, 12345, i64::MAX as u64, u64::MAX] {
-            let mut buf = [0; COUNTER_MAX_DIGITS];
-            let digits = encode_counter(count, &mut buf);
-            assert_eq!(digits, count.to_string().as_bytes());
-            if count <= i64::MAX as u64 {
-                assert_eq!(decode_counter(digits), Some(count));
+    fn every_layout_round_trips() {
+        for count in [0, 1, 9, 10, 12345, i64::MAX as u64] {
+            let state = fixed_window::Stored {
+                count,
+                expires_at_ms: Some(7),
+            };
+            round_trip(state, count.to_string().as_bytes());
+        }
+        round_trip(
+            sliding_window::Stored {
+                previous: 12,
+                current: 3,
+                expires_at_ms: Some(60_000),
+            },
+            b"S12:3",
+        );
+        round_trip(
+            sliding_window::Stored {
+                previous: i64::MAX as u64,
+                current: i64::MAX as u64,
+                expires_at_ms: Some(1),
+            },
+            b"S9223372036854775807:9223372036854775807",
+        );
+        round_trip(
+            token_bucket::Stored {
+                full_at_ms: Some(10_334),
+                early_ticks: 2,
+            },
+            b"T2",
+        );
+        round_trip(
+            gcra::Stored {
+                tat_ms: Some(10_334),
+                early_ns: 999_999,
+            },
+            b"G999999",
+        );
+    }
+
+    #[test]
+    fn layouts_do_not_read_each_other() {
+        let values: [&[u8]; 4] = [b"5", b"S1:2", b"T3", b"G4"];
+        let readers: [fn(&[u8]) -> bool; 4] = [
+            |v| fixed_window::Stored::decode(v, None).is_some(),
+            |v| sliding_window::Stored::decode(v, None).is_some(),
+            |v| token_bucket::Stored::decode(v, None).is_some(),
+            |v| gcra::Stored::decode(v, None).is_some(),
+        ];
+        for (i, value) in values.iter().enumerate() {
+            for (j, reads) in readers.iter().enumerate() {
+                assert_eq!(reads(value), i == j, "{value:?} by reader {j}");
             }
+            assert!(is_limiter_state(value));
         }
     }
 
     #[test]
-    fn only_incr_style_integers_are_counters() {
-        assert_eq!(decode_counter(b"0"), Some(0));
-        assert_eq!(decode_counter(b"42"), Some(42));
-        for not_a_counter in [
+    fn foreign_values_are_not_limiter_state() {
+        for value in [
             &b""[..],
-            b"-1",
             b"hello",
+            b"-1",
             b"042",
             b"+4",
             b"4.0",
             b" 4",
             b"9223372036854775808",
+            b"S",
+            b"S1",
+            b"S:1",
+            b"S1:",
+            b"S1:2:3",
+            b"S-1:2",
+            b"s1:2",
+            b"T",
+            b"T-1",
+            b"T01",
+            b"t1",
+            b"G",
+            b"Gx",
+            b"G1 ",
         ] {
-            assert_eq!(decode_counter(not_a_counter), None, "{not_a_counter:?}");
+            assert!(!is_limiter_state(value), "{value:?}");
         }
+    }
+
+    #[test]
+    fn encoding_never_overflows_its_buffer() {
+        let mut out = Encoded::new();
+        for _ in 0..2 {
+            out.push_u64(u64::MAX).unwrap();
+        }
+        assert_eq!(out.as_bytes().len(), 40);
+        out.push(b"12345678").unwrap();
+        assert_eq!(out.push(b"9"), None);
+        assert_eq!(out.push_u64(1), None);
     }
 }

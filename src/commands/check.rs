@@ -1,31 +1,52 @@
-//! `RATELIMIT.CHECK`: count a request against a fixed-window limit.
+//! `RATELIMIT.CHECK`: count a request against a limit.
 //!
 //! # Format
 //! ```text
-//! RATELIMIT.CHECK key limit period [COST cost]
+//! RATELIMIT.CHECK key limit period [COST cost] [ALGORITHM FIXED|SLIDING|TOKEN] [BURST burst]
 //! ```
-//! - `limit`: units admitted per window, 1 to 10^15.
-//! - `period`: window length in seconds, 1 to 10^9.
-//! - `cost`: units this request takes, 0 to 10^15, default 1. `COST 0` only
-//!   looks and writes nothing.
+//! - `limit`: units admitted per period, 1 to 10^15.
+//! - `period`: in seconds, 1 to 10^9.
+//! - `COST cost`: units this request takes, 0 to 10^15, default 1. `COST 0`
+//!   only looks and writes nothing.
+//! - `ALGORITHM`: `FIXED` window (default), `SLIDING` window, or `TOKEN`
+//!   bucket.
+//! - `BURST burst`: the bucket's size with `TOKEN`, 1 to 10^15, default
+//!   `limit`.
+//!
+//! Options come in any order, in any case; a repeated or unknown one is a
+//! syntax error.
 //!
 //! # Returns
 //! An array of five integers: `allowed` (1/0), `remaining`, `limit`,
 //! `retry_after_ms` (-1 when allowed or when the cost can never fit) and
-//! `reset_after_ms` (0 when there is no window).
+//! `reset_after_ms` (0 when nothing is counted).
 
 use std::ffi::c_int;
 
 use redis_module::raw;
 
-use super::{dispatch, Reply};
+use super::{decision_fields, dispatch, Reply};
 use crate::args::{is_option, parse_in_range, Arg};
 use crate::error::Error;
-use crate::limiter::{fixed_window, Quota, MAX_COST, MAX_LIMIT, MAX_PERIOD_S};
-use crate::server::{self, Ctx, Key, RString};
+use crate::limiter::token_bucket::Bucket;
+use crate::limiter::{
+    fixed_window, sliding_window, token_bucket, Quota, MAX_COST, MAX_LIMIT, MAX_PERIOD_S,
+};
+use crate::server::{self, Access, Ctx, Key, RString};
 use crate::store;
 
-/// The parsed arguments of one call.
+/// Which algorithm decides, with its own parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    /// Fixed window: at most `limit` per window of `period`.
+    Fixed,
+    /// Sliding window counter.
+    Sliding,
+    /// Token bucket of the given size, refilled at `limit` per `period`.
+    Token(Bucket),
+}
+
+/// The parsed arguments of a CHECK (or PEEK) call.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Request<'a, A> {
     /// The key holding the limiter's state.
@@ -34,11 +55,13 @@ pub struct Request<'a, A> {
     pub quota: Quota,
     /// Units this request takes.
     pub cost: u64,
+    /// The algorithm and its parameters.
+    pub algorithm: Algorithm,
 }
 
-/// Parses `RATELIMIT.CHECK key limit period [COST cost]`, the command name
-/// included. Options are case-insensitive; an unknown, repeated or
-/// incomplete option is a syntax error.
+/// Parses `RATELIMIT.CHECK key limit period [COST cost] [ALGORITHM …]
+/// [BURST burst]`, the command name included. RATELIMIT.PEEK takes the same
+/// arguments.
 pub fn parse<A: Arg>(args: &[A]) -> Result<Request<'_, A>, Error> {
     let [_, key, limit, period, options @ ..] = args else {
         return Err(Error::WrongArity);
@@ -47,35 +70,79 @@ pub fn parse<A: Arg>(args: &[A]) -> Result<Request<'_, A>, Error> {
     let period_s = parse_in_range(period, 1, MAX_PERIOD_S).ok_or(Error::InvalidPeriod)?;
     let quota = Quota::new(limit, period_s).ok_or(Error::Internal)?;
 
-    let mut cost = None;
+    let (mut cost, mut algorithm, mut burst) = (None, None, None);
     let mut options = options.iter();
     while let Some(option) = options.next() {
+        let value = options.next().ok_or(Error::Syntax)?;
         if is_option(option, "COST") && cost.is_none() {
-            let value = options.next().ok_or(Error::Syntax)?;
             cost = Some(parse_in_range(value, 0, MAX_COST).ok_or(Error::InvalidCost)?);
+        } else if is_option(option, "ALGORITHM") && algorithm.is_none() {
+            algorithm = Some(parse_algorithm(value)?);
+        } else if is_option(option, "BURST") && burst.is_none() {
+            burst = Some(parse_in_range(value, 1, MAX_LIMIT).ok_or(Error::InvalidBurst)?);
         } else {
             return Err(Error::Syntax);
         }
     }
+
+    let algorithm = match (algorithm.unwrap_or(Name::Fixed), burst) {
+        (Name::Token, burst) => Algorithm::Token(
+            Bucket::new(quota, burst.unwrap_or(limit)).ok_or(Error::BurstTooLarge)?,
+        ),
+        (_, Some(_)) => return Err(Error::BurstWithoutToken),
+        (Name::Fixed, None) => Algorithm::Fixed,
+        (Name::Sliding, None) => Algorithm::Sliding,
+    };
     Ok(Request {
         key,
         quota,
         cost: cost.unwrap_or(1),
+        algorithm,
     })
 }
 
-/// Runs one call: the whole check happens with the key open, so it is atomic
-/// like any single Redis command.
-fn run(ctx: Ctx, args: &[RString]) -> Result<Reply, Error> {
-    let request = parse(args)?;
-    let now_ms = server::now_ms()?;
-    let mut key = Key::open(ctx, request.key)?;
-    let stored = store::load_fixed_window(&key)?;
-    let outcome = fixed_window::check(stored, request.quota, request.cost, now_ms);
-    if let Some(window) = outcome.store {
-        store::save_fixed_window(ctx, &mut key, stored, window)?;
+/// The algorithm named by `ALGORITHM`, before its parameters are known.
+enum Name {
+    Fixed,
+    Sliding,
+    Token,
+}
+
+fn parse_algorithm(value: &impl Arg) -> Result<Name, Error> {
+    if is_option(value, "FIXED") {
+        Ok(Name::Fixed)
+    } else if is_option(value, "SLIDING") {
+        Ok(Name::Sliding)
+    } else if is_option(value, "TOKEN") {
+        Ok(Name::Token)
+    } else {
+        Err(Error::InvalidAlgorithm)
     }
-    Ok(Reply::Decision(outcome.decision))
+}
+
+/// Runs one call: the whole check happens with the key open, so it is
+/// atomic like any single Redis command.
+fn run(ctx: Ctx, args: &[RString]) -> Result<Reply, Error> {
+    let Request {
+        key,
+        quota,
+        cost,
+        algorithm,
+    } = parse(args)?;
+    let now_ms = server::now_ms()?;
+    let mut key = Key::open(ctx, key, Access::ReadWrite)?;
+    let decision = match algorithm {
+        Algorithm::Fixed => store::update(ctx, &mut key, |stored| {
+            fixed_window::check(stored, quota, cost, now_ms)
+        }),
+        Algorithm::Sliding => store::update(ctx, &mut key, |stored| {
+            sliding_window::check(stored, quota, cost, now_ms)
+        }),
+        Algorithm::Token(bucket) => store::update(ctx, &mut key, |stored| {
+            token_bucket::check(stored, bucket, cost, now_ms)
+        }),
+    }?;
+    Ok(Reply::Array(decision_fields(decision)))
 }
 
 /// The entry point the server calls.
@@ -95,6 +162,13 @@ mod tests {
         parse(args)
     }
 
+    fn with(options: &[&'static str]) -> Result<Request<'static, &'static str>, Error> {
+        let mut args = vec!["RATELIMIT.CHECK", "k", "10", "60"];
+        args.extend_from_slice(options);
+        let args: &'static [&'static str] = Box::leak(args.into_boxed_slice());
+        parse(args)
+    }
+
     #[test]
     fn parses_the_minimal_form() {
         let args = ["RATELIMIT.CHECK", "k", "10", "60"];
@@ -102,14 +176,31 @@ mod tests {
         assert_eq!(*r.key, "k");
         assert_eq!(r.quota, Quota::new(10, 60).unwrap());
         assert_eq!(r.cost, 1);
+        assert_eq!(r.algorithm, Algorithm::Fixed);
     }
 
     #[test]
-    fn parses_cost_in_any_case() {
-        for word in ["COST", "cost", "Cost"] {
-            let args = ["RATELIMIT.CHECK", "k", "10", "60", word, "0"];
-            assert_eq!(parse_strs(&args).unwrap().cost, 0);
-        }
+    fn parses_options_in_any_order_and_case() {
+        let quota = Quota::new(10, 60).unwrap();
+        let r = with(&["burst", "20", "Cost", "0", "algorithm", "token"]).unwrap();
+        assert_eq!(r.cost, 0);
+        assert_eq!(
+            r.algorithm,
+            Algorithm::Token(Bucket::new(quota, 20).unwrap())
+        );
+        let r = with(&["ALGORITHM", "TOKEN"]).unwrap();
+        assert_eq!(
+            r.algorithm,
+            Algorithm::Token(Bucket::new(quota, 10).unwrap())
+        );
+        assert_eq!(
+            with(&["ALGORITHM", "Sliding"]).unwrap().algorithm,
+            Algorithm::Sliding
+        );
+        assert_eq!(
+            with(&["algorithm", "fixed"]).unwrap().algorithm,
+            Algorithm::Fixed
+        );
     }
 
     #[test]
@@ -136,38 +227,47 @@ mod tests {
                 Error::InvalidPeriod,
             ),
             (&["RATELIMIT.CHECK", "k", "10", "60s"], Error::InvalidPeriod),
-            (&["RATELIMIT.CHECK", "k", "10", "60", "COST"], Error::Syntax),
-            (
-                &["RATELIMIT.CHECK", "k", "10", "60", "COST", "-1"],
-                Error::InvalidCost,
-            ),
-            (
-                &["RATELIMIT.CHECK", "k", "10", "60", "COST", "x"],
-                Error::InvalidCost,
-            ),
-            (
-                &[
-                    "RATELIMIT.CHECK",
-                    "k",
-                    "10",
-                    "60",
-                    "COST",
-                    "1000000000000001",
-                ],
-                Error::InvalidCost,
-            ),
-            (
-                &["RATELIMIT.CHECK", "k", "10", "60", "COST", "1", "COST", "1"],
-                Error::Syntax,
-            ),
-            (
-                &["RATELIMIT.CHECK", "k", "10", "60", "WEIGHT", "1"],
-                Error::Syntax,
-            ),
-            (&["RATELIMIT.CHECK", "k", "10", "60", "1"], Error::Syntax),
         ];
         for (args, expected) in cases {
             assert_eq!(parse_strs(args).unwrap_err(), *expected, "{args:?}");
+        }
+        let options: &[(&[&'static str], Error)] = &[
+            (&["COST"], Error::Syntax),
+            (&["COST", "-1"], Error::InvalidCost),
+            (&["COST", "x"], Error::InvalidCost),
+            (&["COST", "1000000000000001"], Error::InvalidCost),
+            (&["COST", "1", "COST", "1"], Error::Syntax),
+            (&["WEIGHT", "1"], Error::Syntax),
+            (&["1"], Error::Syntax),
+            (&["ALGORITHM"], Error::Syntax),
+            (&["ALGORITHM", "LEAKY"], Error::InvalidAlgorithm),
+            (&["ALGORITHM", "TOKEN", "ALGORITHM", "TOKEN"], Error::Syntax),
+            (
+                &["ALGORITHM", "FIXED", "algorithm", "SLIDING"],
+                Error::Syntax,
+            ),
+            (&["BURST", "5"], Error::BurstWithoutToken),
+            (
+                &["BURST", "5", "ALGORITHM", "SLIDING"],
+                Error::BurstWithoutToken,
+            ),
+            (&["ALGORITHM", "TOKEN", "BURST", "0"], Error::InvalidBurst),
+            (
+                &["ALGORITHM", "TOKEN", "BURST", "1000000000000001"],
+                Error::InvalidBurst,
+            ),
+            (
+                &["ALGORITHM", "TOKEN", "BURST", "5", "BURST", "5"],
+                Error::Syntax,
+            ),
+            // 10 per minute refills 10^14 tokens in 1.9 million years.
+            (
+                &["ALGORITHM", "TOKEN", "BURST", "100000000000000"],
+                Error::BurstTooLarge,
+            ),
+        ];
+        for (options, expected) in options {
+            assert_eq!(with(options).unwrap_err(), *expected, "{options:?}");
         }
     }
 

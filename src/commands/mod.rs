@@ -15,18 +15,24 @@ use crate::limiter::Decision;
 use crate::server::{self, Ctx, RString};
 
 pub mod check;
+pub mod peek;
+pub mod reset;
+pub mod throttle;
 
 /// What a command replies on success.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reply {
-    /// `[allowed, remaining, limit, retry_after_ms, reset_after_ms]`.
-    Decision(Decision),
+    /// An array of five integers, such as a [`Decision`]'s.
+    Array([i64; 5]),
+    /// One integer.
+    Integer(i64),
 }
 
 impl Reply {
     fn send(self, ctx: Ctx) {
         match self {
-            Reply::Decision(d) => server::reply_integers(ctx, &decision_fields(d)),
+            Reply::Array(values) => server::reply_integers(ctx, &values),
+            Reply::Integer(value) => server::reply_integer(ctx, value),
         }
     }
 }
@@ -104,13 +110,7 @@ mod tests {
             // An out-of-bounds index: the kind of bug that would abort Redis.
             #[allow(clippy::indexing_slicing)]
             let value = empty[usize::from(empty.is_empty())];
-            Ok(Reply::Decision(Decision {
-                allowed: true,
-                remaining: value,
-                limit: 1,
-                retry_after_ms: None,
-                reset_after_ms: 0,
-            }))
+            Ok(Reply::Integer(i64::try_from(value).unwrap()))
         });
         assert_eq!(result, Err(Error::Internal));
     }

@@ -13,7 +13,7 @@
 //! denied request changes nothing, so clients that keep retrying do not
 //! push the window further away.
 
-use super::{Decision, Quota};
+use super::{Decision, Outcome, Quota};
 
 /// What a key holds before a check: a counter and, usually, its expiry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,24 +25,6 @@ pub struct Stored {
     pub expires_at_ms: Option<u64>,
 }
 
-/// The state a key must hold after a check: the counter and its expiry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Window {
-    /// Units admitted in the window.
-    pub count: u64,
-    /// When the window ends, as absolute UNIX time in ms.
-    pub ends_at_ms: u64,
-}
-
-/// The result of one check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Outcome {
-    /// What to reply.
-    pub decision: Decision,
-    /// The state to store, or `None` when the key must stay as it is.
-    pub store: Option<Window>,
-}
-
 /// Decides a request of `cost` units at `now_ms` against the state a key
 /// holds (`None` for a missing key).
 ///
@@ -50,7 +32,7 @@ pub struct Outcome {
 /// anything. A counter without an expiry is taken as a window that starts
 /// now; the first request that counts (admitted or not) stores that expiry,
 /// otherwise such a counter would deny forever.
-pub fn check(stored: Option<Stored>, quota: Quota, cost: u64, now_ms: u64) -> Outcome {
+pub fn check(stored: Option<Stored>, quota: Quota, cost: u64, now_ms: u64) -> Outcome<Stored> {
     let new_window_end_ms = now_ms.saturating_add(quota.period_ms());
     // The window in force at `now_ms`, and whether its expiry must be stored
     // even when nothing is admitted.
@@ -81,9 +63,9 @@ pub fn check(stored: Option<Stored>, quota: Quota, cost: u64, now_ms: u64) -> Ou
     };
 
     let store = if counts && (fits || expiry_missing) {
-        Some(Window {
+        Some(Stored {
             count: count_after,
-            ends_at_ms,
+            expires_at_ms: Some(ends_at_ms),
         })
     } else {
         None
@@ -128,8 +110,8 @@ mod tests {
         })
     }
 
-    fn window(count: u64, ends_at_ms: u64) -> Option<Window> {
-        Some(Window { count, ends_at_ms })
+    fn window(count: u64, ends_at_ms: u64) -> Option<Stored> {
+        stored(count, Some(ends_at_ms))
     }
 
     /// One row: the state before, the request, and everything that comes out.
@@ -143,7 +125,7 @@ mod tests {
         remaining: u64,
         retry_after_ms: Option<u64>,
         reset_after_ms: u64,
-        store: Option<Window>,
+        store: Option<Stored>,
     }
 
     #[test]
@@ -214,18 +196,15 @@ mod tests {
 
     /// Replays `requests` against one key the way the store would, returning
     /// each request's time and outcome.
-    fn replay(quota: Quota, requests: &[(u64, u64)]) -> Vec<(u64, u64, Outcome)> {
+    fn replay(quota: Quota, requests: &[(u64, u64)]) -> Vec<(u64, u64, Outcome<Stored>)> {
         let mut state: Option<Stored> = None;
         let mut now_ms = 1_000_000;
         let mut log = Vec::new();
         for &(wait_ms, cost) in requests {
             now_ms += wait_ms;
             let outcome = check(state, quota, cost, now_ms);
-            if let Some(w) = outcome.store {
-                state = Some(Stored {
-                    count: w.count,
-                    expires_at_ms: Some(w.ends_at_ms),
-                });
+            if outcome.store.is_some() {
+                state = outcome.store;
             }
             log.push((now_ms, cost, outcome));
         }
@@ -242,7 +221,7 @@ mod tests {
             let mut per_window = std::collections::BTreeMap::<u64, u64>::new();
             for (_, cost, outcome) in &log {
                 if outcome.decision.allowed && *cost > 0 {
-                    let end = outcome.store.unwrap().ends_at_ms;
+                    let end = outcome.store.unwrap().expires_at_ms.unwrap();
                     *per_window.entry(end).or_default() += cost;
                 }
             }
@@ -255,7 +234,7 @@ mod tests {
         fn remaining_is_what_the_next_requests_can_take(limit in 1u64..10, period_s in 1u64..4, reqs in requests()) {
             let quota = quota(limit, period_s);
             for (now_ms, _, outcome) in replay(quota, &reqs) {
-                let state = outcome.store.map(|w| Stored { count: w.count, expires_at_ms: Some(w.ends_at_ms) });
+                let state = outcome.store;
                 let remaining = outcome.decision.remaining;
                 if state.is_none() {
                     continue;
@@ -286,8 +265,8 @@ mod tests {
                 } else if !outcome.decision.allowed {
                     prop_assert!(cost > limit, "denied without retry time");
                 }
-                if let Some(w) = outcome.store {
-                    state = Some(Stored { count: w.count, expires_at_ms: Some(w.ends_at_ms) });
+                if outcome.store.is_some() {
+                    state = outcome.store;
                 }
             }
         }
@@ -297,7 +276,7 @@ mod tests {
             let quota = quota(limit, period_s);
             for (now_ms, _, outcome) in replay(quota, &reqs) {
                 let Some(w) = outcome.store else { continue };
-                let state = Some(Stored { count: w.count, expires_at_ms: Some(w.ends_at_ms) });
+                let state = Some(w);
                 let reset_ms = outcome.decision.reset_after_ms;
                 prop_assert!(reset_ms >= 1);
                 let before = check(state, quota, 0, now_ms + reset_ms - 1).decision;

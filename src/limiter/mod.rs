@@ -7,6 +7,9 @@
 //! back what it returns, which keeps the arithmetic testable without a server.
 
 pub mod fixed_window;
+pub mod gcra;
+pub mod sliding_window;
+pub mod token_bucket;
 
 /// Largest accepted `limit` (and `cost`): 10^15.
 ///
@@ -20,6 +23,32 @@ pub const MAX_COST: u64 = MAX_LIMIT;
 
 /// Largest accepted `period`, in seconds: 10^9 s, about 31.7 years.
 pub const MAX_PERIOD_S: u64 = 1_000_000_000;
+
+/// `a × b`, exact: the product of two `u64` always fits a `u128`.
+fn wide_mul(a: u64, b: u64) -> u128 {
+    u128::from(a).saturating_mul(u128::from(b))
+}
+
+/// `a / b` rounded down. Divisors here are limits and periods, never 0; a 0
+/// would give 0 rather than a panic.
+fn div_floor(a: u128, b: u128) -> u128 {
+    a.checked_div(b).unwrap_or(0)
+}
+
+/// `a / b` rounded up (0 for `b == 0`, as [`div_floor`]).
+fn div_ceil(a: u128, b: u128) -> u128 {
+    let quotient = div_floor(a, b);
+    if a.checked_rem(b).unwrap_or(0) > 0 {
+        quotient.saturating_add(1)
+    } else {
+        quotient
+    }
+}
+
+/// Narrows a value that the argument bounds keep within `u64`.
+fn narrow(value: u128) -> u64 {
+    u64::try_from(value).unwrap_or(u64::MAX)
+}
 
 /// How many units a key may admit per period.
 ///
@@ -53,6 +82,15 @@ impl Quota {
     pub fn period_ms(&self) -> u64 {
         self.period_ms
     }
+}
+
+/// The result of deciding one request: what to reply, and what to store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome<S, D = Decision> {
+    /// What to reply.
+    pub decision: D,
+    /// The state the key must hold afterwards, or `None` when it stays as it is.
+    pub store: Option<S>,
 }
 
 /// The answer to one request. Being denied is a normal outcome, not an error.

@@ -1,0 +1,213 @@
+//! `RATELIMIT.THROTTLE`, also `CL.THROTTLE` on request: redis-cell's command.
+//!
+//! # Format
+//! ```text
+//! RATELIMIT.THROTTLE key max_burst count_per_period period [quantity]
+//! ```
+//! - `max_burst`: requests beyond the steady rate allowed at once, 0 to
+//!   10^15 − 1 (the bucket holds `max_burst + 1`).
+//! - `count_per_period`, `period`: the rate, 1 to 10^15 per 1 to 10^9
+//!   seconds.
+//! - `quantity`: requests this call counts, 0 to 10^15, default 1; 0 only
+//!   looks.
+//!
+//! # Returns
+//! What redis-cell's `CL.THROTTLE` answers, integer for integer: `limited`
+//! (1 when refused), `max_burst + 1`, `remaining`, `retry_after` and
+//! `reset_after` in seconds, rounded up (`retry_after` is -1 when admitted,
+//! or when the quantity can never fit).
+
+use std::ffi::c_int;
+
+use redis_module::raw;
+
+use super::{dispatch, Reply};
+use crate::args::{parse_in_range, Arg};
+use crate::error::Error;
+use crate::limiter::gcra::{self, Invalid, Throttle, Verdict};
+use crate::limiter::{MAX_COST, MAX_LIMIT, MAX_PERIOD_S};
+use crate::server::{self, Access, Ctx, Key, RString};
+use crate::store;
+
+/// The parsed arguments of one call.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Request<'a, A> {
+    /// The key holding the throttle's state.
+    pub key: &'a A,
+    /// Burst and rate.
+    pub throttle: Throttle,
+    /// Requests this call counts.
+    pub quantity: u64,
+}
+
+/// Parses `RATELIMIT.THROTTLE key max_burst count_per_period period
+/// [quantity]`, the command name included.
+pub fn parse<A: Arg>(args: &[A]) -> Result<Request<'_, A>, Error> {
+    let (key, max_burst, count, period, quantity) = match args {
+        [_, key, max_burst, count, period] => (key, max_burst, count, period, None),
+        [_, key, max_burst, count, period, quantity] => {
+            (key, max_burst, count, period, Some(quantity))
+        }
+        _ => return Err(Error::WrongArity),
+    };
+    let max_burst =
+        parse_in_range(max_burst, 0, MAX_LIMIT.saturating_sub(1)).ok_or(Error::InvalidMaxBurst)?;
+    let count = parse_in_range(count, 1, MAX_LIMIT).ok_or(Error::InvalidCountPerPeriod)?;
+    let period_s = parse_in_range(period, 1, MAX_PERIOD_S).ok_or(Error::InvalidPeriod)?;
+    let quantity = match quantity {
+        Some(q) => parse_in_range(q, 0, MAX_COST).ok_or(Error::InvalidQuantity)?,
+        None => 1,
+    };
+    let throttle = Throttle::new(max_burst, count, period_s).map_err(|invalid| match invalid {
+        Invalid::RateTooHigh => Error::ThrottleRateTooHigh,
+        Invalid::BurstTooLarge => Error::ThrottleBurstTooLarge,
+    })?;
+    Ok(Request {
+        key,
+        throttle,
+        quantity,
+    })
+}
+
+fn run(ctx: Ctx, args: &[RString]) -> Result<Reply, Error> {
+    let Request {
+        key,
+        throttle,
+        quantity,
+    } = parse(args)?;
+    let now_ms = server::now_ms()?;
+    let mut key = Key::open(ctx, key, Access::ReadWrite)?;
+    let verdict = store::update(ctx, &mut key, |stored| {
+        gcra::check(stored, throttle, quantity, now_ms)
+    })?;
+    Ok(Reply::Array(verdict_fields(verdict)))
+}
+
+/// CL.THROTTLE's five integers.
+pub fn verdict_fields(v: Verdict) -> [i64; 5] {
+    let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    [
+        i64::from(v.limited),
+        int(v.limit),
+        int(v.remaining),
+        v.retry_after_ns
+            .map_or(-1, |ns| int(seconds_rounded_up(ns))),
+        int(seconds_rounded_up(v.reset_after_ns)),
+    ]
+}
+
+/// Whole seconds, plus one when at least a millisecond is left over: how
+/// redis-cell rounds, so that a fast client does not retry too early.
+fn seconds_rounded_up(ns: u64) -> u64 {
+    let seconds = ns / 1_000_000_000;
+    if (ns % 1_000_000_000) / 1_000_000 > 0 {
+        seconds.saturating_add(1)
+    } else {
+        seconds
+    }
+}
+
+/// The entry point the server calls.
+pub extern "C" fn command(
+    ctx: *mut raw::RedisModuleCtx,
+    argv: *mut *mut raw::RedisModuleString,
+    argc: c_int,
+) -> c_int {
+    dispatch(ctx, argv, argc, run)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_strs<'a>(args: &'a [&'a str]) -> Result<Request<'a, &'a str>, Error> {
+        parse(args)
+    }
+
+    #[test]
+    fn parses_with_and_without_quantity() {
+        let r = parse_strs(&["RATELIMIT.THROTTLE", "k", "15", "30", "60"]).unwrap();
+        assert_eq!(r.quantity, 1);
+        assert_eq!(r.throttle, Throttle::new(15, 30, 60).unwrap());
+        let r = parse_strs(&["CL.THROTTLE", "k", "15", "30", "60", "0"]).unwrap();
+        assert_eq!(r.quantity, 0);
+    }
+
+    #[test]
+    fn rejects_bad_arguments_with_the_right_error() {
+        let cases: &[(&[&str], Error)] = &[
+            (&["RATELIMIT.THROTTLE", "k", "15", "30"], Error::WrongArity),
+            (
+                &["RATELIMIT.THROTTLE", "k", "15", "30", "60", "1", "2"],
+                Error::WrongArity,
+            ),
+            (
+                &["RATELIMIT.THROTTLE", "k", "-1", "30", "60"],
+                Error::InvalidMaxBurst,
+            ),
+            (
+                &["RATELIMIT.THROTTLE", "k", "1000000000000000", "30", "60"],
+                Error::InvalidMaxBurst,
+            ),
+            (
+                &["RATELIMIT.THROTTLE", "k", "15", "0", "60"],
+                Error::InvalidCountPerPeriod,
+            ),
+            (
+                &["RATELIMIT.THROTTLE", "k", "15", "x", "60"],
+                Error::InvalidCountPerPeriod,
+            ),
+            (
+                &["RATELIMIT.THROTTLE", "k", "15", "30", "0"],
+                Error::InvalidPeriod,
+            ),
+            (
+                &["RATELIMIT.THROTTLE", "k", "15", "30", "60", "-1"],
+                Error::InvalidQuantity,
+            ),
+            (
+                &["RATELIMIT.THROTTLE", "k", "15", "30", "60", "1.5"],
+                Error::InvalidQuantity,
+            ),
+            (
+                &["RATELIMIT.THROTTLE", "k", "0", "2000000000", "1"],
+                Error::ThrottleRateTooHigh,
+            ),
+            (
+                &["RATELIMIT.THROTTLE", "k", "1", "1", "1000000000"],
+                Error::ThrottleBurstTooLarge,
+            ),
+        ];
+        for (args, expected) in cases {
+            assert_eq!(parse_strs(args).unwrap_err(), *expected, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn rounds_up_to_seconds_from_the_millisecond_as_redis_cell_does() {
+        assert_eq!(seconds_rounded_up(0), 0);
+        assert_eq!(seconds_rounded_up(999_999), 0);
+        assert_eq!(seconds_rounded_up(1_000_000), 1);
+        assert_eq!(seconds_rounded_up(1_000_000_000), 1);
+        assert_eq!(seconds_rounded_up(1_000_999_999), 1);
+        assert_eq!(seconds_rounded_up(1_001_000_000), 2);
+    }
+
+    #[test]
+    fn replies_as_cl_throttle() {
+        let v = Verdict {
+            limited: true,
+            limit: 16,
+            remaining: 0,
+            retry_after_ns: Some(1_500_000_000),
+            reset_after_ns: 59_000_000_001,
+        };
+        assert_eq!(verdict_fields(v), [1, 16, 0, 2, 59]);
+        let v = Verdict {
+            limited: false,
+            retry_after_ns: None,
+            ..v
+        };
+        assert_eq!(verdict_fields(v), [0, 16, 0, -1, 59]);
+    }
+}

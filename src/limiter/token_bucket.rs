@@ -1,0 +1,337 @@
+//! Token bucket: up to `burst` requests at once, refilled at `limit` per
+//! `period`.
+//!
+//! ```text
+//!   tokens
+//!   burst |‾‾‾‾‾\            ____/‾‾‾‾‾‾   refill: limit tokens per period
+//!         |      \      ____/
+//!         |       \____/                   a request takes `cost` tokens,
+//!       0 +-----------------------> time   or is denied and takes none
+//! ```
+//!
+//! The bucket is kept as a single instant, the time at which it will be full
+//! again (the "theoretical arrival time" of GCRA, which is the same
+//! algorithm). A request of `cost` moves that instant `cost` token-times
+//! later, and is admitted when the bucket would still hold at least nothing:
+//! when `full_at - now <= burst` token-times.
+//!
+//! Time is counted in ticks of `1 / limit` milliseconds, so one token takes
+//! exactly `period_ms` ticks to refill whatever the rate: 1000 per second,
+//! 3 per second and 1 per day are all exact, and nothing is rounded until
+//! the reply. The key's expiry is the instant the bucket is full, rounded up
+//! to the millisecond; the few ticks it was rounded by are the stored value.
+
+use super::{
+    div_ceil, div_floor, narrow, wide_mul, Decision, Outcome, Quota, MAX_LIMIT, MAX_PERIOD_S,
+};
+
+/// A token bucket's configuration: its quota refills it, `burst` is its size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bucket {
+    quota: Quota,
+    burst: u64,
+}
+
+/// The longest a bucket may take to refill completely: as long as the
+/// longest period, so every state fits a key's expiry.
+const MAX_REFILL_MS: u64 = MAX_PERIOD_S * 1000;
+
+impl Bucket {
+    /// A bucket of `burst` tokens refilled by `quota`, or `None` when `burst`
+    /// is 0, above [`MAX_LIMIT`], or so large that a refill would take longer
+    /// than the longest period.
+    pub fn new(quota: Quota, burst: u64) -> Option<Bucket> {
+        if !(1..=MAX_LIMIT).contains(&burst) {
+            return None;
+        }
+        // refill time = burst × period / limit <= MAX_REFILL_MS
+        if wide_mul(burst, quota.period_ms()) > wide_mul(MAX_REFILL_MS, quota.limit()) {
+            return None;
+        }
+        Some(Bucket { quota, burst })
+    }
+
+    /// The size of the bucket.
+    pub fn burst(&self) -> u64 {
+        self.burst
+    }
+}
+
+/// What a key holds: when the bucket will be full again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stored {
+    /// The instant the bucket is full again, rounded up to the millisecond
+    /// (absolute UNIX ms): the key's expiry. `None` when the key has no
+    /// expiry, which is read as a full bucket.
+    pub full_at_ms: Option<u64>,
+    /// How many ticks of `1 / limit` ms before `full_at_ms` the bucket is
+    /// really full (below `limit`).
+    pub early_ticks: u64,
+}
+
+/// Decides a request of `cost` tokens at `now_ms` against the state a key
+/// holds (`None` for a missing key: a full bucket). A cost of 0 only looks.
+pub fn check(stored: Option<Stored>, bucket: Bucket, cost: u64, now_ms: u64) -> Outcome<Stored> {
+    let ticks_per_ms = u128::from(bucket.quota.limit());
+    let token = u128::from(bucket.quota.period_ms());
+    let capacity = wide_mul(bucket.burst, bucket.quota.period_ms());
+    let now = wide_mul(now_ms, bucket.quota.limit());
+
+    // When the bucket is full again, never before now.
+    let full_at = stored
+        .and_then(|s| {
+            let full_at_ms = s.full_at_ms?;
+            let early = u128::from(s.early_ticks).min(ticks_per_ms.saturating_sub(1));
+            Some(wide_mul(full_at_ms, bucket.quota.limit()).saturating_sub(early))
+        })
+        .unwrap_or(now)
+        .max(now);
+    let asked = wide_mul(cost, bucket.quota.period_ms());
+    let fits = full_at.saturating_sub(now).saturating_add(asked) <= capacity;
+    let full_at_after = if fits {
+        full_at.saturating_add(asked)
+    } else {
+        full_at
+    };
+
+    let store = (fits && cost > 0).then(|| {
+        let full_at_ms = div_ceil(full_at_after, ticks_per_ms);
+        Stored {
+            full_at_ms: Some(narrow(full_at_ms)),
+            early_ticks: narrow(
+                full_at_ms
+                    .saturating_mul(ticks_per_ms)
+                    .saturating_sub(full_at_after),
+            ),
+        }
+    });
+    let retry_after_ms = if fits || cost > bucket.burst {
+        None
+    } else {
+        // The first millisecond t with full_at + asked − t <= capacity.
+        let admitting_ms = div_ceil(
+            full_at.saturating_add(asked).saturating_sub(capacity),
+            ticks_per_ms,
+        );
+        Some(narrow(admitting_ms).saturating_sub(now_ms))
+    };
+    let debt = full_at_after.saturating_sub(now);
+    Outcome {
+        decision: Decision {
+            allowed: fits,
+            remaining: narrow(div_floor(capacity.saturating_sub(debt), token)),
+            limit: bucket.quota.limit(),
+            retry_after_ms,
+            reset_after_ms: narrow(div_ceil(debt, ticks_per_ms)),
+        },
+        store,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn bucket(limit: u64, period_s: u64, burst: u64) -> Bucket {
+        Bucket::new(Quota::new(limit, period_s).unwrap(), burst).unwrap()
+    }
+
+    fn stored(full_at_ms: u64, early_ticks: u64) -> Option<Stored> {
+        Some(Stored {
+            full_at_ms: Some(full_at_ms),
+            early_ticks,
+        })
+    }
+
+    struct Row {
+        stored: Option<Stored>,
+        limit: u64,
+        period_s: u64,
+        burst: u64,
+        cost: u64,
+        now_ms: u64,
+        allowed: bool,
+        remaining: u64,
+        retry_after_ms: Option<u64>,
+        reset_after_ms: u64,
+        store: Option<Stored>,
+    }
+
+    #[test]
+    fn decides_every_case_in_the_table() {
+        #[rustfmt::skip]
+        let rows = [
+            // 0: a full bucket of 5, 1 token per second: one token taken, full again in 1 s
+            Row { stored: None, limit: 1, period_s: 1, burst: 5, cost: 1, now_ms: 10_000, allowed: true, remaining: 4, retry_after_ms: None, reset_after_ms: 1_000, store: stored(11_000, 0) },
+            // 1: four more at once: empty, full again in 5 s
+            Row { stored: stored(11_000, 0), limit: 1, period_s: 1, burst: 5, cost: 4, now_ms: 10_000, allowed: true, remaining: 0, retry_after_ms: None, reset_after_ms: 5_000, store: stored(15_000, 0) },
+            // 2: empty: the next token comes in 1 s
+            Row { stored: stored(15_000, 0), limit: 1, period_s: 1, burst: 5, cost: 1, now_ms: 10_000, allowed: false, remaining: 0, retry_after_ms: Some(1_000), reset_after_ms: 5_000, store: None },
+            // 3: 2.5 s later two tokens are back
+            Row { stored: stored(15_000, 0), limit: 1, period_s: 1, burst: 5, cost: 0, now_ms: 12_500, allowed: true, remaining: 2, retry_after_ms: None, reset_after_ms: 2_500, store: None },
+            // 4: a cost of 3 waits until the third token, 0.5 s on
+            Row { stored: stored(15_000, 0), limit: 1, period_s: 1, burst: 5, cost: 3, now_ms: 12_500, allowed: false, remaining: 2, retry_after_ms: Some(500), reset_after_ms: 2_500, store: None },
+            // 5: a cost above the burst never fits
+            Row { stored: None, limit: 1, period_s: 1, burst: 5, cost: 6, now_ms: 10_000, allowed: false, remaining: 5, retry_after_ms: None, reset_after_ms: 0, store: None },
+            // 6: 3 per second: one token is 333.33 ms, kept exactly as ticks of 1/3 ms
+            Row { stored: None, limit: 3, period_s: 1, burst: 3, cost: 1, now_ms: 10_000, allowed: true, remaining: 2, retry_after_ms: None, reset_after_ms: 334, store: stored(10_334, 2) },
+            // 7: a second one: full at 10 666.67 ms
+            Row { stored: stored(10_334, 2), limit: 3, period_s: 1, burst: 3, cost: 1, now_ms: 10_000, allowed: true, remaining: 1, retry_after_ms: None, reset_after_ms: 667, store: stored(10_667, 1) },
+            // 8: three at once empty the bucket: full at exactly 11 000
+            Row { stored: None, limit: 3, period_s: 1, burst: 3, cost: 3, now_ms: 10_000, allowed: true, remaining: 0, retry_after_ms: None, reset_after_ms: 1_000, store: stored(11_000, 0) },
+            // 9: ...and one token is back at 10 333.33, so at 10 334 ms
+            Row { stored: stored(11_000, 0), limit: 3, period_s: 1, burst: 3, cost: 1, now_ms: 10_000, allowed: false, remaining: 0, retry_after_ms: Some(334), reset_after_ms: 1_000, store: None },
+            // 10: a bucket that filled up long ago is full
+            Row { stored: stored(5_000, 0), limit: 1, period_s: 1, burst: 5, cost: 0, now_ms: 10_000, allowed: true, remaining: 5, retry_after_ms: None, reset_after_ms: 0, store: None },
+            // 11: 1 per day, burst 1
+            Row { stored: None, limit: 1, period_s: 86_400, burst: 1, cost: 1, now_ms: 10_000, allowed: true, remaining: 0, retry_after_ms: None, reset_after_ms: 86_400_000, store: stored(86_410_000, 0) },
+            // 12: burst larger than the limit: 10 at once, refilled at 2 per second
+            Row { stored: None, limit: 2, period_s: 1, burst: 10, cost: 10, now_ms: 0, allowed: true, remaining: 0, retry_after_ms: None, reset_after_ms: 5_000, store: stored(5_000, 0) },
+            // 13: no expiry is a full bucket
+            Row { stored: Some(Stored { full_at_ms: None, early_ticks: 0 }), limit: 1, period_s: 1, burst: 2, cost: 0, now_ms: 0, allowed: true, remaining: 2, retry_after_ms: None, reset_after_ms: 0, store: None },
+        ];
+        for (i, row) in rows.iter().enumerate() {
+            let b = bucket(row.limit, row.period_s, row.burst);
+            let outcome = check(row.stored, b, row.cost, row.now_ms);
+            let expected = Outcome {
+                decision: Decision {
+                    allowed: row.allowed,
+                    remaining: row.remaining,
+                    limit: row.limit,
+                    retry_after_ms: row.retry_after_ms,
+                    reset_after_ms: row.reset_after_ms,
+                },
+                store: row.store,
+            };
+            assert_eq!(outcome, expected, "row {i}");
+        }
+    }
+
+    #[test]
+    fn refuses_buckets_that_cannot_be_stored() {
+        let quota = Quota::new(1, MAX_PERIOD_S).unwrap();
+        assert!(Bucket::new(quota, 1).is_some());
+        assert!(Bucket::new(quota, 2).is_none());
+        assert!(Bucket::new(quota, 0).is_none());
+        let fast = Quota::new(MAX_LIMIT, 1).unwrap();
+        assert!(Bucket::new(fast, MAX_LIMIT).is_some());
+        assert!(Bucket::new(fast, MAX_LIMIT + 1).is_none());
+    }
+
+    #[test]
+    fn the_largest_arguments_do_not_overflow() {
+        let b = Bucket::new(Quota::new(MAX_LIMIT, MAX_PERIOD_S).unwrap(), MAX_LIMIT).unwrap();
+        let now_ms = u64::MAX / 4;
+        let first = check(None, b, MAX_LIMIT, now_ms);
+        assert!(first.decision.allowed);
+        let second = check(first.store, b, 1, now_ms);
+        assert!(!second.decision.allowed);
+        let odd = check(
+            Some(Stored {
+                full_at_ms: Some(u64::MAX),
+                early_ticks: u64::MAX,
+            }),
+            b,
+            1,
+            u64::MAX,
+        );
+        assert!(odd.decision.allowed);
+    }
+
+    fn requests() -> impl Strategy<Value = Vec<(u64, u64)>> {
+        prop::collection::vec((0u64..1_500, 0u64..5), 1..150)
+    }
+
+    fn replay(
+        b: Bucket,
+        requests: &[(u64, u64)],
+    ) -> Vec<(u64, u64, Option<Stored>, Outcome<Stored>)> {
+        let mut state = None;
+        let mut now_ms = 1_000_000;
+        let mut log = Vec::new();
+        for &(wait_ms, cost) in requests {
+            now_ms += wait_ms;
+            let outcome = check(state, b, cost, now_ms);
+            log.push((now_ms, cost, state, outcome));
+            if outcome.store.is_some() {
+                state = outcome.store;
+            }
+        }
+        log
+    }
+
+    proptest! {
+        #[test]
+        fn admits_at_most_burst_plus_the_refill_over_any_interval(
+            limit in 1u64..8, period_s in 1u64..3, burst in 1u64..8, reqs in requests()
+        ) {
+            let b = bucket(limit, period_s, burst);
+            let period_ms = period_s * 1000;
+            let admitted: Vec<(u64, u64)> = replay(b, &reqs)
+                .into_iter()
+                .filter(|(_, cost, _, o)| o.decision.allowed && *cost > 0)
+                .map(|(t, cost, _, _)| (t, cost))
+                .collect();
+            // Over [t_i, t_j], at most burst + limit × (t_j - t_i) / period.
+            for i in 0..admitted.len() {
+                let mut sum = 0u128;
+                for j in i..admitted.len() {
+                    sum += admitted[j].1 as u128;
+                    let span = (admitted[j].0 - admitted[i].0) as u128;
+                    // sum × period <= burst × period + limit × span
+                    prop_assert!(
+                        sum * period_ms as u128 <= burst as u128 * period_ms as u128 + limit as u128 * span,
+                        "{sum} admitted in {span} ms"
+                    );
+                }
+            }
+        }
+
+        #[test]
+        fn retry_after_is_the_first_instant_that_admits(
+            limit in 1u64..8, period_s in 1u64..3, burst in 1u64..8, reqs in requests()
+        ) {
+            let b = bucket(limit, period_s, burst);
+            for (now_ms, cost, state, outcome) in replay(b, &reqs) {
+                match outcome.decision.retry_after_ms {
+                    Some(retry_ms) => {
+                        prop_assert!(retry_ms >= 1);
+                        prop_assert!(!check(state, b, cost, now_ms + retry_ms - 1).decision.allowed);
+                        prop_assert!(check(state, b, cost, now_ms + retry_ms).decision.allowed);
+                    }
+                    None => prop_assert!(outcome.decision.allowed || cost > burst),
+                }
+            }
+        }
+
+        #[test]
+        fn remaining_is_what_fits_now(
+            limit in 1u64..8, period_s in 1u64..3, burst in 1u64..8, reqs in requests()
+        ) {
+            let b = bucket(limit, period_s, burst);
+            for (now_ms, _, _, outcome) in replay(b, &reqs) {
+                let Some(state) = outcome.store else { continue };
+                let remaining = outcome.decision.remaining;
+                if remaining > 0 {
+                    prop_assert!(check(Some(state), b, remaining, now_ms).decision.allowed);
+                }
+                prop_assert!(!check(Some(state), b, remaining + 1, now_ms).decision.allowed);
+            }
+        }
+
+        #[test]
+        fn the_key_expires_when_the_bucket_is_full(
+            limit in 1u64..8, period_s in 1u64..3, burst in 1u64..8, reqs in requests()
+        ) {
+            let b = bucket(limit, period_s, burst);
+            for (now_ms, _, _, outcome) in replay(b, &reqs) {
+                let Some(state) = outcome.store else { continue };
+                let reset_ms = outcome.decision.reset_after_ms;
+                prop_assert_eq!(state.full_at_ms, Some(now_ms + reset_ms));
+                prop_assert!(check(Some(state), b, 0, now_ms + reset_ms - 1).decision.remaining < burst);
+                prop_assert_eq!(check(Some(state), b, 0, now_ms + reset_ms).decision.remaining, burst);
+            }
+        }
+    }
+}
