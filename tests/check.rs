@@ -12,17 +12,17 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{check, error_of, Server};
+use common::{
+    check, error_of, exists, get, get_str, pexpiretime, repl_offset, run, server_ms, wait_for_link,
+    Server, WRONGTYPE,
+};
 use redis::{Connection, RedisResult, Value};
 
-/// Deadline for replicas to connect and to catch up.
-const REPLICATION_DEADLINE: Duration = Duration::from_secs(15);
 /// Added to a server-given wait so that the window has surely ended.
 const MARGIN_MS: u64 = 30;
 
-const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";
 const ERR_LIMIT: &str = "ERR limit must be a positive integer (at most 1000000000000000)";
 const ERR_PERIOD: &str =
     "ERR period must be a positive integer number of seconds (at most 1000000000)";
@@ -33,13 +33,6 @@ const ERR_ARITY: &str = "ERR wrong number of arguments for 'ratelimit.check' com
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-/// The server's clock (`TIME`) in UNIX milliseconds, truncated like the
-/// server's own millisecond clock.
-fn server_ms(con: &mut Connection) -> i64 {
-    let (secs, micros): (i64, i64) = redis::cmd("TIME").query(con).unwrap();
-    secs * 1000 + micros / 1000
-}
 
 /// A check, with the server's clock read just before and just after it:
 /// the command's own "now" lies in `before..=after`.
@@ -72,34 +65,8 @@ fn check_bytes(con: &mut Connection, args: &[&[u8]]) -> [i64; 5] {
     reply.try_into().unwrap()
 }
 
-fn get<K: redis::ToRedisArgs>(con: &mut Connection, key: K) -> Option<Vec<u8>> {
-    redis::cmd("GET").arg(key).query(con).unwrap()
-}
-
-fn get_str(con: &mut Connection, key: &str) -> Option<String> {
-    get(con, key).map(|v| String::from_utf8(v).unwrap())
-}
-
 fn pttl<K: redis::ToRedisArgs>(con: &mut Connection, key: K) -> i64 {
     redis::cmd("PTTL").arg(key).query(con).unwrap()
-}
-
-fn pexpiretime<K: redis::ToRedisArgs>(con: &mut Connection, key: K) -> i64 {
-    redis::cmd("PEXPIRETIME").arg(key).query(con).unwrap()
-}
-
-fn exists<K: redis::ToRedisArgs>(con: &mut Connection, key: K) -> bool {
-    let n: i64 = redis::cmd("EXISTS").arg(key).query(con).unwrap();
-    n == 1
-}
-
-fn run<T: redis::FromRedisValue>(con: &mut Connection, args: &[&str]) -> T {
-    let mut cmd = redis::cmd(args[0]);
-    for arg in &args[1..] {
-        cmd.arg(*arg);
-    }
-    cmd.query(con)
-        .unwrap_or_else(|e| panic!("{}: {e}", args.join(" ")))
 }
 
 /// Asserts that the key's window ends `after_ms` after the command's "now",
@@ -798,35 +765,6 @@ fn check_declares_its_key_and_flags() {
 // ---------------------------------------------------------------------------
 // Replication and AOF
 // ---------------------------------------------------------------------------
-
-/// Waits until `replica` reports its link to the master up.
-fn wait_for_link(replica: &Server) {
-    let mut con = replica.connect();
-    let deadline = Instant::now() + REPLICATION_DEADLINE;
-    loop {
-        let info: String = run(&mut con, &["INFO", "replication"]);
-        if info.contains("master_link_status:up") {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "replica link not up:\n{info}\n{}",
-            replica.log()
-        );
-        sleep(Duration::from_millis(20));
-    }
-}
-
-/// The master's replication offset: how much it has propagated so far.
-fn repl_offset(con: &mut Connection) -> i64 {
-    let info: String = run(con, &["INFO", "replication"]);
-    info.lines()
-        .find_map(|l| l.strip_prefix("master_repl_offset:"))
-        .unwrap_or_else(|| panic!("no offset in:\n{info}"))
-        .trim()
-        .parse()
-        .unwrap()
-}
 
 /// Keys a workload left on the master, and keys it must not have created.
 struct Workload {

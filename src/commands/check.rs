@@ -21,11 +21,7 @@
 //! `retry_after_ms` (-1 when allowed or when the cost can never fit) and
 //! `reset_after_ms` (0 when nothing is counted).
 
-use std::ffi::c_int;
-
-use redis_module::raw;
-
-use super::{decision_fields, dispatch, Reply};
+use super::{decision_fields, entry_point, Reply};
 use crate::args::{is_option, parse_in_range, Arg};
 use crate::error::Error;
 use crate::limiter::token_bucket::Bucket;
@@ -145,14 +141,7 @@ fn run(ctx: Ctx, args: &[RString]) -> Result<Reply, Error> {
     Ok(Reply::Array(decision_fields(decision)))
 }
 
-/// The entry point the server calls.
-pub extern "C" fn command(
-    ctx: *mut raw::RedisModuleCtx,
-    argv: *mut *mut raw::RedisModuleString,
-    argc: c_int,
-) -> c_int {
-    dispatch(ctx, argv, argc, run)
-}
+entry_point!(run);
 
 #[cfg(test)]
 mod tests {

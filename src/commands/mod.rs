@@ -14,6 +14,7 @@ use crate::error::Error;
 use crate::limiter::Decision;
 use crate::server::{self, Ctx, RString};
 
+// After the macro: the commands use it.
 pub mod check;
 pub mod peek;
 pub mod reset;
@@ -49,6 +50,22 @@ pub fn decision_fields(d: Decision) -> [i64; 5] {
         int(d.reset_after_ms),
     ]
 }
+
+/// Defines `command`, the `extern "C"` function the server calls for a
+/// command, which runs `$run` through [`dispatch`].
+macro_rules! entry_point {
+    ($run:path) => {
+        /// The entry point the server calls.
+        pub extern "C" fn command(
+            ctx: *mut redis_module::raw::RedisModuleCtx,
+            argv: *mut *mut redis_module::raw::RedisModuleString,
+            argc: std::ffi::c_int,
+        ) -> std::ffi::c_int {
+            $crate::commands::dispatch(ctx, argv, argc, $run)
+        }
+    };
+}
+use entry_point;
 
 /// A command body: arguments in (the command name first), reply out.
 pub type Handler = fn(Ctx, &[RString]) -> Result<Reply, Error>;

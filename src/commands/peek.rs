@@ -14,12 +14,8 @@
 //! request would be admitted (-1 if now, or never), `reset_after_ms` is when
 //! the limiter is empty again.
 
-use std::ffi::c_int;
-
-use redis_module::raw;
-
 use super::check::{parse, Algorithm, Request};
-use super::{decision_fields, dispatch, Reply};
+use super::{decision_fields, entry_point, Reply};
 use crate::error::Error;
 use crate::limiter::{fixed_window, sliding_window, token_bucket, Decision, Outcome};
 use crate::server::{self, Access, Ctx, Key, RString};
@@ -65,11 +61,4 @@ fn peek<S: Layout>(
     })
 }
 
-/// The entry point the server calls.
-pub extern "C" fn command(
-    ctx: *mut raw::RedisModuleCtx,
-    argv: *mut *mut raw::RedisModuleString,
-    argc: c_int,
-) -> c_int {
-    dispatch(ctx, argv, argc, run)
-}
+entry_point!(run);

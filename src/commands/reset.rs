@@ -11,11 +11,7 @@
 //! limiter's layout), the reply is `WRONGTYPE` and nothing is removed. Each
 //! removal propagates as `DEL`.
 
-use std::ffi::c_int;
-
-use redis_module::raw;
-
-use super::{dispatch, Reply};
+use super::{entry_point, Reply};
 use crate::error::Error;
 use crate::server::{self, Access, Ctx, Key, RString, Value};
 use crate::store;
@@ -51,11 +47,4 @@ fn run(ctx: Ctx, args: &[RString]) -> Result<Reply, Error> {
     Ok(Reply::Integer(removed))
 }
 
-/// The entry point the server calls.
-pub extern "C" fn command(
-    ctx: *mut raw::RedisModuleCtx,
-    argv: *mut *mut raw::RedisModuleString,
-    argc: c_int,
-) -> c_int {
-    dispatch(ctx, argv, argc, run)
-}
+entry_point!(run);

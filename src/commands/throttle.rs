@@ -17,11 +17,7 @@
 //! `reset_after` in seconds, rounded up (`retry_after` is -1 when admitted,
 //! or when the quantity can never fit).
 
-use std::ffi::c_int;
-
-use redis_module::raw;
-
-use super::{dispatch, Reply};
+use super::{entry_point, Reply};
 use crate::args::{parse_in_range, Arg};
 use crate::error::Error;
 use crate::limiter::gcra::{self, Invalid, Throttle, Verdict};
@@ -107,14 +103,7 @@ fn seconds_rounded_up(ns: u64) -> u64 {
     }
 }
 
-/// The entry point the server calls.
-pub extern "C" fn command(
-    ctx: *mut raw::RedisModuleCtx,
-    argv: *mut *mut raw::RedisModuleString,
-    argc: c_int,
-) -> c_int {
-    dispatch(ctx, argv, argc, run)
-}
+entry_point!(run);
 
 #[cfg(test)]
 mod tests {

@@ -42,6 +42,7 @@ pub fn server_binary() -> String {
 pub struct Builder {
     dir: Option<PathBuf>,
     args: Vec<String>,
+    module_args: Vec<String>,
     without_module: bool,
 }
 
@@ -60,6 +61,14 @@ impl Builder {
         self
     }
 
+    /// One load-time module argument pair, e.g. `module_arg("CL-THROTTLE",
+    /// "yes")`, given after `--loadmodule path` in the order added.
+    pub fn module_arg(mut self, name: &str, value: &str) -> Builder {
+        self.module_args.push(name.to_string());
+        self.module_args.push(value.to_string());
+        self
+    }
+
     /// Make this server a replica of `master`.
     pub fn replica_of(self, master: &Server) -> Builder {
         let address = format!("127.0.0.1 {}", master.port);
@@ -74,6 +83,16 @@ impl Builder {
 
     /// Starts the server and waits until it answers PING.
     pub fn start(self) -> Server {
+        match self.try_start() {
+            Ok(server) => server,
+            Err(log) => panic!("redis-server did not start; its log:\n{log}"),
+        }
+    }
+
+    /// Starts the server and waits until it answers PING, or returns the
+    /// server's log when it exits (or stays silent) before answering: for
+    /// starts that are meant to fail. Bounded by the same start deadline.
+    pub fn try_start(self) -> Result<Server, String> {
         let module = module_path();
         if !self.without_module {
             assert!(
@@ -107,7 +126,10 @@ impl Builder {
                 .arg("--logfile")
                 .arg(&log);
             if !self.without_module {
-                command.arg("--loadmodule").arg(&module);
+                command
+                    .arg("--loadmodule")
+                    .arg(&module)
+                    .args(&self.module_args);
             }
             command.args(&self.args);
             command
@@ -122,20 +144,22 @@ impl Builder {
             });
             match wait_until_ready(&mut child, port, &log) {
                 Ok(()) => {
-                    return Server {
+                    return Ok(Server {
                         child,
                         port,
                         dir,
                         log,
                         _owned_dir: owned_dir,
-                    }
+                    })
                 }
                 // Another test took the port between choosing and binding it.
                 Err(text) if text.contains("Address already in use") => last_log = text,
-                Err(text) => panic!("redis-server did not start; its log:\n{text}"),
+                Err(text) => return Err(text),
             }
         }
-        panic!("redis-server did not start after {START_ATTEMPTS} attempts; last log:\n{last_log}");
+        Err(format!(
+            "no start after {START_ATTEMPTS} attempts (port taken each time); last log:\n{last_log}"
+        ))
     }
 }
 
@@ -278,4 +302,134 @@ pub fn error_of(result: redis::RedisResult<redis::Value>) -> String {
             _ => e.to_string(),
         },
     }
+}
+
+// ---------------------------------------------------------------------------
+// Helpers shared by the suites
+// ---------------------------------------------------------------------------
+
+/// The WRONGTYPE error as the commands reply it.
+pub const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";
+
+/// Deadline for replicas to connect and to catch up.
+pub const REPLICATION_DEADLINE: Duration = Duration::from_secs(15);
+
+/// A command given as text, expected to succeed.
+pub fn run<T: redis::FromRedisValue>(con: &mut redis::Connection, args: &[&str]) -> T {
+    let mut cmd = redis::cmd(args[0]);
+    for arg in &args[1..] {
+        cmd.arg(*arg);
+    }
+    cmd.query(con)
+        .unwrap_or_else(|e| panic!("{}: {e}", args.join(" ")))
+}
+
+/// A command given as raw bytes (the name first), success or error.
+pub fn raw(con: &mut redis::Connection, args: &[&[u8]]) -> redis::RedisResult<redis::Value> {
+    let mut cmd = redis::cmd(std::str::from_utf8(args[0]).unwrap());
+    for arg in &args[1..] {
+        cmd.arg(*arg);
+    }
+    cmd.query(con)
+}
+
+/// A command given as text, replying five integers (CHECK, PEEK, THROTTLE).
+pub fn five(con: &mut redis::Connection, args: &[&str]) -> [i64; 5] {
+    let reply: Vec<i64> = run(con, args);
+    reply.try_into().unwrap_or_else(|r: Vec<i64>| {
+        panic!("{}: expected five integers, got {r:?}", args.join(" "))
+    })
+}
+
+/// The server's clock (`TIME`) in UNIX milliseconds, truncated like the
+/// server's own millisecond clock.
+pub fn server_ms(con: &mut redis::Connection) -> i64 {
+    let (secs, micros): (i64, i64) = redis::cmd("TIME").query(con).unwrap();
+    secs * 1000 + micros / 1000
+}
+
+pub fn get<K: redis::ToRedisArgs>(con: &mut redis::Connection, key: K) -> Option<Vec<u8>> {
+    redis::cmd("GET").arg(key).query(con).unwrap()
+}
+
+pub fn get_str(con: &mut redis::Connection, key: &str) -> Option<String> {
+    get(con, key).map(|v| String::from_utf8(v).unwrap())
+}
+
+pub fn pexpiretime<K: redis::ToRedisArgs>(con: &mut redis::Connection, key: K) -> i64 {
+    redis::cmd("PEXPIRETIME").arg(key).query(con).unwrap()
+}
+
+pub fn exists<K: redis::ToRedisArgs>(con: &mut redis::Connection, key: K) -> bool {
+    let n: i64 = redis::cmd("EXISTS").arg(key).query(con).unwrap();
+    n == 1
+}
+
+/// `DUMP` of a key (`None` when missing): type, value and encoding at once.
+pub fn dump<K: redis::ToRedisArgs>(con: &mut redis::Connection, key: K) -> Option<Vec<u8>> {
+    redis::cmd("DUMP").arg(key).query(con).unwrap()
+}
+
+/// Every key of the current database.
+pub fn all_keys(con: &mut redis::Connection) -> std::collections::BTreeSet<Vec<u8>> {
+    run::<Vec<Vec<u8>>>(con, &["KEYS", "*"])
+        .into_iter()
+        .collect()
+}
+
+/// Waits until `replica` reports its link to the master up.
+pub fn wait_for_link(replica: &Server) {
+    let mut con = replica.connect();
+    let deadline = Instant::now() + REPLICATION_DEADLINE;
+    loop {
+        let info: String = run(&mut con, &["INFO", "replication"]);
+        if info.contains("master_link_status:up") {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replica link not up:\n{info}\n{}",
+            replica.log()
+        );
+        sleep(Duration::from_millis(20));
+    }
+}
+
+/// `WAIT replicas`: asserts that all of them acknowledged what the master
+/// has propagated so far.
+pub fn wait_replicas(master: &mut redis::Connection, replicas: usize) {
+    let acked: i64 = redis::cmd("WAIT")
+        .arg(replicas)
+        .arg(REPLICATION_DEADLINE.as_millis() as u64)
+        .query(master)
+        .unwrap();
+    assert_eq!(acked, replicas as i64, "replicas did not acknowledge");
+}
+
+/// A master that replicates at once (no diskless-sync delay, no PINGs moving
+/// the offset) with `replicas` replicas attached and linked.
+pub fn master_with_replicas(replicas: Vec<Builder>) -> (Server, Vec<Server>) {
+    let master = Server::builder()
+        .arg("repl-diskless-sync-delay", "0")
+        .arg("repl-ping-replica-period", "3600")
+        .start();
+    let replicas: Vec<Server> = replicas
+        .into_iter()
+        .map(|b| b.replica_of(&master).start())
+        .collect();
+    for replica in &replicas {
+        wait_for_link(replica);
+    }
+    (master, replicas)
+}
+
+/// The master's replication offset: how much it has propagated so far.
+pub fn repl_offset(con: &mut redis::Connection) -> i64 {
+    let info: String = run(con, &["INFO", "replication"]);
+    info.lines()
+        .find_map(|l| l.strip_prefix("master_repl_offset:"))
+        .unwrap_or_else(|| panic!("no offset in:\n{info}"))
+        .trim()
+        .parse()
+        .unwrap()
 }
