@@ -33,6 +33,7 @@ use redis_module::{raw, Context, RedisString, Status};
 pub mod args;
 pub mod commands;
 pub mod config;
+pub mod decimal;
 pub mod error;
 pub mod limiter;
 pub mod server;

@@ -10,11 +10,12 @@
 //! Nothing here allocates: arguments are read in place, strings are written
 //! through direct memory access, replies are written field by field.
 
-use std::ffi::{c_int, c_longlong, CStr, CString};
+use std::ffi::{c_int, CStr, CString};
 
 use redis_module::raw;
 
 use crate::args::Arg;
+use crate::decimal::Digits;
 use crate::error::Error;
 
 /// `REDISMODULE_OK`, as the C API returns it.
@@ -299,20 +300,51 @@ pub fn signal_modified(ctx: Ctx, key: &RString) -> Result<(), Error> {
 /// its own clock says, and can do so without the module.
 pub fn replicate_set_pxat(ctx: Ctx, key: &RString, value: &[u8], at_ms: u64) -> Result<(), Error> {
     let replicate = unsafe { raw::RedisModule_Replicate }.ok_or(Error::Internal)?;
-    let at_ms = c_longlong::try_from(at_ms).map_err(|_| Error::Internal)?;
-    // Format: s = module string, b = buffer and length, c = C string, l = long long.
+    let mut digits = Digits::new();
+    let at_ms = digits.of(at_ms);
+    // Format: s = module string, b = buffer and length, c = C string. The
+    // time goes as digits: one allocation fewer than a long long (`l`).
     // SAFETY: the arguments match the format string one for one.
     let status = unsafe {
         replicate(
             ctx.0,
             c"SET".as_ptr(),
-            c"sbcl".as_ptr(),
+            c"sbcb".as_ptr(),
             key.0,
             value.as_ptr(),
             value.len(),
             c"PXAT".as_ptr(),
-            at_ms,
+            at_ms.as_ptr(),
+            at_ms.len(),
         )
+    };
+    if status != OK {
+        return Err(Error::Internal);
+    }
+    Ok(())
+}
+
+/// Propagates `INCRBY key by` (`INCR key` for 1): the cheapest effect when a
+/// counter grew and its expiry stayed.
+pub fn replicate_incr_by(ctx: Ctx, key: &RString, by: u64) -> Result<(), Error> {
+    let replicate = unsafe { raw::RedisModule_Replicate }.ok_or(Error::Internal)?;
+    let status = if by == 1 {
+        // SAFETY: one module string for the one `s` of the format.
+        unsafe { replicate(ctx.0, c"INCR".as_ptr(), c"s".as_ptr(), key.0) }
+    } else {
+        let mut digits = Digits::new();
+        let by = digits.of(by);
+        // SAFETY: a module string, then a buffer and its length.
+        unsafe {
+            replicate(
+                ctx.0,
+                c"INCRBY".as_ptr(),
+                c"sb".as_ptr(),
+                key.0,
+                by.as_ptr(),
+                by.len(),
+            )
+        }
     };
     if status != OK {
         return Err(Error::Internal);

@@ -1,0 +1,104 @@
+//! Integers as Redis writes them in strings and arguments: decimal, with
+//! `string2ll`'s rules.
+
+/// Parses a decimal `i64` with the rules Redis applies to integer arguments
+/// and to INCR's stored values: an optional `-`, no `+`, no spaces, no
+/// leading zeros, no overflow.
+pub fn parse_i64(bytes: &[u8]) -> Option<i64> {
+    let (negative, digits) = match bytes.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, bytes),
+    };
+    match digits {
+        [] => return None,
+        [b'0'] => return if negative { None } else { Some(0) },
+        [b'0', ..] => return None,
+        _ => {}
+    }
+    // Accumulate negatively so that i64::MIN parses without overflow.
+    let mut value: i64 = 0;
+    for &b in digits {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        let digit = i64::from(b.wrapping_sub(b'0'));
+        value = value.checked_mul(10)?.checked_sub(digit)?;
+    }
+    if negative {
+        Some(value)
+    } else {
+        value.checked_neg()
+    }
+}
+
+/// A `u64` in decimal, on the stack.
+pub struct Digits([u8; 20]);
+
+impl Digits {
+    /// Room for any `u64`.
+    pub fn new() -> Digits {
+        Digits([0; 20])
+    }
+
+    /// `n`'s digits, written into this buffer.
+    pub fn of(&mut self, mut n: u64) -> &[u8] {
+        let mut start = self.0.len();
+        for (i, slot) in self.0.iter_mut().enumerate().rev() {
+            // `n % 10` is below 10: neither the cast nor the addition wraps.
+            *slot = b'0'.wrapping_add((n % 10) as u8);
+            n /= 10;
+            start = i;
+            if n == 0 {
+                break;
+            }
+        }
+        self.0.get(start..).unwrap_or_default()
+    }
+}
+
+impl Default for Digits {
+    fn default() -> Self {
+        Digits::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_integers_like_redis() {
+        let cases: &[(&str, Option<i64>)] = &[
+            ("0", Some(0)),
+            ("7", Some(7)),
+            ("-7", Some(-7)),
+            ("9223372036854775807", Some(i64::MAX)),
+            ("-9223372036854775808", Some(i64::MIN)),
+            ("9223372036854775808", None),
+            ("-9223372036854775809", None),
+            ("99999999999999999999999", None),
+            ("", None),
+            ("-", None),
+            ("-0", None),
+            ("007", None),
+            ("+7", None),
+            (" 7", None),
+            ("7 ", None),
+            ("7.0", None),
+            ("1e3", None),
+            ("abc", None),
+            ("٣", None),
+        ];
+        for &(input, expected) in cases {
+            assert_eq!(parse_i64(input.as_bytes()), expected, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn formats_every_u64() {
+        let mut digits = Digits::new();
+        for n in [0, 1, 9, 10, 99, 100, 12345, i64::MAX as u64, u64::MAX] {
+            assert_eq!(digits.of(n), n.to_string().as_bytes());
+        }
+    }
+}
