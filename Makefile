@@ -3,9 +3,10 @@
 PORT ?= 6379
 CARGO ?= cargo
 MODULE := target/release/libredis_ratelimit.so
+BENCH_VENV := target/bench-venv
 
 .DEFAULT_GOAL := help
-.PHONY: help deps build run test lint
+.PHONY: help deps build run test lint bench
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-6s %s\n", $$1, $$2}'
@@ -27,4 +28,12 @@ test: deps ## Run every test: unit, property and against real servers
 lint: ## Check formatting and run clippy with warnings as errors
 	@scripts/install-deps --lint
 	$(CARGO) fmt --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --all-targets --all-features -- -D warnings
+
+bench: build ## Throughput, latency and memory next to INCR and Lua (BENCH_QUICK=1: about a minute)
+	@scripts/install-deps --bench
+	$(CARGO) bench --bench algorithms --features system-alloc -- $(if $(BENCH_QUICK),--warm-up-time 1 --measurement-time 2) | tee target/bench-algorithms.txt
+	python3 bench/run.py
+	@mkdir -p bench/results && grep -E '^[a-z_:]+ +time:' target/bench-algorithms.txt > bench/results/latest-algorithms.txt
+	@test -x $(BENCH_VENV)/bin/python || (python3 -m venv $(BENCH_VENV) && $(BENCH_VENV)/bin/pip install -q matplotlib)
+	$(BENCH_VENV)/bin/python bench/plot.py

@@ -29,9 +29,9 @@ pub fn parse_in_range(arg: &impl Arg, min: u64, max: u64) -> Option<u64> {
     (min..=max).contains(&value).then_some(value)
 }
 
-/// Whether `arg` is the option `name` (given in upper case), ignoring case.
-pub fn is_option(arg: &impl Arg, name: &str) -> bool {
-    arg.bytes().eq_ignore_ascii_case(name.as_bytes())
+/// Whether `word` (an argument's bytes) is the keyword `name`, ignoring case.
+pub fn is_keyword(word: &[u8], name: &str) -> bool {
+    word.eq_ignore_ascii_case(name.as_bytes())
 }
 
 #[cfg(test)]
@@ -49,10 +49,10 @@ mod tests {
     }
 
     #[test]
-    fn matches_options_case_insensitively() {
-        assert!(is_option(&"cost", "COST"));
-        assert!(is_option(&"CoSt", "COST"));
-        assert!(!is_option(&"COSTS", "COST"));
-        assert!(!is_option(&(&[0xff_u8][..]), "COST"));
+    fn matches_keywords_case_insensitively() {
+        assert!(is_keyword(b"cost", "COST"));
+        assert!(is_keyword(b"CoSt", "COST"));
+        assert!(!is_keyword(b"COSTS", "COST"));
+        assert!(!is_keyword(&[0xff], "COST"));
     }
 }

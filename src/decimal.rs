@@ -31,6 +31,22 @@ pub fn parse_i64(bytes: &[u8]) -> Option<i64> {
     }
 }
 
+/// Parses a non-negative decimal that may have leading zeros (a fixed-width
+/// field): one or more ASCII digits, no sign, no overflow.
+pub fn parse_padded_u64(bytes: &[u8]) -> Option<u64> {
+    if bytes.is_empty() {
+        return None;
+    }
+    bytes.iter().try_fold(0u64, |value, &b| {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        value
+            .checked_mul(10)?
+            .checked_add(u64::from(b.wrapping_sub(b'0')))
+    })
+}
+
 /// A `u64` in decimal, on the stack.
 pub struct Digits([u8; 20]);
 
@@ -51,6 +67,17 @@ impl Digits {
             if n == 0 {
                 break;
             }
+        }
+        self.0.get(start..).unwrap_or_default()
+    }
+
+    /// `n`'s digits, with leading zeros up to `width` (at most 20).
+    pub fn padded(&mut self, n: u64, width: usize) -> &[u8] {
+        let digits = self.of(n).len();
+        let capacity = self.0.len();
+        let start = capacity.saturating_sub(digits.max(width.min(capacity)));
+        if let Some(zeros) = self.0.get_mut(start..capacity.saturating_sub(digits)) {
+            zeros.fill(b'0');
         }
         self.0.get(start..).unwrap_or_default()
     }
@@ -91,6 +118,31 @@ mod tests {
         ];
         for &(input, expected) in cases {
             assert_eq!(parse_i64(input.as_bytes()), expected, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn pads_and_reads_fixed_width_fields() {
+        let mut digits = Digits::new();
+        assert_eq!(digits.padded(7, 3), b"007");
+        assert_eq!(digits.padded(1234, 3), b"1234");
+        assert_eq!(digits.padded(0, 0), b"0");
+        assert_eq!(digits.padded(u64::MAX, 99), u64::MAX.to_string().as_bytes());
+        assert_eq!(parse_padded_u64(b"007"), Some(7));
+        assert_eq!(parse_padded_u64(b"0"), Some(0));
+        assert_eq!(
+            parse_padded_u64(b"000000000000000000000018446744073709551615"),
+            Some(u64::MAX)
+        );
+        for bad in [
+            &b""[..],
+            b"-1",
+            b"+1",
+            b"1 ",
+            b"18446744073709551616",
+            b"1a",
+        ] {
+            assert_eq!(parse_padded_u64(bad), None, "{bad:?}");
         }
     }
 

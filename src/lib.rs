@@ -96,21 +96,21 @@ const CL_THROTTLE: Command = Command {
 const MODULE_VERSION: c_int = 100;
 
 // The shipped module allocates through Redis, so its memory counts in
-// `INFO memory` and `maxmemory`. Unit tests run outside Redis, where that
-// allocator does not exist.
-#[cfg(not(test))]
+// `INFO memory` and `maxmemory`. Outside a server (unit tests, the
+// micro-benchmarks) that allocator does not exist.
+#[cfg(not(any(test, feature = "system-alloc")))]
 type Allocator = redis_module::alloc::RedisAlloc;
-#[cfg(not(test))]
+#[cfg(not(any(test, feature = "system-alloc")))]
 const ALLOCATOR: Allocator = redis_module::alloc::RedisAlloc;
-#[cfg(test)]
+#[cfg(any(test, feature = "system-alloc"))]
 type Allocator = std::alloc::System;
-#[cfg(test)]
+#[cfg(any(test, feature = "system-alloc"))]
 const ALLOCATOR: Allocator = std::alloc::System;
 
 /// `RedisModule_OnLoad` and `RedisModule_OnUnload`, which the server calls.
 #[allow(missing_docs)]
 mod entry_points {
-    use super::{on_load, Allocator, ALLOCATOR, MODULE_VERSION};
+    use super::{on_load, on_unload, Allocator, ALLOCATOR, MODULE_VERSION};
     use redis_module::redis_module;
 
     redis_module! {
@@ -119,6 +119,7 @@ mod entry_points {
         allocator: (Allocator, ALLOCATOR),
         data_types: [],
         init: on_load,
+        deinit: on_unload,
     }
 }
 
@@ -148,6 +149,7 @@ fn on_load(ctx: &Context, args: &[RedisString]) -> Status {
     if server::disable_implicit_signal_modified(ctx).is_err() {
         return Status::Err;
     }
+    server::hold_strings();
     let optional = options.cl_throttle.then_some(&CL_THROTTLE);
     for command in COMMANDS.iter().chain(optional) {
         if server::create_command(
@@ -181,5 +183,11 @@ fn on_load(ctx: &Context, args: &[RedisString]) -> Status {
             if options.cl_throttle { "yes" } else { "no" },
         ),
     );
+    Status::Ok
+}
+
+/// Frees what the module made at load.
+fn on_unload(_ctx: &Context) -> Status {
+    server::release_strings();
     Status::Ok
 }

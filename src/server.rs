@@ -11,6 +11,7 @@
 //! through direct memory access, replies are written field by field.
 
 use std::ffi::{c_int, CStr, CString};
+use std::sync::OnceLock;
 
 use redis_module::raw;
 
@@ -207,16 +208,17 @@ impl<'a> Key<'a> {
     pub fn write_string(&mut self, bytes: &[u8]) -> Result<(), Error> {
         self.writable()?;
         let truncate = unsafe { raw::RedisModule_StringTruncate }.ok_or(Error::Internal)?;
-        let (_, len) = self.dma(raw::REDISMODULE_WRITE)?;
+        let (mut target, mut len) = self.dma(raw::REDISMODULE_WRITE)?;
         if len != bytes.len() {
             // SAFETY: `self.ptr` is an open key holding a string or nothing.
             if unsafe { truncate(self.ptr, bytes.len()) } != OK {
                 return Err(Error::Internal);
             }
-        }
-        let (target, len) = self.dma(raw::REDISMODULE_WRITE)?;
-        if len != bytes.len() {
-            return Err(Error::Internal);
+            // Resizing may move the buffer: ask for it again.
+            (target, len) = self.dma(raw::REDISMODULE_WRITE)?;
+            if len != bytes.len() {
+                return Err(Error::Internal);
+            }
         }
         // SAFETY: `target` is the key's own buffer of exactly `bytes.len()`
         // bytes, opened for writing, and nothing else refers to it meanwhile.
@@ -293,6 +295,42 @@ pub fn signal_modified(ctx: Ctx, key: &RString) -> Result<(), Error> {
     Ok(())
 }
 
+/// Strings the propagated commands repeat, made once at load and passed by
+/// reference (`s` in RM_Replicate's format), so that each propagation
+/// allocates only what changes.
+struct Held {
+    pxat: *mut raw::RedisModuleString,
+}
+
+// SAFETY: made in `OnLoad` and only ever read by commands, all of which run
+// on the server's main thread.
+unsafe impl Send for Held {}
+unsafe impl Sync for Held {}
+
+static HELD: OnceLock<Held> = OnceLock::new();
+
+/// Makes the held strings; called at load. Without them propagation still
+/// works, one allocation dearer.
+pub fn hold_strings() {
+    let Some(create) = (unsafe { raw::RedisModule_CreateString }) else {
+        return;
+    };
+    // SAFETY: a NULL context is allowed; the string lives until unload.
+    let pxat = unsafe { create(std::ptr::null_mut(), c"PXAT".as_ptr(), 4) };
+    if !pxat.is_null() {
+        let _ = HELD.set(Held { pxat });
+    }
+}
+
+/// Frees the held strings; called at unload.
+pub fn release_strings() {
+    if let (Some(held), Some(free)) = (HELD.get(), unsafe { raw::RedisModule_FreeString }) {
+        // SAFETY: made by `hold_strings` with a NULL context; freed once, as
+        // the module goes away.
+        unsafe { free(std::ptr::null_mut(), held.pxat) };
+    }
+}
+
 /// Propagates `SET key value PXAT at_ms` to replicas and the AOF.
 ///
 /// The effect is sent with absolute time, never the command itself, so a
@@ -306,17 +344,30 @@ pub fn replicate_set_pxat(ctx: Ctx, key: &RString, value: &[u8], at_ms: u64) -> 
     // time goes as digits: one allocation fewer than a long long (`l`).
     // SAFETY: the arguments match the format string one for one.
     let status = unsafe {
-        replicate(
-            ctx.0,
-            c"SET".as_ptr(),
-            c"sbcb".as_ptr(),
-            key.0,
-            value.as_ptr(),
-            value.len(),
-            c"PXAT".as_ptr(),
-            at_ms.as_ptr(),
-            at_ms.len(),
-        )
+        match HELD.get() {
+            Some(held) => replicate(
+                ctx.0,
+                c"SET".as_ptr(),
+                c"sbsb".as_ptr(),
+                key.0,
+                value.as_ptr(),
+                value.len(),
+                held.pxat,
+                at_ms.as_ptr(),
+                at_ms.len(),
+            ),
+            None => replicate(
+                ctx.0,
+                c"SET".as_ptr(),
+                c"sbcb".as_ptr(),
+                key.0,
+                value.as_ptr(),
+                value.len(),
+                c"PXAT".as_ptr(),
+                at_ms.as_ptr(),
+                at_ms.len(),
+            ),
+        }
     };
     if status != OK {
         return Err(Error::Internal);

@@ -10,7 +10,10 @@
 //! | token bucket | `T<ticks>`: ticks of 1/limit ms before the expiry at which the bucket is full | when the bucket is full again, rounded up to the ms |
 //! | THROTTLE (GCRA) | `G<ns>`: nanoseconds before the expiry at which the bucket is full | the theoretical arrival time, rounded up to the ms |
 //!
-//! All numbers are decimal, written the way INCR writes them. The tag letter
+//! All numbers are decimal, written the way INCR writes them, except the
+//! sub-millisecond field of `T` and `G`, which keeps the width of the value
+//! it replaces (zero-padded): it changes on every call, and a value whose
+//! length changes must be reallocated. The tag letter
 //! keeps layouts apart: a key made by one algorithm is a `WRONGTYPE` error for
 //! another, never a silent reinterpretation. A fixed-window counter needs no
 //! tag: it is exactly what INCR + EXPIRE leaves, so `GET`, `TTL`, `DEL`,
@@ -24,7 +27,7 @@
 //! the (equal) expiry alone and is cheaper for the server to build; it
 //! depends on no clock either.
 
-use crate::decimal::{parse_i64, Digits};
+use crate::decimal::{parse_i64, parse_padded_u64, Digits};
 use crate::error::Error;
 use crate::limiter::{fixed_window, gcra, sliding_window, token_bucket, Outcome};
 use crate::server::{self, Ctx, Key, Value};
@@ -35,8 +38,10 @@ pub trait Layout: Sized + Copy {
     /// `None` when the value is not of this layout.
     fn decode(value: &[u8], expires_at_ms: Option<u64>) -> Option<Self>;
 
-    /// Writes the value to store.
-    fn encode(&self, out: &mut Encoded) -> Option<()>;
+    /// Writes the value to store. `replaced_len` is the length of the value
+    /// it replaces (0 for none): a layout with a fixed-width field pads to it,
+    /// so that a changing number does not resize the string every time.
+    fn encode(&self, out: &mut Encoded, replaced_len: usize) -> Option<()>;
 
     /// The expiry to store with it (absolute UNIX ms).
     fn expires_at_ms(&self) -> Option<u64>;
@@ -56,7 +61,7 @@ impl Layout for fixed_window::Stored {
         })
     }
 
-    fn encode(&self, out: &mut Encoded) -> Option<()> {
+    fn encode(&self, out: &mut Encoded, _replaced_len: usize) -> Option<()> {
         out.push_u64(self.count)
     }
 
@@ -84,7 +89,7 @@ impl Layout for sliding_window::Stored {
         })
     }
 
-    fn encode(&self, out: &mut Encoded) -> Option<()> {
+    fn encode(&self, out: &mut Encoded, _replaced_len: usize) -> Option<()> {
         out.push(b"S")?;
         out.push_u64(self.previous)?;
         out.push(b":")?;
@@ -99,14 +104,14 @@ impl Layout for sliding_window::Stored {
 impl Layout for token_bucket::Stored {
     fn decode(value: &[u8], expires_at_ms: Option<u64>) -> Option<Self> {
         Some(Self {
-            early_ticks: decode_u64(value.strip_prefix(b"T")?)?,
+            early_ticks: parse_padded_u64(value.strip_prefix(b"T")?)?,
             full_at_ms: expires_at_ms,
         })
     }
 
-    fn encode(&self, out: &mut Encoded) -> Option<()> {
+    fn encode(&self, out: &mut Encoded, replaced_len: usize) -> Option<()> {
         out.push(b"T")?;
-        out.push_u64(self.early_ticks)
+        out.push(Digits::new().padded(self.early_ticks, replaced_len.saturating_sub(1)))
     }
 
     fn expires_at_ms(&self) -> Option<u64> {
@@ -117,14 +122,14 @@ impl Layout for token_bucket::Stored {
 impl Layout for gcra::Stored {
     fn decode(value: &[u8], expires_at_ms: Option<u64>) -> Option<Self> {
         Some(Self {
-            early_ns: decode_u64(value.strip_prefix(b"G")?)?,
+            early_ns: parse_padded_u64(value.strip_prefix(b"G")?)?,
             tat_ms: expires_at_ms,
         })
     }
 
-    fn encode(&self, out: &mut Encoded) -> Option<()> {
+    fn encode(&self, out: &mut Encoded, replaced_len: usize) -> Option<()> {
         out.push(b"G")?;
-        out.push_u64(self.early_ns)
+        out.push(Digits::new().padded(self.early_ns, replaced_len.saturating_sub(1)))
     }
 
     fn expires_at_ms(&self) -> Option<u64> {
@@ -192,10 +197,15 @@ impl Default for Encoded {
 /// Reads the state at `key`: `None` for a missing key, `WRONGTYPE` for a
 /// key of another type or whose value is not of layout `S`.
 pub fn load<S: Layout>(key: &Key) -> Result<Option<S>, Error> {
+    Ok(load_with_len(key)?.map(|(state, _)| state))
+}
+
+/// [`load`], with the length of the stored value.
+fn load_with_len<S: Layout>(key: &Key) -> Result<Option<(S, usize)>, Error> {
     match key.value()? {
         Value::Empty => Ok(None),
         Value::String(bytes) => S::decode(bytes, key.expires_at_ms()?)
-            .map(Some)
+            .map(|state| Some((state, bytes.len())))
             .ok_or(Error::WrongType),
         Value::Other => Err(Error::WrongType),
     }
@@ -209,8 +219,8 @@ pub fn update<S: Layout, D>(
     key: &mut Key,
     decide: impl FnOnce(Option<S>) -> Outcome<S, D>,
 ) -> Result<D, Error> {
-    let stored = load::<S>(key)?;
-    let outcome = decide(stored);
+    let stored = load_with_len::<S>(key)?;
+    let outcome = decide(stored.map(|(state, _)| state));
     if let Some(next) = outcome.store {
         save(ctx, key, stored, next)?;
     }
@@ -218,9 +228,19 @@ pub fn update<S: Layout, D>(
 }
 
 /// Stores `next` at `key`, which held `previous`, and propagates it.
-fn save<S: Layout>(ctx: Ctx, key: &mut Key, previous: Option<S>, next: S) -> Result<(), Error> {
+fn save<S: Layout>(
+    ctx: Ctx,
+    key: &mut Key,
+    previous: Option<(S, usize)>,
+    next: S,
+) -> Result<(), Error> {
+    let (previous, replaced_len) = match previous {
+        Some((state, len)) => (Some(state), len),
+        None => (None, 0),
+    };
     let mut value = Encoded::new();
-    next.encode(&mut value).ok_or(Error::Internal)?;
+    next.encode(&mut value, replaced_len)
+        .ok_or(Error::Internal)?;
     let expires_at_ms = next.expires_at_ms().ok_or(Error::Internal)?;
     // Queue the propagation first: if the server refuses it, nothing has
     // changed yet, and master and replicas still agree. A counter that grew
@@ -244,7 +264,7 @@ mod tests {
 
     fn encode<S: Layout>(state: S) -> Vec<u8> {
         let mut out = Encoded::new();
-        state.encode(&mut out).unwrap();
+        state.encode(&mut out, 0).unwrap();
         out.as_bytes().to_vec()
     }
 
@@ -296,6 +316,37 @@ mod tests {
     }
 
     #[test]
+    fn fixed_width_fields_keep_the_length_they_replace() {
+        let token = token_bucket::Stored {
+            full_at_ms: Some(1),
+            early_ticks: 7,
+        };
+        let mut out = Encoded::new();
+        token.encode(&mut out, 5).unwrap();
+        assert_eq!(out.as_bytes(), b"T0007");
+        assert_eq!(token_bucket::Stored::decode(b"T0007", Some(1)), Some(token));
+        let mut out = Encoded::new();
+        token.encode(&mut out, 1).unwrap();
+        assert_eq!(out.as_bytes(), b"T7");
+        let cell = gcra::Stored {
+            tat_ms: Some(1),
+            early_ns: 42,
+        };
+        let mut out = Encoded::new();
+        cell.encode(&mut out, 7).unwrap();
+        assert_eq!(out.as_bytes(), b"G000042");
+        assert_eq!(gcra::Stored::decode(b"G000042", Some(1)), Some(cell));
+        // Counters are written as INCR writes them, never padded.
+        let counter = fixed_window::Stored {
+            count: 3,
+            expires_at_ms: Some(1),
+        };
+        let mut out = Encoded::new();
+        counter.encode(&mut out, 4).unwrap();
+        assert_eq!(out.as_bytes(), b"3");
+    }
+
+    #[test]
     fn layouts_do_not_read_each_other() {
         let values: [&[u8]; 4] = [b"5", b"S1:2", b"T3", b"G4"];
         let readers: [fn(&[u8]) -> bool; 4] = [
@@ -332,7 +383,7 @@ mod tests {
             b"s1:2",
             b"T",
             b"T-1",
-            b"T01",
+            b"T+1",
             b"t1",
             b"G",
             b"Gx",

@@ -109,7 +109,8 @@ fn throttle_stores_the_arrival_time_to_the_nanosecond() {
     if now - start < 333 {
         assert_eq!(second, [0, 3, 1, -1, 1]);
         assert_eq!(third, [0, 3, 0, -1, 1]);
-        assert_eq!(get_str(&mut con, key).as_deref(), Some("G1"));
+        // Zero-padded to the width of the value it replaced.
+        assert_eq!(get_str(&mut con, key).as_deref(), Some("G000001"));
         assert_eq!(pexpiretime(&mut con, key), start + 1_000);
     }
 }

@@ -22,7 +22,7 @@
 //! `reset_after_ms` (0 when nothing is counted).
 
 use super::{decision_fields, entry_point, Reply};
-use crate::args::{is_option, parse_in_range, Arg};
+use crate::args::{is_keyword, parse_in_range, Arg};
 use crate::error::Error;
 use crate::limiter::token_bucket::Bucket;
 use crate::limiter::{
@@ -70,11 +70,12 @@ pub fn parse<A: Arg>(args: &[A]) -> Result<Request<'_, A>, Error> {
     let mut options = options.iter();
     while let Some(option) = options.next() {
         let value = options.next().ok_or(Error::Syntax)?;
-        if is_option(option, "COST") && cost.is_none() {
+        let option = option.bytes();
+        if is_keyword(option, "COST") && cost.is_none() {
             cost = Some(parse_in_range(value, 0, MAX_COST).ok_or(Error::InvalidCost)?);
-        } else if is_option(option, "ALGORITHM") && algorithm.is_none() {
-            algorithm = Some(parse_algorithm(value)?);
-        } else if is_option(option, "BURST") && burst.is_none() {
+        } else if is_keyword(option, "ALGORITHM") && algorithm.is_none() {
+            algorithm = Some(parse_algorithm(value.bytes())?);
+        } else if is_keyword(option, "BURST") && burst.is_none() {
             burst = Some(parse_in_range(value, 1, MAX_LIMIT).ok_or(Error::InvalidBurst)?);
         } else {
             return Err(Error::Syntax);
@@ -104,12 +105,12 @@ enum Name {
     Token,
 }
 
-fn parse_algorithm(value: &impl Arg) -> Result<Name, Error> {
-    if is_option(value, "FIXED") {
+fn parse_algorithm(value: &[u8]) -> Result<Name, Error> {
+    if is_keyword(value, "FIXED") {
         Ok(Name::Fixed)
-    } else if is_option(value, "SLIDING") {
+    } else if is_keyword(value, "SLIDING") {
         Ok(Name::Sliding)
-    } else if is_option(value, "TOKEN") {
+    } else if is_keyword(value, "TOKEN") {
         Ok(Name::Token)
     } else {
         Err(Error::InvalidAlgorithm)
