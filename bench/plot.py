@@ -43,7 +43,7 @@ def main():
     ax.set_title(f"redis-ratelimit on redis {data['server']}: throughput relative to INCR on TTL keys\n"
                  f"lines: 1.0, the 0.9 target (fixed window) and the 0.8 target (other algorithms)",
                  fontsize=10)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.09), ncol=3, fontsize=8, frameon=False)
     fig.tight_layout()
     out = RESULTS / "ratios.svg"
     fig.savefig(out, format="svg", metadata={"Date": None})
