@@ -7,11 +7,10 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 
 use common::{
-    all_keys, exists, five, get, pexpiretime, raw, repl_offset, run, server_ms, wait_for_link,
-    wait_replicas, Builder, Server,
+    all_keys, aof_contents, exists, five, get, pexpiretime, raw, repl_offset, run, server_ms,
+    wait_for_link, wait_replicas, Builder, Server,
 };
 use redis::{Connection, Value};
 
@@ -367,15 +366,6 @@ fn replication_replicas_end_identical_after_every_command() {
         let log = replica.log();
         assert!(!log.contains("sending an error"), "replica log:\n{log}");
     }
-}
-
-/// Every byte of the AOF files in `dir`.
-fn aof_contents(dir: &Path) -> String {
-    let mut contents = Vec::new();
-    for file in std::fs::read_dir(dir.join("appendonlydir")).unwrap() {
-        contents.extend(std::fs::read(file.unwrap().path()).unwrap());
-    }
-    String::from_utf8_lossy(&contents).to_lowercase()
 }
 
 #[test]

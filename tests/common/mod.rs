@@ -70,9 +70,12 @@ impl Builder {
     }
 
     /// Make this server a replica of `master`.
-    pub fn replica_of(self, master: &Server) -> Builder {
-        let address = format!("127.0.0.1 {}", master.port);
-        self.arg("replicaof", &address)
+    pub fn replica_of(mut self, master: &Server) -> Builder {
+        // Three separate arguments: Redis 6.2 does not split a quoted pair.
+        self.args.push("--replicaof".to_string());
+        self.args.push("127.0.0.1".to_string());
+        self.args.push(master.port.to_string());
+        self
     }
 
     /// Start the server without loading the module.
@@ -116,6 +119,10 @@ impl Builder {
         for _ in 0..START_ATTEMPTS {
             let port = free_port();
             let log = dir.join(format!("redis-{port}.log"));
+            // What the server prints before its log file is open (a bad
+            // directive, a module that refuses to load).
+            let output = std::fs::File::create(dir.join(format!("redis-{port}.out")))
+                .expect("create the server's output file");
             let mut command = Command::new(server_binary());
             command
                 .arg("--port")
@@ -134,8 +141,8 @@ impl Builder {
             command.args(&self.args);
             command
                 .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
+                .stdout(output.try_clone().expect("share the output file"))
+                .stderr(output);
             let mut child = command.spawn().unwrap_or_else(|e| {
                 panic!(
                     "cannot run {}: {e}; is redis-server installed? (`make test` installs it)",
@@ -242,7 +249,11 @@ impl Drop for Server {
 /// Waits until the server on `port` answers PING. On failure the process is
 /// killed and its log returned.
 fn wait_until_ready(child: &mut Child, port: u16, log: &Path) -> Result<(), String> {
-    let read_log = || std::fs::read_to_string(log).unwrap_or_default();
+    let read_log = || {
+        let output = log.with_extension("out");
+        std::fs::read_to_string(&output).unwrap_or_default()
+            + &std::fs::read_to_string(log).unwrap_or_default()
+    };
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
     let deadline = Instant::now() + START_DEADLINE;
     while Instant::now() < deadline {
@@ -293,14 +304,24 @@ pub fn check(
 }
 
 /// The error a command replies, as text (code first).
+///
+/// The command name in the standard wrong-arity error is given in lower
+/// case: Redis 7 writes the registered name, Redis 6.2 the name as typed.
 pub fn error_of(result: redis::RedisResult<redis::Value>) -> String {
-    match result {
+    let text = match result {
         Ok(v) => panic!("expected an error, got {v:?}"),
         Err(e) => match (e.code(), e.detail()) {
             (Some(code), Some(detail)) => format!("{code} {detail}"),
             (Some(code), None) => code.to_string(),
             _ => e.to_string(),
         },
+    };
+    match text.split_once("wrong number of arguments for '") {
+        Some((head, rest)) => format!(
+            "{head}wrong number of arguments for '{}",
+            rest.to_lowercase()
+        ),
+        None => text,
     }
 }
 
@@ -356,8 +377,46 @@ pub fn get_str(con: &mut redis::Connection, key: &str) -> Option<String> {
     get(con, key).map(|v| String::from_utf8(v).unwrap())
 }
 
+/// The key's absolute expiry in UNIX ms (-1 without one, -2 without the
+/// key), exactly. Servers before Redis 7.0 lack PEXPIRETIME: there it is read
+/// as TIME, PTTL, TIME inside one script, until both clock readings fall in
+/// the same millisecond, which is then the one PTTL was computed against.
 pub fn pexpiretime<K: redis::ToRedisArgs>(con: &mut redis::Connection, key: K) -> i64 {
-    redis::cmd("PEXPIRETIME").arg(key).query(con).unwrap()
+    let key = key.to_redis_args();
+    if has_command(con, "PEXPIRETIME") {
+        return redis::cmd("PEXPIRETIME").arg(&key).query(con).unwrap();
+    }
+    let script = "local a = redis.call('TIME') \
+                  local ttl = redis.call('PTTL', KEYS[1]) \
+                  local b = redis.call('TIME') \
+                  return {a[1], a[2], ttl, b[1], b[2]}";
+    for _ in 0..1000 {
+        let (a_s, a_us, ttl, b_s, b_us): (i64, i64, i64, i64, i64) = redis::cmd("EVAL")
+            .arg(script)
+            .arg(1)
+            .arg(&key)
+            .query(con)
+            .unwrap();
+        if ttl < 0 {
+            return ttl;
+        }
+        let (a_ms, b_ms) = (a_s * 1000 + a_us / 1000, b_s * 1000 + b_us / 1000);
+        if a_ms == b_ms {
+            return a_ms + ttl;
+        }
+    }
+    panic!("could not read the expiry of {key:?} within one millisecond");
+}
+
+/// Whether the server has `command` (PEXPIRETIME, EVAL_RO and FUNCTION
+/// arrived in Redis 7.0).
+pub fn has_command(con: &mut redis::Connection, command: &str) -> bool {
+    let info: Vec<redis::Value> = redis::cmd("COMMAND")
+        .arg("INFO")
+        .arg(command)
+        .query(con)
+        .unwrap();
+    !matches!(info.first(), None | Some(redis::Value::Nil))
 }
 
 pub fn exists<K: redis::ToRedisArgs>(con: &mut redis::Connection, key: K) -> bool {
@@ -432,4 +491,36 @@ pub fn repl_offset(con: &mut redis::Connection) -> i64 {
         .trim()
         .parse()
         .unwrap()
+}
+
+/// The AOF files a server writes in `dir`: a directory of parts since Redis
+/// 7.0, one file before.
+pub fn aof_files(dir: &Path) -> Vec<PathBuf> {
+    let parts = dir.join("appendonlydir");
+    if parts.is_dir() {
+        return std::fs::read_dir(parts)
+            .unwrap()
+            .map(|f| f.unwrap().path())
+            .collect();
+    }
+    vec![dir.join("appendonly.aof")]
+}
+
+/// Every byte of the AOF files in `dir`, as lower-case text.
+pub fn aof_contents(dir: &Path) -> String {
+    let mut contents = Vec::new();
+    for file in aof_files(dir) {
+        contents.extend(std::fs::read(file).unwrap());
+    }
+    String::from_utf8_lossy(&contents).to_lowercase()
+}
+
+/// Whether the server has Redis 7's script flags, `EVAL_RO` and functions;
+/// when not, says which part of a test it cannot run.
+pub fn has_read_only_scripts(con: &mut redis::Connection, part: &str) -> bool {
+    let has = has_command(con, "EVAL_RO");
+    if !has {
+        eprintln!("not run ({part}): this server has no read-only scripts (Redis < 7.0)");
+    }
+    has
 }
