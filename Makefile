@@ -6,10 +6,10 @@ MODULE := target/release/libredis_ratelimit.so
 BENCH_VENV := target/bench-venv
 
 .DEFAULT_GOAL := help
-.PHONY: help deps build run test lint bench
+.PHONY: help deps build run test test-matrix lint bench
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-6s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 deps: ## Install redis-server and libclang when missing (apt-get)
 	@scripts/install-deps
@@ -25,13 +25,17 @@ test: deps ## Run every test: unit, property and against real servers
 	$(CARGO) build
 	$(CARGO) test
 
+test-matrix: deps ## Run the tests against Redis 7.0, Valkey 8.1, Redis 6.2 and 7.4 (SERVERS=… to pick)
+	@scripts/install-deps --venv
+	scripts/test-matrix
+
 lint: ## Check formatting and run clippy with warnings as errors
 	@scripts/install-deps --lint
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets --all-features -- -D warnings
 
 bench: build ## Throughput, latency and memory next to INCR and Lua (BENCH_QUICK=1: about a minute)
-	@scripts/install-deps --bench
+	@scripts/install-deps --venv
 	$(CARGO) bench --bench algorithms --features system-alloc -- $(if $(BENCH_QUICK),--warm-up-time 1 --measurement-time 2) | tee target/bench-algorithms.txt
 	python3 bench/run.py
 	@mkdir -p bench/results && grep -E '^[a-z_:]+ +time:' target/bench-algorithms.txt > bench/results/latest-algorithms.txt

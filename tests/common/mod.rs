@@ -10,6 +10,8 @@
 //!   `target/debug/libredis_ratelimit.so`, which `make test` builds first).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod cluster;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -523,4 +525,13 @@ pub fn has_read_only_scripts(con: &mut redis::Connection, part: &str) -> bool {
         eprintln!("not run ({part}): this server has no read-only scripts (Redis < 7.0)");
     }
     has
+}
+
+impl Server {
+    /// Kills the server with SIGKILL, the way a crash or the OOM killer
+    /// would (no SHUTDOWN, no final save or fsync), and waits for it to exit.
+    pub fn kill(mut self) {
+        self.child.kill().expect("SIGKILL the server");
+        self.child.wait().expect("reap the server");
+    }
 }
