@@ -1,17 +1,43 @@
-//! Options given at load time: `--loadmodule libredis_ratelimit.so NAME VALUE …`.
+//! The module's options: given at load time
+//! (`--loadmodule libredis_ratelimit.so NAME VALUE …`) and, on servers with
+//! module configs (Redis 7.0+, Valkey), read and set as `ratelimit.<name>`
+//! with `CONFIG GET`/`CONFIG SET` or in `redis.conf`.
 //!
 //! | option | values | default | effect |
 //! | --- | --- | --- | --- |
-//! | `CL-THROTTLE` | `yes`, `no` | `no` | also register RATELIMIT.THROTTLE as `CL.THROTTLE`, redis-cell's name |
+//! | `cl-throttle` | `yes`, `no` | `no` | also register RATELIMIT.THROTTLE as `CL.THROTTLE`, redis-cell's name; load time only |
+//! | `denied-events` | `yes`, `no` | `no` | a denied request fires the keyspace event `ratelimit.denied` |
 //!
-//! Names and values are case-insensitive. An unknown option, a bad value or
-//! a missing one refuses the load, with the reason in the server log.
+//! Names and values are case-insensitive at load time. An unknown option, a
+//! bad value or a missing one refuses the load, with the reason in the
+//! server log; `CONFIG SET` refuses a bad value and keeps the old one.
 
-/// The options in force.
+use std::ffi::{c_char, c_int, c_void, CStr};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+
+use redis_module::raw;
+
+/// `cl-throttle`: whether `CL.THROTTLE` is registered.
+pub static CL_THROTTLE: AtomicBool = AtomicBool::new(false);
+
+/// `denied-events`: whether denied requests fire `ratelimit.denied`.
+pub static DENIED_EVENTS: AtomicBool = AtomicBool::new(false);
+
+/// The options given at load time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Options {
-    /// Register `CL.THROTTLE` too.
+    /// `cl-throttle`.
     pub cl_throttle: bool,
+    /// `denied-events`.
+    pub denied_events: bool,
+}
+
+impl Options {
+    /// Puts these options in force.
+    pub fn apply(self) {
+        CL_THROTTLE.store(self.cl_throttle, Relaxed);
+        DENIED_EVENTS.store(self.denied_events, Relaxed);
+    }
 }
 
 /// Parses the module's load-time arguments, given as bytes.
@@ -23,12 +49,15 @@ pub fn parse<A: AsRef<[u8]>>(args: &[A]) -> Result<Options, String> {
         let value = args
             .next()
             .ok_or_else(|| format!("module option {shown} has no value"))?;
-        if name.eq_ignore_ascii_case(b"CL-THROTTLE") {
-            options.cl_throttle = parse_bool(value)
-                .ok_or_else(|| format!("module option {shown} must be yes or no"))?;
+        let value =
+            parse_bool(value).ok_or_else(|| format!("module option {shown} must be yes or no"));
+        if name.eq_ignore_ascii_case(b"cl-throttle") {
+            options.cl_throttle = value?;
+        } else if name.eq_ignore_ascii_case(b"denied-events") {
+            options.denied_events = value?;
         } else {
             return Err(format!(
-                "unknown module option {shown} (known: CL-THROTTLE)"
+                "unknown module option {shown} (known: cl-throttle, denied-events)"
             ));
         }
     }
@@ -45,6 +74,67 @@ fn parse_bool(value: &[u8]) -> Option<bool> {
     }
 }
 
+/// A boolean module config: its name (the server adds `ratelimit.`),
+/// whether it can change after load, and its value.
+pub struct BoolConfig {
+    /// The name, without the module prefix.
+    pub name: &'static CStr,
+    /// Set at load time only (`CONFIG SET` refuses it).
+    pub immutable: bool,
+    /// Where the value lives.
+    pub value: &'static AtomicBool,
+    /// Reads the value, for the server.
+    pub get: raw::RedisModuleConfigGetBoolFunc,
+    /// Sets the value, for the server.
+    pub set: raw::RedisModuleConfigSetBoolFunc,
+}
+
+/// Every module config.
+pub const CONFIGS: [BoolConfig; 2] = [
+    BoolConfig {
+        name: c"cl-throttle",
+        immutable: true,
+        value: &CL_THROTTLE,
+        get: Some(get_cl_throttle),
+        set: Some(set_cl_throttle),
+    },
+    BoolConfig {
+        name: c"denied-events",
+        immutable: false,
+        value: &DENIED_EVENTS,
+        get: Some(get_denied_events),
+        set: Some(set_denied_events),
+    },
+];
+
+extern "C" fn get_cl_throttle(_name: *const c_char, _privdata: *mut c_void) -> c_int {
+    c_int::from(CL_THROTTLE.load(Relaxed))
+}
+
+extern "C" fn set_cl_throttle(
+    _name: *const c_char,
+    value: c_int,
+    _privdata: *mut c_void,
+    _err: *mut *mut raw::RedisModuleString,
+) -> c_int {
+    CL_THROTTLE.store(value != 0, Relaxed);
+    0
+}
+
+extern "C" fn get_denied_events(_name: *const c_char, _privdata: *mut c_void) -> c_int {
+    c_int::from(DENIED_EVENTS.load(Relaxed))
+}
+
+extern "C" fn set_denied_events(
+    _name: *const c_char,
+    value: c_int,
+    _privdata: *mut c_void,
+    _err: *mut *mut raw::RedisModuleString,
+) -> c_int {
+    DENIED_EVENTS.store(value != 0, Relaxed);
+    0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,16 +146,22 @@ mod tests {
     }
 
     #[test]
-    fn reads_cl_throttle_in_any_case() {
+    fn reads_every_option_in_any_case() {
         assert!(parse(&["CL-THROTTLE", "yes"]).unwrap().cl_throttle);
         assert!(parse(&["cl-throttle", "YES"]).unwrap().cl_throttle);
         assert!(!parse(&["Cl-Throttle", "no"]).unwrap().cl_throttle);
+        let both = parse(&["denied-events", "yes", "CL-THROTTLE", "no"]).unwrap();
+        assert!(both.denied_events);
+        assert!(!both.cl_throttle);
     }
 
     #[test]
     fn refuses_what_it_does_not_know() {
         assert!(parse(&["CL-THROTTLE"]).unwrap_err().contains("no value"));
         assert!(parse(&["CL-THROTTLE", "1"])
+            .unwrap_err()
+            .contains("yes or no"));
+        assert!(parse(&["DENIED-EVENTS", "maybe"])
             .unwrap_err()
             .contains("yes or no"));
         assert!(parse(&["FAST", "yes"]).unwrap_err().contains("unknown"));

@@ -36,9 +36,12 @@ pub mod config;
 pub mod decimal;
 pub mod error;
 pub mod limiter;
+pub mod metadata;
 pub mod server;
+pub mod stats;
 pub mod store;
 
+use metadata::CommandDocs;
 use server::{Ctx, LogLevel};
 
 /// One command as registered with the server.
@@ -51,6 +54,8 @@ struct Command {
     /// First key, last key and step: position 1 makes cluster routing
     /// (MOVED), ACL key patterns and `COMMAND GETKEYS` work.
     keys: (c_int, c_int, c_int),
+    /// Arity, key spec, ACL categories and docs, for servers that take them.
+    docs: &'static CommandDocs,
 }
 
 /// Every command of the module.
@@ -60,6 +65,7 @@ const COMMANDS: &[Command] = &[
         handler: Some(commands::check::command),
         flags: c"write deny-oom fast",
         keys: (1, 1, 1),
+        docs: &commands::check::DOCS,
     },
     Command {
         name: c"ratelimit.peek",
@@ -67,6 +73,7 @@ const COMMANDS: &[Command] = &[
         // `readonly`: runs on replicas and in EVAL_RO / FCALL_RO.
         flags: c"readonly fast",
         keys: (1, 1, 1),
+        docs: &commands::peek::DOCS,
     },
     Command {
         name: c"ratelimit.reset",
@@ -74,22 +81,25 @@ const COMMANDS: &[Command] = &[
         // Not `deny-oom`: it frees memory. Not `fast`: one lookup per key.
         flags: c"write",
         keys: (1, -1, 1),
+        docs: &commands::reset::DOCS,
     },
     Command {
         name: c"ratelimit.throttle",
         handler: Some(commands::throttle::command),
         flags: c"write deny-oom fast",
         keys: (1, 1, 1),
+        docs: &commands::throttle::DOCS,
     },
 ];
 
 /// RATELIMIT.THROTTLE under redis-cell's name, registered with the
-/// `CL-THROTTLE yes` module option.
+/// `cl-throttle yes` module option.
 const CL_THROTTLE: Command = Command {
     name: c"cl.throttle",
     handler: Some(commands::throttle::command),
     flags: c"write deny-oom fast",
     keys: (1, 1, 1),
+    docs: &commands::throttle::DOCS,
 };
 
 /// The module version as `MODULE LIST` shows it: major * 10000 + minor * 100 + patch.
@@ -126,64 +136,82 @@ mod entry_points {
 /// Checks the server and the options, then registers the commands.
 fn on_load(ctx: &Context, args: &[RedisString]) -> Status {
     let ctx = Ctx::new(ctx.ctx);
-    let missing = server::missing_functions();
-    if !missing.is_empty() {
-        server::log(
-            ctx,
-            LogLevel::Warning,
-            &format!(
-                "this server lacks {}; Redis 6.2.2 or later is required",
-                missing.join(", ")
-            ),
-        );
-        return Status::Err;
-    }
-    let args: Vec<&[u8]> = args.iter().map(RedisString::as_slice).collect();
-    let options = match config::parse(&args) {
-        Ok(options) => options,
+    match load(ctx, args) {
+        Ok(()) => Status::Ok,
         Err(reason) => {
             server::log(ctx, LogLevel::Warning, &reason);
-            return Status::Err;
+            Status::Err
         }
-    };
-    if server::disable_implicit_signal_modified(ctx).is_err() {
-        return Status::Err;
     }
+}
+
+/// Everything `OnLoad` does; an error is the reason the load is refused.
+fn load(ctx: Ctx, args: &[RedisString]) -> Result<(), String> {
+    let missing = server::missing_functions();
+    if !missing.is_empty() {
+        return Err(format!(
+            "this server lacks {}; Redis 6.2.2 or later is required",
+            missing.join(", ")
+        ));
+    }
+    let args: Vec<&[u8]> = args.iter().map(RedisString::as_slice).collect();
+    config::parse(&args)?.apply();
+    let configs = server::register_configs(ctx, &config::CONFIGS)
+        .map_err(|_| "could not register the module configs".to_string())?;
+    server::disable_implicit_signal_modified(ctx)
+        .map_err(|_| "could not set the module options".to_string())?;
     server::hold_strings();
-    let optional = options.cl_throttle.then_some(&CL_THROTTLE);
-    for command in COMMANDS.iter().chain(optional) {
-        if server::create_command(
+
+    let own_category = metadata::add_category(ctx);
+    let cl_throttle = config::CL_THROTTLE.load(std::sync::atomic::Ordering::Relaxed);
+    let mut described = metadata::Described::default();
+    for command in COMMANDS.iter().chain(cl_throttle.then_some(&CL_THROTTLE)) {
+        server::create_command(
             ctx,
             command.name,
             command.handler,
             command.flags,
             command.keys,
         )
-        .is_err()
-        {
-            server::log(
-                ctx,
-                LogLevel::Warning,
-                &format!("could not register {:?}", command.name),
-            );
-            return Status::Err;
-        }
+        .map_err(|_| format!("could not register {:?}", command.name))?;
+        described = metadata::describe(ctx, command.name, command.docs, own_category)?;
     }
-    let clock = if unsafe { raw::RedisModule_CachedMicroseconds }.is_some() {
-        "command time frozen by the server (CachedMicroseconds)"
-    } else {
-        "wall clock (Milliseconds); this server has no CachedMicroseconds"
-    };
+    server::register_info(ctx, Some(stats::info))
+        .map_err(|_| "could not register the INFO section".to_string())?;
+
+    let yes_no = |b: bool| if b { "yes" } else { "no" };
+    let found = |b: bool| if b { "found" } else { "absent" };
     server::log(
         ctx,
         LogLevel::Notice,
         &format!(
-            "version {} loaded; CL-THROTTLE {}; clock: {clock}",
+            "version {} loaded; options: cl-throttle {}, denied-events {} ({}); \
+             server APIs: CachedMicroseconds {} (clock: {}), SetCommandInfo {}, \
+             SetCommandACLCategories {}, AddACLCategory {}",
             env!("CARGO_PKG_VERSION"),
-            if options.cl_throttle { "yes" } else { "no" },
+            yes_no(cl_throttle),
+            yes_no(config::DENIED_EVENTS.load(std::sync::atomic::Ordering::Relaxed)),
+            if configs {
+                "CONFIG GET/SET ratelimit.*"
+            } else {
+                "no module configs on this server: load-time arguments only"
+            },
+            found(unsafe { raw::RedisModule_CachedMicroseconds }.is_some()),
+            if unsafe { raw::RedisModule_CachedMicroseconds }.is_some() {
+                "the command time the server froze"
+            } else {
+                "the wall clock"
+            },
+            found(described.command_info),
+            found(described.acl_categories),
+            if own_category {
+                "found (@ratelimit)"
+            } else {
+                "absent"
+            },
         ),
     );
-    Status::Ok
+    Ok(())
 }
 
 /// Frees what the module made at load.

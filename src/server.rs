@@ -331,6 +331,18 @@ pub fn release_strings() {
     }
 }
 
+/// Fires the keyspace event `event` on `key`, of class `d` (module events:
+/// `notify-keyspace-events` with `d`, or `A`, shows them).
+pub fn notify(ctx: Ctx, event: &CStr, key: &RString) {
+    let Some(notify) = (unsafe { raw::RedisModule_NotifyKeyspaceEvent }) else {
+        return;
+    };
+    let class = raw::REDISMODULE_NOTIFY_MODULE;
+    // SAFETY: `ctx` and `key` are the running command's; `event` is
+    // NUL-terminated.
+    unsafe { notify(ctx.0, class, event.as_ptr(), key.0) };
+}
+
 /// Propagates `SET key value PXAT at_ms` to replicas and the AOF.
 ///
 /// The effect is sent with absolute time, never the command itself, so a
@@ -474,6 +486,95 @@ pub fn reply_error(ctx: Ctx, error: Error) {
                 }
             }
         }
+    }
+}
+
+/// Registers `callback` as the module's `INFO` section writer.
+pub fn register_info(ctx: Ctx, callback: raw::RedisModuleInfoFunc) -> Result<(), Error> {
+    let register = unsafe { raw::RedisModule_RegisterInfoFunc }.ok_or(Error::Internal)?;
+    // SAFETY: called from OnLoad with the server's context.
+    if unsafe { register(ctx.0, callback) } != OK {
+        return Err(Error::Internal);
+    }
+    Ok(())
+}
+
+/// The context of an `INFO` callback.
+#[derive(Debug, Clone, Copy)]
+pub struct InfoCtx(*mut raw::RedisModuleInfoCtx);
+
+impl InfoCtx {
+    /// Wraps the pointer the server passed to the `INFO` callback.
+    pub fn new(ptr: *mut raw::RedisModuleInfoCtx) -> InfoCtx {
+        InfoCtx(ptr)
+    }
+}
+
+/// Starts the module's own `INFO` section (`# ratelimit`); false when the
+/// caller did not ask for it.
+pub fn info_section(info: InfoCtx) -> bool {
+    let Some(add_section) = (unsafe { raw::RedisModule_InfoAddSection }) else {
+        return false;
+    };
+    // SAFETY: `info` is the context the server passed to the INFO callback;
+    // a NULL name is the module's default section.
+    unsafe { add_section(info.0, std::ptr::null()) == OK }
+}
+
+/// Adds `ratelimit_<name>:<value>` to the section.
+pub fn info_field(info: InfoCtx, name: &CStr, value: u64) {
+    if let Some(add_field) = unsafe { raw::RedisModule_InfoAddFieldULongLong } {
+        // SAFETY: as for `info_section`; `name` is NUL-terminated.
+        unsafe { add_field(info.0, name.as_ptr(), value) };
+    }
+}
+
+/// Registers the boolean module configs and loads their values from the
+/// server's configuration. `Ok(false)` on servers without module configs
+/// (before Redis 7.0), where the options are load-time arguments only.
+pub fn register_configs(ctx: Ctx, configs: &[crate::config::BoolConfig]) -> Result<bool, Error> {
+    let (Some(register), Some(load)) = (unsafe { raw::RedisModule_RegisterBoolConfig }, unsafe {
+        raw::RedisModule_LoadConfigs
+    }) else {
+        return Ok(false);
+    };
+    for config in configs {
+        let flags = if config.immutable {
+            raw::REDISMODULE_CONFIG_IMMUTABLE
+        } else {
+            raw::REDISMODULE_CONFIG_DEFAULT
+        };
+        let default = c_int::from(config.value.load(std::sync::atomic::Ordering::Relaxed));
+        // SAFETY: called from OnLoad; the name is NUL-terminated and the
+        // callbacks live as long as the module.
+        let status = unsafe {
+            register(
+                ctx.0,
+                config.name.as_ptr(),
+                default,
+                flags,
+                config.get,
+                config.set,
+                None,
+                std::ptr::null_mut(),
+            )
+        };
+        if status != OK {
+            return Err(Error::Internal);
+        }
+    }
+    // SAFETY: called from OnLoad after the registrations.
+    if unsafe { load(ctx.0) } != OK {
+        return Err(Error::Internal);
+    }
+    Ok(true)
+}
+
+/// The raw context, for the load-time calls that describe commands.
+impl Ctx {
+    /// The server's pointer.
+    pub fn as_ptr(self) -> *mut raw::RedisModuleCtx {
+        self.0
     }
 }
 

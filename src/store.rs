@@ -27,6 +27,8 @@
 //! the (equal) expiry alone and is cheaper for the server to build; it
 //! depends on no clock either.
 
+use std::ffi::CStr;
+
 use crate::decimal::{parse_i64, parse_padded_u64, Digits};
 use crate::error::Error;
 use crate::limiter::{fixed_window, gcra, sliding_window, token_bucket, Outcome};
@@ -214,15 +216,19 @@ fn load_with_len<S: Layout>(key: &Key) -> Result<Option<(S, usize)>, Error> {
 /// Reads the state at `key`, lets `decide` compute the outcome, stores and
 /// propagates what it asks to store, and returns its decision. The key stays
 /// open throughout: the whole step is atomic, like any Redis command.
+///
+/// A change fires the keyspace event `event` (class `d`, module) on the key.
 pub fn update<S: Layout, D>(
     ctx: Ctx,
     key: &mut Key,
+    event: &CStr,
     decide: impl FnOnce(Option<S>) -> Outcome<S, D>,
 ) -> Result<D, Error> {
     let stored = load_with_len::<S>(key)?;
     let outcome = decide(stored.map(|(state, _)| state));
     if let Some(next) = outcome.store {
         save(ctx, key, stored, next)?;
+        server::notify(ctx, event, key.name());
     }
     Ok(outcome.decision)
 }

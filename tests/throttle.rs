@@ -349,7 +349,7 @@ fn cl_throttle_exists_only_with_the_module_option() {
         let server = Server::builder().module_arg(name, value).start();
         let mut con = server.connect();
         assert_redis_cell_sequence(&mut con, "CL.THROTTLE", "cell");
-        assert!(server.log().contains("CL-THROTTLE yes"), "{}", server.log());
+        assert!(server.log().contains("cl-throttle yes"), "{}", server.log());
 
         // Both names work on the same key, as one limiter.
         let both = "both";

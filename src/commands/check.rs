@@ -21,15 +21,52 @@
 //! `retry_after_ms` (-1 when allowed or when the cost can never fit) and
 //! `reset_after_ms` (0 when nothing is counted).
 
-use super::{decision_fields, entry_point, Reply};
+use super::{decision_fields, denied_event, entry_point, Reply};
 use crate::args::{is_keyword, parse_in_range, Arg};
 use crate::error::Error;
 use crate::limiter::token_bucket::Bucket;
 use crate::limiter::{
     fixed_window, sliding_window, token_bucket, Quota, MAX_COST, MAX_LIMIT, MAX_PERIOD_S,
 };
+use crate::metadata::{ArgDocs, ArgKind, CommandDocs, KeySpec};
 use crate::server::{self, Access, Ctx, Key, RString};
+use crate::stats::STATS;
 use crate::store;
+use redis_module::raw;
+
+/// What `COMMAND DOCS` and `COMMAND INFO` say of RATELIMIT.CHECK.
+pub const DOCS: CommandDocs = CommandDocs {
+    summary: c"Counts a request against a rate limit and says whether it is allowed",
+    complexity: c"O(1)",
+    since: c"0.1.0",
+    arity: -4,
+    keys: KeySpec {
+        flags: raw::REDISMODULE_CMD_KEY_RW
+            | raw::REDISMODULE_CMD_KEY_ACCESS
+            | raw::REDISMODULE_CMD_KEY_UPDATE,
+        first: 1,
+        last: 0,
+    },
+    acl_categories: c"write fast",
+    args: &LIMIT_ARGS,
+};
+
+/// The arguments of CHECK and PEEK.
+pub const LIMIT_ARGS: [ArgDocs; 6] = [
+    ArgDocs::required(c"key", ArgKind::Key),
+    ArgDocs::required(c"limit", ArgKind::Integer),
+    ArgDocs::required(c"period", ArgKind::Integer),
+    ArgDocs::option(c"cost", c"COST", ArgKind::Integer),
+    ArgDocs {
+        choices: &[
+            ArgDocs::choice(c"fixed", c"FIXED"),
+            ArgDocs::choice(c"sliding", c"SLIDING"),
+            ArgDocs::choice(c"token", c"TOKEN"),
+        ],
+        ..ArgDocs::option(c"algorithm", c"ALGORITHM", ArgKind::OneOf)
+    },
+    ArgDocs::option(c"burst", c"BURST", ArgKind::Integer),
+];
 
 /// Which algorithm decides, with its own parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,21 +165,35 @@ fn run(ctx: Ctx, args: &[RString]) -> Result<Reply, Error> {
     } = parse(args)?;
     let now_ms = server::now_ms()?;
     let mut key = Key::open(ctx, key, Access::ReadWrite)?;
-    let decision = match algorithm {
-        Algorithm::Fixed => store::update(ctx, &mut key, |stored| {
-            fixed_window::check(stored, quota, cost, now_ms)
-        }),
-        Algorithm::Sliding => store::update(ctx, &mut key, |stored| {
-            sliding_window::check(stored, quota, cost, now_ms)
-        }),
-        Algorithm::Token(bucket) => store::update(ctx, &mut key, |stored| {
-            token_bucket::check(stored, bucket, cost, now_ms)
-        }),
-    }?;
+    let event = c"ratelimit.check";
+    let (decision, stats) = match algorithm {
+        Algorithm::Fixed => (
+            store::update(ctx, &mut key, event, |stored| {
+                fixed_window::check(stored, quota, cost, now_ms)
+            })?,
+            &STATS.fixed,
+        ),
+        Algorithm::Sliding => (
+            store::update(ctx, &mut key, event, |stored| {
+                sliding_window::check(stored, quota, cost, now_ms)
+            })?,
+            &STATS.sliding,
+        ),
+        Algorithm::Token(bucket) => (
+            store::update(ctx, &mut key, event, |stored| {
+                token_bucket::check(stored, bucket, cost, now_ms)
+            })?,
+            &STATS.token,
+        ),
+    };
+    stats.decided(decision.allowed);
+    if !decision.allowed {
+        denied_event(ctx, key.name());
+    }
     Ok(Reply::Array(decision_fields(decision)))
 }
 
-entry_point!(run);
+entry_point!(run, &STATS.check);
 
 #[cfg(test)]
 mod tests {

@@ -7,12 +7,15 @@
 
 use std::ffi::c_int;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering::Relaxed;
 
 use redis_module::raw;
 
+use crate::config::DENIED_EVENTS;
 use crate::error::Error;
 use crate::limiter::Decision;
 use crate::server::{self, Ctx, RString};
+use crate::stats::CommandStats;
 
 // After the macro: the commands use it.
 pub mod check;
@@ -52,16 +55,16 @@ pub fn decision_fields(d: Decision) -> [i64; 5] {
 }
 
 /// Defines `command`, the `extern "C"` function the server calls for a
-/// command, which runs `$run` through [`dispatch`].
+/// command, which runs `$run` through [`dispatch`], counted in `$stats`.
 macro_rules! entry_point {
-    ($run:path) => {
+    ($run:path, $stats:expr) => {
         /// The entry point the server calls.
         pub extern "C" fn command(
             ctx: *mut redis_module::raw::RedisModuleCtx,
             argv: *mut *mut redis_module::raw::RedisModuleString,
             argc: std::ffi::c_int,
         ) -> std::ffi::c_int {
-            $crate::commands::dispatch(ctx, argv, argc, $run)
+            $crate::commands::dispatch(ctx, argv, argc, $run, $stats)
         }
     };
 }
@@ -69,6 +72,13 @@ use entry_point;
 
 /// A command body: arguments in (the command name first), reply out.
 pub type Handler = fn(Ctx, &[RString]) -> Result<Reply, Error>;
+
+/// Fires `ratelimit.denied` on `key` when the `denied-events` option is on.
+fn denied_event(ctx: Ctx, key: &RString) {
+    if DENIED_EVENTS.load(Relaxed) {
+        server::notify(ctx, c"ratelimit.denied", key);
+    }
+}
 
 /// Runs `handler` for a command call and writes its reply.
 ///
@@ -81,13 +91,18 @@ pub(crate) fn dispatch(
     argv: *mut *mut raw::RedisModuleString,
     argc: c_int,
     handler: Handler,
+    stats: &CommandStats,
 ) -> c_int {
     let ctx = Ctx::new(ctx);
     // SAFETY: the server passes `argc` valid arguments for this call.
     let args = unsafe { server::args(argv, argc) };
+    stats.calls.bump();
     match guarded(|| handler(ctx, args)) {
         Ok(reply) => reply.send(ctx),
-        Err(error) => server::reply_error(ctx, error),
+        Err(error) => {
+            stats.errors.bump();
+            server::reply_error(ctx, error);
+        }
     }
     // REDISMODULE_OK: the reply, error or not, has been written.
     0

@@ -14,12 +14,31 @@
 //! request would be admitted (-1 if now, or never), `reset_after_ms` is when
 //! the limiter is empty again.
 
+use super::check::LIMIT_ARGS;
 use super::check::{parse, Algorithm, Request};
 use super::{decision_fields, entry_point, Reply};
 use crate::error::Error;
 use crate::limiter::{fixed_window, sliding_window, token_bucket, Decision, Outcome};
+use crate::metadata::{CommandDocs, KeySpec};
 use crate::server::{self, Access, Ctx, Key, RString};
+use crate::stats::STATS;
 use crate::store::{self, Layout};
+use redis_module::raw;
+
+/// What `COMMAND DOCS` and `COMMAND INFO` say of RATELIMIT.PEEK.
+pub const DOCS: CommandDocs = CommandDocs {
+    summary: c"Says what RATELIMIT.CHECK would answer, counting nothing",
+    complexity: c"O(1)",
+    since: c"0.1.0",
+    arity: -4,
+    keys: KeySpec {
+        flags: raw::REDISMODULE_CMD_KEY_RO | raw::REDISMODULE_CMD_KEY_ACCESS,
+        first: 1,
+        last: 0,
+    },
+    acl_categories: c"read fast",
+    args: &LIMIT_ARGS,
+};
 
 fn run(ctx: Ctx, args: &[RString]) -> Result<Reply, Error> {
     let Request {
@@ -31,15 +50,24 @@ fn run(ctx: Ctx, args: &[RString]) -> Result<Reply, Error> {
     let now_ms = server::now_ms()?;
     let key = Key::open(ctx, key, Access::Read)?;
     let decision = match algorithm {
-        Algorithm::Fixed => peek(&key, cost, |stored, cost| {
-            fixed_window::check(stored, quota, cost, now_ms)
-        }),
-        Algorithm::Sliding => peek(&key, cost, |stored, cost| {
-            sliding_window::check(stored, quota, cost, now_ms)
-        }),
-        Algorithm::Token(bucket) => peek(&key, cost, |stored, cost| {
-            token_bucket::check(stored, bucket, cost, now_ms)
-        }),
+        Algorithm::Fixed => {
+            STATS.fixed.peeks.bump();
+            peek(&key, cost, |stored, cost| {
+                fixed_window::check(stored, quota, cost, now_ms)
+            })
+        }
+        Algorithm::Sliding => {
+            STATS.sliding.peeks.bump();
+            peek(&key, cost, |stored, cost| {
+                sliding_window::check(stored, quota, cost, now_ms)
+            })
+        }
+        Algorithm::Token(bucket) => {
+            STATS.token.peeks.bump();
+            peek(&key, cost, |stored, cost| {
+                token_bucket::check(stored, bucket, cost, now_ms)
+            })
+        }
     }?;
     Ok(Reply::Array(decision_fields(decision)))
 }
@@ -61,4 +89,4 @@ fn peek<S: Layout>(
     })
 }
 
-entry_point!(run);
+entry_point!(run, &STATS.peek);

@@ -13,8 +13,29 @@
 
 use super::{entry_point, Reply};
 use crate::error::Error;
+use crate::metadata::{ArgDocs, ArgKind, CommandDocs, KeySpec};
 use crate::server::{self, Access, Ctx, Key, RString, Value};
+use crate::stats::STATS;
 use crate::store;
+use redis_module::raw;
+
+/// What `COMMAND DOCS` and `COMMAND INFO` say of RATELIMIT.RESET.
+pub const DOCS: CommandDocs = CommandDocs {
+    summary: c"Removes the state of rate limiters",
+    complexity: c"O(N) where N is the number of keys",
+    since: c"0.1.0",
+    arity: -2,
+    keys: KeySpec {
+        flags: raw::REDISMODULE_CMD_KEY_RW | raw::REDISMODULE_CMD_KEY_DELETE,
+        first: 1,
+        last: -1,
+    },
+    acl_categories: c"write keyspace",
+    args: &[ArgDocs {
+        multiple: true,
+        ..ArgDocs::required(c"key", ArgKind::Key)
+    }],
+};
 
 fn run(ctx: Ctx, args: &[RString]) -> Result<Reply, Error> {
     let [_, keys @ ..] = args else {
@@ -42,9 +63,11 @@ fn run(ctx: Ctx, args: &[RString]) -> Result<Reply, Error> {
         server::replicate_del(ctx, name)?;
         key.delete()?;
         server::signal_modified(ctx, name)?;
+        server::notify(ctx, c"ratelimit.reset", name);
         removed = removed.saturating_add(1);
     }
+    STATS.keys_reset.add(removed.unsigned_abs());
     Ok(Reply::Integer(removed))
 }
 
-entry_point!(run);
+entry_point!(run, &STATS.reset);

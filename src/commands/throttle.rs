@@ -17,13 +17,42 @@
 //! `reset_after` in seconds, rounded up (`retry_after` is -1 when admitted,
 //! or when the quantity can never fit).
 
-use super::{entry_point, Reply};
+use super::{denied_event, entry_point, Reply};
 use crate::args::{parse_in_range, Arg};
 use crate::error::Error;
 use crate::limiter::gcra::{self, Invalid, Throttle, Verdict};
 use crate::limiter::{MAX_COST, MAX_LIMIT, MAX_PERIOD_S};
+use crate::metadata::{ArgDocs, ArgKind, CommandDocs, KeySpec};
 use crate::server::{self, Access, Ctx, Key, RString};
+use crate::stats::STATS;
 use crate::store;
+use redis_module::raw;
+
+/// What `COMMAND DOCS` and `COMMAND INFO` say of RATELIMIT.THROTTLE.
+pub const DOCS: CommandDocs = CommandDocs {
+    summary: c"Counts a request against a GCRA limit, answering as redis-cell's CL.THROTTLE",
+    complexity: c"O(1)",
+    since: c"0.1.0",
+    arity: -5,
+    keys: KeySpec {
+        flags: raw::REDISMODULE_CMD_KEY_RW
+            | raw::REDISMODULE_CMD_KEY_ACCESS
+            | raw::REDISMODULE_CMD_KEY_UPDATE,
+        first: 1,
+        last: 0,
+    },
+    acl_categories: c"write fast",
+    args: &[
+        ArgDocs::required(c"key", ArgKind::Key),
+        ArgDocs::required(c"max_burst", ArgKind::Integer),
+        ArgDocs::required(c"count_per_period", ArgKind::Integer),
+        ArgDocs::required(c"period", ArgKind::Integer),
+        ArgDocs {
+            optional: true,
+            ..ArgDocs::required(c"quantity", ArgKind::Integer)
+        },
+    ],
+};
 
 /// The parsed arguments of one call.
 #[derive(Debug, PartialEq, Eq)]
@@ -73,9 +102,13 @@ fn run(ctx: Ctx, args: &[RString]) -> Result<Reply, Error> {
     } = parse(args)?;
     let now_ms = server::now_ms()?;
     let mut key = Key::open(ctx, key, Access::ReadWrite)?;
-    let verdict = store::update(ctx, &mut key, |stored| {
+    let verdict = store::update(ctx, &mut key, c"ratelimit.throttle", |stored| {
         gcra::check(stored, throttle, quantity, now_ms)
     })?;
+    STATS.gcra.decided(!verdict.limited);
+    if verdict.limited {
+        denied_event(ctx, key.name());
+    }
     Ok(Reply::Array(verdict_fields(verdict)))
 }
 
@@ -103,7 +136,7 @@ fn seconds_rounded_up(ns: u64) -> u64 {
     }
 }
 
-entry_point!(run);
+entry_point!(run, &STATS.throttle);
 
 #[cfg(test)]
 mod tests {
