@@ -3,8 +3,9 @@
 //! This file is the module's table of contents: every command, its flags
 //! and key positions, and what happens at load time. The commands live in
 //! `commands/`, the pure algorithms in `limiter/`, the key layout in
-//! `store.rs`, the server API in `server.rs` and the error texts in
-//! `error.rs`.
+//! `store.rs`, the server API in `server.rs`, the error texts in
+//! `error.rs`, the options in `config.rs`, the INFO counters in `stats.rs`
+//! and what `COMMAND DOCS` and ACL know of each command in `metadata.rs`.
 
 // A panic in a command aborts the whole server: code that can panic is
 // refused outside tests.
@@ -28,7 +29,7 @@
 
 use std::ffi::{c_int, CStr};
 
-use redis_module::{raw, Context, RedisString, Status};
+use redis_module::raw;
 
 pub mod args;
 pub mod commands;
@@ -117,36 +118,56 @@ type Allocator = std::alloc::System;
 #[cfg(any(test, feature = "system-alloc"))]
 const ALLOCATOR: Allocator = std::alloc::System;
 
-/// `RedisModule_OnLoad` and `RedisModule_OnUnload`, which the server calls.
-#[allow(missing_docs)]
-mod entry_points {
-    use super::{on_load, on_unload, Allocator, ALLOCATOR, MODULE_VERSION};
-    use redis_module::redis_module;
+#[global_allocator]
+static GLOBAL: Allocator = ALLOCATOR;
 
-    redis_module! {
-        name: "ratelimit",
-        version: MODULE_VERSION,
-        allocator: (Allocator, ALLOCATOR),
-        data_types: [],
-        init: on_load,
-        deinit: on_unload,
+/// Called by the server when it loads the module: sets up the module API,
+/// checks the server and the options, and registers the commands. Returns
+/// `REDISMODULE_ERR` (with the reason in the server log) to refuse the load.
+///
+/// # Safety
+/// Called by the server only, with its context and the module's arguments.
+#[no_mangle]
+pub unsafe extern "C" fn RedisModule_OnLoad(
+    ctx: *mut raw::RedisModuleCtx,
+    argv: *mut *mut raw::RedisModuleString,
+    argc: c_int,
+) -> c_int {
+    let ok = c_int::try_from(raw::REDISMODULE_OK).unwrap_or(0);
+    let err = c_int::try_from(raw::REDISMODULE_ERR).unwrap_or(1);
+    let api_version = c_int::try_from(raw::REDISMODULE_APIVER_1).unwrap_or(1);
+    // SAFETY: the server's context; the name is a static C string, so
+    // nothing is allocated before the allocator the call sets up exists.
+    let init = unsafe {
+        raw::Export_RedisModule_Init(ctx, c"ratelimit".as_ptr(), MODULE_VERSION, api_version)
+    };
+    if init != ok {
+        return err;
     }
-}
-
-/// Checks the server and the options, then registers the commands.
-fn on_load(ctx: &Context, args: &[RedisString]) -> Status {
-    let ctx = Ctx::new(ctx.ctx);
-    match load(ctx, args) {
-        Ok(()) => Status::Ok,
+    let ctx = Ctx::new(ctx);
+    // SAFETY: the server passes `argc` valid arguments.
+    let args = unsafe { server::args(argv, argc) };
+    // A panic here would abort the server as surely as in a command.
+    let loaded = std::panic::catch_unwind(|| load(ctx, args))
+        .unwrap_or_else(|_| Err("internal error while loading".to_string()));
+    match loaded {
+        Ok(()) => ok,
         Err(reason) => {
             server::log(ctx, LogLevel::Warning, &reason);
-            Status::Err
+            err
         }
     }
 }
 
+/// Called by the server when it unloads the module (`MODULE UNLOAD`).
+#[no_mangle]
+pub extern "C" fn RedisModule_OnUnload(_ctx: *mut raw::RedisModuleCtx) -> c_int {
+    server::release_strings();
+    c_int::try_from(raw::REDISMODULE_OK).unwrap_or(0)
+}
+
 /// Everything `OnLoad` does; an error is the reason the load is refused.
-fn load(ctx: Ctx, args: &[RedisString]) -> Result<(), String> {
+fn load(ctx: Ctx, args: &[server::RString]) -> Result<(), String> {
     let missing = server::missing_functions();
     if !missing.is_empty() {
         return Err(format!(
@@ -154,10 +175,9 @@ fn load(ctx: Ctx, args: &[RedisString]) -> Result<(), String> {
             missing.join(", ")
         ));
     }
-    let args: Vec<&[u8]> = args.iter().map(RedisString::as_slice).collect();
+    let args: Vec<&[u8]> = args.iter().map(args::Arg::bytes).collect();
     config::parse(&args)?.apply();
-    let configs = server::register_configs(ctx, &config::CONFIGS)
-        .map_err(|_| "could not register the module configs".to_string())?;
+    let configs = server::register_configs(ctx, &config::CONFIGS)?;
     server::disable_implicit_signal_modified(ctx)
         .map_err(|_| "could not set the module options".to_string())?;
     server::hold_strings();
@@ -212,10 +232,4 @@ fn load(ctx: Ctx, args: &[RedisString]) -> Result<(), String> {
         ),
     );
     Ok(())
-}
-
-/// Frees what the module made at load.
-fn on_unload(_ctx: &Context) -> Status {
-    server::release_strings();
-    Status::Ok
 }

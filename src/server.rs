@@ -532,7 +532,7 @@ pub fn info_field(info: InfoCtx, name: &CStr, value: u64) {
 /// Registers the boolean module configs and loads their values from the
 /// server's configuration. `Ok(false)` on servers without module configs
 /// (before Redis 7.0), where the options are load-time arguments only.
-pub fn register_configs(ctx: Ctx, configs: &[crate::config::BoolConfig]) -> Result<bool, Error> {
+pub fn register_configs(ctx: Ctx, configs: &[crate::config::BoolConfig]) -> Result<bool, String> {
     let (Some(register), Some(load)) = (unsafe { raw::RedisModule_RegisterBoolConfig }, unsafe {
         raw::RedisModule_LoadConfigs
     }) else {
@@ -560,12 +560,18 @@ pub fn register_configs(ctx: Ctx, configs: &[crate::config::BoolConfig]) -> Resu
             )
         };
         if status != OK {
-            return Err(Error::Internal);
+            return Err(format!(
+                "could not register the module config {config_name}",
+                config_name = config.name.to_string_lossy()
+            ));
         }
     }
     // SAFETY: called from OnLoad after the registrations.
     if unsafe { load(ctx.0) } != OK {
-        return Err(Error::Internal);
+        return Err(
+            "the server refused a ratelimit.* value from its configuration (see the line above)"
+                .to_string(),
+        );
     }
     Ok(true)
 }

@@ -59,7 +59,7 @@ pub struct AlgorithmStats {
     pub allowed: Counter,
     /// Requests denied by CHECK or THROTTLE.
     pub denied: Counter,
-    /// Looks by PEEK.
+    /// Looks: PEEK, and CHECK with `COST 0` (THROTTLE with quantity 0).
     pub peeks: Counter,
 }
 
@@ -119,7 +119,7 @@ pub static STATS: Stats = Stats {
 
 /// The INFO fields, in order: name (the server prefixes `ratelimit_`) and
 /// value. `allowed` and `denied` are the totals over every algorithm.
-pub fn fields() -> [(&'static CStr, u64); 22] {
+pub fn fields() -> [(&'static CStr, u64); 23] {
     let s = &STATS;
     let algorithms = [&s.fixed, &s.sliding, &s.token, &s.gcra];
     let total = |f: fn(&AlgorithmStats) -> &Counter| {
@@ -150,6 +150,7 @@ pub fn fields() -> [(&'static CStr, u64); 22] {
         (c"token_peeks", s.token.peeks.get()),
         (c"throttle_allowed", s.gcra.allowed.get()),
         (c"throttle_denied", s.gcra.denied.get()),
+        (c"throttle_peeks", s.gcra.peeks.get()),
     ]
 }
 

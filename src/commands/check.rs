@@ -186,9 +186,14 @@ fn run(ctx: Ctx, args: &[RString]) -> Result<Reply, Error> {
             &STATS.token,
         ),
     };
-    stats.decided(decision.allowed);
-    if !decision.allowed {
-        denied_event(ctx, key.name());
+    if cost == 0 {
+        // A look, not a request: counted with PEEK's looks, never denied.
+        stats.peeks.bump();
+    } else {
+        stats.decided(decision.allowed);
+        if !decision.allowed {
+            denied_event(ctx, key.name());
+        }
     }
     Ok(Reply::Array(decision_fields(decision)))
 }

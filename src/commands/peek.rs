@@ -49,26 +49,27 @@ fn run(ctx: Ctx, args: &[RString]) -> Result<Reply, Error> {
     } = parse(args)?;
     let now_ms = server::now_ms()?;
     let key = Key::open(ctx, key, Access::Read)?;
-    let decision = match algorithm {
-        Algorithm::Fixed => {
-            STATS.fixed.peeks.bump();
+    let (decision, stats) = match algorithm {
+        Algorithm::Fixed => (
             peek(&key, cost, |stored, cost| {
                 fixed_window::check(stored, quota, cost, now_ms)
-            })
-        }
-        Algorithm::Sliding => {
-            STATS.sliding.peeks.bump();
+            })?,
+            &STATS.fixed,
+        ),
+        Algorithm::Sliding => (
             peek(&key, cost, |stored, cost| {
                 sliding_window::check(stored, quota, cost, now_ms)
-            })
-        }
-        Algorithm::Token(bucket) => {
-            STATS.token.peeks.bump();
+            })?,
+            &STATS.sliding,
+        ),
+        Algorithm::Token(bucket) => (
             peek(&key, cost, |stored, cost| {
                 token_bucket::check(stored, bucket, cost, now_ms)
-            })
-        }
-    }?;
+            })?,
+            &STATS.token,
+        ),
+    };
+    stats.peeks.bump();
     Ok(Reply::Array(decision_fields(decision)))
 }
 

@@ -30,7 +30,7 @@ pub const DOCS: CommandDocs = CommandDocs {
         first: 1,
         last: -1,
     },
-    acl_categories: c"write keyspace",
+    acl_categories: c"write keyspace slow",
     args: &[ArgDocs {
         multiple: true,
         ..ArgDocs::required(c"key", ArgKind::Key)

@@ -105,9 +105,14 @@ fn run(ctx: Ctx, args: &[RString]) -> Result<Reply, Error> {
     let verdict = store::update(ctx, &mut key, c"ratelimit.throttle", |stored| {
         gcra::check(stored, throttle, quantity, now_ms)
     })?;
-    STATS.gcra.decided(!verdict.limited);
-    if verdict.limited {
-        denied_event(ctx, key.name());
+    if quantity == 0 {
+        // A look, not a request.
+        STATS.gcra.peeks.bump();
+    } else {
+        STATS.gcra.decided(!verdict.limited);
+        if verdict.limited {
+            denied_event(ctx, key.name());
+        }
     }
     Ok(Reply::Array(verdict_fields(verdict)))
 }
