@@ -24,6 +24,7 @@ run: build ## Serve the module on 127.0.0.1:$(PORT) in the foreground
 test: deps ## Run every test: unit, property and against real servers
 	$(CARGO) build
 	$(CARGO) test
+	examples/python/run-tests
 
 test-matrix: deps ## Run the tests against Redis 7.0, Valkey 8.1, Redis 6.2 and 7.4 (SERVERS=… to pick)
 	@scripts/install-deps --venv

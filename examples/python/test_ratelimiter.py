@@ -1,0 +1,341 @@
+"""Tests of ratelimiter.py against a real redis-server with the module.
+
+Each test starts its own server on a free 127.0.0.1 port in a temporary
+directory, and kills it when done, also when the test fails.
+
+- REDIS_SERVER: the server binary (default: redis-server on PATH).
+- RATELIMIT_MODULE: the module (default: target/debug/libredis_ratelimit.so
+  under the repository root, which `cargo build` makes).
+
+Run: python -m unittest discover -s examples/python -v
+"""
+
+import math
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import unittest
+from pathlib import Path
+
+import redis
+
+from ratelimiter import Decision, RateLimiter
+
+REPO = Path(__file__).resolve().parents[2]
+START_DEADLINE_S = 15
+START_ATTEMPTS = 5
+
+
+def module_path() -> Path:
+    path = os.environ.get("RATELIMIT_MODULE")
+    return Path(path) if path else REPO / "target" / "debug" / "libredis_ratelimit.so"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def server_binary() -> str:
+    return os.environ.get("REDIS_SERVER", "redis-server")
+
+
+def debug_command_args():
+    """What lets a local client run DEBUG: Redis 7+ and Valkey refuse it by
+    default and take `enable-debug-command`; Redis 6.2 allows it and does
+    not know the directive."""
+    version = subprocess.run([server_binary(), "--version"], capture_output=True, text=True).stdout
+    if "Valkey" in version:
+        return ["--enable-debug-command", "local"]
+    major = int(version.split("v=", 1)[1].split(".", 1)[0])
+    return ["--enable-debug-command", "local"] if major >= 7 else []
+
+
+class Server:
+    """A redis-server with the module loaded; `stop()` kills it."""
+
+    def __init__(self, args=()):
+        module = module_path()
+        if not module.exists():
+            raise RuntimeError(f"{module} is missing: run `cargo build` first, or set RATELIMIT_MODULE")
+        binary = server_binary()
+        self.dir = tempfile.mkdtemp(prefix="ratelimit-py-")
+        self.process = None
+        log = ""
+        for _ in range(START_ATTEMPTS):
+            self.port = free_port()
+            self.log = Path(self.dir) / f"redis-{self.port}.log"
+            out = open(Path(self.dir) / f"redis-{self.port}.out", "wb")
+            try:
+                self.process = subprocess.Popen(
+                    [binary, "--port", str(self.port), "--bind", "127.0.0.1",
+                     "--save", "", "--appendonly", "no", "--dir", self.dir,
+                     "--logfile", str(self.log), "--loadmodule", str(module), *args],
+                    stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                )
+            finally:
+                out.close()
+            log = self._wait_until_ready()
+            if log is None:
+                return
+            self.stop()
+            if "Address already in use" not in log:
+                break
+        shutil.rmtree(self.dir, ignore_errors=True)
+        raise RuntimeError(f"redis-server did not start; its log:\n{log}")
+
+    def _wait_until_ready(self):
+        """None once the server answers PING, else its log."""
+        client = redis.Redis(port=self.port, socket_timeout=1, socket_connect_timeout=0.2)
+        deadline = time.monotonic() + START_DEADLINE_S
+        try:
+            while time.monotonic() < deadline and self.process.poll() is None:
+                try:
+                    if client.ping():
+                        return None
+                except redis.exceptions.RedisError:
+                    time.sleep(0.02)
+        finally:
+            client.close()
+        return self.read_log() or "(no PING answer within the deadline)"
+
+    def read_log(self) -> str:
+        text = ""
+        for path in sorted(Path(self.dir).glob("redis-*")):
+            text += path.read_text(errors="replace")
+        return text
+
+    def client(self, **kwargs) -> redis.Redis:
+        return redis.Redis(port=self.port, socket_timeout=5, socket_connect_timeout=5, **kwargs)
+
+    def stop(self):
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+        if self.process is not None:
+            self.process.wait()
+
+    def remove(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class DecisionTest(unittest.TestCase):
+    """The reply and header mapping alone, no server."""
+
+    def test_headers_of_a_denial(self):
+        d = Decision.from_reply([0, 0, 3, 1500, 60001])
+        self.assertFalse(d.allowed)
+        self.assertEqual(d.retry_after_s, 1.5)
+        self.assertEqual(d.headers(), {
+            "RateLimit-Limit": "3",
+            "RateLimit-Remaining": "0",
+            "RateLimit-Reset": "61",
+            "Retry-After": "2",
+        })
+
+    def test_headers_of_an_admission(self):
+        d = Decision.from_reply([1, 2, 3, -1, 60000])
+        self.assertTrue(d.allowed)
+        self.assertIsNone(d.retry_after_s)
+        self.assertEqual(d.headers(), {
+            "RateLimit-Limit": "3",
+            "RateLimit-Remaining": "2",
+            "RateLimit-Reset": "60",
+        })
+
+    def test_a_request_that_never_fits_has_no_retry_after(self):
+        d = Decision.from_reply([0, 3, 3, -1, 0])
+        self.assertNotIn("Retry-After", d.headers())
+
+    def test_whole_seconds_are_not_rounded_up(self):
+        d = Decision.from_reply([0, 0, 3, 1000, 2000])
+        self.assertEqual(d.headers()["Retry-After"], "1")
+        self.assertEqual(d.headers()["RateLimit-Reset"], "2")
+
+
+class RateLimiterTest(unittest.TestCase):
+    def setUp(self):
+        self.server = Server(debug_command_args())
+        # Cleanups run even when the test (or the rest of setUp) fails.
+        self.addCleanup(self.server.remove)
+        self.admin = self.server.client()
+        self.addCleanup(self.admin.close)
+
+    def limiter(self, **kwargs) -> RateLimiter:
+        kwargs.setdefault("limit", 3)
+        kwargs.setdefault("period_s", 60)
+        limiter = RateLimiter(host="127.0.0.1", port=self.server.port, **kwargs)
+        self.addCleanup(limiter.client.close)
+        return limiter
+
+    def assert_consistent_headers(self, d: Decision):
+        h = d.headers()
+        self.assertEqual(h["RateLimit-Limit"], str(d.limit))
+        self.assertEqual(h["RateLimit-Remaining"], str(d.remaining))
+        self.assertEqual(h["RateLimit-Reset"], str(math.ceil(d.reset_after_s)))
+        if d.allowed:
+            self.assertNotIn("Retry-After", h)
+        else:
+            self.assertEqual(h["Retry-After"], str(math.ceil(d.retry_after_s)))
+
+    def test_allows_up_to_the_limit_then_denies(self):
+        for algorithm in ("FIXED", "SLIDING", "TOKEN"):
+            with self.subTest(algorithm=algorithm):
+                limiter = self.limiter(algorithm=algorithm)
+                key = f"user:{algorithm}"
+                for remaining in (2, 1, 0):
+                    d = limiter.is_allowed(key)
+                    self.assertTrue(d.allowed)
+                    self.assertFalse(d.degraded)
+                    self.assertEqual((d.remaining, d.limit), (remaining, 3))
+                    self.assertIsNone(d.retry_after_s)
+                    self.assertTrue(0 < d.reset_after_s <= 2 * 60, d)
+                    self.assert_consistent_headers(d)
+                d = limiter.is_allowed(key)
+                self.assertFalse(d.allowed)
+                self.assertFalse(d.degraded)
+                self.assertEqual((d.remaining, d.limit), (0, 3))
+                self.assertTrue(0 < d.retry_after_s <= 2 * 60, d)
+                self.assertIn("Retry-After", d.headers())
+                self.assert_consistent_headers(d)
+                # A denial counts nothing.
+                self.assertEqual(limiter.remaining(key), 0)
+
+    def test_the_state_is_a_prefixed_key(self):
+        self.limiter(algorithm="FIXED").is_allowed("user:1")
+        self.assertEqual(self.admin.get("ratelimit:user:1"), b"1")
+        self.assertTrue(0 < self.admin.pttl("ratelimit:user:1") <= 60_000)
+
+    def test_remaining_does_not_consume(self):
+        limiter = self.limiter()
+        self.assertEqual(limiter.remaining("k"), 3)
+        self.assertEqual(limiter.remaining("k"), 3)
+        self.assertEqual(self.admin.exists("ratelimit:k"), 0)
+        self.assertEqual(limiter.is_allowed("k").remaining, 2)
+        self.assertEqual(limiter.remaining("k"), 2)
+        self.assertEqual(limiter.remaining("k"), 2)
+        self.assertEqual(limiter.is_allowed("k").remaining, 1)
+
+    def test_keys_are_independent(self):
+        limiter = self.limiter(limit=2)
+        for _ in range(2):
+            self.assertTrue(limiter.is_allowed("a").allowed)
+        self.assertFalse(limiter.is_allowed("a").allowed)
+        self.assertEqual(limiter.remaining("b"), 2)
+        self.assertTrue(limiter.is_allowed("b").allowed)
+        self.assertEqual(limiter.remaining("b"), 1)
+        self.assertEqual(limiter.remaining("a"), 0)
+
+    def test_cost(self):
+        limiter = self.limiter(limit=10)
+        d = limiter.is_allowed("k", cost=4)
+        self.assertEqual((d.allowed, d.remaining), (True, 6))
+        d = limiter.is_allowed("k", cost=7)
+        self.assertEqual((d.allowed, d.remaining), (False, 6))
+        self.assertIsNotNone(d.retry_after_s)
+        d = limiter.is_allowed("k", cost=6)
+        self.assertEqual((d.allowed, d.remaining), (True, 0))
+        # A cost above the limit can never pass: no Retry-After.
+        d = limiter.is_allowed("other", cost=11)
+        self.assertFalse(d.allowed)
+        self.assertIsNone(d.retry_after_s)
+        self.assertNotIn("Retry-After", d.headers())
+        self.assertEqual(limiter.remaining("other"), 10)
+
+    def test_fails_open_when_redis_is_down(self):
+        limiter = self.limiter(on_error="open")
+        self.assertFalse(limiter.is_allowed("k").degraded)
+        self.server.stop()
+        started = time.monotonic()
+        d = limiter.is_allowed("k")
+        self.assertTrue(d.allowed)
+        self.assertTrue(d.degraded)
+        self.assertEqual(d.headers(), {"RateLimit-Limit": "3"})
+        self.assertEqual(limiter.remaining("k"), 3)
+        self.assertLess(time.monotonic() - started, 1.0)
+
+    def test_fails_closed_when_redis_is_down(self):
+        limiter = self.limiter(on_error="closed")
+        self.assertFalse(limiter.is_allowed("k").degraded)
+        self.server.stop()
+        d = limiter.is_allowed("k")
+        self.assertFalse(d.allowed)
+        self.assertTrue(d.degraded)
+        self.assertEqual(d.remaining, 0)
+        self.assertNotIn("Retry-After", d.headers())
+        self.assertEqual(limiter.remaining("k"), 0)
+
+    def test_a_slow_redis_times_out_and_the_policy_applies(self):
+        for on_error, allowed in (("open", True), ("closed", False)):
+            with self.subTest(on_error=on_error):
+                limiter = self.limiter(on_error=on_error, timeout_s=0.2)
+                # Connected and working before the server turns slow.
+                self.assertFalse(limiter.is_allowed("k").degraded)
+                # Every client's commands now wait for a second.
+                self.assertTrue(self.admin.execute_command("CLIENT", "PAUSE", 1000, "ALL"))
+                started = time.monotonic()
+                d = limiter.is_allowed("k")
+                elapsed = time.monotonic() - started
+                self.assertEqual((d.allowed, d.degraded), (allowed, True))
+                self.assertGreaterEqual(elapsed, 0.15)
+                self.assertLess(elapsed, 0.6)
+                # Once the server answers again (this PING waits for the
+                # pause to end), so does the limiter.
+                self.assertTrue(self.admin.ping())
+                self.assertFalse(limiter.is_allowed("k").degraded)
+
+    def test_a_server_busy_in_a_long_command_times_out_too(self):
+        # DEBUG SLEEP keeps the server's only thread busy, as a slow script
+        # or a huge KEYS would (the server runs with enable-debug-command
+        # local where it has the directive; skipped if DEBUG is refused).
+        limiter = self.limiter(on_error="open", timeout_s=0.2)
+        self.assertFalse(limiter.is_allowed("k").degraded)
+        blocker = self.server.client()
+        self.addCleanup(blocker.close)
+        try:
+            blocker.execute_command("DEBUG", "SLEEP", 0)
+        except redis.exceptions.ResponseError as e:
+            self.skipTest(f"DEBUG is disabled here: {e}")
+        thread = threading.Thread(target=blocker.execute_command, args=("DEBUG", "SLEEP", 1))
+        thread.start()
+        self.addCleanup(thread.join)
+        time.sleep(0.1)  # the DEBUG SLEEP has started
+        started = time.monotonic()
+        d = limiter.is_allowed("k")
+        self.assertLess(time.monotonic() - started, 0.6)
+        self.assertEqual((d.allowed, d.degraded), (True, True))
+
+    def test_an_error_reply_is_raised_whatever_the_policy(self):
+        for on_error in ("open", "closed"):
+            with self.subTest(on_error=on_error):
+                limiter = self.limiter(limit=0, on_error=on_error)
+                with self.assertRaisesRegex(redis.exceptions.ResponseError, "limit must be"):
+                    limiter.is_allowed("k")
+                with self.assertRaisesRegex(redis.exceptions.ResponseError, "limit must be"):
+                    limiter.remaining("k")
+                limiter = self.limiter(algorithm="LEAKY", on_error=on_error)
+                with self.assertRaisesRegex(redis.exceptions.ResponseError, "ALGORITHM"):
+                    limiter.is_allowed("k")
+
+    def test_a_client_without_a_timeout_is_refused(self):
+        # Explicitly: redis-py 8 has a default of 5 s, earlier ones none.
+        client = redis.Redis(port=self.server.port, socket_timeout=None)
+        self.addCleanup(client.close)
+        with self.assertRaises(ValueError):
+            RateLimiter(client, limit=3, period_s=60)
+        limiter = RateLimiter(self.server.client(), limit=3, period_s=60)
+        self.addCleanup(limiter.client.close)
+        self.assertTrue(limiter.is_allowed("k").allowed)
+
+    def test_a_bad_policy_is_refused(self):
+        with self.assertRaises(ValueError):
+            self.limiter(on_error="maybe")
+
+
+if __name__ == "__main__":
+    unittest.main()
