@@ -71,6 +71,12 @@ impl Ctx {
     pub fn new(ptr: *mut raw::RedisModuleCtx) -> Ctx {
         Ctx(ptr)
     }
+
+    /// The server's pointer, for the load-time calls that describe
+    /// commands (`metadata.rs`).
+    pub fn as_ptr(self) -> *mut raw::RedisModuleCtx {
+        self.0
+    }
 }
 
 /// A string owned by the server, such as a command argument.
@@ -574,14 +580,6 @@ pub fn register_configs(ctx: Ctx, configs: &[crate::config::BoolConfig]) -> Resu
         );
     }
     Ok(true)
-}
-
-/// The raw context, for the load-time calls that describe commands.
-impl Ctx {
-    /// The server's pointer.
-    pub fn as_ptr(self) -> *mut raw::RedisModuleCtx {
-        self.0
-    }
 }
 
 /// Log levels of the server log.

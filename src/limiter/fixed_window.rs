@@ -96,6 +96,7 @@ pub fn check(stored: Option<Stored>, quota: Quota, cost: u64, now_ms: u64) -> Ou
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limiter::testing::replay;
     use crate::limiter::{MAX_COST, MAX_LIMIT, MAX_PERIOD_S};
     use proptest::prelude::*;
 
@@ -194,32 +195,15 @@ mod tests {
         prop::collection::vec((0u64..3_000, 0u64..8), 1..200)
     }
 
-    /// Replays `requests` against one key the way the store would, returning
-    /// each request's time and outcome.
-    fn replay(quota: Quota, requests: &[(u64, u64)]) -> Vec<(u64, u64, Outcome<Stored>)> {
-        let mut state: Option<Stored> = None;
-        let mut now_ms = 1_000_000;
-        let mut log = Vec::new();
-        for &(wait_ms, cost) in requests {
-            now_ms += wait_ms;
-            let outcome = check(state, quota, cost, now_ms);
-            if outcome.store.is_some() {
-                state = outcome.store;
-            }
-            log.push((now_ms, cost, outcome));
-        }
-        log
-    }
-
     proptest! {
         #[test]
         fn never_admits_more_than_limit_per_window(limit in 1u64..10, period_s in 1u64..4, reqs in requests()) {
             let quota = quota(limit, period_s);
-            let log = replay(quota, &reqs);
+            let log = replay(1_000_000, &reqs, |state, cost, now_ms| check(state, quota, cost, now_ms));
             // Every admitted unit belongs to the window whose end was stored with it;
             // sum them per window.
             let mut per_window = std::collections::BTreeMap::<u64, u64>::new();
-            for (_, cost, outcome) in &log {
+            for (_, cost, _, outcome) in &log {
                 if outcome.decision.allowed && *cost > 0 {
                     let end = outcome.store.unwrap().expires_at_ms.unwrap();
                     *per_window.entry(end).or_default() += cost;
@@ -233,7 +217,7 @@ mod tests {
         #[test]
         fn remaining_is_what_the_next_requests_can_take(limit in 1u64..10, period_s in 1u64..4, reqs in requests()) {
             let quota = quota(limit, period_s);
-            for (now_ms, _, outcome) in replay(quota, &reqs) {
+            for (now_ms, _, _, outcome) in replay(1_000_000, &reqs, |state, cost, now_ms| check(state, quota, cost, now_ms)) {
                 let state = outcome.store;
                 let remaining = outcome.decision.remaining;
                 if state.is_none() {
@@ -274,7 +258,7 @@ mod tests {
         #[test]
         fn reset_after_is_when_the_window_is_empty(limit in 1u64..10, period_s in 1u64..4, reqs in requests()) {
             let quota = quota(limit, period_s);
-            for (now_ms, _, outcome) in replay(quota, &reqs) {
+            for (now_ms, _, _, outcome) in replay(1_000_000, &reqs, |state, cost, now_ms| check(state, quota, cost, now_ms)) {
                 let Some(w) = outcome.store else { continue };
                 let state = Some(w);
                 let reset_ms = outcome.decision.reset_after_ms;

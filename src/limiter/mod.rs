@@ -11,6 +11,39 @@ pub mod gcra;
 pub mod sliding_window;
 pub mod token_bucket;
 
+#[cfg(test)]
+pub(crate) mod testing {
+    //! What the algorithms' tests share.
+
+    use super::Outcome;
+
+    /// One step of a replay: its time, its cost, the state it met, its
+    /// outcome.
+    pub type Step<S, D> = (u64, u64, Option<S>, Outcome<S, D>);
+
+    /// Replays `requests` (wait `.0` ms, then ask `.1` units) on one key from
+    /// `start_ms`, keeping what each outcome asks to store, as the store
+    /// does.
+    pub fn replay<S: Copy, D: Copy>(
+        start_ms: u64,
+        requests: &[(u64, u64)],
+        decide: impl Fn(Option<S>, u64, u64) -> Outcome<S, D>,
+    ) -> Vec<Step<S, D>> {
+        let mut state = None;
+        let mut now_ms = start_ms;
+        let mut log = Vec::new();
+        for &(wait_ms, cost) in requests {
+            now_ms += wait_ms;
+            let outcome = decide(state, cost, now_ms);
+            log.push((now_ms, cost, state, outcome));
+            if outcome.store.is_some() {
+                state = outcome.store;
+            }
+        }
+        log
+    }
+}
+
 /// Largest accepted `limit` (and `cost`): 10^15.
 ///
 /// Counts stay far below `i64::MAX`, so a stored counter can always take one

@@ -201,6 +201,7 @@ fn empty_at_ms(counts: Counts, period_ms: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limiter::testing::replay;
     use proptest::prelude::*;
 
     fn quota(limit: u64, period_s: u64) -> Quota {
@@ -301,26 +302,6 @@ mod tests {
         prop::collection::vec((0u64..2_500, 0u64..6), 1..150)
     }
 
-    /// Replays `requests` on one key from `start_ms`, as the store would.
-    fn replay(
-        quota: Quota,
-        start_ms: u64,
-        requests: &[(u64, u64)],
-    ) -> Vec<(u64, u64, Option<Stored>, Outcome<Stored>)> {
-        let mut state = None;
-        let mut now_ms = start_ms;
-        let mut log = Vec::new();
-        for &(wait_ms, cost) in requests {
-            now_ms += wait_ms;
-            let outcome = check(state, quota, cost, now_ms);
-            log.push((now_ms, cost, state, outcome));
-            if outcome.store.is_some() {
-                state = outcome.store;
-            }
-        }
-        log
-    }
-
     proptest! {
         #[test]
         fn never_more_than_limit_in_an_aligned_window(
@@ -329,7 +310,7 @@ mod tests {
             let q = quota(limit, period_s);
             let period_ms = q.period_ms();
             let mut per_window = std::collections::BTreeMap::<u64, u64>::new();
-            for (now_ms, cost, _, outcome) in replay(q, start_ms, &reqs) {
+            for (now_ms, cost, _, outcome) in replay(start_ms, &reqs, |state, cost, now_ms| check(state, q, cost, now_ms)) {
                 if outcome.decision.allowed {
                     *per_window.entry(now_ms / period_ms).or_default() += cost;
                 }
@@ -346,7 +327,7 @@ mod tests {
             let q = quota(limit, period_s);
             let period_ms = q.period_ms();
             let mut per_window = std::collections::BTreeMap::<u64, u64>::new();
-            for (now_ms, cost, _, outcome) in replay(q, start_ms, &reqs) {
+            for (now_ms, cost, _, outcome) in replay(start_ms, &reqs, |state, cost, now_ms| check(state, q, cost, now_ms)) {
                 if outcome.decision.allowed && cost > 0 {
                     let w = now_ms / period_ms;
                     *per_window.entry(w).or_default() += cost;
@@ -365,7 +346,7 @@ mod tests {
             limit in 1u64..12, period_s in 1u64..4, start_ms in 0u64..10_000, reqs in requests()
         ) {
             let q = quota(limit, period_s);
-            for (now_ms, cost, state, outcome) in replay(q, start_ms, &reqs) {
+            for (now_ms, cost, state, outcome) in replay(start_ms, &reqs, |state, cost, now_ms| check(state, q, cost, now_ms)) {
                 match outcome.decision.retry_after_ms {
                     Some(retry_ms) => {
                         prop_assert!(!outcome.decision.allowed);
@@ -383,7 +364,7 @@ mod tests {
             limit in 1u64..12, period_s in 1u64..4, start_ms in 0u64..10_000, reqs in requests()
         ) {
             let q = quota(limit, period_s);
-            for (now_ms, _, _, outcome) in replay(q, start_ms, &reqs) {
+            for (now_ms, _, _, outcome) in replay(start_ms, &reqs, |state, cost, now_ms| check(state, q, cost, now_ms)) {
                 let Some(state) = outcome.store else { continue };
                 let remaining = outcome.decision.remaining;
                 if remaining > 0 {
@@ -398,7 +379,7 @@ mod tests {
             limit in 1u64..12, period_s in 1u64..4, start_ms in 0u64..10_000, reqs in requests()
         ) {
             let q = quota(limit, period_s);
-            for (now_ms, _, _, outcome) in replay(q, start_ms, &reqs) {
+            for (now_ms, _, _, outcome) in replay(start_ms, &reqs, |state, cost, now_ms| check(state, q, cost, now_ms)) {
                 let Some(state) = outcome.store else { continue };
                 let reset_ms = outcome.decision.reset_after_ms;
                 prop_assert!(reset_ms >= 1);

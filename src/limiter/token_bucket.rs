@@ -50,11 +50,6 @@ impl Bucket {
         }
         Some(Bucket { quota, burst })
     }
-
-    /// The size of the bucket.
-    pub fn burst(&self) -> u64 {
-        self.burst
-    }
 }
 
 /// What a key holds: when the bucket will be full again.
@@ -131,6 +126,7 @@ pub fn check(stored: Option<Stored>, bucket: Bucket, cost: u64, now_ms: u64) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limiter::testing::replay;
     use proptest::prelude::*;
 
     fn bucket(limit: u64, period_s: u64, burst: u64) -> Bucket {
@@ -243,24 +239,6 @@ mod tests {
         prop::collection::vec((0u64..1_500, 0u64..5), 1..150)
     }
 
-    fn replay(
-        b: Bucket,
-        requests: &[(u64, u64)],
-    ) -> Vec<(u64, u64, Option<Stored>, Outcome<Stored>)> {
-        let mut state = None;
-        let mut now_ms = 1_000_000;
-        let mut log = Vec::new();
-        for &(wait_ms, cost) in requests {
-            now_ms += wait_ms;
-            let outcome = check(state, b, cost, now_ms);
-            log.push((now_ms, cost, state, outcome));
-            if outcome.store.is_some() {
-                state = outcome.store;
-            }
-        }
-        log
-    }
-
     proptest! {
         #[test]
         fn admits_at_most_burst_plus_the_refill_over_any_interval(
@@ -268,7 +246,7 @@ mod tests {
         ) {
             let b = bucket(limit, period_s, burst);
             let period_ms = period_s * 1000;
-            let admitted: Vec<(u64, u64)> = replay(b, &reqs)
+            let admitted: Vec<(u64, u64)> = replay(1_000_000, &reqs, |state, cost, now_ms| check(state, b, cost, now_ms))
                 .into_iter()
                 .filter(|(_, cost, _, o)| o.decision.allowed && *cost > 0)
                 .map(|(t, cost, _, _)| (t, cost))
@@ -293,7 +271,7 @@ mod tests {
             limit in 1u64..8, period_s in 1u64..3, burst in 1u64..8, reqs in requests()
         ) {
             let b = bucket(limit, period_s, burst);
-            for (now_ms, cost, state, outcome) in replay(b, &reqs) {
+            for (now_ms, cost, state, outcome) in replay(1_000_000, &reqs, |state, cost, now_ms| check(state, b, cost, now_ms)) {
                 match outcome.decision.retry_after_ms {
                     Some(retry_ms) => {
                         prop_assert!(retry_ms >= 1);
@@ -310,7 +288,7 @@ mod tests {
             limit in 1u64..8, period_s in 1u64..3, burst in 1u64..8, reqs in requests()
         ) {
             let b = bucket(limit, period_s, burst);
-            for (now_ms, _, _, outcome) in replay(b, &reqs) {
+            for (now_ms, _, _, outcome) in replay(1_000_000, &reqs, |state, cost, now_ms| check(state, b, cost, now_ms)) {
                 let Some(state) = outcome.store else { continue };
                 let remaining = outcome.decision.remaining;
                 if remaining > 0 {
@@ -325,7 +303,7 @@ mod tests {
             limit in 1u64..8, period_s in 1u64..3, burst in 1u64..8, reqs in requests()
         ) {
             let b = bucket(limit, period_s, burst);
-            for (now_ms, _, _, outcome) in replay(b, &reqs) {
+            for (now_ms, _, _, outcome) in replay(1_000_000, &reqs, |state, cost, now_ms| check(state, b, cost, now_ms)) {
                 let Some(state) = outcome.store else { continue };
                 let reset_ms = outcome.decision.reset_after_ms;
                 prop_assert_eq!(state.full_at_ms, Some(now_ms + reset_ms));
