@@ -7,11 +7,11 @@
 //! with [`missing_functions`], so in practice the `None` branches are not
 //! taken.
 //!
-//! Nothing here allocates: arguments are read in place, strings are written
+//! Nothing on the command path allocates: arguments are read in place, strings are written
 //! through direct memory access, replies are written field by field.
 
 use std::ffi::{c_int, CStr, CString};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicPtr, Ordering::Relaxed};
 
 use redis_module::raw;
 
@@ -301,39 +301,31 @@ pub fn signal_modified(ctx: Ctx, key: &RString) -> Result<(), Error> {
     Ok(())
 }
 
-/// Strings the propagated commands repeat, made once at load and passed by
-/// reference (`s` in RM_Replicate's format), so that each propagation
-/// allocates only what changes.
-struct Held {
-    pxat: *mut raw::RedisModuleString,
-}
+/// `PXAT`, made once at load and passed by reference (`s` in
+/// RM_Replicate's format) by every propagated SET, which then allocates only
+/// what changes. Null when there is none: then a C string is sent instead.
+///
+/// An atomic pointer rather than a once-set cell: after `MODULE UNLOAD` the
+/// library may stay mapped, and a later load must not find the freed string.
+static PXAT: AtomicPtr<raw::RedisModuleString> = AtomicPtr::new(std::ptr::null_mut());
 
-// SAFETY: made in `OnLoad` and only ever read by commands, all of which run
-// on the server's main thread.
-unsafe impl Send for Held {}
-unsafe impl Sync for Held {}
-
-static HELD: OnceLock<Held> = OnceLock::new();
-
-/// Makes the held strings; called at load. Without them propagation still
-/// works, one allocation dearer.
+/// Makes the held string; called at load.
 pub fn hold_strings() {
     let Some(create) = (unsafe { raw::RedisModule_CreateString }) else {
         return;
     };
     // SAFETY: a NULL context is allowed; the string lives until unload.
     let pxat = unsafe { create(std::ptr::null_mut(), c"PXAT".as_ptr(), 4) };
-    if !pxat.is_null() {
-        let _ = HELD.set(Held { pxat });
-    }
+    PXAT.store(pxat, Relaxed);
 }
 
-/// Frees the held strings; called at unload.
+/// Frees the held string; called at unload.
 pub fn release_strings() {
-    if let (Some(held), Some(free)) = (HELD.get(), unsafe { raw::RedisModule_FreeString }) {
-        // SAFETY: made by `hold_strings` with a NULL context; freed once, as
-        // the module goes away.
-        unsafe { free(std::ptr::null_mut(), held.pxat) };
+    let pxat = PXAT.swap(std::ptr::null_mut(), Relaxed);
+    if let (false, Some(free)) = (pxat.is_null(), unsafe { raw::RedisModule_FreeString }) {
+        // SAFETY: made by `hold_strings` with a NULL context, and taken out
+        // of `PXAT` before being freed, once.
+        unsafe { free(std::ptr::null_mut(), pxat) };
     }
 }
 
@@ -362,19 +354,19 @@ pub fn replicate_set_pxat(ctx: Ctx, key: &RString, value: &[u8], at_ms: u64) -> 
     // time goes as digits: one allocation fewer than a long long (`l`).
     // SAFETY: the arguments match the format string one for one.
     let status = unsafe {
-        match HELD.get() {
-            Some(held) => replicate(
+        match PXAT.load(Relaxed) {
+            pxat if !pxat.is_null() => replicate(
                 ctx.0,
                 c"SET".as_ptr(),
                 c"sbsb".as_ptr(),
                 key.0,
                 value.as_ptr(),
                 value.len(),
-                held.pxat,
+                pxat,
                 at_ms.as_ptr(),
                 at_ms.len(),
             ),
-            None => replicate(
+            _ => replicate(
                 ctx.0,
                 c"SET".as_ptr(),
                 c"sbcb".as_ptr(),

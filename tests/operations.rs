@@ -1481,3 +1481,45 @@ fn operations_bad_module_option_refuses_the_load_with_a_reason() {
         }
     }
 }
+
+#[test]
+fn operations_module_unloads_and_loads_again() {
+    // MODULE needs `enable-module-command` from Redis 7.0 on; 6.2 has no
+    // such directive and always allows it.
+    let dir = tempfile::tempdir().unwrap();
+    let builder = || {
+        Server::builder()
+            .dir(dir.path())
+            .arg("appendonly", "yes")
+            .arg("appendfsync", "always")
+    };
+    let server = builder()
+        .arg("enable-module-command", "yes")
+        .try_start()
+        .unwrap_or_else(|_| builder().start());
+    let mut con = server.connect();
+    let sliding = ["RATELIMIT.CHECK", "u:a", "5", "60", "ALGORITHM", "SLIDING"];
+    assert_eq!(five(&mut con, &sliding)[0], 1);
+
+    let _: () = run(&mut con, &["MODULE", "UNLOAD", "ratelimit"]);
+    let err = error_of(
+        redis::cmd("RATELIMIT.CHECK")
+            .arg("u:a")
+            .arg(5)
+            .arg(60)
+            .query(&mut con),
+    );
+    assert!(err.contains("unknown command"), "{err}");
+
+    // Loaded again, a check that propagates a SET … PXAT (whose PXAT string
+    // the module keeps from load to unload) works and is written out.
+    let module = common::module_path();
+    let _: () = run(&mut con, &["MODULE", "LOAD", module.to_str().unwrap()]);
+    let sliding_b = ["RATELIMIT.CHECK", "u:b", "5", "60", "ALGORITHM", "SLIDING"];
+    assert_eq!(five(&mut con, &sliding_b)[..2], [1, 4]);
+    assert_eq!(five(&mut con, &sliding)[..2], [1, 3]);
+    assert_eq!(get_str(&mut con, "u:b").as_deref(), Some("S0:1"));
+    assert_eq!(run::<String>(&mut con, &["PING"]), "PONG");
+    let aof = common::aof_contents(dir.path());
+    assert!(aof.contains("u:b") && aof.contains("pxat"), "{aof}");
+}
