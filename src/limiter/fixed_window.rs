@@ -96,7 +96,7 @@ pub fn check(stored: Option<Stored>, quota: Quota, cost: u64, now_ms: u64) -> Ou
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::limiter::testing::replay;
+    use crate::limiter::testing::{expected, replay};
     use crate::limiter::{MAX_COST, MAX_LIMIT, MAX_PERIOD_S};
     use proptest::prelude::*;
 
@@ -176,16 +176,11 @@ mod tests {
                 row.cost,
                 row.now_ms,
             );
-            let expected = Outcome {
-                decision: Decision {
-                    allowed: row.allowed,
-                    remaining: row.remaining,
-                    limit: row.limit,
-                    retry_after_ms: row.retry_after_ms,
-                    reset_after_ms: row.reset_after_ms,
-                },
-                store: row.store,
-            };
+            let expected = expected(
+                (row.allowed, row.remaining, row.limit),
+                (row.retry_after_ms, row.reset_after_ms),
+                row.store,
+            );
             assert_eq!(outcome, expected, "row {i}");
         }
     }

@@ -15,7 +15,25 @@ pub mod token_bucket;
 pub(crate) mod testing {
     //! What the algorithms' tests share.
 
-    use super::Outcome;
+    use super::{Decision, Outcome};
+
+    /// The outcome a table row expects.
+    pub fn expected<S>(
+        (allowed, remaining, limit): (bool, u64, u64),
+        (retry_after_ms, reset_after_ms): (Option<u64>, u64),
+        store: Option<S>,
+    ) -> Outcome<S> {
+        Outcome {
+            decision: Decision {
+                allowed,
+                remaining,
+                limit,
+                retry_after_ms,
+                reset_after_ms,
+            },
+            store,
+        }
+    }
 
     /// One step of a replay: its time, its cost, the state it met, its
     /// outcome.

@@ -201,7 +201,7 @@ fn empty_at_ms(counts: Counts, period_ms: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::limiter::testing::replay;
+    use crate::limiter::testing::{expected, replay};
     use proptest::prelude::*;
 
     fn quota(limit: u64, period_s: u64) -> Quota {
@@ -264,16 +264,11 @@ mod tests {
         ];
         for (i, row) in rows.iter().enumerate() {
             let outcome = check(row.stored, quota(row.limit, 10), row.cost, row.now_ms);
-            let expected = Outcome {
-                decision: Decision {
-                    allowed: row.allowed,
-                    remaining: row.remaining,
-                    limit: row.limit,
-                    retry_after_ms: row.retry_after_ms,
-                    reset_after_ms: row.reset_after_ms,
-                },
-                store: row.store,
-            };
+            let expected = expected(
+                (row.allowed, row.remaining, row.limit),
+                (row.retry_after_ms, row.reset_after_ms),
+                row.store,
+            );
             assert_eq!(outcome, expected, "row {i}");
         }
     }

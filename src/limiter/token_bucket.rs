@@ -126,7 +126,7 @@ pub fn check(stored: Option<Stored>, bucket: Bucket, cost: u64, now_ms: u64) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::limiter::testing::replay;
+    use crate::limiter::testing::{expected, replay};
     use proptest::prelude::*;
 
     fn bucket(limit: u64, period_s: u64, burst: u64) -> Bucket {
@@ -190,16 +190,11 @@ mod tests {
         for (i, row) in rows.iter().enumerate() {
             let b = bucket(row.limit, row.period_s, row.burst);
             let outcome = check(row.stored, b, row.cost, row.now_ms);
-            let expected = Outcome {
-                decision: Decision {
-                    allowed: row.allowed,
-                    remaining: row.remaining,
-                    limit: row.limit,
-                    retry_after_ms: row.retry_after_ms,
-                    reset_after_ms: row.reset_after_ms,
-                },
-                store: row.store,
-            };
+            let expected = expected(
+                (row.allowed, row.remaining, row.limit),
+                (row.retry_after_ms, row.reset_after_ms),
+                row.store,
+            );
             assert_eq!(outcome, expected, "row {i}");
         }
     }
