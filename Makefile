@@ -37,8 +37,8 @@ lint: ## Check formatting and run clippy with warnings as errors
 
 bench: build ## Throughput, latency and memory next to INCR and Lua (BENCH_QUICK=1: about a minute)
 	@scripts/install-deps --venv
-	$(CARGO) bench --bench algorithms --features system-alloc -- $(if $(BENCH_QUICK),--warm-up-time 1 --measurement-time 2) | tee target/bench-algorithms.txt
+	$(CARGO) bench --bench decisions --features system-alloc -- $(if $(BENCH_QUICK),--warm-up-time 1 --measurement-time 2) | tee target/bench-decisions.txt
 	python3 bench/run.py
-	@mkdir -p bench/results && grep -E '^[a-z_:]+ +time:' target/bench-algorithms.txt > bench/results/latest-algorithms.txt
+	@mkdir -p bench/results && grep -E '^[a-z_:]+ +time:' target/bench-decisions.txt > bench/results/latest-decisions.txt
 	@test -x $(BENCH_VENV)/bin/python || (python3 -m venv $(BENCH_VENV) && $(BENCH_VENV)/bin/pip install -q matplotlib)
 	$(BENCH_VENV)/bin/python bench/plot.py

@@ -1,9 +1,11 @@
-//! Reading command arguments: integers in range, and options.
+//! Reading command arguments: integers in range, and keywords.
 //!
 //! Parsers are generic over [`Arg`] so the same code runs on the server's
 //! strings and, in unit tests, on plain `&str`.
 
 use crate::decimal::parse_i64;
+use crate::error::Error;
+use crate::limiter::Bound;
 
 /// A command argument seen as bytes. Keys need not be UTF-8.
 pub trait Arg {
@@ -23,10 +25,13 @@ impl Arg for &[u8] {
     }
 }
 
-/// Parses an integer argument in `min..=max`, with Redis' own syntax.
-pub fn parse_in_range(arg: &impl Arg, min: u64, max: u64) -> Option<u64> {
-    let value = u64::try_from(parse_i64(arg.bytes())?).ok()?;
-    (min..=max).contains(&value).then_some(value)
+/// An integer argument within `bound`, with Redis' own syntax; anything
+/// else is the bound's error.
+pub fn bounded(arg: &impl Arg, bound: &Bound) -> Result<u64, Error> {
+    parse_i64(arg.bytes())
+        .and_then(|value| u64::try_from(value).ok())
+        .ok_or(bound.error)
+        .and_then(|value| bound.check(value))
 }
 
 /// Whether `word` (an argument's bytes) is the keyword `name`, ignoring case.
@@ -38,14 +43,24 @@ pub fn is_keyword(word: &[u8], name: &str) -> bool {
 mod tests {
     use super::*;
 
+    const ONE_TO_TEN: Bound = Bound {
+        min: 1,
+        max: 10,
+        error: Error::InvalidLimit,
+    };
+
     #[test]
     fn parses_within_range_only() {
-        assert_eq!(parse_in_range(&"5", 1, 10), Some(5));
-        assert_eq!(parse_in_range(&"1", 1, 10), Some(1));
-        assert_eq!(parse_in_range(&"10", 1, 10), Some(10));
-        assert_eq!(parse_in_range(&"0", 1, 10), None);
-        assert_eq!(parse_in_range(&"11", 1, 10), None);
-        assert_eq!(parse_in_range(&"-1", 0, 10), None);
+        assert_eq!(bounded(&"5", &ONE_TO_TEN), Ok(5));
+        assert_eq!(bounded(&"1", &ONE_TO_TEN), Ok(1));
+        assert_eq!(bounded(&"10", &ONE_TO_TEN), Ok(10));
+        for bad in ["0", "11", "-1", "x", "", "05", "1.0"] {
+            assert_eq!(
+                bounded(&bad, &ONE_TO_TEN),
+                Err(Error::InvalidLimit),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -9,13 +9,17 @@
 //! | `denied-events` | `yes`, `no` | `no` | a denied request fires the keyspace event `ratelimit.denied` |
 //!
 //! Names and values are case-insensitive at load time. An unknown option, a
-//! bad value or a missing one refuses the load, with the reason in the
-//! server log; `CONFIG SET` refuses a bad value and keeps the old one.
+//! repeated one, a bad value or a missing one refuses the load, with the
+//! reason in the server log; `CONFIG SET` refuses a bad value and keeps the
+//! old one.
 
-use std::ffi::{c_char, c_int, c_void, CStr};
+use std::ffi::{c_char, c_int, c_void};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use redis_module::raw;
+
+use crate::server::load::BoolConfig;
+use crate::server::OK;
 
 /// `cl-throttle`: whether `CL.THROTTLE` is registered.
 pub static CL_THROTTLE: AtomicBool = AtomicBool::new(false);
@@ -43,6 +47,7 @@ impl Options {
 /// Parses the module's load-time arguments, given as bytes.
 pub fn parse<A: AsRef<[u8]>>(args: &[A]) -> Result<Options, String> {
     let mut options = Options::default();
+    let (mut cl_throttle, mut denied_events) = (None, None);
     let mut args = args.iter().map(AsRef::as_ref);
     while let Some(name) = args.next() {
         let shown = String::from_utf8_lossy(name);
@@ -51,16 +56,22 @@ pub fn parse<A: AsRef<[u8]>>(args: &[A]) -> Result<Options, String> {
             .ok_or_else(|| format!("module option {shown} has no value"))?;
         let value =
             parse_bool(value).ok_or_else(|| format!("module option {shown} must be yes or no"));
-        if name.eq_ignore_ascii_case(b"cl-throttle") {
-            options.cl_throttle = value?;
+        let slot = if name.eq_ignore_ascii_case(b"cl-throttle") {
+            &mut cl_throttle
         } else if name.eq_ignore_ascii_case(b"denied-events") {
-            options.denied_events = value?;
+            &mut denied_events
         } else {
             return Err(format!(
                 "unknown module option {shown} (known: cl-throttle, denied-events)"
             ));
+        };
+        if slot.is_some() {
+            return Err(format!("module option {shown} is given twice"));
         }
+        *slot = Some(value?);
     }
+    options.cl_throttle = cl_throttle.unwrap_or(options.cl_throttle);
+    options.denied_events = denied_events.unwrap_or(options.denied_events);
     Ok(options)
 }
 
@@ -72,21 +83,6 @@ fn parse_bool(value: &[u8]) -> Option<bool> {
     } else {
         None
     }
-}
-
-/// A boolean module config: its name (the server adds `ratelimit.`),
-/// whether it can change after load, and its value.
-pub struct BoolConfig {
-    /// The name, without the module prefix.
-    pub name: &'static CStr,
-    /// Set at load time only (`CONFIG SET` refuses it).
-    pub immutable: bool,
-    /// Where the value lives.
-    pub value: &'static AtomicBool,
-    /// Reads the value, for the server.
-    pub get: raw::RedisModuleConfigGetBoolFunc,
-    /// Sets the value, for the server.
-    pub set: raw::RedisModuleConfigSetBoolFunc,
 }
 
 /// Every module config.
@@ -118,7 +114,7 @@ extern "C" fn set_cl_throttle(
     _err: *mut *mut raw::RedisModuleString,
 ) -> c_int {
     CL_THROTTLE.store(value != 0, Relaxed);
-    0
+    OK
 }
 
 extern "C" fn get_denied_events(_name: *const c_char, _privdata: *mut c_void) -> c_int {
@@ -132,7 +128,7 @@ extern "C" fn set_denied_events(
     _err: *mut *mut raw::RedisModuleString,
 ) -> c_int {
     DENIED_EVENTS.store(value != 0, Relaxed);
-    0
+    OK
 }
 
 #[cfg(test)]
@@ -165,5 +161,14 @@ mod tests {
             .unwrap_err()
             .contains("yes or no"));
         assert!(parse(&["FAST", "yes"]).unwrap_err().contains("unknown"));
+        for twice in [
+            &["cl-throttle", "yes", "cl-throttle", "no"][..],
+            &["denied-events", "no", "DENIED-EVENTS", "no"],
+        ] {
+            assert!(
+                parse(twice).unwrap_err().contains("given twice"),
+                "{twice:?}"
+            );
+        }
     }
 }

@@ -1,10 +1,14 @@
 //! Every error a command can reply, and the only place that writes error codes.
 //!
 //! Each message starts with a Redis error code (`ERR`, `WRONGTYPE`) so clients
-//! classify it correctly and `INFO errorstats` counts it under that code. The
-//! texts are static C strings: replying an error allocates nothing.
+//! classify it correctly and `INFO errorstats` counts it under that code.
+//! Messages are written into a buffer on the stack: replying an error
+//! allocates nothing.
 
 use std::ffi::CStr;
+use std::fmt::{self, Write};
+
+use crate::limiter::{Chosen, Id};
 
 /// Why a command failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,7 +24,7 @@ pub enum Error {
     InvalidPeriod,
     /// `cost` is not an integer in `0..=MAX_COST`.
     InvalidCost,
-    /// `ALGORITHM` is not followed by FIXED, SLIDING or TOKEN.
+    /// `ALGORITHM` is not followed by the name of an algorithm.
     InvalidAlgorithm,
     /// `burst` is not an integer in `1..=MAX_LIMIT`.
     InvalidBurst,
@@ -38,54 +42,138 @@ pub enum Error {
     ThrottleRateTooHigh,
     /// THROTTLE's bucket would take longer than the longest period to refill.
     ThrottleBurstTooLarge,
-    /// The key holds another type, or a string that is not limiter state.
+    /// The key holds another type, or a string that is no limiter's state.
     WrongType,
+    /// The key holds the state of limiter `held`, and the command asked for
+    /// `wanted`.
+    WrongKind {
+        /// What the key holds.
+        held: Id,
+        /// What the command asked for.
+        wanted: Id,
+    },
     /// A failure of the server API or a bug; never caused by the arguments.
-    Internal,
+    /// The cause goes to the server log; the client sees a generic text.
+    Internal(&'static str),
 }
 
 impl Error {
     /// The error reply, code first. `None` for [`Error::WrongArity`], whose
     /// text the server writes itself (it names the command).
-    pub fn message(self) -> Option<&'static CStr> {
-        Some(match self {
+    pub fn message(self) -> Option<Message> {
+        let mut m = Message::new();
+        // A message longer than the buffer is cut, never lost.
+        let _ = match self {
             Error::WrongArity => return None,
-            Error::Syntax => c"ERR syntax error",
+            Error::Syntax => m.write_str("ERR syntax error"),
             Error::InvalidLimit => {
-                c"ERR limit must be a positive integer (at most 1000000000000000)"
+                m.write_str("ERR limit must be a positive integer (at most 1000000000000000)")
             }
-            Error::InvalidPeriod => {
-                c"ERR period must be a positive integer number of seconds (at most 1000000000)"
-            }
+            Error::InvalidPeriod => m.write_str(
+                "ERR period must be a positive integer number of seconds (at most 1000000000)",
+            ),
             Error::InvalidCost => {
-                c"ERR cost must be a non-negative integer (at most 1000000000000000)"
+                m.write_str("ERR cost must be a non-negative integer (at most 1000000000000000)")
             }
-            Error::InvalidAlgorithm => c"ERR ALGORITHM must be FIXED, SLIDING or TOKEN",
-            Error::InvalidBurst => c"ERR burst must be a positive integer (at most 1000000000000000)",
-            Error::BurstTooLarge => {
-                c"ERR burst is too large for this rate: a full bucket must refill within 1000000000 seconds"
+            Error::InvalidAlgorithm => {
+                write!(m, "ERR ALGORITHM must be {}", OneOf(Chosen::NAMES))
             }
-            Error::BurstWithoutToken => c"ERR BURST is only valid with ALGORITHM TOKEN",
-            Error::InvalidMaxBurst => {
-                c"ERR max_burst must be a non-negative integer (at most 999999999999999)"
+            Error::InvalidBurst => {
+                m.write_str("ERR burst must be a positive integer (at most 1000000000000000)")
             }
-            Error::InvalidCountPerPeriod => {
-                c"ERR count_per_period must be a positive integer (at most 1000000000000000)"
-            }
-            Error::InvalidQuantity => {
-                c"ERR quantity must be a non-negative integer (at most 1000000000000000)"
-            }
-            Error::ThrottleRateTooHigh => {
-                c"ERR count_per_period is too high for period: the emission interval would be under 1 nanosecond"
-            }
-            Error::ThrottleBurstTooLarge => {
-                c"ERR max_burst is too large for this rate: a full bucket must refill within 1000000000 seconds"
-            }
+            Error::BurstTooLarge => m.write_str(
+                "ERR burst is too large for this rate: a full bucket must refill within 1000000000 seconds",
+            ),
+            Error::BurstWithoutToken => m.write_str("ERR BURST is only valid with ALGORITHM TOKEN"),
+            Error::InvalidMaxBurst => m.write_str(
+                "ERR max_burst must be a non-negative integer (at most 999999999999999)",
+            ),
+            Error::InvalidCountPerPeriod => m.write_str(
+                "ERR count_per_period must be a positive integer (at most 1000000000000000)",
+            ),
+            Error::InvalidQuantity => m.write_str(
+                "ERR quantity must be a non-negative integer (at most 1000000000000000)",
+            ),
+            Error::ThrottleRateTooHigh => m.write_str(
+                "ERR count_per_period is too high for period: the emission interval would be under 1 nanosecond",
+            ),
+            Error::ThrottleBurstTooLarge => m.write_str(
+                "ERR max_burst is too large for this rate: a full bucket must refill within 1000000000 seconds",
+            ),
             Error::WrongType => {
-                c"WRONGTYPE Operation against a key holding the wrong kind of value"
+                m.write_str("WRONGTYPE Operation against a key holding the wrong kind of value")
             }
-            Error::Internal => c"ERR internal error in the ratelimit module",
-        })
+            Error::WrongKind { held, wanted } => write!(
+                m,
+                "WRONGTYPE the key holds {} limiter state, not {}; use {} or RATELIMIT.RESET it",
+                held.name(),
+                wanted.name(),
+                held.chosen_by()
+            ),
+            Error::Internal(_) => m.write_str("ERR internal error in the ratelimit module"),
+        };
+        Some(m)
+    }
+}
+
+/// `A, B or C`.
+struct OneOf(&'static [&'static str]);
+
+impl fmt::Display for OneOf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let last = self.0.len().saturating_sub(1);
+        for (i, name) in self.0.iter().enumerate() {
+            match i {
+                0 => {}
+                _ if i == last => f.write_str(" or ")?,
+                _ => f.write_str(", ")?,
+            }
+            f.write_str(name)?;
+        }
+        Ok(())
+    }
+}
+
+/// Room for the longest message and its NUL.
+const MESSAGE_CAPACITY: usize = 256;
+
+/// An error message on the stack, NUL-terminated for the server.
+pub struct Message {
+    buf: [u8; MESSAGE_CAPACITY],
+    len: usize,
+}
+
+impl Message {
+    fn new() -> Message {
+        Message {
+            buf: [0; MESSAGE_CAPACITY],
+            len: 0,
+        }
+    }
+
+    /// The text, as the server takes it.
+    pub fn as_c_str(&self) -> &CStr {
+        // The buffer always keeps its last byte 0, so a NUL is found.
+        CStr::from_bytes_until_nul(&self.buf).unwrap_or(c"ERR")
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        self.as_c_str().to_str().unwrap_or("ERR")
+    }
+}
+
+impl Write for Message {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        // Keep the last byte for the NUL; drop NULs inside the text.
+        let room = MESSAGE_CAPACITY.saturating_sub(1).saturating_sub(self.len);
+        for &b in s.as_bytes().iter().filter(|&&b| b != 0).take(room) {
+            if let Some(slot) = self.buf.get_mut(self.len) {
+                *slot = b;
+                self.len = self.len.saturating_add(1);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -94,7 +182,7 @@ mod tests {
     use super::*;
     use crate::limiter::{MAX_COST, MAX_LIMIT, MAX_PERIOD_S};
 
-    const ALL: [Error; 16] = [
+    const ALL: [Error; 18] = [
         Error::Syntax,
         Error::InvalidLimit,
         Error::InvalidPeriod,
@@ -109,12 +197,17 @@ mod tests {
         Error::ThrottleRateTooHigh,
         Error::ThrottleBurstTooLarge,
         Error::WrongType,
-        Error::Internal,
+        Error::WrongKind {
+            held: Id::Sliding,
+            wanted: Id::Fixed,
+        },
+        Error::Internal("a cause the client never sees"),
+        Error::Internal(""),
         Error::WrongArity,
     ];
 
-    fn text(e: Error) -> &'static str {
-        e.message().unwrap().to_str().unwrap()
+    fn text(e: Error) -> String {
+        e.message().unwrap().as_str().to_string()
     }
 
     #[test]
@@ -124,7 +217,7 @@ mod tests {
                 assert_eq!(e, Error::WrongArity);
                 continue;
             };
-            let t = message.to_str().unwrap();
+            let t = message.as_str();
             assert!(t.starts_with("ERR ") || t.starts_with("WRONGTYPE "), "{t}");
         }
     }
@@ -145,5 +238,57 @@ mod tests {
             text(Error::WrongType),
             "WRONGTYPE Operation against a key holding the wrong kind of value"
         );
+    }
+
+    #[test]
+    fn the_algorithm_error_lists_every_algorithm() {
+        assert_eq!(
+            text(Error::InvalidAlgorithm),
+            "ERR ALGORITHM must be FIXED, SLIDING or TOKEN"
+        );
+        for name in Chosen::NAMES {
+            assert!(text(Error::InvalidAlgorithm).contains(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn another_limiters_key_is_named_with_the_way_to_use_it() {
+        let cases = [
+            (
+                Id::Sliding,
+                Id::Fixed,
+                "WRONGTYPE the key holds SLIDING limiter state, not FIXED; \
+                 use ALGORITHM SLIDING or RATELIMIT.RESET it",
+            ),
+            (
+                Id::Throttle,
+                Id::Token,
+                "WRONGTYPE the key holds THROTTLE limiter state, not TOKEN; \
+                 use RATELIMIT.THROTTLE or RATELIMIT.RESET it",
+            ),
+        ];
+        for (held, wanted, expected) in cases {
+            assert_eq!(text(Error::WrongKind { held, wanted }), expected);
+        }
+    }
+
+    #[test]
+    fn internal_errors_keep_their_cause_from_the_client() {
+        assert_eq!(
+            text(Error::Internal("OpenKey failed")),
+            "ERR internal error in the ratelimit module"
+        );
+    }
+
+    #[test]
+    fn messages_are_cut_rather_than_overflowing() {
+        let mut m = Message::new();
+        for _ in 0..100 {
+            m.write_str("0123456789").unwrap();
+        }
+        assert_eq!(m.as_str().len(), MESSAGE_CAPACITY - 1);
+        let mut m = Message::new();
+        m.write_str("a\0b").unwrap();
+        assert_eq!(m.as_str(), "ab");
     }
 }

@@ -1,11 +1,9 @@
 //! redis-ratelimit: rate limiting inside the Redis server.
 //!
 //! This file is the module's table of contents: every command, its flags
-//! and key positions, and what happens at load time. The commands live in
-//! `commands/`, the pure algorithms in `limiter/`, the key layout in
-//! `store.rs`, the server API in `server.rs`, the error texts in
-//! `error.rs`, the options in `config.rs`, the INFO counters in `stats.rs`
-//! and what `COMMAND DOCS` and ACL know of each command in `metadata.rs`.
+//! and key positions, and what happens at load time. ARCHITECTURE.md tells
+//! how a request flows through the other files and how to add an algorithm
+//! or a command.
 
 // A panic in a command aborts the whole server: code that can panic is
 // refused outside tests.
@@ -25,9 +23,10 @@
         clippy::cast_sign_loss
     )
 )]
-#![deny(missing_docs, unsafe_op_in_unsafe_fn)]
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 use std::ffi::{c_int, CStr};
+use std::sync::atomic::Ordering::Relaxed;
 
 use redis_module::raw;
 
@@ -42,8 +41,9 @@ pub mod server;
 pub mod stats;
 pub mod store;
 
+use commands::{check::Check, peek::Peek, reset::Reset, throttle::Throttle};
 use metadata::CommandDocs;
-use server::{Ctx, LogLevel};
+use server::{entry, load, Ctx, LogLevel};
 
 /// One command as registered with the server.
 struct Command {
@@ -55,7 +55,7 @@ struct Command {
     /// First key, last key and step: position 1 makes cluster routing
     /// (MOVED), ACL key patterns and `COMMAND GETKEYS` work.
     keys: (c_int, c_int, c_int),
-    /// Arity, key spec, ACL categories and docs, for servers that take them.
+    /// Arity, key specs, ACL categories and docs, for servers that take them.
     docs: &'static CommandDocs,
 }
 
@@ -63,14 +63,14 @@ struct Command {
 const COMMANDS: &[Command] = &[
     Command {
         name: c"ratelimit.check",
-        handler: Some(commands::check::command),
+        handler: Some(entry::<Check>),
         flags: c"write deny-oom fast",
         keys: (1, 1, 1),
         docs: &commands::check::DOCS,
     },
     Command {
         name: c"ratelimit.peek",
-        handler: Some(commands::peek::command),
+        handler: Some(entry::<Peek>),
         // `readonly`: runs on replicas and in EVAL_RO / FCALL_RO.
         flags: c"readonly fast",
         keys: (1, 1, 1),
@@ -78,7 +78,7 @@ const COMMANDS: &[Command] = &[
     },
     Command {
         name: c"ratelimit.reset",
-        handler: Some(commands::reset::command),
+        handler: Some(entry::<Reset>),
         // Not `deny-oom`: it frees memory. Not `fast`: one lookup per key.
         flags: c"write",
         keys: (1, -1, 1),
@@ -86,7 +86,7 @@ const COMMANDS: &[Command] = &[
     },
     Command {
         name: c"ratelimit.throttle",
-        handler: Some(commands::throttle::command),
+        handler: Some(entry::<Throttle>),
         flags: c"write deny-oom fast",
         keys: (1, 1, 1),
         docs: &commands::throttle::DOCS,
@@ -97,14 +97,38 @@ const COMMANDS: &[Command] = &[
 /// `cl-throttle yes` module option.
 const CL_THROTTLE: Command = Command {
     name: c"cl.throttle",
-    handler: Some(commands::throttle::command),
+    handler: Some(entry::<Throttle>),
     flags: c"write deny-oom fast",
     keys: (1, 1, 1),
     docs: &commands::throttle::DOCS,
 };
 
-/// The module version as `MODULE LIST` shows it: major * 10000 + minor * 100 + patch.
-const MODULE_VERSION: c_int = 100;
+/// The module version as `MODULE LIST` shows it, from Cargo.toml's:
+/// major * 10000 + minor * 100 + patch.
+pub const MODULE_VERSION: c_int = {
+    const fn number(digits: &str) -> c_int {
+        let mut bytes = digits.as_bytes();
+        let mut value: c_int = 0;
+        while let [digit, rest @ ..] = bytes {
+            assert!(digit.is_ascii_digit(), "a version part is not a number");
+            value = value
+                .saturating_mul(10)
+                .saturating_add(digit.saturating_sub(b'0') as c_int);
+            bytes = rest;
+        }
+        value
+    }
+    let minor = number(env!("CARGO_PKG_VERSION_MINOR"));
+    let patch = number(env!("CARGO_PKG_VERSION_PATCH"));
+    assert!(
+        minor < 100 && patch < 100,
+        "MODULE LIST's version has two digits each"
+    );
+    number(env!("CARGO_PKG_VERSION_MAJOR"))
+        .saturating_mul(10000)
+        .saturating_add(minor.saturating_mul(100))
+        .saturating_add(patch)
+};
 
 // The shipped module allocates through Redis, so its memory counts in
 // `INFO memory` and `maxmemory`. Outside a server (unit tests, the
@@ -133,42 +157,31 @@ pub unsafe extern "C" fn RedisModule_OnLoad(
     argv: *mut *mut raw::RedisModuleString,
     argc: c_int,
 ) -> c_int {
-    let ok = c_int::try_from(raw::REDISMODULE_OK).unwrap_or(0);
-    let err = c_int::try_from(raw::REDISMODULE_ERR).unwrap_or(1);
-    let api_version = c_int::try_from(raw::REDISMODULE_APIVER_1).unwrap_or(1);
-    // SAFETY: the server's context; the name is a static C string, so
-    // nothing is allocated before the allocator the call sets up exists.
-    let init = unsafe {
-        raw::Export_RedisModule_Init(ctx, c"ratelimit".as_ptr(), MODULE_VERSION, api_version)
+    // SAFETY: the server's load context.
+    let Some(ctx) = (unsafe { load::init(ctx, c"ratelimit", MODULE_VERSION) }) else {
+        return load::load_status(false);
     };
-    if init != ok {
-        return err;
-    }
-    let ctx = Ctx::new(ctx);
-    // SAFETY: the server passes `argc` valid arguments.
-    let args = unsafe { server::args(argv, argc) };
+    // SAFETY: the server passes `argc` valid arguments, live during OnLoad.
+    let args = unsafe { load::load_args(argv, argc) };
     // A panic here would abort the server as surely as in a command.
     let loaded = std::panic::catch_unwind(|| load(ctx, args))
         .unwrap_or_else(|_| Err("internal error while loading".to_string()));
-    match loaded {
-        Ok(()) => ok,
-        Err(reason) => {
-            server::log(ctx, LogLevel::Warning, &reason);
-            err
-        }
+    if let Err(reason) = &loaded {
+        server::log(ctx, LogLevel::Warning, reason);
     }
+    load::load_status(loaded.is_ok())
 }
 
 /// Called by the server when it unloads the module (`MODULE UNLOAD`).
 #[no_mangle]
 pub extern "C" fn RedisModule_OnUnload(_ctx: *mut raw::RedisModuleCtx) -> c_int {
-    server::release_strings();
-    c_int::try_from(raw::REDISMODULE_OK).unwrap_or(0)
+    load::release_strings();
+    load::load_status(true)
 }
 
 /// Everything `OnLoad` does; an error is the reason the load is refused.
 fn load(ctx: Ctx, args: &[server::RString]) -> Result<(), String> {
-    let missing = server::missing_functions();
+    let missing = load::missing_functions();
     if !missing.is_empty() {
         return Err(format!(
             "this server lacks {}; Redis 6.2.2 or later is required",
@@ -177,16 +190,16 @@ fn load(ctx: Ctx, args: &[server::RString]) -> Result<(), String> {
     }
     let args: Vec<&[u8]> = args.iter().map(args::Arg::bytes).collect();
     config::parse(&args)?.apply();
-    let configs = server::register_configs(ctx, &config::CONFIGS)?;
-    server::disable_implicit_signal_modified(ctx)
+    let configs = load::register_configs(ctx, &config::CONFIGS)?;
+    load::disable_implicit_signal_modified(ctx)
         .map_err(|_| "could not set the module options".to_string())?;
-    server::hold_strings();
+    load::hold_strings().map_err(|_| "could not make the module's strings".to_string())?;
 
-    let own_category = metadata::add_category(ctx);
-    let cl_throttle = config::CL_THROTTLE.load(std::sync::atomic::Ordering::Relaxed);
-    let mut described = metadata::Described::default();
+    let own_category = load::add_category(ctx);
+    let cl_throttle = config::CL_THROTTLE.load(Relaxed);
+    let mut described = load::Described::default();
     for command in COMMANDS.iter().chain(cl_throttle.then_some(&CL_THROTTLE)) {
-        server::create_command(
+        load::create_command(
             ctx,
             command.name,
             command.handler,
@@ -194,42 +207,53 @@ fn load(ctx: Ctx, args: &[server::RString]) -> Result<(), String> {
             command.keys,
         )
         .map_err(|_| format!("could not register {:?}", command.name))?;
-        described = metadata::describe(ctx, command.name, command.docs, own_category)?;
+        described = load::describe(ctx, command.name, command.docs, own_category)?;
     }
-    server::register_info(ctx, Some(stats::info))
+    load::register_info(ctx, Some(stats::info))
         .map_err(|_| "could not register the INFO section".to_string())?;
 
-    let yes_no = |b: bool| if b { "yes" } else { "no" };
-    let found = |b: bool| if b { "found" } else { "absent" };
+    let said = |b: bool, yes: &'static str, no: &'static str| if b { yes } else { no };
+    let found = |b: bool| said(b, "found", "absent");
+    let cached = server::has_cached_clock();
     server::log(
         ctx,
         LogLevel::Notice,
         &format!(
-            "version {} loaded; options: cl-throttle {}, denied-events {} ({}); \
-             server APIs: CachedMicroseconds {} (clock: {}), SetCommandInfo {}, \
-             SetCommandACLCategories {}, AddACLCategory {}",
+            "version {} loaded; options: cl-throttle {}, denied-events {} ({}); server APIs: \
+             CachedMicroseconds {} (clock: {}), SetCommandInfo {}, SetCommandACLCategories {}, \
+             AddACLCategory {}",
             env!("CARGO_PKG_VERSION"),
-            yes_no(cl_throttle),
-            yes_no(config::DENIED_EVENTS.load(std::sync::atomic::Ordering::Relaxed)),
-            if configs {
-                "CONFIG GET/SET ratelimit.*"
-            } else {
+            said(cl_throttle, "yes", "no"),
+            said(config::DENIED_EVENTS.load(Relaxed), "yes", "no"),
+            said(
+                configs,
+                "CONFIG GET/SET ratelimit.*",
                 "no module configs on this server: load-time arguments only"
-            },
-            found(unsafe { raw::RedisModule_CachedMicroseconds }.is_some()),
-            if unsafe { raw::RedisModule_CachedMicroseconds }.is_some() {
-                "the command time the server froze"
-            } else {
+            ),
+            found(cached),
+            said(
+                cached,
+                "the command time the server froze",
                 "the wall clock"
-            },
+            ),
             found(described.command_info),
             found(described.acl_categories),
-            if own_category {
-                "found (@ratelimit)"
-            } else {
-                "absent"
-            },
+            said(own_category, "found (@ratelimit)", "absent"),
         ),
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_module_version_is_cargos() {
+        let parts: Vec<c_int> = env!("CARGO_PKG_VERSION")
+            .split('.')
+            .map(|p| p.parse().unwrap())
+            .collect();
+        assert_eq!(MODULE_VERSION, parts[0] * 10000 + parts[1] * 100 + parts[2]);
+    }
 }

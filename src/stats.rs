@@ -4,12 +4,13 @@
 //! Every command runs on the server's main thread, so a counter is bumped
 //! with a plain load and store: no locked instruction on the hot path.
 
-use std::ffi::{c_int, CStr};
+use std::ffi::{c_int, CString};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use redis_module::raw;
 
-use crate::server;
+use crate::limiter::Id;
+use crate::server::load::InfoCtx;
 
 /// A count since the module was loaded.
 pub struct Counter(AtomicU64);
@@ -25,7 +26,7 @@ impl Counter {
         self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
     }
 
-    /// Adds one.
+    /// [`Counter::add`] of one.
     pub fn bump(&self) {
         self.add(1);
     }
@@ -53,7 +54,7 @@ impl CommandStats {
     }
 }
 
-/// Decisions of one algorithm.
+/// Decisions of one kind of limiter.
 pub struct AlgorithmStats {
     /// Requests admitted by CHECK or THROTTLE.
     pub allowed: Counter,
@@ -94,15 +95,20 @@ pub struct Stats {
     pub throttle: CommandStats,
     /// Keys RATELIMIT.RESET removed.
     pub keys_reset: Counter,
-    /// Fixed-window decisions.
-    pub fixed: AlgorithmStats,
-    /// Sliding-window decisions.
-    pub sliding: AlgorithmStats,
-    /// Token-bucket decisions.
-    pub token: AlgorithmStats,
-    /// THROTTLE (GCRA) decisions.
-    pub gcra: AlgorithmStats,
+    /// Per kind of limiter, in the order of [`Id::ALL`].
+    algorithms: [AlgorithmStats; Id::ALL.len()],
 }
+
+impl Stats {
+    /// The decisions of kind `id`.
+    pub fn algorithm(&self, id: Id) -> &AlgorithmStats {
+        self.algorithms.get(id.index()).unwrap_or(&UNLISTED)
+    }
+}
+
+/// Where counts of a kind missing from the table would go: never, since the
+/// table has one entry per kind.
+static UNLISTED: AlgorithmStats = AlgorithmStats::new();
 
 /// The module's counters.
 pub static STATS: Stats = Stats {
@@ -111,64 +117,72 @@ pub static STATS: Stats = Stats {
     reset: CommandStats::new(),
     throttle: CommandStats::new(),
     keys_reset: Counter::new(),
-    fixed: AlgorithmStats::new(),
-    sliding: AlgorithmStats::new(),
-    token: AlgorithmStats::new(),
-    gcra: AlgorithmStats::new(),
+    algorithms: [const { AlgorithmStats::new() }; Id::ALL.len()],
 };
 
 /// The INFO fields, in order: name (the server prefixes `ratelimit_`) and
-/// value. `allowed` and `denied` are the totals over every algorithm.
-pub fn fields() -> [(&'static CStr, u64); 23] {
+/// value. `allowed` and `denied` are the totals over every kind; each kind
+/// has `<name>_allowed`, `<name>_denied` and `<name>_peeks`.
+pub fn fields() -> Vec<(String, u64)> {
     let s = &STATS;
-    let algorithms = [&s.fixed, &s.sliding, &s.token, &s.gcra];
+    // Each command's calls and errors, then what else it counts.
+    let commands: [(&str, &CommandStats, &[(&str, &Counter)]); 4] = [
+        ("check", &s.check, &[]),
+        ("peek", &s.peek, &[]),
+        ("reset", &s.reset, &[("keys", &s.keys_reset)]),
+        ("throttle", &s.throttle, &[]),
+    ];
+    let mut fields = Vec::new();
+    for (name, stats, extra) in commands {
+        fields.push((format!("{name}_calls"), stats.calls.get()));
+        fields.push((format!("{name}_errors"), stats.errors.get()));
+        for (counter, value) in extra {
+            fields.push((format!("{name}_{counter}"), value.get()));
+        }
+    }
     let total = |f: fn(&AlgorithmStats) -> &Counter| {
-        algorithms
+        s.algorithms
             .iter()
             .fold(0u64, |sum, a| sum.wrapping_add(f(a).get()))
     };
-    [
-        (c"check_calls", s.check.calls.get()),
-        (c"check_errors", s.check.errors.get()),
-        (c"peek_calls", s.peek.calls.get()),
-        (c"peek_errors", s.peek.errors.get()),
-        (c"reset_calls", s.reset.calls.get()),
-        (c"reset_errors", s.reset.errors.get()),
-        (c"reset_keys", s.keys_reset.get()),
-        (c"throttle_calls", s.throttle.calls.get()),
-        (c"throttle_errors", s.throttle.errors.get()),
-        (c"allowed", total(|a| &a.allowed)),
-        (c"denied", total(|a| &a.denied)),
-        (c"fixed_allowed", s.fixed.allowed.get()),
-        (c"fixed_denied", s.fixed.denied.get()),
-        (c"fixed_peeks", s.fixed.peeks.get()),
-        (c"sliding_allowed", s.sliding.allowed.get()),
-        (c"sliding_denied", s.sliding.denied.get()),
-        (c"sliding_peeks", s.sliding.peeks.get()),
-        (c"token_allowed", s.token.allowed.get()),
-        (c"token_denied", s.token.denied.get()),
-        (c"token_peeks", s.token.peeks.get()),
-        (c"throttle_allowed", s.gcra.allowed.get()),
-        (c"throttle_denied", s.gcra.denied.get()),
-        (c"throttle_peeks", s.gcra.peeks.get()),
-    ]
+    fields.push(("allowed".to_string(), total(|a| &a.allowed)));
+    fields.push(("denied".to_string(), total(|a| &a.denied)));
+    for &id in Id::ALL {
+        let name = id.name().to_lowercase();
+        let a = s.algorithm(id);
+        fields.push((format!("{name}_allowed"), a.allowed.get()));
+        fields.push((format!("{name}_denied"), a.denied.get()));
+        fields.push((format!("{name}_peeks"), a.peeks.get()));
+    }
+    fields
 }
 
 /// Writes the `# ratelimit` INFO section; the server calls it for `INFO
 /// ratelimit`, `INFO modules`, `INFO everything` and crash reports.
-pub extern "C" fn info(info: *mut raw::RedisModuleInfoCtx, _for_crash_report: c_int) {
-    let info = server::InfoCtx::new(info);
-    if !server::info_section(info) {
+///
+/// # Safety
+/// Called by the server only, with the context of an INFO call.
+pub unsafe extern "C" fn info(info: *mut raw::RedisModuleInfoCtx, _for_crash_report: c_int) {
+    // SAFETY: the caller's promise; the context is used only within this
+    // call.
+    let info = unsafe { InfoCtx::from_raw(info) };
+    if !info.section() {
         return;
     }
     for (name, value) in fields() {
-        server::info_field(info, name, value);
+        if let Ok(name) = CString::new(name) {
+            info.field(&name, value);
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn value(fields: &[(String, u64)], name: &str) -> u64 {
+        fields.iter().find(|(n, _)| n == name).unwrap().1
+    }
 
     #[test]
     fn counters_count_and_totals_add_up() {
@@ -177,23 +191,26 @@ mod tests {
         c.add(2);
         assert_eq!(c.get(), 3);
         let before = fields();
-        STATS.sliding.decided(true);
-        STATS.gcra.decided(false);
+        STATS.algorithm(Id::Sliding).decided(true);
+        STATS.algorithm(Id::Throttle).decided(false);
         let after = fields();
-        let delta = |name: &str| {
-            let find = |f: &[(&CStr, u64)]| {
-                f.iter()
-                    .find(|(n, _)| n.to_str().unwrap() == name)
-                    .unwrap()
-                    .1
-            };
-            find(&after) - find(&before)
-        };
+        let delta = |name: &str| value(&after, name) - value(&before, name);
         assert_eq!(delta("sliding_allowed"), 1);
         assert_eq!(delta("throttle_denied"), 1);
         assert_eq!(delta("allowed"), 1);
         assert_eq!(delta("denied"), 1);
-        let names: std::collections::BTreeSet<_> = after.iter().map(|(n, _)| *n).collect();
+        let names: std::collections::BTreeSet<_> = after.iter().map(|(n, _)| n).collect();
         assert_eq!(names.len(), after.len(), "duplicate field names");
+    }
+
+    #[test]
+    fn every_kind_has_its_counters() {
+        let fields = fields();
+        for id in Id::ALL {
+            for counter in ["allowed", "denied", "peeks"] {
+                let name = format!("{}_{counter}", id.name().to_lowercase());
+                assert!(fields.iter().any(|(n, _)| *n == name), "{name}");
+            }
+        }
     }
 }

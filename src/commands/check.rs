@@ -21,12 +21,11 @@
 //! `retry_after_ms` (-1 when allowed or when the cost can never fit) and
 //! `reset_after_ms` (0 when nothing is counted).
 
-use super::{decision_fields, denied_event, entry_point, Reply};
-use crate::args::{is_keyword, parse_in_range, Arg};
+use super::{decision_fields, denied_event, Command};
+use crate::args::{bounded, is_keyword, Arg};
 use crate::error::Error;
-use crate::limiter::token_bucket::Bucket;
 use crate::limiter::{
-    fixed_window, sliding_window, token_bucket, Quota, MAX_COST, MAX_LIMIT, MAX_PERIOD_S,
+    Algorithm, Chosen, Decision, Quota, Visit, BURST, COST, DEFAULT_ALGORITHM, LIMIT, PERIOD_S,
 };
 use crate::metadata::{ArgDocs, ArgKind, CommandDocs, KeySpec};
 use crate::server::{self, Access, Ctx, Key, RString};
@@ -40,13 +39,13 @@ pub const DOCS: CommandDocs = CommandDocs {
     complexity: c"O(1)",
     since: c"0.1.0",
     arity: -4,
-    keys: KeySpec {
+    keys: &[KeySpec::Range {
         flags: raw::REDISMODULE_CMD_KEY_RW
             | raw::REDISMODULE_CMD_KEY_ACCESS
             | raw::REDISMODULE_CMD_KEY_UPDATE,
         first: 1,
         last: 0,
-    },
+    }],
     acl_categories: c"write fast",
     args: &LIMIT_ARGS,
 };
@@ -57,26 +56,18 @@ pub const LIMIT_ARGS: [ArgDocs; 6] = [
     ArgDocs::required(c"limit", ArgKind::Integer),
     ArgDocs::required(c"period", ArgKind::Integer),
     ArgDocs::option(c"cost", c"COST", ArgKind::Integer),
-    ArgDocs {
-        choices: &[
-            ArgDocs::choice(c"fixed", c"FIXED"),
-            ArgDocs::choice(c"sliding", c"SLIDING"),
-            ArgDocs::choice(c"token", c"TOKEN"),
-        ],
-        ..ArgDocs::option(c"algorithm", c"ALGORITHM", ArgKind::OneOf)
-    },
+    ArgDocs::option(c"algorithm", c"ALGORITHM", ArgKind::Algorithm),
     ArgDocs::option(c"burst", c"BURST", ArgKind::Integer),
 ];
 
-/// Which algorithm decides, with its own parameters.
+/// One limit as a request states it: the algorithm with its parameters, and
+/// the units the request takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Algorithm {
-    /// Fixed window: at most `limit` per window of `period`.
-    Fixed,
-    /// Sliding window counter.
-    Sliding,
-    /// Token bucket of the given size, refilled at `limit` per `period`.
-    Token(Bucket),
+pub struct Limit {
+    /// The algorithm and its parameters.
+    pub chosen: Chosen,
+    /// Units this request takes.
+    pub cost: u64,
 }
 
 /// The parsed arguments of a CHECK (or PEEK) call.
@@ -84,12 +75,8 @@ pub enum Algorithm {
 pub struct Request<'a, A> {
     /// The key holding the limiter's state.
     pub key: &'a A,
-    /// Limit and period.
-    pub quota: Quota,
-    /// Units this request takes.
-    pub cost: u64,
-    /// The algorithm and its parameters.
-    pub algorithm: Algorithm,
+    /// What the request asks of it.
+    pub limit: Limit,
 }
 
 /// Parses `RATELIMIT.CHECK key limit period [COST cost] [ALGORITHM …]
@@ -99,9 +86,18 @@ pub fn parse<A: Arg>(args: &[A]) -> Result<Request<'_, A>, Error> {
     let [_, key, limit, period, options @ ..] = args else {
         return Err(Error::WrongArity);
     };
-    let limit = parse_in_range(limit, 1, MAX_LIMIT).ok_or(Error::InvalidLimit)?;
-    let period_s = parse_in_range(period, 1, MAX_PERIOD_S).ok_or(Error::InvalidPeriod)?;
-    let quota = Quota::new(limit, period_s).ok_or(Error::Internal)?;
+    Ok(Request {
+        key,
+        limit: parse_limit(limit, period, options)?,
+    })
+}
+
+/// Parses `limit period [COST cost] [ALGORITHM …] [BURST burst]`: what
+/// CHECK takes after its key.
+pub fn parse_limit<A: Arg>(limit: &A, period: &A, options: &[A]) -> Result<Limit, Error> {
+    let limit = bounded(limit, &LIMIT)?;
+    let period_s = bounded(period, &PERIOD_S)?;
+    let quota = Quota::new(limit, period_s)?;
 
     let (mut cost, mut algorithm, mut burst) = (None, None, None);
     let mut options = options.iter();
@@ -109,103 +105,85 @@ pub fn parse<A: Arg>(args: &[A]) -> Result<Request<'_, A>, Error> {
         let value = options.next().ok_or(Error::Syntax)?;
         let option = option.bytes();
         if is_keyword(option, "COST") && cost.is_none() {
-            cost = Some(parse_in_range(value, 0, MAX_COST).ok_or(Error::InvalidCost)?);
+            cost = Some(bounded(value, &COST)?);
         } else if is_keyword(option, "ALGORITHM") && algorithm.is_none() {
-            algorithm = Some(parse_algorithm(value.bytes())?);
+            algorithm = Some(Chosen::named(value.bytes()).ok_or(Error::InvalidAlgorithm)?);
         } else if is_keyword(option, "BURST") && burst.is_none() {
-            burst = Some(parse_in_range(value, 1, MAX_LIMIT).ok_or(Error::InvalidBurst)?);
+            burst = Some(bounded(value, &BURST)?);
         } else {
             return Err(Error::Syntax);
         }
     }
-
-    let algorithm = match (algorithm.unwrap_or(Name::Fixed), burst) {
-        (Name::Token, burst) => Algorithm::Token(
-            Bucket::new(quota, burst.unwrap_or(limit)).ok_or(Error::BurstTooLarge)?,
-        ),
-        (_, Some(_)) => return Err(Error::BurstWithoutToken),
-        (Name::Fixed, None) => Algorithm::Fixed,
-        (Name::Sliding, None) => Algorithm::Sliding,
-    };
-    Ok(Request {
-        key,
-        quota,
+    Ok(Limit {
+        chosen: Chosen::new(algorithm.unwrap_or(DEFAULT_ALGORITHM), quota, burst)?,
         cost: cost.unwrap_or(1),
-        algorithm,
     })
 }
 
-/// The algorithm named by `ALGORITHM`, before its parameters are known.
-enum Name {
-    Fixed,
-    Sliding,
-    Token,
-}
+/// RATELIMIT.CHECK.
+pub struct Check;
 
-fn parse_algorithm(value: &[u8]) -> Result<Name, Error> {
-    if is_keyword(value, "FIXED") {
-        Ok(Name::Fixed)
-    } else if is_keyword(value, "SLIDING") {
-        Ok(Name::Sliding)
-    } else if is_keyword(value, "TOKEN") {
-        Ok(Name::Token)
-    } else {
-        Err(Error::InvalidAlgorithm)
-    }
-}
+impl Command for Check {
+    const STATS: &'static crate::stats::CommandStats = &STATS.check;
+    type Reply = [i64; 5];
 
-/// Runs one call: the whole check happens with the key open, so it is
-/// atomic like any single Redis command.
-fn run(ctx: Ctx, args: &[RString]) -> Result<Reply, Error> {
-    let Request {
-        key,
-        quota,
-        cost,
-        algorithm,
-    } = parse(args)?;
-    let now_ms = server::now_ms()?;
-    let mut key = Key::open(ctx, key, Access::ReadWrite)?;
-    let event = c"ratelimit.check";
-    let (decision, stats) = match algorithm {
-        Algorithm::Fixed => (
-            store::update(ctx, &mut key, event, |stored| {
-                fixed_window::check(stored, quota, cost, now_ms)
-            })?,
-            &STATS.fixed,
-        ),
-        Algorithm::Sliding => (
-            store::update(ctx, &mut key, event, |stored| {
-                sliding_window::check(stored, quota, cost, now_ms)
-            })?,
-            &STATS.sliding,
-        ),
-        Algorithm::Token(bucket) => (
-            store::update(ctx, &mut key, event, |stored| {
-                token_bucket::check(stored, bucket, cost, now_ms)
-            })?,
-            &STATS.token,
-        ),
-    };
-    if cost == 0 {
-        // A look, not a request: counted with PEEK's looks, never denied.
-        stats.peeks.bump();
-    } else {
-        stats.decided(decision.allowed);
-        if !decision.allowed {
-            denied_event(ctx, key.name());
+    /// The whole check happens with the key open, so it is atomic like any
+    /// single Redis command.
+    fn run(ctx: Ctx, args: &[RString]) -> Result<[i64; 5], Error> {
+        let Request { key, limit } = parse(args)?;
+        let now_ms = server::now_ms()?;
+        let mut key = Key::open(ctx, key, Access::ReadWrite)?;
+        let decision = limit.chosen.visit(Decide {
+            ctx,
+            key: &mut key,
+            cost: limit.cost,
+            now_ms,
+        })?;
+        let stats = STATS.algorithm(limit.chosen.id());
+        if limit.cost == 0 {
+            // A look, not a request: counted with PEEK's looks, never denied.
+            stats.peeks.bump();
+        } else {
+            stats.decided(decision.allowed);
+            if !decision.allowed {
+                denied_event(ctx, key.name());
+            }
         }
+        Ok(decision_fields(decision))
     }
-    Ok(Reply::Array(decision_fields(decision)))
 }
 
-entry_point!(run, &STATS.check);
+/// A check of the key against the chosen algorithm, stored and propagated.
+struct Decide<'k, 'a> {
+    ctx: Ctx,
+    key: &'k mut Key<'a>,
+    cost: u64,
+    now_ms: u64,
+}
+
+impl Visit for Decide<'_, '_> {
+    type Output = Result<Decision, Error>;
+
+    fn visit<A: Algorithm>(self, algorithm: A) -> Self::Output {
+        store::update::<A, _>(self.ctx, self.key, c"ratelimit.check", |stored| {
+            algorithm.check(stored, self.cost, self.now_ms)
+        })
+    }
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    use crate::limiter::{Id, MAX_COST, MAX_LIMIT};
+
     fn parse_strs<'a>(args: &'a [&'a str]) -> Result<Request<'a, &'a str>, Error> {
         parse(args)
+    }
+
+    /// Algorithm `id` at 10 per 60 s.
+    fn chosen(id: Id, burst: Option<u64>) -> Chosen {
+        Chosen::new(id, Quota::new(10, 60).unwrap(), burst).unwrap()
     }
 
     fn with(options: &[&'static str]) -> Result<Request<'static, &'static str>, Error> {
@@ -220,32 +198,24 @@ mod tests {
         let args = ["RATELIMIT.CHECK", "k", "10", "60"];
         let r = parse_strs(&args).unwrap();
         assert_eq!(*r.key, "k");
-        assert_eq!(r.quota, Quota::new(10, 60).unwrap());
-        assert_eq!(r.cost, 1);
-        assert_eq!(r.algorithm, Algorithm::Fixed);
+        assert_eq!(r.limit.cost, 1);
+        assert_eq!(r.limit.chosen, chosen(Id::Fixed, None));
     }
 
     #[test]
     fn parses_options_in_any_order_and_case() {
-        let quota = Quota::new(10, 60).unwrap();
         let r = with(&["burst", "20", "Cost", "0", "algorithm", "token"]).unwrap();
-        assert_eq!(r.cost, 0);
-        assert_eq!(
-            r.algorithm,
-            Algorithm::Token(Bucket::new(quota, 20).unwrap())
-        );
+        assert_eq!(r.limit.cost, 0);
+        assert_eq!(r.limit.chosen, chosen(Id::Token, Some(20)));
         let r = with(&["ALGORITHM", "TOKEN"]).unwrap();
+        assert_eq!(r.limit.chosen, chosen(Id::Token, Some(10)));
         assert_eq!(
-            r.algorithm,
-            Algorithm::Token(Bucket::new(quota, 10).unwrap())
+            with(&["ALGORITHM", "Sliding"]).unwrap().limit.chosen,
+            chosen(Id::Sliding, None)
         );
         assert_eq!(
-            with(&["ALGORITHM", "Sliding"]).unwrap().algorithm,
-            Algorithm::Sliding
-        );
-        assert_eq!(
-            with(&["algorithm", "fixed"]).unwrap().algorithm,
-            Algorithm::Fixed
+            with(&["algorithm", "fixed"]).unwrap().limit.chosen,
+            chosen(Id::Fixed, None)
         );
     }
 
@@ -328,7 +298,8 @@ mod tests {
             "1000000000000000",
         ];
         let r = parse_strs(&args).unwrap();
-        assert_eq!(r.quota.limit(), MAX_LIMIT);
-        assert_eq!(r.cost, MAX_COST);
+        let quota = Quota::new(MAX_LIMIT, 1_000_000_000).unwrap();
+        assert_eq!(r.limit.chosen, Chosen::new(Id::Fixed, quota, None).unwrap());
+        assert_eq!(r.limit.cost, MAX_COST);
     }
 }

@@ -2,42 +2,38 @@
 //!
 //! Each command parses its arguments into a request (pure, unit-tested on
 //! string slices), reads the clock once, loads state, asks the algorithm,
-//! saves state and builds a [`Reply`]. [`dispatch`] runs it behind
-//! `catch_unwind` and writes the reply.
+//! saves state and returns its reply. [`dispatch`] runs it behind
+//! `catch_unwind`, counts it, logs an internal error's cause and writes the
+//! reply.
 
-use std::ffi::c_int;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering::Relaxed;
 
-use redis_module::raw;
-
+use crate::args::Arg;
 use crate::config::DENIED_EVENTS;
 use crate::error::Error;
 use crate::limiter::Decision;
-use crate::server::{self, Ctx, RString};
+use crate::server::{self, Ctx, Handler, LogLevel, RString, Replier, WriteReply};
 use crate::stats::CommandStats;
 
-// After the macro: the commands use it.
 pub mod check;
 pub mod peek;
 pub mod reset;
 pub mod throttle;
 
-/// What a command replies on success.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reply {
-    /// An array of five integers, such as a [`Decision`]'s.
-    Array([i64; 5]),
-    /// One integer.
-    Integer(i64),
+/// A command of the module.
+pub trait Command {
+    /// Its INFO counters.
+    const STATS: &'static CommandStats;
+    /// What it replies on success.
+    type Reply: WriteReply;
+    /// Runs one call; `args` holds the command name first.
+    fn run(ctx: Ctx, args: &[RString]) -> Result<Self::Reply, Error>;
 }
 
-impl Reply {
-    fn send(self, ctx: Ctx) {
-        match self {
-            Reply::Array(values) => server::reply_integers(ctx, &values),
-            Reply::Integer(value) => server::reply_integer(ctx, value),
-        }
+impl<C: Command> Handler for C {
+    fn handle(ctx: Ctx, args: &[RString]) {
+        dispatch::<C>(ctx, args);
     }
 }
 
@@ -54,25 +50,6 @@ pub fn decision_fields(d: Decision) -> [i64; 5] {
     ]
 }
 
-/// Defines `command`, the `extern "C"` function the server calls for a
-/// command, which runs `$run` through [`dispatch`], counted in `$stats`.
-macro_rules! entry_point {
-    ($run:path, $stats:expr) => {
-        /// The entry point the server calls.
-        pub extern "C" fn command(
-            ctx: *mut redis_module::raw::RedisModuleCtx,
-            argv: *mut *mut redis_module::raw::RedisModuleString,
-            argc: std::ffi::c_int,
-        ) -> std::ffi::c_int {
-            $crate::commands::dispatch(ctx, argv, argc, $run, $stats)
-        }
-    };
-}
-use entry_point;
-
-/// A command body: arguments in (the command name first), reply out.
-pub type Handler = fn(Ctx, &[RString]) -> Result<Reply, Error>;
-
 /// Fires `ratelimit.denied` on `key` when the `denied-events` option is on.
 fn denied_event(ctx: Ctx, key: &RString) {
     if DENIED_EVENTS.load(Relaxed) {
@@ -80,37 +57,42 @@ fn denied_event(ctx: Ctx, key: &RString) {
     }
 }
 
-/// Runs `handler` for a command call and writes its reply.
+/// Runs command `C` for one call and writes its reply.
 ///
 /// A panic must never unwind into the server (it would abort it, taking
 /// every client's data along), so the body runs under `catch_unwind` and a
-/// panic becomes `ERR internal error`. The reply is written after the body
-/// has returned, so a panic cannot leave half a reply behind.
-pub(crate) fn dispatch(
-    ctx: *mut raw::RedisModuleCtx,
-    argv: *mut *mut raw::RedisModuleString,
-    argc: c_int,
-    handler: Handler,
-    stats: &CommandStats,
-) -> c_int {
-    let ctx = Ctx::new(ctx);
-    // SAFETY: the server passes `argc` valid arguments for this call.
-    let args = unsafe { server::args(argv, argc) };
-    stats.calls.bump();
-    match guarded(|| handler(ctx, args)) {
-        Ok(reply) => reply.send(ctx),
+/// panic becomes an internal error. The reply is written after the body
+/// has returned, so a panic cannot leave half a reply behind. An internal
+/// error's cause goes to the server log, once, with the command's name.
+fn dispatch<C: Command>(ctx: Ctx, args: &[RString]) {
+    C::STATS.calls.bump();
+    let mut out = Replier::new(ctx);
+    match guarded(|| C::run(ctx, args)) {
+        Ok(reply) => reply.write(&mut out),
         Err(error) => {
-            stats.errors.bump();
-            server::reply_error(ctx, error);
+            C::STATS.errors.bump();
+            if let Error::Internal(cause) = error {
+                let name = args.first().map(Arg::bytes).unwrap_or_default();
+                server::log(ctx, LogLevel::Warning, &internal_error_line(name, cause));
+            }
+            out.error(error);
         }
     }
-    // REDISMODULE_OK: the reply, error or not, has been written.
-    0
+}
+
+/// The log line of an internal error in command `name`.
+fn internal_error_line(name: &[u8], cause: &str) -> String {
+    format!(
+        "{}: internal error: {cause}",
+        String::from_utf8_lossy(name).to_lowercase()
+    )
 }
 
 /// Runs `body`, turning a panic into [`Error::Internal`].
-fn guarded(body: impl FnOnce() -> Result<Reply, Error>) -> Result<Reply, Error> {
-    catch_unwind(AssertUnwindSafe(body)).unwrap_or(Err(Error::Internal))
+fn guarded<R>(body: impl FnOnce() -> Result<R, Error>) -> Result<R, Error> {
+    catch_unwind(AssertUnwindSafe(body)).unwrap_or(Err(Error::Internal(
+        "a panic in the command (its message is in the server's standard error)",
+    )))
 }
 
 #[cfg(test)]
@@ -137,13 +119,21 @@ mod tests {
 
     #[test]
     fn a_panic_in_a_command_body_becomes_an_internal_error() {
-        let result = guarded(|| {
+        let result: Result<u64, Error> = guarded(|| {
             let empty: &[u64] = &[];
             // An out-of-bounds index: the kind of bug that would abort Redis.
             #[allow(clippy::indexing_slicing)]
             let value = empty[usize::from(empty.is_empty())];
-            Ok(Reply::Integer(i64::try_from(value).unwrap()))
+            Ok(value)
         });
-        assert_eq!(result, Err(Error::Internal));
+        assert!(matches!(result, Err(Error::Internal(_))));
+    }
+
+    #[test]
+    fn an_internal_error_is_logged_with_the_command_and_its_cause() {
+        assert_eq!(
+            internal_error_line(b"RATELIMIT.Check", "SetAbsExpire failed"),
+            "ratelimit.check: internal error: SetAbsExpire failed"
+        );
     }
 }

@@ -14,15 +14,14 @@
 //! request would be admitted (-1 if now, or never), `reset_after_ms` is when
 //! the limiter is empty again.
 
-use super::check::LIMIT_ARGS;
-use super::check::{parse, Algorithm, Request};
-use super::{decision_fields, entry_point, Reply};
+use super::check::{parse, Request, LIMIT_ARGS};
+use super::{decision_fields, Command};
 use crate::error::Error;
-use crate::limiter::{fixed_window, sliding_window, token_bucket, Decision, Outcome};
+use crate::limiter::{Algorithm, Decision, Visit};
 use crate::metadata::{CommandDocs, KeySpec};
 use crate::server::{self, Access, Ctx, Key, RString};
-use crate::stats::STATS;
-use crate::store::{self, Layout};
+use crate::stats::{CommandStats, STATS};
+use crate::store;
 use redis_module::raw;
 
 /// What `COMMAND DOCS` and `COMMAND INFO` say of RATELIMIT.PEEK.
@@ -31,63 +30,48 @@ pub const DOCS: CommandDocs = CommandDocs {
     complexity: c"O(1)",
     since: c"0.1.0",
     arity: -4,
-    keys: KeySpec {
+    keys: &[KeySpec::Range {
         flags: raw::REDISMODULE_CMD_KEY_RO | raw::REDISMODULE_CMD_KEY_ACCESS,
         first: 1,
         last: 0,
-    },
+    }],
     acl_categories: c"read fast",
     args: &LIMIT_ARGS,
 };
 
-fn run(ctx: Ctx, args: &[RString]) -> Result<Reply, Error> {
-    let Request {
-        key,
-        quota,
-        cost,
-        algorithm,
-    } = parse(args)?;
-    let now_ms = server::now_ms()?;
-    let key = Key::open(ctx, key, Access::Read)?;
-    let (decision, stats) = match algorithm {
-        Algorithm::Fixed => (
-            peek(&key, cost, |stored, cost| {
-                fixed_window::check(stored, quota, cost, now_ms)
-            })?,
-            &STATS.fixed,
-        ),
-        Algorithm::Sliding => (
-            peek(&key, cost, |stored, cost| {
-                sliding_window::check(stored, quota, cost, now_ms)
-            })?,
-            &STATS.sliding,
-        ),
-        Algorithm::Token(bucket) => (
-            peek(&key, cost, |stored, cost| {
-                token_bucket::check(stored, bucket, cost, now_ms)
-            })?,
-            &STATS.token,
-        ),
-    };
-    stats.peeks.bump();
-    Ok(Reply::Array(decision_fields(decision)))
+/// RATELIMIT.PEEK.
+pub struct Peek;
+
+impl Command for Peek {
+    const STATS: &'static CommandStats = &STATS.peek;
+    type Reply = [i64; 5];
+
+    fn run(ctx: Ctx, args: &[RString]) -> Result<[i64; 5], Error> {
+        let Request { key, limit } = parse(args)?;
+        let now_ms = server::now_ms()?;
+        let key = Key::open(ctx, key, Access::Read)?;
+        let decision = limit.chosen.visit(Look {
+            key: &key,
+            cost: limit.cost,
+            now_ms,
+        })?;
+        STATS.algorithm(limit.chosen.id()).peeks.bump();
+        Ok(decision_fields(decision))
+    }
 }
 
-/// Asks the algorithm twice, storing nothing: whether `cost` would pass and
-/// when, and what the state is with nothing taken.
-fn peek<S: Layout>(
-    key: &Key,
-    cost: u64,
-    decide: impl Fn(Option<S>, u64) -> Outcome<S>,
-) -> Result<Decision, Error> {
-    let stored = store::load::<S>(key)?;
-    let asked = decide(stored, cost).decision;
-    let now = decide(stored, 0).decision;
-    Ok(Decision {
-        remaining: now.remaining,
-        reset_after_ms: now.reset_after_ms,
-        ..asked
-    })
+/// A look at the key through the chosen algorithm.
+pub(crate) struct Look<'k, 'a> {
+    pub key: &'k Key<'a>,
+    pub cost: u64,
+    pub now_ms: u64,
 }
 
-entry_point!(run, &STATS.peek);
+impl Visit for Look<'_, '_> {
+    type Output = Result<Decision, Error>;
+
+    fn visit<A: Algorithm>(self, algorithm: A) -> Self::Output {
+        let stored = store::load::<A>(self.key)?.state;
+        Ok(algorithm.peek(stored, self.cost, self.now_ms))
+    }
+}

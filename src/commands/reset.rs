@@ -11,11 +11,11 @@
 //! limiter's layout), the reply is `WRONGTYPE` and nothing is removed. Each
 //! removal propagates as `DEL`.
 
-use super::{entry_point, Reply};
+use super::Command;
 use crate::error::Error;
 use crate::metadata::{ArgDocs, ArgKind, CommandDocs, KeySpec};
 use crate::server::{self, Access, Ctx, Key, RString, Value};
-use crate::stats::STATS;
+use crate::stats::{CommandStats, STATS};
 use crate::store;
 use redis_module::raw;
 
@@ -25,11 +25,11 @@ pub const DOCS: CommandDocs = CommandDocs {
     complexity: c"O(N) where N is the number of keys",
     since: c"0.1.0",
     arity: -2,
-    keys: KeySpec {
+    keys: &[KeySpec::Range {
         flags: raw::REDISMODULE_CMD_KEY_RW | raw::REDISMODULE_CMD_KEY_DELETE,
         first: 1,
         last: -1,
-    },
+    }],
     acl_categories: c"write keyspace slow",
     args: &[ArgDocs {
         multiple: true,
@@ -37,37 +37,40 @@ pub const DOCS: CommandDocs = CommandDocs {
     }],
 };
 
-fn run(ctx: Ctx, args: &[RString]) -> Result<Reply, Error> {
-    let [_, keys @ ..] = args else {
-        return Err(Error::WrongArity);
-    };
-    if keys.is_empty() {
-        return Err(Error::WrongArity);
-    }
-    // Check every key before removing any: all or nothing.
-    for name in keys {
-        let key = Key::open(ctx, name, Access::Read)?;
-        match key.value()? {
-            Value::Empty => {}
-            Value::String(value) if store::is_limiter_state(value) => {}
-            Value::String(_) | Value::Other => return Err(Error::WrongType),
-        }
-    }
-    let mut removed: i64 = 0;
-    for name in keys {
-        let mut key = Key::open(ctx, name, Access::ReadWrite)?;
-        // A key named twice is gone the second time.
-        if matches!(key.value()?, Value::Empty) {
-            continue;
-        }
-        server::replicate_del(ctx, name)?;
-        key.delete()?;
-        server::signal_modified(ctx, name)?;
-        server::notify(ctx, c"ratelimit.reset", name);
-        removed = removed.saturating_add(1);
-    }
-    STATS.keys_reset.add(removed.unsigned_abs());
-    Ok(Reply::Integer(removed))
-}
+/// RATELIMIT.RESET.
+pub struct Reset;
 
-entry_point!(run, &STATS.reset);
+impl Command for Reset {
+    const STATS: &'static CommandStats = &STATS.reset;
+    type Reply = i64;
+
+    fn run(ctx: Ctx, args: &[RString]) -> Result<i64, Error> {
+        let [_, keys @ ..] = args else {
+            return Err(Error::WrongArity);
+        };
+        if keys.is_empty() {
+            return Err(Error::WrongArity);
+        }
+        // Check every key before removing any: all or nothing.
+        for name in keys {
+            if !store::holds_limiter_state_or_nothing(&Key::open(ctx, name, Access::Read)?)? {
+                return Err(Error::WrongType);
+            }
+        }
+        let mut removed: i64 = 0;
+        for name in keys {
+            let mut key = Key::open(ctx, name, Access::ReadWrite)?;
+            // A key named twice is gone the second time.
+            if matches!(key.value()?, Value::Empty) {
+                continue;
+            }
+            server::replicate_del(ctx, name)?;
+            key.delete()?;
+            server::signal_modified(ctx, name)?;
+            server::notify(ctx, c"ratelimit.reset", name);
+            removed = removed.saturating_add(1);
+        }
+        STATS.keys_reset.add(removed.unsigned_abs());
+        Ok(removed)
+    }
+}

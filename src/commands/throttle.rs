@@ -17,14 +17,16 @@
 //! `reset_after` in seconds, rounded up (`retry_after` is -1 when admitted,
 //! or when the quantity can never fit).
 
-use super::{denied_event, entry_point, Reply};
-use crate::args::{parse_in_range, Arg};
+use super::{denied_event, Command};
+use crate::args::{bounded, Arg};
 use crate::error::Error;
-use crate::limiter::gcra::{self, Invalid, Throttle, Verdict};
-use crate::limiter::{MAX_COST, MAX_LIMIT, MAX_PERIOD_S};
+use crate::limiter::gcra::{
+    self, Throttle as Gcra, Verdict, COUNT_PER_PERIOD, MAX_BURST, NS_PER_MS, NS_PER_S, QUANTITY,
+};
+use crate::limiter::{Id, PERIOD_S};
 use crate::metadata::{ArgDocs, ArgKind, CommandDocs, KeySpec};
 use crate::server::{self, Access, Ctx, Key, RString};
-use crate::stats::STATS;
+use crate::stats::{CommandStats, STATS};
 use crate::store;
 use redis_module::raw;
 
@@ -34,13 +36,13 @@ pub const DOCS: CommandDocs = CommandDocs {
     complexity: c"O(1)",
     since: c"0.1.0",
     arity: -5,
-    keys: KeySpec {
+    keys: &[KeySpec::Range {
         flags: raw::REDISMODULE_CMD_KEY_RW
             | raw::REDISMODULE_CMD_KEY_ACCESS
             | raw::REDISMODULE_CMD_KEY_UPDATE,
         first: 1,
         last: 0,
-    },
+    }],
     acl_categories: c"write fast",
     args: &[
         ArgDocs::required(c"key", ArgKind::Key),
@@ -60,7 +62,7 @@ pub struct Request<'a, A> {
     /// The key holding the throttle's state.
     pub key: &'a A,
     /// Burst and rate.
-    pub throttle: Throttle,
+    pub throttle: Gcra,
     /// Requests this call counts.
     pub quantity: u64,
 }
@@ -75,46 +77,50 @@ pub fn parse<A: Arg>(args: &[A]) -> Result<Request<'_, A>, Error> {
         }
         _ => return Err(Error::WrongArity),
     };
-    let max_burst =
-        parse_in_range(max_burst, 0, MAX_LIMIT.saturating_sub(1)).ok_or(Error::InvalidMaxBurst)?;
-    let count = parse_in_range(count, 1, MAX_LIMIT).ok_or(Error::InvalidCountPerPeriod)?;
-    let period_s = parse_in_range(period, 1, MAX_PERIOD_S).ok_or(Error::InvalidPeriod)?;
+    let max_burst = bounded(max_burst, &MAX_BURST)?;
+    let count = bounded(count, &COUNT_PER_PERIOD)?;
+    let period_s = bounded(period, &PERIOD_S)?;
     let quantity = match quantity {
-        Some(q) => parse_in_range(q, 0, MAX_COST).ok_or(Error::InvalidQuantity)?,
+        Some(q) => bounded(q, &QUANTITY)?,
         None => 1,
     };
-    let throttle = Throttle::new(max_burst, count, period_s).map_err(|invalid| match invalid {
-        Invalid::RateTooHigh => Error::ThrottleRateTooHigh,
-        Invalid::BurstTooLarge => Error::ThrottleBurstTooLarge,
-    })?;
     Ok(Request {
         key,
-        throttle,
+        throttle: Gcra::new(max_burst, count, period_s)?,
         quantity,
     })
 }
 
-fn run(ctx: Ctx, args: &[RString]) -> Result<Reply, Error> {
-    let Request {
-        key,
-        throttle,
-        quantity,
-    } = parse(args)?;
-    let now_ms = server::now_ms()?;
-    let mut key = Key::open(ctx, key, Access::ReadWrite)?;
-    let verdict = store::update(ctx, &mut key, c"ratelimit.throttle", |stored| {
-        gcra::check(stored, throttle, quantity, now_ms)
-    })?;
-    if quantity == 0 {
-        // A look, not a request.
-        STATS.gcra.peeks.bump();
-    } else {
-        STATS.gcra.decided(!verdict.limited);
-        if verdict.limited {
-            denied_event(ctx, key.name());
+/// RATELIMIT.THROTTLE, also registered as CL.THROTTLE on request.
+pub struct Throttle;
+
+impl Command for Throttle {
+    const STATS: &'static CommandStats = &STATS.throttle;
+    type Reply = [i64; 5];
+
+    fn run(ctx: Ctx, args: &[RString]) -> Result<[i64; 5], Error> {
+        let Request {
+            key,
+            throttle,
+            quantity,
+        } = parse(args)?;
+        let now_ms = server::now_ms()?;
+        let mut key = Key::open(ctx, key, Access::ReadWrite)?;
+        let verdict = store::update::<Gcra, _>(ctx, &mut key, c"ratelimit.throttle", |stored| {
+            gcra::check(stored, throttle, quantity, now_ms)
+        })?;
+        let stats = STATS.algorithm(Id::Throttle);
+        if quantity == 0 {
+            // A look, not a request.
+            stats.peeks.bump();
+        } else {
+            stats.decided(!verdict.limited);
+            if verdict.limited {
+                denied_event(ctx, key.name());
+            }
         }
+        Ok(verdict_fields(verdict))
     }
-    Ok(Reply::Array(verdict_fields(verdict)))
 }
 
 /// CL.THROTTLE's five integers.
@@ -133,15 +139,13 @@ pub fn verdict_fields(v: Verdict) -> [i64; 5] {
 /// Whole seconds, plus one when at least a millisecond is left over: how
 /// redis-cell rounds, so that a fast client does not retry too early.
 fn seconds_rounded_up(ns: u64) -> u64 {
-    let seconds = ns / 1_000_000_000;
-    if (ns % 1_000_000_000) / 1_000_000 > 0 {
+    let seconds = ns / NS_PER_S;
+    if (ns % NS_PER_S) / NS_PER_MS > 0 {
         seconds.saturating_add(1)
     } else {
         seconds
     }
 }
-
-entry_point!(run, &STATS.throttle);
 
 #[cfg(test)]
 mod tests {
@@ -155,7 +159,7 @@ mod tests {
     fn parses_with_and_without_quantity() {
         let r = parse_strs(&["RATELIMIT.THROTTLE", "k", "15", "30", "60"]).unwrap();
         assert_eq!(r.quantity, 1);
-        assert_eq!(r.throttle, Throttle::new(15, 30, 60).unwrap());
+        assert_eq!(r.throttle, Gcra::new(15, 30, 60).unwrap());
         let r = parse_strs(&["CL.THROTTLE", "k", "15", "30", "60", "0"]).unwrap();
         assert_eq!(r.quantity, 0);
     }

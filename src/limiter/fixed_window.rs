@@ -13,7 +13,34 @@
 //! denied request changes nothing, so clients that keep retrying do not
 //! push the window further away.
 
-use super::{Decision, Outcome, Quota};
+use super::layout::{decode_u64, Encoded, Layout};
+use super::{Algorithm, Decision, Kind, Outcome, Quota};
+use crate::error::Error;
+
+/// The fixed window with its quota.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FixedWindow {
+    quota: Quota,
+}
+
+impl Kind for FixedWindow {
+    const NAME: &'static str = "FIXED";
+    const CHOSEN_BY: &'static str = "ALGORITHM FIXED";
+    type State = Stored;
+}
+
+impl Algorithm for FixedWindow {
+    fn new(quota: Quota, burst: Option<u64>) -> Result<Self, Error> {
+        match burst {
+            Some(_) => Err(Error::BurstWithoutToken),
+            None => Ok(FixedWindow { quota }),
+        }
+    }
+
+    fn check(&self, stored: Option<Stored>, cost: u64, now_ms: u64) -> Outcome<Stored> {
+        check(stored, self.quota, cost, now_ms)
+    }
+}
 
 /// What a key holds before a check: a counter and, usually, its expiry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +50,33 @@ pub struct Stored {
     /// When the window ends (absolute UNIX time in ms, the key's expiry), or
     /// `None` for a counter stored without an expiry.
     pub expires_at_ms: Option<u64>,
+}
+
+/// The value is the count exactly as INCR writes it, with no tag, so the
+/// key is what an INCR + EXPIRE counter leaves: `GET`, `TTL`, `DEL`, RDB and
+/// AOF all work on it, and a server without the module can load it.
+impl Layout for Stored {
+    fn decode(value: &[u8], expires_at_ms: Option<u64>) -> Option<Self> {
+        Some(Self {
+            count: decode_u64(value)?,
+            expires_at_ms,
+        })
+    }
+
+    fn encode(&self, out: &mut Encoded, _replaced_len: usize) -> Option<()> {
+        out.push_u64(self.count)
+    }
+
+    fn expires_at_ms(&self) -> Option<u64> {
+        self.expires_at_ms
+    }
+
+    fn grown_from(&self, previous: &Self) -> Option<u64> {
+        if previous.expires_at_ms != self.expires_at_ms {
+            return None;
+        }
+        self.count.checked_sub(previous.count).filter(|&n| n > 0)
+    }
 }
 
 /// Decides a request of `cost` units at `now_ms` against the state a key
@@ -102,6 +156,49 @@ mod tests {
 
     fn quota(limit: u64, period_s: u64) -> Quota {
         Quota::new(limit, period_s).unwrap()
+    }
+
+    #[test]
+    fn the_state_is_the_count_as_incr_writes_it() {
+        use crate::limiter::layout::testing::round_trip;
+        for count in [0, 1, 9, 10, 12345, i64::MAX as u64] {
+            let state = Stored {
+                count,
+                expires_at_ms: Some(7),
+            };
+            round_trip(state, count.to_string().as_bytes());
+        }
+        // Never padded, whatever it replaces.
+        let mut out = Encoded::new();
+        let counter = Stored {
+            count: 3,
+            expires_at_ms: Some(1),
+        };
+        counter.encode(&mut out, 4).unwrap();
+        assert_eq!(out.as_bytes(), b"3");
+        for foreign in [
+            &b""[..],
+            b"hello",
+            b"-1",
+            b"042",
+            b"+4",
+            b"4.0",
+            b" 4",
+            b"9223372036854775808",
+        ] {
+            assert_eq!(Stored::decode(foreign, None), None, "{foreign:?}");
+        }
+    }
+
+    #[test]
+    fn growth_within_a_window_is_an_increment() {
+        let at = |count, end| Stored {
+            count,
+            expires_at_ms: Some(end),
+        };
+        assert_eq!(at(5, 10).grown_from(&at(3, 10)), Some(2));
+        assert_eq!(at(3, 10).grown_from(&at(3, 10)), None);
+        assert_eq!(at(1, 20).grown_from(&at(3, 10)), None);
     }
 
     fn stored(count: u64, expires_at_ms: Option<u64>) -> Option<Stored> {

@@ -20,14 +20,41 @@
 //! Where redis-cell goes wrong this does not: no overflow (the arguments are
 //! bounded and the arithmetic is 128-bit), no division by zero.
 
-use super::{Outcome, MAX_LIMIT, MAX_PERIOD_S};
+use super::layout::{Encoded, Layout};
+use super::{Bound, Kind, Outcome, MAX_COST, MAX_LIMIT, MAX_PERIOD_S, PERIOD_S};
+use crate::decimal::parse_padded_u64;
+use crate::error::Error;
 
-const NS_PER_MS: i128 = 1_000_000;
-const NS_PER_S: u64 = 1_000_000_000;
+/// Nanoseconds in a millisecond.
+pub const NS_PER_MS: u64 = 1_000_000;
+/// Nanoseconds in a second.
+pub const NS_PER_S: u64 = 1_000_000_000;
+/// [`NS_PER_MS`] for the 128-bit arithmetic.
+const NS_PER_MS_WIDE: i128 = NS_PER_MS as i128;
 
 /// The longest delay tolerance: the longest period, so every state fits a
 /// key's expiry.
 const MAX_TOLERANCE_NS: i128 = MAX_PERIOD_S as i128 * NS_PER_S as i128;
+
+/// THROTTLE's `max_burst`: the bucket holds `max_burst + 1`, at most
+/// [`MAX_LIMIT`].
+pub const MAX_BURST: Bound = Bound {
+    min: 0,
+    max: MAX_LIMIT - 1,
+    error: Error::InvalidMaxBurst,
+};
+/// THROTTLE's `count_per_period`.
+pub const COUNT_PER_PERIOD: Bound = Bound {
+    min: 1,
+    max: MAX_LIMIT,
+    error: Error::InvalidCountPerPeriod,
+};
+/// THROTTLE's `quantity`.
+pub const QUANTITY: Bound = Bound {
+    min: 0,
+    max: MAX_COST,
+    error: Error::InvalidQuantity,
+};
 
 /// A throttle's configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,35 +67,34 @@ pub struct Throttle {
     limit: u64,
 }
 
-/// Why a throttle cannot be built.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Invalid {
-    /// The emission interval would be under a nanosecond.
-    RateTooHigh,
-    /// A full bucket would take longer than the longest period to refill.
-    BurstTooLarge,
+impl Kind for Throttle {
+    const NAME: &'static str = "THROTTLE";
+    const CHOSEN_BY: &'static str = "RATELIMIT.THROTTLE";
+    type State = Stored;
 }
 
 impl Throttle {
     /// A throttle admitting `max_burst + 1` at once and `count_per_period`
-    /// per `period_s` seconds. The caller checks each argument's own range
-    /// (`max_burst < MAX_LIMIT`, `1..=MAX_LIMIT`, `1..=MAX_PERIOD_S`).
-    pub fn new(max_burst: u64, count_per_period: u64, period_s: u64) -> Result<Throttle, Invalid> {
-        let period_ns = period_s.saturating_mul(NS_PER_S);
+    /// per `period_s` seconds: each within its bound ([`MAX_BURST`],
+    /// [`COUNT_PER_PERIOD`], [`PERIOD_S`]), with an emission interval of at
+    /// least a nanosecond and a full bucket refilled within the longest
+    /// period.
+    pub fn new(max_burst: u64, count_per_period: u64, period_s: u64) -> Result<Throttle, Error> {
+        let max_burst = MAX_BURST.check(max_burst)?;
+        let count_per_period = COUNT_PER_PERIOD.check(count_per_period)?;
+        let period_ns = PERIOD_S.check(period_s)?.saturating_mul(NS_PER_S);
         // redis-cell: `((ns as f64) / (n as f64)) as i64`. The same double
         // arithmetic gives the same interval for every argument.
         #[allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
         let emission_interval_ns = ((period_ns as f64) / (count_per_period as f64)) as i64;
         if emission_interval_ns <= 0 {
-            return Err(Invalid::RateTooHigh);
+            return Err(Error::ThrottleRateTooHigh);
         }
-        let limit = max_burst
-            .checked_add(1)
-            .filter(|&l| l <= MAX_LIMIT)
-            .ok_or(Invalid::BurstTooLarge)?;
+        // The bound keeps max_burst + 1 within MAX_LIMIT.
+        let limit = max_burst.saturating_add(1);
         let tolerance_ns = i128::from(emission_interval_ns).saturating_mul(i128::from(limit));
         if tolerance_ns > MAX_TOLERANCE_NS {
-            return Err(Invalid::BurstTooLarge);
+            return Err(Error::ThrottleBurstTooLarge);
         }
         Ok(Throttle {
             emission_interval_ns: i128::from(emission_interval_ns),
@@ -88,6 +114,25 @@ pub struct Stored {
     /// How many nanoseconds before `tat_ms` the arrival time really is
     /// (below 10^6).
     pub early_ns: u64,
+}
+
+/// `G<ns>`, the nanoseconds zero-padded to the width of the value replaced.
+impl Layout for Stored {
+    fn decode(value: &[u8], expires_at_ms: Option<u64>) -> Option<Self> {
+        Some(Self {
+            early_ns: parse_padded_u64(value.strip_prefix(b"G")?)?,
+            tat_ms: expires_at_ms,
+        })
+    }
+
+    fn encode(&self, out: &mut Encoded, replaced_len: usize) -> Option<()> {
+        out.push(b"G")?;
+        out.push_padded(self.early_ns, replaced_len.saturating_sub(1))
+    }
+
+    fn expires_at_ms(&self) -> Option<u64> {
+        self.tat_ms
+    }
 }
 
 /// The answer, in CL.THROTTLE's terms.
@@ -116,12 +161,12 @@ pub fn check(
 ) -> Outcome<Stored, Verdict> {
     let interval = throttle.emission_interval_ns;
     let tolerance = throttle.tolerance_ns;
-    let now = i128::from(now_ms).saturating_mul(NS_PER_MS);
+    let now = i128::from(now_ms).saturating_mul(NS_PER_MS_WIDE);
     let tat = stored
         .and_then(|s| {
             let tat_ms = i128::from(s.tat_ms?);
-            let early = i128::from(s.early_ns).min(NS_PER_MS.saturating_sub(1));
-            Some(tat_ms.saturating_mul(NS_PER_MS).saturating_sub(early))
+            let early = i128::from(s.early_ns).min(NS_PER_MS_WIDE.saturating_sub(1));
+            Some(tat_ms.saturating_mul(NS_PER_MS_WIDE).saturating_sub(early))
         })
         .unwrap_or(now)
         .max(now);
@@ -135,10 +180,14 @@ pub fn check(
         (tat.saturating_sub(now), None)
     } else {
         let store = (quantity > 0).then(|| {
-            let tat_ms = ceil_div(new_tat, NS_PER_MS);
+            let tat_ms = ceil_div(new_tat, NS_PER_MS_WIDE);
             Stored {
                 tat_ms: Some(narrow(tat_ms)),
-                early_ns: narrow(tat_ms.saturating_mul(NS_PER_MS).saturating_sub(new_tat)),
+                early_ns: narrow(
+                    tat_ms
+                        .saturating_mul(NS_PER_MS_WIDE)
+                        .saturating_sub(new_tat),
+                ),
             }
         });
         (new_tat.saturating_sub(now), store)
@@ -258,18 +307,48 @@ mod tests {
     fn refuses_throttles_it_cannot_compute_or_store() {
         assert_eq!(
             Throttle::new(0, 2_000_000_000, 1),
-            Err(Invalid::RateTooHigh)
+            Err(Error::ThrottleRateTooHigh)
         );
         assert!(Throttle::new(0, 1_000_000_000, 1).is_ok());
         assert_eq!(
             Throttle::new(1, 1, MAX_PERIOD_S),
-            Err(Invalid::BurstTooLarge)
+            Err(Error::ThrottleBurstTooLarge)
         );
         assert!(Throttle::new(0, 1, MAX_PERIOD_S).is_ok());
         assert_eq!(
-            Throttle::new(MAX_LIMIT, 1_000_000, 1),
-            Err(Invalid::BurstTooLarge)
+            Throttle::new(MAX_LIMIT - 1, 1, 1),
+            Err(Error::ThrottleBurstTooLarge)
         );
+        // Each argument's own range comes first, in argument order.
+        assert_eq!(Throttle::new(MAX_LIMIT, 0, 0), Err(Error::InvalidMaxBurst));
+        assert_eq!(
+            Throttle::new(0, MAX_LIMIT + 1, 0),
+            Err(Error::InvalidCountPerPeriod)
+        );
+        assert_eq!(Throttle::new(0, 1, 0), Err(Error::InvalidPeriod));
+    }
+
+    #[test]
+    fn the_state_is_the_early_nanoseconds_after_a_tag_at_a_kept_width() {
+        use crate::limiter::layout::testing::round_trip;
+        round_trip(
+            Stored {
+                tat_ms: Some(10_334),
+                early_ns: 999_999,
+            },
+            b"G999999",
+        );
+        let cell = Stored {
+            tat_ms: Some(1),
+            early_ns: 42,
+        };
+        let mut out = Encoded::new();
+        cell.encode(&mut out, 7).unwrap();
+        assert_eq!(out.as_bytes(), b"G000042");
+        assert_eq!(Stored::decode(b"G000042", Some(1)), Some(cell));
+        for foreign in [&b"G"[..], b"Gx", b"G1 ", b"g1", b"T1"] {
+            assert_eq!(Stored::decode(foreign, None), None, "{foreign:?}");
+        }
     }
 
     #[test]
@@ -313,7 +392,7 @@ mod tests {
                 let mut sum = 0i128;
                 for j in i..admitted.len() {
                     sum += admitted[j].1 as i128;
-                    let span_ns = (admitted[j].0 - admitted[i].0) as i128 * NS_PER_MS;
+                    let span_ns = (admitted[j].0 - admitted[i].0) as i128 * NS_PER_MS_WIDE;
                     prop_assert!(sum * interval <= (max_burst as i128 + 1) * interval + span_ns);
                 }
             }

@@ -1,15 +1,357 @@
-//! Pure rate-limiting algorithms.
+//! Pure rate-limiting algorithms, and the one list of them.
 //!
-//! Nothing in here touches Redis or reads a clock: every function takes the
-//! previous state, the quota, the current time and the cost of the request,
-//! and returns a [`Decision`] together with the state to store (if any). The
-//! commands read the state from the key, call one of these functions and write
-//! back what it returns, which keeps the arithmetic testable without a server.
+//! Nothing in here touches Redis or reads a clock: every algorithm takes the
+//! previous state, its parameters, the current time and the cost of the
+//! request, and returns a [`Decision`] together with the state to store (if
+//! any). The commands read the state from the key, call the algorithm and
+//! write back what it returns, which keeps the arithmetic testable without a
+//! server.
+//!
+//! Each algorithm is one file here that declares everything about itself:
+//! its name ([`Kind::NAME`]), its state and how that state is written in a key
+//! ([`Layout`]), how its parameters are built and checked
+//! ([`Algorithm::new`]) and its decision ([`Algorithm::check`]). The list at
+//! the bottom of this file ([`kinds!`]) names them all; CHECK's and PEEK's
+//! dispatch, RESET's notion of limiter state, the `ALGORITHM` choices in
+//! `COMMAND DOCS`, the INFO counters and the error texts that list names are
+//! all derived from it.
+//!
+//! The state layouts, one tagged string each, whose expiry is the moment the
+//! state stops mattering:
+//!
+//! | kind | value | expiry |
+//! | --- | --- | --- |
+//! | `FIXED` | `<count>`, as INCR writes it | end of the window |
+//! | `SLIDING` | `S<previous>:<current>` | end of the window after the counts' window |
+//! | `TOKEN` | `T<ticks>`: ticks of 1/limit ms before the expiry at which the bucket is full | when the bucket is full again, rounded up to the ms |
+//! | `THROTTLE` | `G<ns>`: nanoseconds before the expiry at which the bucket is full | the theoretical arrival time, rounded up to the ms |
 
 pub mod fixed_window;
 pub mod gcra;
+pub mod layout;
 pub mod sliding_window;
 pub mod token_bucket;
+
+pub use layout::{Encoded, Layout};
+
+use crate::error::Error;
+
+/// One kind of limiter state a key can hold.
+pub trait Kind {
+    /// Its name: the keyword after `ALGORITHM`, in upper case; in lower case,
+    /// the prefix of its INFO counters.
+    const NAME: &'static str;
+    /// How a request reaches it, for the error that meets its key elsewhere.
+    const CHOSEN_BY: &'static str;
+    /// What a key of this kind holds.
+    type State: Layout;
+}
+
+/// A kind that RATELIMIT.CHECK and PEEK can choose with `ALGORITHM`. The
+/// value is the algorithm with its parameters, valid by construction.
+pub trait Algorithm: Kind + Registered + Copy {
+    /// The algorithm for CHECK's `limit`, `period` and `BURST`.
+    fn new(quota: Quota, burst: Option<u64>) -> Result<Self, Error>;
+
+    /// Decides a request of `cost` units at `now_ms` against the state a key
+    /// holds (`None` for a missing key). A cost of 0 only looks.
+    fn check(&self, stored: Option<Self::State>, cost: u64, now_ms: u64) -> Outcome<Self::State>;
+
+    /// What [`Algorithm::check`] would answer for `cost`, storing nothing:
+    /// whether it would pass and when, with `remaining` and
+    /// `reset_after_ms` of the state as it is (nothing deducted).
+    fn peek(&self, stored: Option<Self::State>, cost: u64, now_ms: u64) -> Decision {
+        let asked = self.check(stored, cost, now_ms).decision;
+        let now = self.check(stored, 0, now_ms).decision;
+        Decision {
+            remaining: now.remaining,
+            reset_after_ms: now.reset_after_ms,
+            ..asked
+        }
+    }
+}
+
+/// A kind's place in the list; implemented by [`kinds!`] only.
+pub trait Registered {
+    /// Its entry.
+    const ID: Id;
+}
+
+/// Work to do with whichever algorithm a request chose: [`Chosen::visit`]
+/// calls [`Visit::visit`] with that algorithm's own type.
+pub trait Visit {
+    /// What the work gives back.
+    type Output;
+    /// Does the work with algorithm `A`.
+    fn visit<A: Algorithm>(self, algorithm: A) -> Self::Output;
+}
+
+/// Declares the list of kinds: `Id` (every kind) and `Chosen` (an algorithm
+/// CHECK can choose, with its parameters), and everything derived from the
+/// list. Algorithms first, in the order they are listed to users; then the
+/// kinds other commands keep.
+macro_rules! kinds {
+    (
+        algorithms { $($alg:ident => $alg_ty:ty,)+ }
+        others { $($other:ident => $other_ty:ty,)* }
+    ) => {
+        /// Every kind of limiter state, in the order users see them listed.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Id {
+            $(#[doc = concat!("[`", stringify!($alg_ty), "`]")] $alg,)+
+            $(#[doc = concat!("[`", stringify!($other_ty), "`]")] $other,)*
+        }
+
+        impl Id {
+            /// Every kind.
+            pub const ALL: &'static [Id] = &[$(Id::$alg,)+ $(Id::$other,)*];
+
+            /// Its name ([`Kind::NAME`]).
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Id::$alg => <$alg_ty as Kind>::NAME,)+
+                    $(Id::$other => <$other_ty as Kind>::NAME,)*
+                }
+            }
+
+            /// How a request reaches it ([`Kind::CHOSEN_BY`]).
+            pub fn chosen_by(self) -> &'static str {
+                match self {
+                    $(Id::$alg => <$alg_ty as Kind>::CHOSEN_BY,)+
+                    $(Id::$other => <$other_ty as Kind>::CHOSEN_BY,)*
+                }
+            }
+
+            /// Whether `value` is a state of this kind.
+            pub fn is_state(self, value: &[u8]) -> bool {
+                match self {
+                    $(Id::$alg => <<$alg_ty as Kind>::State as Layout>::decode(value, None).is_some(),)+
+                    $(Id::$other => <<$other_ty as Kind>::State as Layout>::decode(value, None).is_some(),)*
+                }
+            }
+        }
+
+        $(impl Registered for $alg_ty { const ID: Id = Id::$alg; })+
+        $(impl Registered for $other_ty { const ID: Id = Id::$other; })*
+
+        /// The algorithm a CHECK or PEEK chose, with its parameters.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Chosen {
+            $(#[doc = concat!("[`", stringify!($alg_ty), "`]")] $alg($alg_ty),)+
+        }
+
+        impl Chosen {
+            /// The names `ALGORITHM` takes.
+            pub const NAMES: &'static [&'static str] = &[$(<$alg_ty as Kind>::NAME,)+];
+
+            /// The algorithm named `name` (any case), if CHECK can choose it.
+            pub fn named(name: &[u8]) -> Option<Id> {
+                $(if name.eq_ignore_ascii_case(<$alg_ty as Kind>::NAME.as_bytes()) {
+                    return Some(Id::$alg);
+                })+
+                None
+            }
+
+            /// Algorithm `id` with CHECK's parameters.
+            pub fn new(id: Id, quota: Quota, burst: Option<u64>) -> Result<Chosen, Error> {
+                match id {
+                    $(Id::$alg => Ok(Chosen::$alg(<$alg_ty as Algorithm>::new(quota, burst)?)),)+
+                    #[allow(unreachable_patterns)]
+                    _ => Err(Error::InvalidAlgorithm),
+                }
+            }
+
+            /// Its entry in the list.
+            pub fn id(&self) -> Id {
+                match self {
+                    $(Chosen::$alg(_) => Id::$alg,)+
+                }
+            }
+
+            /// Does `work` with the chosen algorithm: the one place that
+            /// turns the choice into a type.
+            pub fn visit<V: Visit>(&self, work: V) -> V::Output {
+                match *self {
+                    $(Chosen::$alg(algorithm) => work.visit(algorithm),)+
+                }
+            }
+        }
+    };
+}
+
+// The list. Adding an algorithm: a new file in this folder implementing
+// `Kind`, `Layout` for its state and `Algorithm`, and one line here.
+kinds! {
+    algorithms {
+        Fixed => fixed_window::FixedWindow,
+        Sliding => sliding_window::SlidingWindow,
+        Token => token_bucket::TokenBucket,
+    }
+    others {
+        Throttle => gcra::Throttle,
+    }
+}
+
+impl Id {
+    /// Its index in [`Id::ALL`], e.g. for a table of counters.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The kind whose state `value` is, if any (layouts never overlap).
+    pub fn of_value(value: &[u8]) -> Option<Id> {
+        Id::ALL.iter().copied().find(|id| id.is_state(value))
+    }
+}
+
+/// The algorithm CHECK uses without `ALGORITHM`.
+pub const DEFAULT_ALGORITHM: Id = Id::Fixed;
+
+/// Largest accepted `limit` (and `cost`): 10^15.
+///
+/// Counts stay far below `i64::MAX`, so a stored counter can always take one
+/// more admitted cost without overflowing, and every reply integer is exact
+/// in clients whose numbers are IEEE doubles (JavaScript: 2^53 ≈ 9·10^15).
+pub const MAX_LIMIT: u64 = 1_000_000_000_000_000;
+
+/// Largest accepted `cost`, the same bound as [`MAX_LIMIT`].
+pub const MAX_COST: u64 = MAX_LIMIT;
+
+/// Largest accepted `period`, in seconds: 10^9 s, about 31.7 years.
+pub const MAX_PERIOD_S: u64 = 1_000_000_000;
+
+/// The accepted range of an integer argument, and the error for any other
+/// value: the one source of the range rules, for the parser (which reports
+/// the first bad argument in argument order) and for the constructors.
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    /// Smallest accepted value.
+    pub min: u64,
+    /// Largest accepted value.
+    pub max: u64,
+    /// The error for anything else, also for what is not an integer.
+    pub error: Error,
+}
+
+impl Bound {
+    /// `value` if it is in range.
+    pub fn check(&self, value: u64) -> Result<u64, Error> {
+        if (self.min..=self.max).contains(&value) {
+            Ok(value)
+        } else {
+            Err(self.error)
+        }
+    }
+}
+
+/// CHECK's `limit`.
+pub const LIMIT: Bound = Bound {
+    min: 1,
+    max: MAX_LIMIT,
+    error: Error::InvalidLimit,
+};
+/// CHECK's `period`, in seconds.
+pub const PERIOD_S: Bound = Bound {
+    min: 1,
+    max: MAX_PERIOD_S,
+    error: Error::InvalidPeriod,
+};
+/// CHECK's `COST`.
+pub const COST: Bound = Bound {
+    min: 0,
+    max: MAX_COST,
+    error: Error::InvalidCost,
+};
+/// CHECK's `BURST`.
+pub const BURST: Bound = Bound {
+    min: 1,
+    max: MAX_LIMIT,
+    error: Error::InvalidBurst,
+};
+
+/// `a × b`, exact: the product of two `u64` always fits a `u128`.
+fn wide_mul(a: u64, b: u64) -> u128 {
+    u128::from(a).saturating_mul(u128::from(b))
+}
+
+/// `a / b` rounded down. Divisors here are limits and periods, never 0; a 0
+/// would give 0 rather than a panic.
+fn div_floor(a: u128, b: u128) -> u128 {
+    a.checked_div(b).unwrap_or(0)
+}
+
+/// `a / b` rounded up (0 for `b == 0`, as [`div_floor`]).
+fn div_ceil(a: u128, b: u128) -> u128 {
+    let quotient = div_floor(a, b);
+    if a.checked_rem(b).unwrap_or(0) > 0 {
+        quotient.saturating_add(1)
+    } else {
+        quotient
+    }
+}
+
+/// Narrows a value that the argument bounds keep within `u64`.
+fn narrow(value: u128) -> u64 {
+    u64::try_from(value).unwrap_or(u64::MAX)
+}
+
+/// How many units a key may admit per period.
+///
+/// Only valid quotas can be built, so the algorithms never see a zero limit,
+/// a zero period or values large enough to overflow their arithmetic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    limit: u64,
+    period_ms: u64,
+}
+
+impl Quota {
+    /// A quota of `limit` units per `period_s` seconds, within [`LIMIT`] and
+    /// [`PERIOD_S`].
+    pub fn new(limit: u64, period_s: u64) -> Result<Quota, Error> {
+        let limit = LIMIT.check(limit)?;
+        let period_s = PERIOD_S.check(period_s)?;
+        Ok(Quota {
+            limit,
+            period_ms: period_s.saturating_mul(1000),
+        })
+    }
+
+    /// Units admitted per period.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Length of the period in milliseconds.
+    pub fn period_ms(&self) -> u64 {
+        self.period_ms
+    }
+}
+
+/// The result of deciding one request: what to reply, and what to store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome<S, D = Decision> {
+    /// What to reply.
+    pub decision: D,
+    /// The state the key must hold afterwards, or `None` when it stays as it is.
+    pub store: Option<S>,
+}
+
+/// The answer to one request. Being denied is a normal outcome, not an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    /// Whether the request was admitted (and, for a check, counted).
+    pub allowed: bool,
+    /// Units still admissible in the current window after this request.
+    pub remaining: u64,
+    /// The limit that was applied.
+    pub limit: u64,
+    /// Milliseconds until the same request would be admitted; `None` when it
+    /// was admitted, or when its cost can never fit.
+    pub retry_after_ms: Option<u64>,
+    /// Milliseconds until the window is empty again; 0 when there is none.
+    pub reset_after_ms: u64,
+}
 
 #[cfg(test)]
 pub(crate) mod testing {
@@ -62,116 +404,84 @@ pub(crate) mod testing {
     }
 }
 
-/// Largest accepted `limit` (and `cost`): 10^15.
-///
-/// Counts stay far below `i64::MAX`, so a stored counter can always take one
-/// more admitted cost without overflowing, and every reply integer is exact
-/// in clients whose numbers are IEEE doubles (JavaScript: 2^53 ≈ 9·10^15).
-pub const MAX_LIMIT: u64 = 1_000_000_000_000_000;
-
-/// Largest accepted `cost`, the same bound as [`MAX_LIMIT`].
-pub const MAX_COST: u64 = MAX_LIMIT;
-
-/// Largest accepted `period`, in seconds: 10^9 s, about 31.7 years.
-pub const MAX_PERIOD_S: u64 = 1_000_000_000;
-
-/// `a × b`, exact: the product of two `u64` always fits a `u128`.
-fn wide_mul(a: u64, b: u64) -> u128 {
-    u128::from(a).saturating_mul(u128::from(b))
-}
-
-/// `a / b` rounded down. Divisors here are limits and periods, never 0; a 0
-/// would give 0 rather than a panic.
-fn div_floor(a: u128, b: u128) -> u128 {
-    a.checked_div(b).unwrap_or(0)
-}
-
-/// `a / b` rounded up (0 for `b == 0`, as [`div_floor`]).
-fn div_ceil(a: u128, b: u128) -> u128 {
-    let quotient = div_floor(a, b);
-    if a.checked_rem(b).unwrap_or(0) > 0 {
-        quotient.saturating_add(1)
-    } else {
-        quotient
-    }
-}
-
-/// Narrows a value that the argument bounds keep within `u64`.
-fn narrow(value: u128) -> u64 {
-    u64::try_from(value).unwrap_or(u64::MAX)
-}
-
-/// How many units a key may admit per period.
-///
-/// Only valid quotas can be built, so the algorithms never see a zero limit,
-/// a zero period or values large enough to overflow their arithmetic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Quota {
-    limit: u64,
-    period_ms: u64,
-}
-
-impl Quota {
-    /// A quota of `limit` units per `period_s` seconds, or `None` when either
-    /// is zero or above [`MAX_LIMIT`] / [`MAX_PERIOD_S`].
-    pub fn new(limit: u64, period_s: u64) -> Option<Quota> {
-        if !(1..=MAX_LIMIT).contains(&limit) || !(1..=MAX_PERIOD_S).contains(&period_s) {
-            return None;
-        }
-        Some(Quota {
-            limit,
-            period_ms: period_s.checked_mul(1000)?,
-        })
-    }
-
-    /// Units admitted per period.
-    pub fn limit(&self) -> u64 {
-        self.limit
-    }
-
-    /// Length of the period in milliseconds.
-    pub fn period_ms(&self) -> u64 {
-        self.period_ms
-    }
-}
-
-/// The result of deciding one request: what to reply, and what to store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Outcome<S, D = Decision> {
-    /// What to reply.
-    pub decision: D,
-    /// The state the key must hold afterwards, or `None` when it stays as it is.
-    pub store: Option<S>,
-}
-
-/// The answer to one request. Being denied is a normal outcome, not an error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Decision {
-    /// Whether the request was admitted (and, for a check, counted).
-    pub allowed: bool,
-    /// Units still admissible in the current window after this request.
-    pub remaining: u64,
-    /// The limit that was applied.
-    pub limit: u64,
-    /// Milliseconds until the same request would be admitted; `None` when it
-    /// was admitted, or when its cost can never fit.
-    pub retry_after_ms: Option<u64>,
-    /// Milliseconds until the window is empty again; 0 when there is none.
-    pub reset_after_ms: u64,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn quota_rejects_out_of_range_values() {
-        assert!(Quota::new(0, 1).is_none());
-        assert!(Quota::new(1, 0).is_none());
-        assert!(Quota::new(MAX_LIMIT + 1, 1).is_none());
-        assert!(Quota::new(1, MAX_PERIOD_S + 1).is_none());
+        assert_eq!(Quota::new(0, 1), Err(Error::InvalidLimit));
+        assert_eq!(Quota::new(1, 0), Err(Error::InvalidPeriod));
+        assert_eq!(Quota::new(MAX_LIMIT + 1, 1), Err(Error::InvalidLimit));
+        assert_eq!(Quota::new(1, MAX_PERIOD_S + 1), Err(Error::InvalidPeriod));
         let q = Quota::new(MAX_LIMIT, MAX_PERIOD_S).unwrap();
         assert_eq!(q.limit(), MAX_LIMIT);
         assert_eq!(q.period_ms(), MAX_PERIOD_S * 1000);
+    }
+
+    /// A state written by each kind, as its first admitted request leaves it.
+    fn sample_states() -> Vec<(Id, Vec<u8>)> {
+        use layout::testing::encode;
+        let quota = Quota::new(5, 60).unwrap();
+        let now_ms = 1_700_000_000_000;
+        Id::ALL
+            .iter()
+            .map(|&id| {
+                let value = match id {
+                    Id::Throttle => {
+                        let throttle = gcra::Throttle::new(4, 5, 60).unwrap();
+                        encode(gcra::check(None, throttle, 1, now_ms).store.unwrap())
+                    }
+                    _ => {
+                        struct Encode(u64);
+                        impl Visit for Encode {
+                            type Output = Vec<u8>;
+                            fn visit<A: Algorithm>(self, a: A) -> Vec<u8> {
+                                encode(a.check(None, 1, self.0).store.unwrap())
+                            }
+                        }
+                        Chosen::new(id, quota, None).unwrap().visit(Encode(now_ms))
+                    }
+                };
+                (id, value)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_kind_recognises_its_own_state_and_no_other() {
+        for (id, value) in sample_states() {
+            for &other in Id::ALL {
+                assert_eq!(other.is_state(&value), other == id, "{id:?} {value:?}");
+            }
+            assert_eq!(Id::of_value(&value), Some(id));
+        }
+    }
+
+    #[test]
+    fn every_algorithm_can_be_chosen_by_name_in_any_case() {
+        let quota = Quota::new(5, 60).unwrap();
+        for &name in Chosen::NAMES {
+            let id = Chosen::named(name.to_lowercase().as_bytes()).unwrap();
+            assert_eq!(id.name(), name);
+            assert_eq!(Chosen::new(id, quota, None).unwrap().id(), id);
+            assert!(id.chosen_by().contains(name));
+        }
+        assert_eq!(Chosen::named(b"THROTTLE"), None);
+        assert_eq!(Chosen::named(b"LEAKY"), None);
+        assert_eq!(
+            Chosen::new(Id::Throttle, quota, None),
+            Err(Error::InvalidAlgorithm)
+        );
+    }
+
+    #[test]
+    fn names_are_distinct_and_the_default_is_listed() {
+        let names: std::collections::BTreeSet<_> = Id::ALL.iter().map(|id| id.name()).collect();
+        assert_eq!(names.len(), Id::ALL.len());
+        assert!(Chosen::NAMES.contains(&DEFAULT_ALGORITHM.name()));
+        for (i, id) in Id::ALL.iter().enumerate() {
+            assert_eq!(id.index(), i);
+        }
     }
 }

@@ -26,7 +26,34 @@
 //! expiry, `(w + 2) × period`, and the expiry tells which window the counts
 //! belong to.
 
-use super::{div_floor, narrow, wide_mul, Decision, Outcome, Quota};
+use super::layout::{decode_u64, Encoded, Layout};
+use super::{div_floor, narrow, wide_mul, Algorithm, Decision, Kind, Outcome, Quota};
+use crate::error::Error;
+
+/// The sliding window with its quota.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlidingWindow {
+    quota: Quota,
+}
+
+impl Kind for SlidingWindow {
+    const NAME: &'static str = "SLIDING";
+    const CHOSEN_BY: &'static str = "ALGORITHM SLIDING";
+    type State = Stored;
+}
+
+impl Algorithm for SlidingWindow {
+    fn new(quota: Quota, burst: Option<u64>) -> Result<Self, Error> {
+        match burst {
+            Some(_) => Err(Error::BurstWithoutToken),
+            None => Ok(SlidingWindow { quota }),
+        }
+    }
+
+    fn check(&self, stored: Option<Stored>, cost: u64, now_ms: u64) -> Outcome<Stored> {
+        check(stored, self.quota, cost, now_ms)
+    }
+}
 
 /// What a key holds: the counts of one window and of the window before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +65,31 @@ pub struct Stored {
     /// When the counts stop mattering (absolute UNIX ms): the end of the
     /// window after theirs. `None` when the key has no expiry.
     pub expires_at_ms: Option<u64>,
+}
+
+/// `S<previous>:<current>`, both counts as INCR writes them.
+impl Layout for Stored {
+    fn decode(value: &[u8], expires_at_ms: Option<u64>) -> Option<Self> {
+        let counts = value.strip_prefix(b"S")?;
+        let colon = counts.iter().position(|&b| b == b':')?;
+        let (previous, current) = counts.split_at_checked(colon)?;
+        Some(Self {
+            previous: decode_u64(previous)?,
+            current: decode_u64(current.strip_prefix(b":")?)?,
+            expires_at_ms,
+        })
+    }
+
+    fn encode(&self, out: &mut Encoded, _replaced_len: usize) -> Option<()> {
+        out.push(b"S")?;
+        out.push_u64(self.previous)?;
+        out.push(b":")?;
+        out.push_u64(self.current)
+    }
+
+    fn expires_at_ms(&self) -> Option<u64> {
+        self.expires_at_ms
+    }
 }
 
 /// The counts as seen from one window.
@@ -206,6 +258,33 @@ mod tests {
 
     fn quota(limit: u64, period_s: u64) -> Quota {
         Quota::new(limit, period_s).unwrap()
+    }
+
+    #[test]
+    fn the_state_is_both_counts_after_a_tag() {
+        use crate::limiter::layout::testing::round_trip;
+        let counts = |previous, current, end| Stored {
+            previous,
+            current,
+            expires_at_ms: Some(end),
+        };
+        round_trip(counts(12, 3, 60_000), b"S12:3");
+        round_trip(
+            counts(i64::MAX as u64, i64::MAX as u64, 1),
+            b"S9223372036854775807:9223372036854775807",
+        );
+        for foreign in [
+            &b"S"[..],
+            b"S1",
+            b"S:1",
+            b"S1:",
+            b"S1:2:3",
+            b"S-1:2",
+            b"s1:2",
+            b"5",
+        ] {
+            assert_eq!(Stored::decode(foreign, None), None, "{foreign:?}");
+        }
     }
 
     fn stored(previous: u64, current: u64, expires_at_ms: u64) -> Option<Stored> {

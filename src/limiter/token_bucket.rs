@@ -21,13 +21,17 @@
 //! the reply. The key's expiry is the instant the bucket is full, rounded up
 //! to the millisecond; the few ticks it was rounded by are the stored value.
 
+use super::layout::{Encoded, Layout};
 use super::{
-    div_ceil, div_floor, narrow, wide_mul, Decision, Outcome, Quota, MAX_LIMIT, MAX_PERIOD_S,
+    div_ceil, div_floor, narrow, wide_mul, Algorithm, Decision, Kind, Outcome, Quota, BURST,
+    MAX_PERIOD_S,
 };
+use crate::decimal::parse_padded_u64;
+use crate::error::Error;
 
-/// A token bucket's configuration: its quota refills it, `burst` is its size.
+/// A token bucket: its quota refills it, `burst` is its size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Bucket {
+pub struct TokenBucket {
     quota: Quota,
     burst: u64,
 }
@@ -36,19 +40,33 @@ pub struct Bucket {
 /// longest period, so every state fits a key's expiry.
 const MAX_REFILL_MS: u64 = MAX_PERIOD_S * 1000;
 
-impl Bucket {
-    /// A bucket of `burst` tokens refilled by `quota`, or `None` when `burst`
-    /// is 0, above [`MAX_LIMIT`], or so large that a refill would take longer
-    /// than the longest period.
-    pub fn new(quota: Quota, burst: u64) -> Option<Bucket> {
-        if !(1..=MAX_LIMIT).contains(&burst) {
-            return None;
-        }
+impl TokenBucket {
+    /// A bucket of `burst` tokens (within [`BURST`]) refilled by `quota`,
+    /// refused when a refill would take longer than the longest period.
+    pub fn with_burst(quota: Quota, burst: u64) -> Result<TokenBucket, Error> {
+        let burst = BURST.check(burst)?;
         // refill time = burst × period / limit <= MAX_REFILL_MS
         if wide_mul(burst, quota.period_ms()) > wide_mul(MAX_REFILL_MS, quota.limit()) {
-            return None;
+            return Err(Error::BurstTooLarge);
         }
-        Some(Bucket { quota, burst })
+        Ok(TokenBucket { quota, burst })
+    }
+}
+
+impl Kind for TokenBucket {
+    const NAME: &'static str = "TOKEN";
+    const CHOSEN_BY: &'static str = "ALGORITHM TOKEN";
+    type State = Stored;
+}
+
+impl Algorithm for TokenBucket {
+    /// Without `BURST`, the bucket holds one period's worth.
+    fn new(quota: Quota, burst: Option<u64>) -> Result<Self, Error> {
+        TokenBucket::with_burst(quota, burst.unwrap_or(quota.limit()))
+    }
+
+    fn check(&self, stored: Option<Stored>, cost: u64, now_ms: u64) -> Outcome<Stored> {
+        check(stored, *self, cost, now_ms)
     }
 }
 
@@ -64,9 +82,33 @@ pub struct Stored {
     pub early_ticks: u64,
 }
 
+/// `T<ticks>`, the ticks zero-padded to the width of the value replaced.
+impl Layout for Stored {
+    fn decode(value: &[u8], expires_at_ms: Option<u64>) -> Option<Self> {
+        Some(Self {
+            early_ticks: parse_padded_u64(value.strip_prefix(b"T")?)?,
+            full_at_ms: expires_at_ms,
+        })
+    }
+
+    fn encode(&self, out: &mut Encoded, replaced_len: usize) -> Option<()> {
+        out.push(b"T")?;
+        out.push_padded(self.early_ticks, replaced_len.saturating_sub(1))
+    }
+
+    fn expires_at_ms(&self) -> Option<u64> {
+        self.full_at_ms
+    }
+}
+
 /// Decides a request of `cost` tokens at `now_ms` against the state a key
 /// holds (`None` for a missing key: a full bucket). A cost of 0 only looks.
-pub fn check(stored: Option<Stored>, bucket: Bucket, cost: u64, now_ms: u64) -> Outcome<Stored> {
+pub fn check(
+    stored: Option<Stored>,
+    bucket: TokenBucket,
+    cost: u64,
+    now_ms: u64,
+) -> Outcome<Stored> {
     let ticks_per_ms = u128::from(bucket.quota.limit());
     let token = u128::from(bucket.quota.period_ms());
     let capacity = wide_mul(bucket.burst, bucket.quota.period_ms());
@@ -129,8 +171,34 @@ mod tests {
     use crate::limiter::testing::{expected, replay};
     use proptest::prelude::*;
 
-    fn bucket(limit: u64, period_s: u64, burst: u64) -> Bucket {
-        Bucket::new(Quota::new(limit, period_s).unwrap(), burst).unwrap()
+    fn bucket(limit: u64, period_s: u64, burst: u64) -> TokenBucket {
+        TokenBucket::with_burst(Quota::new(limit, period_s).unwrap(), burst).unwrap()
+    }
+
+    #[test]
+    fn the_state_is_the_early_ticks_after_a_tag_at_a_kept_width() {
+        use crate::limiter::layout::testing::round_trip;
+        round_trip(
+            Stored {
+                full_at_ms: Some(10_334),
+                early_ticks: 2,
+            },
+            b"T2",
+        );
+        let token = Stored {
+            full_at_ms: Some(1),
+            early_ticks: 7,
+        };
+        let mut out = Encoded::new();
+        token.encode(&mut out, 5).unwrap();
+        assert_eq!(out.as_bytes(), b"T0007");
+        assert_eq!(Stored::decode(b"T0007", Some(1)), Some(token));
+        let mut out = Encoded::new();
+        token.encode(&mut out, 1).unwrap();
+        assert_eq!(out.as_bytes(), b"T7");
+        for foreign in [&b"T"[..], b"T-1", b"T+1", b"t1", b"5", b"S1:2"] {
+            assert_eq!(Stored::decode(foreign, None), None, "{foreign:?}");
+        }
     }
 
     fn stored(full_at_ms: u64, early_ticks: u64) -> Option<Stored> {
@@ -201,18 +269,25 @@ mod tests {
 
     #[test]
     fn refuses_buckets_that_cannot_be_stored() {
+        use crate::limiter::MAX_LIMIT;
         let quota = Quota::new(1, MAX_PERIOD_S).unwrap();
-        assert!(Bucket::new(quota, 1).is_some());
-        assert!(Bucket::new(quota, 2).is_none());
-        assert!(Bucket::new(quota, 0).is_none());
+        assert!(TokenBucket::with_burst(quota, 1).is_ok());
+        assert_eq!(TokenBucket::with_burst(quota, 2), Err(Error::BurstTooLarge));
+        assert_eq!(TokenBucket::with_burst(quota, 0), Err(Error::InvalidBurst));
         let fast = Quota::new(MAX_LIMIT, 1).unwrap();
-        assert!(Bucket::new(fast, MAX_LIMIT).is_some());
-        assert!(Bucket::new(fast, MAX_LIMIT + 1).is_none());
+        assert!(TokenBucket::with_burst(fast, MAX_LIMIT).is_ok());
+        assert_eq!(
+            TokenBucket::with_burst(fast, MAX_LIMIT + 1),
+            Err(Error::InvalidBurst)
+        );
+        assert_eq!(TokenBucket::new(fast, None).unwrap().burst, MAX_LIMIT);
     }
 
     #[test]
     fn the_largest_arguments_do_not_overflow() {
-        let b = Bucket::new(Quota::new(MAX_LIMIT, MAX_PERIOD_S).unwrap(), MAX_LIMIT).unwrap();
+        use crate::limiter::MAX_LIMIT;
+        let b = TokenBucket::with_burst(Quota::new(MAX_LIMIT, MAX_PERIOD_S).unwrap(), MAX_LIMIT)
+            .unwrap();
         let now_ms = u64::MAX / 4;
         let first = check(None, b, MAX_LIMIT, now_ms);
         assert!(first.decision.allowed);

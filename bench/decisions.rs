@@ -1,6 +1,6 @@
 //! Nanoseconds per decision of each pure algorithm, outside Redis.
 //!
-//! Run with `make bench` (or `cargo bench --bench algorithms --features
+//! Run with `make bench` (or `cargo bench --bench decisions --features
 //! system-alloc`). Each benchmark decides one request against a key's state
 //! as the command would, in the common case: the request is admitted and
 //! the state moves on.
@@ -9,7 +9,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use redis_ratelimit::limiter::gcra::{self, Throttle};
-use redis_ratelimit::limiter::token_bucket::{self, Bucket};
+use redis_ratelimit::limiter::token_bucket::{self, TokenBucket};
 use redis_ratelimit::limiter::{fixed_window, sliding_window, Quota};
 
 /// A plausible "now": 2026-11-27, in UNIX ms.
@@ -17,7 +17,7 @@ const NOW_MS: u64 = 1_795_000_000_000;
 
 fn decisions(c: &mut Criterion) {
     let quota = Quota::new(1_000, 60).expect("a valid quota");
-    let bucket = Bucket::new(quota, 2_000).expect("a valid bucket");
+    let bucket = TokenBucket::with_burst(quota, 2_000).expect("a valid bucket");
     let throttle = Throttle::new(1_999, 1_000, 60).expect("a valid throttle");
 
     let fixed = fixed_window::check(None, quota, 1, NOW_MS).store;

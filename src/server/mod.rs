@@ -1,0 +1,391 @@
+//! The server API: every `unsafe` line of the module lives under this folder.
+//!
+//! The module talks to the server through the raw function pointers that
+//! `redis-module` fills in at load time, and wraps the few calls it uses in
+//! safe functions here (`key.rs`: keys; `load.rs`: what `OnLoad` registers).
+//! It does not use the crate's `Context`, `RedisKey` and `redis_module!`:
+//! they have no wrappers for what the commands need most
+//! (`RedisModule_SetAbsExpire`/`GetAbsExpire` for absolute expiries,
+//! `RedisModule_CachedMicroseconds` for the server's frozen command time),
+//! they copy every call's arguments into a `Vec<RedisString>`, and they call
+//! a command without `catch_unwind`, so a panic would abort the server.
+//!
+//! A function pointer the server did not provide becomes
+//! [`Error::Internal`] naming it, never a panic. `OnLoad` refuses to load on
+//! a server that lacks any of them ([`load::missing_functions`]), so in
+//! practice those branches are not taken.
+//!
+//! Nothing on the command path allocates: arguments are read in place,
+//! strings are written through direct memory access, replies are written
+//! field by field.
+
+use std::ffi::{c_int, CStr, CString};
+use std::sync::atomic::{AtomicPtr, Ordering::Relaxed};
+
+use redis_module::raw;
+
+use crate::args::Arg;
+use crate::decimal::Digits;
+use crate::error::Error;
+
+/// The server function `$name`, or [`Error::Internal`] naming it.
+macro_rules! api {
+    ($name:ident) => {{
+        // SAFETY: a plain read of a pointer the server set in
+        // `RedisModule_Init`, before anything of the module could run;
+        // nothing writes it afterwards.
+        let function = unsafe { redis_module::raw::$name };
+        function.ok_or($crate::error::Error::Internal(concat!(
+            stringify!($name),
+            " is missing"
+        )))
+    }};
+}
+pub mod key;
+pub mod load;
+
+pub use key::{Access, Key, Value};
+
+/// `REDISMODULE_OK`: what the server's functions return on success, and
+/// what callbacks return to it.
+pub const OK: c_int = {
+    assert!(raw::REDISMODULE_OK == 0);
+    0
+};
+/// `REDISMODULE_ERR`.
+pub const ERR: c_int = {
+    assert!(raw::REDISMODULE_ERR == 1);
+    1
+};
+
+/// `Ok(())` for [`OK`], otherwise [`Error::Internal`] with `cause`.
+fn status(code: c_int, cause: &'static str) -> Result<(), Error> {
+    if code == OK {
+        Ok(())
+    } else {
+        Err(Error::Internal(cause))
+    }
+}
+
+/// The context of the command (or load, or callback) being run.
+#[derive(Debug, Clone, Copy)]
+pub struct Ctx(*mut raw::RedisModuleCtx);
+
+impl Ctx {
+    /// Wraps a context pointer.
+    ///
+    /// # Safety
+    /// `ptr` must be the context the server passed to the running command
+    /// or callback, and the `Ctx` must not outlive that call.
+    pub unsafe fn from_raw(ptr: *mut raw::RedisModuleCtx) -> Ctx {
+        Ctx(ptr)
+    }
+}
+
+/// A string owned by the server, such as a command argument.
+///
+/// `repr(transparent)` so that the server's `argv` array can be seen as a
+/// slice of `RString` without copying it.
+#[repr(transparent)]
+#[derive(Debug)]
+pub struct RString(*mut raw::RedisModuleString);
+
+impl Arg for RString {
+    fn bytes(&self) -> &[u8] {
+        let Ok(ptr_len) = api!(RedisModule_StringPtrLen) else {
+            return &[];
+        };
+        let mut len: usize = 0;
+        // SAFETY: `self.0` is a live argument of the running call; the
+        // returned buffer lives as long as the string, which outlives `self`.
+        unsafe {
+            let ptr = ptr_len(self.0, &mut len);
+            if ptr.is_null() {
+                return &[];
+            }
+            std::slice::from_raw_parts(ptr.cast::<u8>(), len)
+        }
+    }
+}
+
+/// Views the `argv`/`argc` pair of a call as a slice.
+///
+/// # Safety
+/// `argv` must point to `argc` valid strings that outlive the returned slice
+/// (the server guarantees it for the duration of a command call).
+pub unsafe fn args<'a>(argv: *mut *mut raw::RedisModuleString, argc: c_int) -> &'a [RString] {
+    match usize::try_from(argc) {
+        // SAFETY: the caller's promise; `RString` is a transparent wrapper
+        // of the element type.
+        Ok(len) if !argv.is_null() => unsafe {
+            std::slice::from_raw_parts(argv.cast::<RString>(), len)
+        },
+        _ => &[],
+    }
+}
+
+/// A command body as the server runs it: the context and the arguments
+/// (the command name first). It writes its own reply.
+pub trait Handler {
+    /// Runs one call.
+    fn handle(ctx: Ctx, args: &[RString]);
+}
+
+/// The function the server calls for a command handled by `H`.
+///
+/// # Safety
+/// Called by the server only, as a command: with its context and `argc`
+/// live arguments.
+pub unsafe extern "C" fn entry<H: Handler>(
+    ctx: *mut raw::RedisModuleCtx,
+    argv: *mut *mut raw::RedisModuleString,
+    argc: c_int,
+) -> c_int {
+    // SAFETY: the caller's promise; all stay valid until the command
+    // returns, which `H::handle` does before this function.
+    let (ctx, args) = unsafe { (Ctx::from_raw(ctx), args(argv, argc)) };
+    H::handle(ctx, args);
+    // The reply, error or not, has been written.
+    OK
+}
+
+/// A reply being written.
+pub struct Replier(Ctx);
+
+impl Replier {
+    /// Writes the reply of the running command through `ctx`.
+    pub fn new(ctx: Ctx) -> Replier {
+        Replier(ctx)
+    }
+
+    /// Starts an array of `len` elements; the next `len` replies fill it.
+    pub fn array(&mut self, len: usize) {
+        let (Ok(array), Ok(len)) = (
+            api!(RedisModule_ReplyWithArray),
+            std::ffi::c_long::try_from(len),
+        ) else {
+            return;
+        };
+        // SAFETY: the running command's context.
+        unsafe { array(self.0 .0, len) };
+    }
+
+    /// One integer.
+    pub fn integer(&mut self, value: i64) {
+        if let Ok(integer) = api!(RedisModule_ReplyWithLongLong) {
+            // SAFETY: the running command's context.
+            unsafe { integer(self.0 .0, value) };
+        }
+    }
+
+    /// A bulk string.
+    pub fn bulk(&mut self, bytes: &[u8]) {
+        if let Ok(bulk) = api!(RedisModule_ReplyWithStringBuffer) {
+            // SAFETY: the running command's context; the server copies the
+            // `bytes.len()` bytes.
+            unsafe { bulk(self.0 .0, bytes.as_ptr().cast(), bytes.len()) };
+        }
+    }
+
+    /// A nil.
+    pub fn null(&mut self) {
+        if let Ok(null) = api!(RedisModule_ReplyWithNull) {
+            // SAFETY: the running command's context.
+            unsafe { null(self.0 .0) };
+        }
+    }
+
+    /// `error`'s message, or the server's wrong-arity error.
+    pub fn error(&mut self, error: Error) {
+        match error.message() {
+            None => {
+                if let Ok(wrong_arity) = api!(RedisModule_WrongArity) {
+                    // SAFETY: the running command's context.
+                    unsafe { wrong_arity(self.0 .0) };
+                }
+            }
+            Some(message) => {
+                if let Ok(reply) = api!(RedisModule_ReplyWithError) {
+                    // SAFETY: the running command's context; the message is
+                    // NUL-terminated and copied by the server.
+                    unsafe { reply(self.0 .0, message.as_c_str().as_ptr()) };
+                }
+            }
+        }
+    }
+}
+
+/// A value a command replies.
+pub trait WriteReply {
+    /// Writes it as the command's reply.
+    fn write(&self, out: &mut Replier);
+}
+
+impl WriteReply for i64 {
+    fn write(&self, out: &mut Replier) {
+        out.integer(*self);
+    }
+}
+
+impl<const N: usize> WriteReply for [i64; N] {
+    fn write(&self, out: &mut Replier) {
+        out.array(N);
+        for &value in self {
+            out.integer(value);
+        }
+    }
+}
+
+/// Tells the server that `key` changed, so WATCH and client-side caching see
+/// it. The module turns the server's implicit signal off at load, because
+/// that one fires for every key opened for writing, written or not.
+pub fn signal_modified(ctx: Ctx, key: &RString) -> Result<(), Error> {
+    let signal = api!(RedisModule_SignalModifiedKey)?;
+    // SAFETY: `ctx` and `key` are the running command's.
+    unsafe { signal(ctx.0, key.0) };
+    Ok(())
+}
+
+/// Fires the keyspace event `event` on `key`, of class `d` (module events:
+/// `notify-keyspace-events` with `d`, or `A`, shows them).
+pub fn notify(ctx: Ctx, event: &CStr, key: &RString) {
+    let Ok(notify) = api!(RedisModule_NotifyKeyspaceEvent) else {
+        return;
+    };
+    let class = raw::REDISMODULE_NOTIFY_MODULE;
+    // SAFETY: `ctx` and `key` are the running command's; `event` is
+    // NUL-terminated.
+    unsafe { notify(ctx.0, class, event.as_ptr(), key.0) };
+}
+
+/// `PXAT`, made once at load ([`load::hold_strings`]) and passed by
+/// reference (`s` in RM_Replicate's format) by every propagated SET, which
+/// then allocates only what changes.
+///
+/// An atomic pointer rather than a once-set cell: after `MODULE UNLOAD` the
+/// library may stay mapped, and a later load must not find the freed string.
+static PXAT: AtomicPtr<raw::RedisModuleString> = AtomicPtr::new(std::ptr::null_mut());
+
+/// Propagates `SET key value PXAT at_ms` to replicas and the AOF.
+///
+/// The effect is sent with absolute time, never the command itself, so a
+/// replica or an AOF reload ends with the master's value and expiry whatever
+/// its own clock says, and can do so without the module.
+pub fn replicate_set_pxat(ctx: Ctx, key: &RString, value: &[u8], at_ms: u64) -> Result<(), Error> {
+    let replicate = api!(RedisModule_Replicate)?;
+    let pxat = PXAT.load(Relaxed);
+    if pxat.is_null() {
+        return Err(Error::Internal("the PXAT string was not made at load"));
+    }
+    let mut digits = Digits::new();
+    let at_ms = digits.of(at_ms);
+    // Format: s = module string, b = buffer and length. The time goes as
+    // digits: one allocation fewer than a long long (`l`).
+    // SAFETY: the arguments match the format string one for one; `pxat`
+    // lives until unload.
+    let code = unsafe {
+        replicate(
+            ctx.0,
+            c"SET".as_ptr(),
+            c"sbsb".as_ptr(),
+            key.0,
+            value.as_ptr(),
+            value.len(),
+            pxat,
+            at_ms.as_ptr(),
+            at_ms.len(),
+        )
+    };
+    status(code, "the server refused to propagate SET")
+}
+
+/// Propagates `INCRBY key by` (`INCR key` for 1): the cheapest effect when a
+/// counter grew and its expiry stayed.
+pub fn replicate_incr_by(ctx: Ctx, key: &RString, by: u64) -> Result<(), Error> {
+    let replicate = api!(RedisModule_Replicate)?;
+    let code = if by == 1 {
+        // SAFETY: one module string for the one `s` of the format.
+        unsafe { replicate(ctx.0, c"INCR".as_ptr(), c"s".as_ptr(), key.0) }
+    } else {
+        let mut digits = Digits::new();
+        let by = digits.of(by);
+        // SAFETY: a module string, then a buffer and its length.
+        unsafe {
+            replicate(
+                ctx.0,
+                c"INCRBY".as_ptr(),
+                c"sb".as_ptr(),
+                key.0,
+                by.as_ptr(),
+                by.len(),
+            )
+        }
+    };
+    status(code, "the server refused to propagate INCRBY")
+}
+
+/// Propagates `DEL key` to replicas and the AOF.
+pub fn replicate_del(ctx: Ctx, key: &RString) -> Result<(), Error> {
+    let replicate = api!(RedisModule_Replicate)?;
+    // SAFETY: one module string for the one `s` of the format.
+    let code = unsafe { replicate(ctx.0, c"DEL".as_ptr(), c"s".as_ptr(), key.0) };
+    status(code, "the server refused to propagate DEL")
+}
+
+/// The current UNIX time in milliseconds, read once per command.
+///
+/// Where the server has `CachedMicroseconds` (Redis 7.2+, Valkey) this is the
+/// time the server froze for the running command: the same for every command
+/// of a MULTI/EXEC or a script, and the clock the server expires keys by.
+/// Older servers give the wall clock.
+pub fn now_ms() -> Result<u64, Error> {
+    if let Ok(cached_us) = api!(RedisModule_CachedMicroseconds) {
+        // SAFETY: takes no arguments.
+        let us = unsafe { cached_us() };
+        return u64::try_from(us / 1000).map_err(|_| Error::Internal("the clock is before 1970"));
+    }
+    let ms = api!(RedisModule_Milliseconds)?;
+    // SAFETY: takes no arguments.
+    u64::try_from(unsafe { ms() }).map_err(|_| Error::Internal("the clock is before 1970"))
+}
+
+/// Whether the server freezes the command time (`CachedMicroseconds`).
+pub fn has_cached_clock() -> bool {
+    api!(RedisModule_CachedMicroseconds).is_ok()
+}
+
+/// Log levels of the server log.
+#[derive(Debug, Clone, Copy)]
+pub enum LogLevel {
+    /// Shown at the default verbosity.
+    Notice,
+    /// Something is wrong.
+    Warning,
+}
+
+/// Writes one line to the server log, prefixed by the module name.
+pub fn log(ctx: Ctx, level: LogLevel, message: &str) {
+    let Ok(log) = api!(RedisModule_Log) else {
+        return;
+    };
+    let level: &CStr = match level {
+        LogLevel::Notice => c"notice",
+        LogLevel::Warning => c"warning",
+    };
+    let Ok(message) = CString::new(message.replace('\0', " ")) else {
+        return;
+    };
+    // SAFETY: "%s" consumes exactly the one C string given.
+    unsafe { log(ctx.0, level.as_ptr(), c"%s".as_ptr(), message.as_ptr()) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_codes_are_the_servers() {
+        assert_eq!(OK as isize, raw::REDISMODULE_OK);
+        assert_eq!(ERR as isize, raw::REDISMODULE_ERR);
+    }
+}
