@@ -120,13 +120,20 @@ pub static STATS: Stats = Stats {
     algorithms: [const { AlgorithmStats::new() }; Id::ALL.len()],
 };
 
+/// A command's INFO name, its counters, and its own extra counters.
+type CommandFields<'s> = (
+    &'static str,
+    &'s CommandStats,
+    &'s [(&'static str, &'s Counter)],
+);
+
 /// The INFO fields, in order: name (the server prefixes `ratelimit_`) and
 /// value. `allowed` and `denied` are the totals over every kind; each kind
 /// has `<name>_allowed`, `<name>_denied` and `<name>_peeks`.
 pub fn fields() -> Vec<(String, u64)> {
     let s = &STATS;
     // Each command's calls and errors, then what else it counts.
-    let commands: [(&str, &CommandStats, &[(&str, &Counter)]); 4] = [
+    let commands: [CommandFields; 4] = [
         ("check", &s.check, &[]),
         ("peek", &s.peek, &[]),
         ("reset", &s.reset, &[("keys", &s.keys_reset)]),
