@@ -42,6 +42,12 @@ pub enum Error {
     ThrottleRateTooHigh,
     /// THROTTLE's bucket would take longer than the longest period to refill.
     ThrottleBurstTooLarge,
+    /// MCHECK's `numkeys` is not an integer in `1..=MAX_KEYS`.
+    InvalidNumKeys,
+    /// MCHECK's groups do not match its keys: one `LIMIT` group per key.
+    GroupPerKey,
+    /// MCHECK names a key twice.
+    DuplicateKey,
     /// The key holds another type, or a string that is no limiter's state.
     WrongType,
     /// The key holds the state of limiter `held`, and the command asked for
@@ -100,6 +106,15 @@ impl Error {
             Error::ThrottleBurstTooLarge => m.write_str(
                 "ERR max_burst is too large for this rate: a full bucket must refill within 1000000000 seconds",
             ),
+            Error::InvalidNumKeys => write!(
+                m,
+                "ERR numkeys must be an integer from 1 to {}",
+                crate::commands::mcheck::MAX_KEYS
+            ),
+            Error::GroupPerKey => {
+                m.write_str("ERR expected one LIMIT group per key, in the order of the keys")
+            }
+            Error::DuplicateKey => m.write_str("ERR each key may appear only once"),
             Error::WrongType => {
                 m.write_str("WRONGTYPE Operation against a key holding the wrong kind of value")
             }
@@ -182,7 +197,10 @@ mod tests {
     use super::*;
     use crate::limiter::{MAX_COST, MAX_LIMIT, MAX_PERIOD_S};
 
-    const ALL: [Error; 18] = [
+    const ALL: [Error; 21] = [
+        Error::InvalidNumKeys,
+        Error::GroupPerKey,
+        Error::DuplicateKey,
         Error::Syntax,
         Error::InvalidLimit,
         Error::InvalidPeriod,
@@ -237,6 +255,18 @@ mod tests {
         assert_eq!(
             text(Error::WrongType),
             "WRONGTYPE Operation against a key holding the wrong kind of value"
+        );
+        assert_eq!(
+            text(Error::InvalidNumKeys),
+            "ERR numkeys must be an integer from 1 to 16"
+        );
+        assert_eq!(
+            text(Error::GroupPerKey),
+            "ERR expected one LIMIT group per key, in the order of the keys"
+        );
+        assert_eq!(
+            text(Error::DuplicateKey),
+            "ERR each key may appear only once"
         );
     }
 

@@ -41,8 +41,10 @@ pub mod server;
 pub mod stats;
 pub mod store;
 
-use commands::{check::Check, peek::Peek, reset::Reset, throttle::Throttle};
-use metadata::CommandDocs;
+use commands::{
+    check::Check, mcheck::MCheck, mpeek::MPeek, peek::Peek, reset::Reset, throttle::Throttle,
+};
+use metadata::{CommandDocs, KeySpec};
 use server::{entry, load, Ctx, LogLevel};
 
 /// One command as registered with the server.
@@ -90,6 +92,23 @@ const COMMANDS: &[Command] = &[
         flags: c"write deny-oom fast",
         keys: (1, 1, 1),
         docs: &commands::throttle::DOCS,
+    },
+    Command {
+        name: c"ratelimit.mcheck",
+        handler: Some(entry::<MCheck>),
+        // `fast`: O(numkeys), at most 16.
+        flags: c"write deny-oom fast",
+        // The keys follow `numkeys`: the key spec tells the server (7.0+),
+        // or the command itself does (`getkeys-api`, Redis 6.2).
+        keys: (0, 0, 0),
+        docs: &commands::mcheck::DOCS,
+    },
+    Command {
+        name: c"ratelimit.mpeek",
+        handler: Some(entry::<MPeek>),
+        flags: c"readonly fast",
+        keys: (0, 0, 0),
+        docs: &commands::mpeek::DOCS,
     },
 ];
 
@@ -199,12 +218,16 @@ fn load(ctx: Ctx, args: &[server::RString]) -> Result<(), String> {
     let cl_throttle = config::CL_THROTTLE.load(Relaxed);
     let mut described = load::Described::default();
     for command in COMMANDS.iter().chain(cl_throttle.then_some(&CL_THROTTLE)) {
+        // A server without key specs asks the command where its keys are.
+        let keys_by_count = command.docs.keys.iter().any(KeySpec::is_counted);
+        let ask_for_keys = keys_by_count && !load::has_command_info();
         load::create_command(
             ctx,
             command.name,
             command.handler,
             command.flags,
             command.keys,
+            ask_for_keys,
         )
         .map_err(|_| format!("could not register {:?}", command.name))?;
         described = load::describe(ctx, command.name, command.docs, own_category)?;

@@ -65,6 +65,11 @@ impl KeySpec {
         }
     }
 
+    /// Whether a count of keys comes first.
+    pub fn is_counted(&self) -> bool {
+        matches!(self, KeySpec::Counted { .. })
+    }
+
     /// Where the search for keys begins.
     pub fn first(&self) -> c_int {
         match *self {

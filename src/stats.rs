@@ -93,13 +93,30 @@ pub struct Stats {
     pub reset: CommandStats,
     /// RATELIMIT.THROTTLE and CL.THROTTLE.
     pub throttle: CommandStats,
+    /// RATELIMIT.MCHECK.
+    pub mcheck: CommandStats,
+    /// RATELIMIT.MPEEK.
+    pub mpeek: CommandStats,
     /// Keys RATELIMIT.RESET removed.
     pub keys_reset: Counter,
+    /// Requests MCHECK admitted.
+    pub mcheck_allowed: Counter,
+    /// Requests MCHECK denied.
+    pub mcheck_denied: Counter,
     /// Per kind of limiter, in the order of [`Id::ALL`].
     algorithms: [AlgorithmStats; Id::ALL.len()],
 }
 
 impl Stats {
+    /// Counts one decision of MCHECK.
+    pub fn mcheck_decided(&self, allowed: bool) {
+        if allowed {
+            self.mcheck_allowed.bump();
+        } else {
+            self.mcheck_denied.bump();
+        }
+    }
+
     /// The decisions of kind `id`.
     pub fn algorithm(&self, id: Id) -> &AlgorithmStats {
         self.algorithms.get(id.index()).unwrap_or(&UNLISTED)
@@ -116,7 +133,11 @@ pub static STATS: Stats = Stats {
     peek: CommandStats::new(),
     reset: CommandStats::new(),
     throttle: CommandStats::new(),
+    mcheck: CommandStats::new(),
+    mpeek: CommandStats::new(),
     keys_reset: Counter::new(),
+    mcheck_allowed: Counter::new(),
+    mcheck_denied: Counter::new(),
     algorithms: [const { AlgorithmStats::new() }; Id::ALL.len()],
 };
 
@@ -128,16 +149,23 @@ type CommandFields<'s> = (
 );
 
 /// The INFO fields, in order: name (the server prefixes `ratelimit_`) and
-/// value. `allowed` and `denied` are the totals over every kind; each kind
+/// value. `allowed` and `denied` are the totals over every kind and MCHECK;
+/// each kind
 /// has `<name>_allowed`, `<name>_denied` and `<name>_peeks`.
 pub fn fields() -> Vec<(String, u64)> {
     let s = &STATS;
     // Each command's calls and errors, then what else it counts.
-    let commands: [CommandFields; 4] = [
+    let commands: [CommandFields; 6] = [
         ("check", &s.check, &[]),
         ("peek", &s.peek, &[]),
         ("reset", &s.reset, &[("keys", &s.keys_reset)]),
         ("throttle", &s.throttle, &[]),
+        (
+            "mcheck",
+            &s.mcheck,
+            &[("allowed", &s.mcheck_allowed), ("denied", &s.mcheck_denied)],
+        ),
+        ("mpeek", &s.mpeek, &[]),
     ];
     let mut fields = Vec::new();
     for (name, stats, extra) in commands {
@@ -152,8 +180,15 @@ pub fn fields() -> Vec<(String, u64)> {
             .iter()
             .fold(0u64, |sum, a| sum.wrapping_add(f(a).get()))
     };
-    fields.push(("allowed".to_string(), total(|a| &a.allowed)));
-    fields.push(("denied".to_string(), total(|a| &a.denied)));
+    // A request MCHECK decides is one request, whatever its limits.
+    fields.push((
+        "allowed".to_string(),
+        total(|a| &a.allowed).wrapping_add(s.mcheck_allowed.get()),
+    ));
+    fields.push((
+        "denied".to_string(),
+        total(|a| &a.denied).wrapping_add(s.mcheck_denied.get()),
+    ));
     for &id in Id::ALL {
         let name = id.name().to_lowercase();
         let a = s.algorithm(id);

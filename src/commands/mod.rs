@@ -17,6 +17,8 @@ use crate::server::{self, Ctx, Handler, LogLevel, RString, Replier, WriteReply};
 use crate::stats::CommandStats;
 
 pub mod check;
+pub mod mcheck;
+pub mod mpeek;
 pub mod peek;
 pub mod reset;
 pub mod throttle;
@@ -29,6 +31,14 @@ pub trait Command {
     type Reply: WriteReply;
     /// Runs one call; `args` holds the command name first.
     fn run(ctx: Ctx, args: &[RString]) -> Result<Self::Reply, Error>;
+
+    /// Where the keys are among `args`, for a server that asks the command
+    /// itself (a command whose keys a key spec of kind
+    /// [`KeySpec::Counted`](crate::metadata::KeySpec) describes, on Redis
+    /// 6.2, which has no key specs).
+    fn key_positions(_args: &[RString]) -> std::ops::Range<usize> {
+        0..0
+    }
 }
 
 impl<C: Command> Handler for C {
@@ -65,6 +75,11 @@ fn denied_event(ctx: Ctx, key: &RString) {
 /// has returned, so a panic cannot leave half a reply behind. An internal
 /// error's cause goes to the server log, once, with the command's name.
 fn dispatch<C: Command>(ctx: Ctx, args: &[RString]) {
+    let keys = C::key_positions(args);
+    if !keys.is_empty() && server::is_keys_position_request(ctx) {
+        keys.for_each(|position| server::key_at(ctx, position));
+        return;
+    }
     C::STATS.calls.bump();
     let mut out = Replier::new(ctx);
     match guarded(|| C::run(ctx, args)) {

@@ -26,6 +26,7 @@
 //! | `TOKEN` | `T<ticks>`: ticks of 1/limit ms before the expiry at which the bucket is full | when the bucket is full again, rounded up to the ms |
 //! | `THROTTLE` | `G<ns>`: nanoseconds before the expiry at which the bucket is full | the theoretical arrival time, rounded up to the ms |
 
+pub mod all_of;
 pub mod fixed_window;
 pub mod gcra;
 pub mod layout;

@@ -101,15 +101,27 @@ pub unsafe fn load_args<'a>(argv: *mut *mut raw::RedisModuleString, argc: c_int)
     unsafe { super::args(argv, argc) }
 }
 
-/// Registers a command with the server.
+/// Whether the server takes command metadata (key specs, docs): Redis 7.0+.
+pub fn has_command_info() -> bool {
+    api!(RedisModule_SetCommandInfo).is_ok()
+}
+
+/// Registers a command with the server; with `ask_for_keys`, the server
+/// asks the command where its keys are (`getkeys-api`).
 pub fn create_command(
     ctx: Ctx,
     name: &CStr,
     handler: raw::RedisModuleCmdFunc,
     flags: &CStr,
     (first_key, last_key, key_step): (c_int, c_int, c_int),
+    ask_for_keys: bool,
 ) -> Result<(), Error> {
     let create = api!(RedisModule_CreateCommand)?;
+    let mut flags = flags.to_bytes().to_vec();
+    if ask_for_keys {
+        flags.extend_from_slice(b" getkeys-api");
+    }
+    let flags = CString::new(flags).map_err(|_| Error::Internal("a NUL in command flags"))?;
     // SAFETY: called from `OnLoad` with the server's context and
     // NUL-terminated strings.
     let code = unsafe {

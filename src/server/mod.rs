@@ -149,6 +149,26 @@ pub unsafe extern "C" fn entry<H: Handler>(
     OK
 }
 
+/// Whether the server asks where a command's keys are instead of running
+/// it: for commands registered with `getkeys-api`, on servers without key
+/// specs (Redis 6.2).
+pub fn is_keys_position_request(ctx: Ctx) -> bool {
+    let Ok(is_request) = api!(RedisModule_IsKeysPositionRequest) else {
+        return false;
+    };
+    // SAFETY: the running command's context.
+    unsafe { is_request(ctx.0) != 0 }
+}
+
+/// Answers a keys-position request: argument `position` is a key.
+pub fn key_at(ctx: Ctx, position: usize) {
+    let (Ok(key_at), Ok(position)) = (api!(RedisModule_KeyAtPos), c_int::try_from(position)) else {
+        return;
+    };
+    // SAFETY: the running command's context, during a keys-position request.
+    unsafe { key_at(ctx.0, position) };
+}
+
 /// A reply being written.
 pub struct Replier(Ctx);
 
