@@ -1,6 +1,7 @@
 //! The first steps of a new user: `make run` (scripts/run) against real
 //! servers and real ports, and what it tells the user to try checked
-//! against the README; `make help` and `make clean`.
+//! against the README; `make help`, `make clean`, and which build the
+//! client examples load (scripts/module-path).
 //!
 //! scripts/run is started the way `make run` starts it, with the module and
 //! port from the environment (`RATELIMIT_MODULE`, `PORT`): here the debug
@@ -14,7 +15,7 @@ mod common;
 use std::io::{BufRead, BufReader, Read};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::thread;
@@ -566,4 +567,64 @@ fn make_clean_removes_target_and_nothing_else() {
     for file in kept {
         assert!(root.join(file).exists(), "make clean removed {file}");
     }
+}
+
+// ---------------------------------------------------------------------------
+// Which build the client examples load
+// ---------------------------------------------------------------------------
+
+/// scripts/module-path with `CARGO_TARGET_DIR` at `target`.
+fn module_path_script(target: &Path, module: Option<&Path>) -> (bool, String, String) {
+    let mut command = Command::new(repo().join("scripts/module-path"));
+    command
+        .env("CARGO_TARGET_DIR", target)
+        // A build, if it comes to that, fails at once instead of compiling.
+        .env("CARGO", "false");
+    match module {
+        Some(module) => command.env("RATELIMIT_MODULE", module),
+        None => command.env_remove("RATELIMIT_MODULE"),
+    };
+    let output = command.output().unwrap();
+    (
+        output.status.success(),
+        String::from_utf8(output.stdout).unwrap().trim().to_string(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}
+
+/// After `make run` only the release build exists; the examples' tests must
+/// load it rather than fail on a missing debug build.
+#[test]
+fn examples_load_whichever_build_exists() {
+    let target = tempfile::tempdir().unwrap();
+    let target = target.path().canonicalize().unwrap();
+    let build = |profile: &str| -> PathBuf {
+        let path = target.join(profile).join("libredis_ratelimit.so");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, "").unwrap();
+        path
+    };
+
+    // No build at all: it builds one (here CARGO=false, so that fails).
+    let (ok, _, stderr) = module_path_script(&target, None);
+    assert!(!ok);
+    assert!(stderr.contains("cargo build"), "{stderr}");
+
+    let release = build("release");
+    let (ok, path, _) = module_path_script(&target, None);
+    assert!(ok);
+    assert_eq!(Path::new(&path), release);
+
+    let debug = build("debug");
+    let (ok, path, _) = module_path_script(&target, None);
+    assert!(ok);
+    assert_eq!(Path::new(&path), debug);
+
+    // RATELIMIT_MODULE wins, and must exist.
+    let (ok, path, _) = module_path_script(&target, Some(&release));
+    assert!(ok);
+    assert_eq!(Path::new(&path), release);
+    let (ok, _, stderr) = module_path_script(&target, Some(&target.join("missing.so")));
+    assert!(!ok);
+    assert!(stderr.contains("missing.so"), "{stderr}");
 }
