@@ -1,7 +1,8 @@
 //! The first steps of a new user: `make run` (scripts/run) against real
-//! servers and real ports, and what it tells the user to try checked
-//! against the README; `make help`, `make clean`, and which build the
-//! client examples load (scripts/module-path).
+//! servers and real ports, the README's redis-cli sessions replayed against
+//! a real server, the links between the documents, `make help`,
+//! `make clean`, and which build the client examples load
+//! (scripts/module-path).
 //!
 //! scripts/run is started the way `make run` starts it, with the module and
 //! port from the environment (`RATELIMIT_MODULE`, `PORT`): here the debug
@@ -503,6 +504,43 @@ fn assert_reply_matches(shown: &Shown, actual: &str) {
     }
 }
 
+/// Every redis-cli command README shows, pasted in order into one fresh
+/// server (as a reader following the README would), replies what README
+/// shows, the times within a tolerance.
+#[test]
+fn readme_sessions_reply_what_readme_shows() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let blocks = readme_sessions(&readme);
+    assert!(blocks.len() >= 3, "README's sessions not found: {blocks:?}");
+    let server = Server::start();
+    let mut con = server.connect();
+    for block in &blocks {
+        // A session with a sliding window must stay in one window of it:
+        // near the end of one, wait for the next to begin.
+        if let Some(shown) = block
+            .iter()
+            .find(|s| s.command.to_ascii_uppercase().contains("SLIDING"))
+        {
+            let period_ms: i64 = shown
+                .command
+                .split_whitespace()
+                .nth(3)
+                .unwrap()
+                .parse::<i64>()
+                .unwrap()
+                * 1000;
+            let into_window = common::server_ms(&mut con).rem_euclid(period_ms);
+            if period_ms - into_window < 5_000 {
+                thread::sleep(Duration::from_millis((period_ms - into_window + 10) as u64));
+            }
+        }
+        for shown in block {
+            let actual = redis_cli(server.port(), &shown.command);
+            assert_reply_matches(shown, &actual);
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // make help, make clean
 // ---------------------------------------------------------------------------
@@ -627,4 +665,91 @@ fn examples_load_whichever_build_exists() {
     let (ok, _, stderr) = module_path_script(&target, Some(&target.join("missing.so")));
     assert!(!ok);
     assert!(stderr.contains("missing.so"), "{stderr}");
+}
+
+// ---------------------------------------------------------------------------
+// Links between the documents
+// ---------------------------------------------------------------------------
+
+/// The anchor GitHub gives a heading: lower case, punctuation dropped,
+/// spaces as hyphens.
+fn anchor_of(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_'))
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+/// The anchors of a Markdown file's headings (outside code blocks).
+fn anchors(markdown: &str) -> Vec<String> {
+    let mut in_code = false;
+    let mut anchors = Vec::new();
+    for line in markdown.lines() {
+        if line.starts_with("```") {
+            in_code = !in_code;
+        } else if !in_code && line.starts_with('#') {
+            anchors.push(anchor_of(line.trim_start_matches('#')));
+        }
+    }
+    anchors
+}
+
+/// The targets of a Markdown file's inline links, `[text](target)`.
+fn link_targets(markdown: &str) -> Vec<String> {
+    markdown
+        .split("](")
+        .skip(1)
+        .filter_map(|rest| rest.split_once(')').map(|(target, _)| target.to_string()))
+        .collect()
+}
+
+/// Every relative link of the README and of docs/ names a file that
+/// exists, and every `#anchor` a heading of the file it points into: the
+/// sections moved out of the README are where the README says they are.
+#[test]
+fn readme_and_docs_links_resolve() {
+    let mut documents = vec![repo().join("README.md")];
+    for entry in std::fs::read_dir(repo().join("docs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "md") {
+            documents.push(path);
+        }
+    }
+    let mut checked = 0;
+    for document in &documents {
+        let text = std::fs::read_to_string(document).unwrap();
+        for target in link_targets(&text) {
+            if target.contains("://") || target.starts_with("mailto:") {
+                continue;
+            }
+            let (file, anchor) = match target.split_once('#') {
+                Some((file, anchor)) => (file, Some(anchor)),
+                None => (target.as_str(), None),
+            };
+            let file = if file.is_empty() {
+                document.clone()
+            } else {
+                document.parent().unwrap().join(file)
+            };
+            assert!(
+                file.exists(),
+                "{}: the link {target} names a missing file",
+                document.display()
+            );
+            if let Some(anchor) = anchor {
+                let headings = anchors(&std::fs::read_to_string(&file).unwrap());
+                assert!(
+                    headings.iter().any(|h| h == anchor),
+                    "{}: the link {target} names no heading of {} (it has {headings:?})",
+                    document.display(),
+                    file.display()
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 20, "only {checked} links found");
 }
