@@ -6,10 +6,13 @@ MODULE := target/release/libredis_ratelimit.so
 BENCH_VENV := target/bench-venv
 
 .DEFAULT_GOAL := help
-.PHONY: help deps build run test test-matrix lint bench
+.PHONY: help deps build run test test-matrix lint bench clean
 
+# The descriptions are the `## ` comments below, with $(PORT) shown as the
+# port it stands for.
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/\$$(PORT)/$(PORT)/g' | \
+		awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 deps: ## Install redis-server and libclang when missing (apt-get)
 	@scripts/install-deps
@@ -17,9 +20,8 @@ deps: ## Install redis-server and libclang when missing (apt-get)
 build: deps ## Build the release module (target/release/libredis_ratelimit.so)
 	$(CARGO) build --release
 
-run: build ## Serve the module on 127.0.0.1:$(PORT) in the foreground
-	@echo "ratelimit is on 127.0.0.1:$(PORT); try: redis-cli -p $(PORT) RATELIMIT.CHECK user:42 10 60"
-	redis-server --port $(PORT) --bind 127.0.0.1 --save '' --appendonly no --loadmodule $(CURDIR)/$(MODULE)
+run: build ## Serve the module on 127.0.0.1:$(PORT) in the foreground until Ctrl-C (PORT=… for another port)
+	@PORT=$(PORT) RATELIMIT_MODULE=$(CURDIR)/$(MODULE) scripts/run
 
 test: deps ## Run every test: unit, property and against real servers
 	$(CARGO) build
@@ -42,3 +44,6 @@ bench: build ## Throughput, latency and memory next to INCR and Lua (BENCH_QUICK
 	@mkdir -p bench/results && grep -E '^[a-z_:]+ +time:' target/bench-decisions.txt > bench/results/latest-decisions.txt
 	@test -x $(BENCH_VENV)/bin/python || (python3 -m venv $(BENCH_VENV) && $(BENCH_VENV)/bin/pip install -q matplotlib)
 	$(BENCH_VENV)/bin/python bench/plot.py
+
+clean: ## Remove target/: the builds, the virtualenvs, the servers of make test-matrix, make run's logs
+	rm -rf target

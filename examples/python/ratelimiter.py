@@ -106,11 +106,11 @@ class RateLimiter:
         *,
         limit: int,
         period_s: int,
-        algorithm: str = "SLIDING",
+        algorithm: str = "FIXED",
         burst: Optional[int] = None,
         on_error: str = "open",
         timeout_s: float = 0.2,
-        prefix: str = "ratelimit:",
+        prefix: str = "",
         **connection_kwargs,
     ):
         """Either pass `client` (with `socket_timeout` set), or connection
@@ -120,6 +120,13 @@ class RateLimiter:
         `algorithm` is FIXED, SLIDING or TOKEN (`burst`: the token bucket's
         size, default `limit`). The arguments are not checked here: the
         server checks them, and a bad one raises ResponseError on first use.
+
+        The defaults are the module's: a fixed window, on the key as given.
+        So `is_allowed("user:42")` and `RATELIMIT.CHECK user:42 100 60` from
+        redis-cli count against the same limiter. `prefix` is put before
+        every key (e.g. "ratelimit:") to keep limiters apart from other
+        keys. Every user of one key must agree on its algorithm: a key made
+        by one algorithm is WRONGTYPE to another.
         """
         if on_error not in ("open", "closed"):
             raise ValueError('on_error must be "open" or "closed"')

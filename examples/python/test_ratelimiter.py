@@ -4,8 +4,8 @@ Each test starts its own server on a free 127.0.0.1 port in a temporary
 directory, and kills it when done, also when the test fails.
 
 - REDIS_SERVER: the server binary (default: redis-server on PATH).
-- RATELIMIT_MODULE: the module (default: target/debug/libredis_ratelimit.so
-  under the repository root, which `cargo build` makes).
+- RATELIMIT_MODULE: the module (default: what scripts/module-path picks,
+  the debug build, else the release build, else a new build).
 
 Run: python -m unittest discover -s examples/python -v
 """
@@ -32,7 +32,11 @@ START_ATTEMPTS = 5
 
 def module_path() -> Path:
     path = os.environ.get("RATELIMIT_MODULE")
-    return Path(path) if path else REPO / "target" / "debug" / "libredis_ratelimit.so"
+    if not path:
+        path = subprocess.run([str(REPO / "scripts" / "module-path")], check=True,
+                              stdout=subprocess.PIPE, text=True).stdout.strip()
+        os.environ["RATELIMIT_MODULE"] = path
+    return Path(path)
 
 
 def free_port() -> int:
@@ -62,7 +66,7 @@ class Server:
     def __init__(self, args=()):
         module = module_path()
         if not module.exists():
-            raise RuntimeError(f"{module} is missing: run `cargo build` first, or set RATELIMIT_MODULE")
+            raise RuntimeError(f"{module} is missing: build it (`cargo build`), or set RATELIMIT_MODULE")
         binary = server_binary()
         self.dir = tempfile.mkdtemp(prefix="ratelimit-py-")
         self.process = None
@@ -206,16 +210,31 @@ class RateLimiterTest(unittest.TestCase):
                 # A denial counts nothing.
                 self.assertEqual(limiter.remaining(key), 0)
 
-    def test_the_state_is_a_prefixed_key(self):
-        self.limiter(algorithm="FIXED").is_allowed("user:1")
+    def test_the_defaults_are_the_modules_so_redis_cli_shares_the_key(self):
+        # A newcomer tries `RATELIMIT.CHECK user:1 3 60` in redis-cli (a
+        # fixed window, on the key as typed), then the example on the same
+        # key: both count against one limiter, no WRONGTYPE.
+        self.assertEqual(self.admin.execute_command("RATELIMIT.CHECK", "user:1", 3, 60),
+                         [1, 2, 3, -1, 60000])
+        limiter = self.limiter()
+        d = limiter.is_allowed("user:1")
+        self.assertEqual((d.allowed, d.remaining), (True, 1))
+        self.assertEqual(self.admin.get("user:1"), b"2")
+        self.assertTrue(0 < self.admin.pttl("user:1") <= 60_000)
+        self.assertEqual(self.admin.execute_command("RATELIMIT.CHECK", "user:1", 3, 60)[:3],
+                         [1, 0, 3])
+        self.assertEqual(limiter.remaining("user:1"), 0)
+
+    def test_a_prefix_goes_before_every_key(self):
+        self.limiter(prefix="ratelimit:").is_allowed("user:1")
         self.assertEqual(self.admin.get("ratelimit:user:1"), b"1")
-        self.assertTrue(0 < self.admin.pttl("ratelimit:user:1") <= 60_000)
+        self.assertEqual(self.admin.exists("user:1"), 0)
 
     def test_remaining_does_not_consume(self):
         limiter = self.limiter()
         self.assertEqual(limiter.remaining("k"), 3)
         self.assertEqual(limiter.remaining("k"), 3)
-        self.assertEqual(self.admin.exists("ratelimit:k"), 0)
+        self.assertEqual(self.admin.exists("k"), 0)
         self.assertEqual(limiter.is_allowed("k").remaining, 2)
         self.assertEqual(limiter.remaining("k"), 2)
         self.assertEqual(limiter.remaining("k"), 2)

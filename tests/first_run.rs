@@ -1,0 +1,755 @@
+//! The first steps of a new user: `make run` (scripts/run) against real
+//! servers and real ports, the README's redis-cli sessions replayed against
+//! a real server, the links between the documents, `make help`,
+//! `make clean`, and which build the client examples load
+//! (scripts/module-path).
+//!
+//! scripts/run is started the way `make run` starts it, with the module and
+//! port from the environment (`RATELIMIT_MODULE`, `PORT`): here the debug
+//! build and a port the OS just handed out. Each run is its own process
+//! group, and is stopped by that group's id (SIGINT, as Ctrl-C sends it),
+//! or killed with it when a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{module_path, run, server_binary, Server};
+
+/// How long scripts/run may take to print its hint, or to fail.
+const RUN_DEADLINE: Duration = Duration::from_secs(30);
+/// What `make run` tells the user to try, after `redis-cli [-p PORT] `.
+const HINT_COMMAND: &str = "RATELIMIT.CHECK user:42 3 60";
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `kill -SIGNAL -- -PGID`: a signal to a whole process group, by its id.
+fn signal_group(pgid: u32, signal: &str) {
+    let _ = Command::new("kill")
+        .args([format!("-{signal}"), "--".into(), format!("-{pgid}")])
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// scripts/run in its own process group, as `make run` runs it; killed with
+/// its group (the server included) when dropped.
+struct RunScript {
+    child: Child,
+    /// Lines of stdout and stderr, as they come.
+    lines: mpsc::Receiver<String>,
+    /// Every line received so far.
+    output: Vec<String>,
+}
+
+impl RunScript {
+    fn start(port: u16, module: &Path) -> RunScript {
+        let mut child = Command::new(repo().join("scripts/run"))
+            .env("PORT", port.to_string())
+            .env("RATELIMIT_MODULE", module)
+            .env("REDIS_SERVER", server_binary())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .expect("run scripts/run");
+        let (tx, lines) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        for stream in [Box::new(stdout) as Box<dyn Read + Send>, Box::new(stderr)] {
+            let tx = tx.clone();
+            thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        RunScript {
+            child,
+            lines,
+            output: Vec::new(),
+        }
+    }
+
+    /// Reads output until a line satisfies `wanted` (returned), or the
+    /// script's output ends, or the deadline passes (`None` for both).
+    fn read_until(&mut self, wanted: impl Fn(&str) -> bool) -> Option<String> {
+        let deadline = Instant::now() + RUN_DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.output.push(line.clone());
+                    if wanted(&line) {
+                        return Some(line);
+                    }
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Waits for the script to exit, with all of its output.
+    fn wait(&mut self) -> ExitStatus {
+        let _ = self.read_until(|_| false);
+        let deadline = Instant::now() + RUN_DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "scripts/run did not exit; its output:\n{}",
+                self.text()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn text(&self) -> String {
+        self.output.join("\n")
+    }
+}
+
+impl Drop for RunScript {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            signal_group(self.child.id(), "KILL");
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs scripts/run on a port that something else holds, until it exits;
+/// asserts it failed without printing the hint, and returns its output.
+fn run_on_a_taken_port(port: u16, module: &Path) -> String {
+    let mut script = RunScript::start(port, module);
+    let status = script.wait();
+    let output = script.text();
+    assert!(
+        !status.success(),
+        "exit {status} on a taken port:\n{output}"
+    );
+    assert!(
+        !output.contains("try:"),
+        "the hint was printed for a server that is not up:\n{output}"
+    );
+    output
+}
+
+fn assert_names_the_taken_port(output: &str, port: u16) {
+    for wanted in [
+        format!("port {port}"),
+        "already in use".to_string(),
+        "sudo systemctl stop redis-server".to_string(),
+        "PORT=".to_string(),
+    ] {
+        assert!(output.contains(&wanted), "no {wanted:?} in:\n{output}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// make run
+// ---------------------------------------------------------------------------
+
+/// The Debian case without its service: something else listens on the
+/// port. The script must stop at once, not print a success line and then
+/// the server's bind error.
+#[test]
+fn run_stops_with_the_cause_and_the_fix_when_another_listener_holds_the_port() {
+    let holder = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    let output = run_on_a_taken_port(port, &module_path());
+    assert_names_the_taken_port(&output, port);
+    assert!(output.contains("another process"), "{output}");
+}
+
+/// Debian's own redis-server service on the port: a Redis that answers, but
+/// without the module, where the hint's command would be `ERR unknown
+/// command`. The script says that a Redis server holds the port, and leaves
+/// it running.
+#[test]
+fn run_names_a_redis_server_that_already_holds_the_port() {
+    let service = Server::builder().without_module().start();
+    let output = run_on_a_taken_port(service.port(), &module_path());
+    assert_names_the_taken_port(&output, service.port());
+    assert!(output.contains("a Redis server"), "{output}");
+    let pong: String = run(&mut service.connect(), &["PING"]);
+    assert_eq!(pong, "PONG");
+}
+
+/// A port held by a socket that is bound but not listening: nothing answers
+/// on it, so it looks free, and the server's own bind fails. The script
+/// reads the cause from the server's log.
+#[test]
+fn run_names_the_taken_port_when_the_server_cannot_bind_it() {
+    let script = "import socket, sys\n\
+                  s = socket.socket()\n\
+                  s.bind(('127.0.0.1', 0))\n\
+                  print(s.getsockname()[1], flush=True)\n\
+                  sys.stdin.read()\n";
+    let holder = match Command::new("python3")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+    {
+        Ok(holder) => holder,
+        Err(e) => {
+            eprintln!("not run: python3 holds the port here, and cannot run: {e}");
+            return;
+        }
+    };
+    // Ends the holder (its stdin closes) also when the test fails.
+    struct Holder(Child);
+    impl Drop for Holder {
+        fn drop(&mut self) {
+            drop(self.0.stdin.take());
+            let _ = self.0.wait();
+        }
+    }
+    let mut holder = Holder(holder);
+    let mut line = String::new();
+    BufReader::new(holder.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port: u16 = line.trim().parse().unwrap();
+    assert!(
+        TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "the bound socket accepts connections"
+    );
+    let output = run_on_a_taken_port(port, &module_path());
+    assert_names_the_taken_port(&output, port);
+    assert!(output.contains("Address already in use"), "{output}");
+}
+
+/// A file that is not a module: the server exits, and so does the script,
+/// naming the module and without the hint.
+#[test]
+fn run_stops_with_the_cause_when_the_module_does_not_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let bogus = dir.path().join("libredis_ratelimit.so");
+    std::fs::write(&bogus, "not a shared object").unwrap();
+    let status = Command::new("chmod")
+        .arg("755")
+        .arg(&bogus)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut script = RunScript::start(free_port(), &bogus);
+    let status = script.wait();
+    let output = script.text();
+    assert!(!status.success(), "{output}");
+    assert!(!output.contains("try:"), "{output}");
+    assert!(
+        output.contains("could not load the module") && output.contains(&*bogus.to_string_lossy()),
+        "{output}"
+    );
+}
+
+/// The hint comes once the module answers: its own command works at that
+/// very moment and gives the reply the README shows first. Ctrl-C (SIGINT
+/// to the process group) then shuts the server down cleanly and leaves
+/// nothing running.
+#[test]
+fn run_prints_the_hint_once_the_module_answers_and_stops_on_ctrl_c() {
+    let module = module_path();
+    let mut attempts = 0;
+    let (mut script, port, hint) = loop {
+        attempts += 1;
+        let port = free_port();
+        let mut script = RunScript::start(port, &module);
+        if let Some(hint) = script.read_until(|l| l.contains("try: ")) {
+            break (script, port, hint);
+        }
+        let status = script.wait();
+        let output = script.text();
+        // Another process took the port between choosing and binding it.
+        assert!(
+            output.contains("already in use") && attempts < 5,
+            "no hint (exit {status}):\n{output}"
+        );
+    };
+
+    // At the moment of the hint, the module answers.
+    let cli_command = hint.split_once("try: ").unwrap().1;
+    let expected = format!("redis-cli -p {port} {HINT_COMMAND}");
+    assert_eq!(cli_command, expected, "the hint: {hint}");
+    let reply = redis_cli(port, HINT_COMMAND);
+    let modules = redis_cli(port, "MODULE LIST");
+    assert!(modules.contains("\"ratelimit\""), "{modules}");
+    assert!(hint.contains(&format!("127.0.0.1:{port}")), "{hint}");
+    assert!(
+        script.output.iter().any(|l| l.contains("Ready to accept")),
+        "the hint came before the server's ready line:\n{}",
+        script.text()
+    );
+
+    // README's first example is this command, and shows this reply.
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let first = readme_sessions(&readme)
+        .into_iter()
+        .flatten()
+        .next()
+        .expect("README shows no redis-cli command");
+    assert_eq!(
+        first.command, HINT_COMMAND,
+        "README's first example is not the hint's command"
+    );
+    assert_reply_matches(&first, &reply);
+
+    // Ctrl-C.
+    let pid = server_pid(port);
+    signal_group(script.child.id(), "INT");
+    let status = script.wait();
+    let output = script.text();
+    assert!(status.success(), "exit {status} after Ctrl-C:\n{output}");
+    assert!(
+        output.contains("ready to exit") && output.contains("stopped"),
+        "no clean shutdown in:\n{output}"
+    );
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "redis-server {pid} is still running:\n{output}"
+    );
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+}
+
+/// SIGTERM to the script alone (a supervisor, `kill PID`) stops the server
+/// too: the script does not exit and leave it running.
+#[test]
+fn run_stops_the_server_when_the_script_alone_is_stopped() {
+    let module = module_path();
+    let mut attempts = 0;
+    let (mut script, port) = loop {
+        attempts += 1;
+        let port = free_port();
+        let mut script = RunScript::start(port, &module);
+        if script.read_until(|l| l.contains("try: ")).is_some() {
+            break (script, port);
+        }
+        let status = script.wait();
+        let output = script.text();
+        assert!(
+            output.contains("already in use") && attempts < 5,
+            "no hint (exit {status}):\n{output}"
+        );
+    };
+    let pid = server_pid(port);
+    let status = Command::new("kill")
+        .args(["-TERM", &script.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let status = script.wait();
+    let output = script.text();
+    assert!(status.success(), "exit {status}:\n{output}");
+    assert!(output.contains("ready to exit"), "{output}");
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "redis-server {pid} is still running:\n{output}"
+    );
+}
+
+/// The server's process id, from `INFO server`.
+fn server_pid(port: u16) -> u32 {
+    let info = redis_cli(port, "INFO server");
+    info.lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .unwrap_or_else(|| panic!("no process_id in:\n{info}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// `redis-cli -p PORT <command>`, formatted as redis-cli shows it in a
+/// terminal (`--no-raw`).
+fn redis_cli(port: u16, command: &str) -> String {
+    let output = Command::new("redis-cli")
+        .args(["--no-raw", "-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(command.split_whitespace())
+        .output()
+        .expect("run redis-cli");
+    assert!(output.status.success(), "redis-cli {command}: {output:?}");
+    String::from_utf8(output.stdout).unwrap()
+}
+
+// ---------------------------------------------------------------------------
+// README's redis-cli sessions
+// ---------------------------------------------------------------------------
+
+/// One command shown in README, and the reply shown after it.
+#[derive(Debug)]
+struct Shown {
+    command: String,
+    reply: Vec<String>,
+}
+
+/// The commands of each code block that shows a redis-cli session: lines
+/// after a `127.0.0.1:6379> ` prompt, or `$ redis-cli …`. A reply line may
+/// carry a `# comment` after its value.
+fn readme_sessions(readme: &str) -> Vec<Vec<Shown>> {
+    let mut blocks = Vec::new();
+    let mut block: Option<Vec<Shown>> = None;
+    for line in readme.lines() {
+        if line.starts_with("```") {
+            match block.take() {
+                Some(shown) => {
+                    if !shown.is_empty() {
+                        blocks.push(shown);
+                    }
+                }
+                None => block = Some(Vec::new()),
+            }
+            continue;
+        }
+        let Some(shown) = block.as_mut() else {
+            continue;
+        };
+        let command = line
+            .strip_prefix("127.0.0.1:6379> ")
+            .or_else(|| line.strip_prefix("$ redis-cli "));
+        match (command, shown.last_mut()) {
+            (Some(command), _) => shown.push(Shown {
+                command: command.trim().to_string(),
+                reply: Vec::new(),
+            }),
+            (None, Some(last)) => {
+                let value = line.split(" #").next().unwrap().trim_end();
+                if !value.is_empty() {
+                    last.reply.push(value.to_string());
+                }
+            }
+            (None, None) => {}
+        }
+    }
+    blocks
+}
+
+/// Whether the reply line at `index` (0-based) of `command` is a time,
+/// which depends on the moment the command runs, and how far it may be
+/// from the one shown.
+fn time_tolerance(command: &str, index: usize) -> Option<i64> {
+    let words: Vec<&str> = command.split_whitespace().collect();
+    let name = words[0].to_ascii_uppercase();
+    match name.as_str() {
+        "PTTL" => Some(1_000),
+        "RATELIMIT.CHECK" | "RATELIMIT.PEEK" if index >= 3 => {
+            if command.to_ascii_uppercase().contains("SLIDING") {
+                // Windows are aligned to the epoch: the times depend on
+                // where in the period the session runs.
+                let period_s: i64 = words[3].parse().unwrap();
+                Some(2 * period_s * 1000)
+            } else {
+                Some(1_000)
+            }
+        }
+        "RATELIMIT.THROTTLE" if index >= 3 => Some(1),
+        _ => None,
+    }
+}
+
+/// The integer of a line such as `4) (integer) 59996` or `(integer) 59983`.
+fn integer_of(line: &str) -> Option<i64> {
+    line.split_once("(integer) ")?.1.trim().parse().ok()
+}
+
+fn assert_reply_matches(shown: &Shown, actual: &str) {
+    let actual: Vec<&str> = actual.lines().collect();
+    let report = || {
+        format!(
+            "README shows for `{}`:\n{}\nthe server replies:\n{}",
+            shown.command,
+            shown.reply.join("\n"),
+            actual.join("\n")
+        )
+    };
+    assert_eq!(shown.reply.len(), actual.len(), "{}", report());
+    for (index, (want, got)) in shown.reply.iter().zip(&actual).enumerate() {
+        match (time_tolerance(&shown.command, index), integer_of(want)) {
+            (Some(tolerance), Some(want_ms)) => {
+                let got_ms = integer_of(got).unwrap_or_else(|| panic!("{}", report()));
+                let same_kind = (want_ms < 0) == (got_ms < 0);
+                let close = if want_ms < 0 {
+                    want_ms == got_ms
+                } else {
+                    (want_ms - got_ms).abs() <= tolerance
+                };
+                assert!(same_kind && close, "line {}: {}", index + 1, report());
+            }
+            _ => assert_eq!(want, got, "line {}: {}", index + 1, report()),
+        }
+    }
+}
+
+/// Every redis-cli command README shows, pasted in order into one fresh
+/// server (as a reader following the README would), replies what README
+/// shows, the times within a tolerance.
+#[test]
+fn readme_sessions_reply_what_readme_shows() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let blocks = readme_sessions(&readme);
+    assert!(blocks.len() >= 3, "README's sessions not found: {blocks:?}");
+    let server = Server::start();
+    let mut con = server.connect();
+    for block in &blocks {
+        // A session with a sliding window must stay in one window of it:
+        // near the end of one, wait for the next to begin.
+        if let Some(shown) = block
+            .iter()
+            .find(|s| s.command.to_ascii_uppercase().contains("SLIDING"))
+        {
+            let period_ms: i64 = shown
+                .command
+                .split_whitespace()
+                .nth(3)
+                .unwrap()
+                .parse::<i64>()
+                .unwrap()
+                * 1000;
+            let into_window = common::server_ms(&mut con).rem_euclid(period_ms);
+            if period_ms - into_window < 5_000 {
+                thread::sleep(Duration::from_millis((period_ms - into_window + 10) as u64));
+            }
+        }
+        for shown in block {
+            let actual = redis_cli(server.port(), &shown.command);
+            assert_reply_matches(shown, &actual);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// make help, make clean
+// ---------------------------------------------------------------------------
+
+fn make(dir: &Path, args: &[&str], port: Option<&str>) -> String {
+    let mut command = Command::new("make");
+    command
+        .args(["-s", "--no-print-directory", "-C"])
+        .arg(dir)
+        .args(args)
+        .env_remove("MAKEFLAGS")
+        .env_remove("MAKELEVEL");
+    match port {
+        Some(port) => command.env("PORT", port),
+        None => command.env_remove("PORT"),
+    };
+    let output = command.output().expect("run make");
+    assert!(output.status.success(), "make {args:?}: {output:?}");
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// `make help` shows the port `make run` serves on, not `$(PORT)`.
+#[test]
+fn make_help_shows_the_real_port() {
+    let help = make(repo(), &["help"], None);
+    assert!(help.contains("127.0.0.1:6379"), "{help}");
+    assert!(!help.contains("$("), "{help}");
+    let help = make(repo(), &["help"], Some("6380"));
+    assert!(help.contains("127.0.0.1:6380"), "{help}");
+    assert!(help.contains("make clean"), "{help}");
+}
+
+/// `make clean` removes target/ (builds, virtualenvs, servers, make run's
+/// logs) and nothing else. Run on a copy of the Makefile, so as not to
+/// remove this very build.
+#[test]
+fn make_clean_removes_target_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::copy(repo().join("Makefile"), root.join("Makefile")).unwrap();
+    let made = [
+        "target/debug/libredis_ratelimit.so",
+        "target/release/libredis_ratelimit.so",
+        "target/examples-venv/bin/python",
+        "target/servers/install.log",
+        "target/run/6379/redis.log",
+    ];
+    let kept = [
+        "README.md",
+        "src/lib.rs",
+        "bench/results/latest.txt",
+        "examples/python/ratelimiter.py",
+        "notes.txt",
+    ];
+    for file in made.iter().chain(&kept) {
+        let path = root.join(file);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, "x").unwrap();
+    }
+    make(root, &["clean"], None);
+    assert!(!root.join("target").exists(), "target/ is still there");
+    for file in kept {
+        assert!(root.join(file).exists(), "make clean removed {file}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Which build the client examples load
+// ---------------------------------------------------------------------------
+
+/// scripts/module-path with `CARGO_TARGET_DIR` at `target`.
+fn module_path_script(target: &Path, module: Option<&Path>) -> (bool, String, String) {
+    let mut command = Command::new(repo().join("scripts/module-path"));
+    command
+        .env("CARGO_TARGET_DIR", target)
+        // A build, if it comes to that, fails at once instead of compiling.
+        .env("CARGO", "false");
+    match module {
+        Some(module) => command.env("RATELIMIT_MODULE", module),
+        None => command.env_remove("RATELIMIT_MODULE"),
+    };
+    let output = command.output().unwrap();
+    (
+        output.status.success(),
+        String::from_utf8(output.stdout).unwrap().trim().to_string(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}
+
+/// After `make run` only the release build exists; the examples' tests must
+/// load it rather than fail on a missing debug build.
+#[test]
+fn examples_load_whichever_build_exists() {
+    let target = tempfile::tempdir().unwrap();
+    let target = target.path().canonicalize().unwrap();
+    let build = |profile: &str| -> PathBuf {
+        let path = target.join(profile).join("libredis_ratelimit.so");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, "").unwrap();
+        path
+    };
+
+    // No build at all: it builds one (here CARGO=false, so that fails).
+    let (ok, _, stderr) = module_path_script(&target, None);
+    assert!(!ok);
+    assert!(stderr.contains("cargo build"), "{stderr}");
+
+    let release = build("release");
+    let (ok, path, _) = module_path_script(&target, None);
+    assert!(ok);
+    assert_eq!(Path::new(&path), release);
+
+    let debug = build("debug");
+    let (ok, path, _) = module_path_script(&target, None);
+    assert!(ok);
+    assert_eq!(Path::new(&path), debug);
+
+    // RATELIMIT_MODULE wins, and must exist.
+    let (ok, path, _) = module_path_script(&target, Some(&release));
+    assert!(ok);
+    assert_eq!(Path::new(&path), release);
+    let (ok, _, stderr) = module_path_script(&target, Some(&target.join("missing.so")));
+    assert!(!ok);
+    assert!(stderr.contains("missing.so"), "{stderr}");
+}
+
+// ---------------------------------------------------------------------------
+// Links between the documents
+// ---------------------------------------------------------------------------
+
+/// The anchor GitHub gives a heading: lower case, punctuation dropped,
+/// spaces as hyphens.
+fn anchor_of(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_'))
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+/// The anchors of a Markdown file's headings (outside code blocks).
+fn anchors(markdown: &str) -> Vec<String> {
+    let mut in_code = false;
+    let mut anchors = Vec::new();
+    for line in markdown.lines() {
+        if line.starts_with("```") {
+            in_code = !in_code;
+        } else if !in_code && line.starts_with('#') {
+            anchors.push(anchor_of(line.trim_start_matches('#')));
+        }
+    }
+    anchors
+}
+
+/// The targets of a Markdown file's inline links, `[text](target)`.
+fn link_targets(markdown: &str) -> Vec<String> {
+    markdown
+        .split("](")
+        .skip(1)
+        .filter_map(|rest| rest.split_once(')').map(|(target, _)| target.to_string()))
+        .collect()
+}
+
+/// Every relative link of the README and of docs/ names a file that
+/// exists, and every `#anchor` a heading of the file it points into: the
+/// sections moved out of the README are where the README says they are.
+#[test]
+fn readme_and_docs_links_resolve() {
+    let mut documents = vec![repo().join("README.md")];
+    for entry in std::fs::read_dir(repo().join("docs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "md") {
+            documents.push(path);
+        }
+    }
+    let mut checked = 0;
+    for document in &documents {
+        let text = std::fs::read_to_string(document).unwrap();
+        for target in link_targets(&text) {
+            if target.contains("://") || target.starts_with("mailto:") {
+                continue;
+            }
+            let (file, anchor) = match target.split_once('#') {
+                Some((file, anchor)) => (file, Some(anchor)),
+                None => (target.as_str(), None),
+            };
+            let file = if file.is_empty() {
+                document.clone()
+            } else {
+                document.parent().unwrap().join(file)
+            };
+            assert!(
+                file.exists(),
+                "{}: the link {target} names a missing file",
+                document.display()
+            );
+            if let Some(anchor) = anchor {
+                let headings = anchors(&std::fs::read_to_string(&file).unwrap());
+                assert!(
+                    headings.iter().any(|h| h == anchor),
+                    "{}: the link {target} names no heading of {} (it has {headings:?})",
+                    document.display(),
+                    file.display()
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 20, "only {checked} links found");
+}
