@@ -48,6 +48,12 @@ pub enum Error {
     GroupPerKey,
     /// MCHECK names a key twice.
     DuplicateKey,
+    /// ACQUIRE's `max` is not an integer in `1..=MAX_LEASES`.
+    InvalidMaxLeases,
+    /// `lease_ms` is not an integer in `1..=MAX_LEASE_MS`.
+    InvalidLeaseMs,
+    /// A lease id is empty or longer than `MAX_ID_LEN` bytes.
+    InvalidLeaseId,
     /// The key holds another type, or a string that is no limiter's state.
     WrongType,
     /// The key holds the state of limiter `held`, and the command asked for
@@ -115,6 +121,21 @@ impl Error {
                 m.write_str("ERR expected one LIMIT group per key, in the order of the keys")
             }
             Error::DuplicateKey => m.write_str("ERR each key may appear only once"),
+            Error::InvalidMaxLeases => write!(
+                m,
+                "ERR max must be an integer from 1 to {}",
+                crate::limiter::leases::MAX_LEASES
+            ),
+            Error::InvalidLeaseMs => write!(
+                m,
+                "ERR lease_ms must be an integer from 1 to {}",
+                crate::limiter::leases::MAX_LEASE_MS
+            ),
+            Error::InvalidLeaseId => write!(
+                m,
+                "ERR id must be 1 to {} bytes",
+                crate::limiter::leases::MAX_ID_LEN
+            ),
             Error::WrongType => {
                 m.write_str("WRONGTYPE Operation against a key holding the wrong kind of value")
             }
@@ -197,7 +218,10 @@ mod tests {
     use super::*;
     use crate::limiter::{MAX_COST, MAX_LIMIT, MAX_PERIOD_S};
 
-    const ALL: [Error; 21] = [
+    const ALL: [Error; 24] = [
+        Error::InvalidMaxLeases,
+        Error::InvalidLeaseMs,
+        Error::InvalidLeaseId,
         Error::InvalidNumKeys,
         Error::GroupPerKey,
         Error::DuplicateKey,
@@ -268,6 +292,15 @@ mod tests {
             text(Error::DuplicateKey),
             "ERR each key may appear only once"
         );
+        assert_eq!(
+            text(Error::InvalidMaxLeases),
+            "ERR max must be an integer from 1 to 100000"
+        );
+        assert_eq!(
+            text(Error::InvalidLeaseMs),
+            "ERR lease_ms must be an integer from 1 to 86400000"
+        );
+        assert_eq!(text(Error::InvalidLeaseId), "ERR id must be 1 to 64 bytes");
     }
 
     #[test]

@@ -42,7 +42,8 @@ pub mod stats;
 pub mod store;
 
 use commands::{
-    check::Check, mcheck::MCheck, mpeek::MPeek, peek::Peek, reset::Reset, throttle::Throttle,
+    acquire::Acquire, check::Check, mcheck::MCheck, mpeek::MPeek, peek::Peek, release::Release,
+    renew::Renew, reset::Reset, throttle::Throttle,
 };
 use metadata::{CommandDocs, KeySpec};
 use server::{entry, load, Ctx, LogLevel};
@@ -109,6 +110,28 @@ const COMMANDS: &[Command] = &[
         flags: c"readonly fast",
         keys: (0, 0, 0),
         docs: &commands::mpeek::DOCS,
+    },
+    Command {
+        name: c"ratelimit.acquire",
+        handler: Some(entry::<Acquire>),
+        flags: c"write deny-oom fast",
+        keys: (1, 1, 1),
+        docs: &commands::acquire::DOCS,
+    },
+    Command {
+        name: c"ratelimit.release",
+        handler: Some(entry::<Release>),
+        // Not `deny-oom`: ending leases must work when the server is full.
+        flags: c"write fast",
+        keys: (1, 1, 1),
+        docs: &commands::release::DOCS,
+    },
+    Command {
+        name: c"ratelimit.renew",
+        handler: Some(entry::<Renew>),
+        flags: c"write deny-oom fast",
+        keys: (1, 1, 1),
+        docs: &commands::renew::DOCS,
     },
 ];
 

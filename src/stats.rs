@@ -97,6 +97,22 @@ pub struct Stats {
     pub mcheck: CommandStats,
     /// RATELIMIT.MPEEK.
     pub mpeek: CommandStats,
+    /// RATELIMIT.ACQUIRE.
+    pub acquire: CommandStats,
+    /// RATELIMIT.RELEASE.
+    pub release: CommandStats,
+    /// RATELIMIT.RENEW.
+    pub renew: CommandStats,
+    /// New leases ACQUIRE granted.
+    pub leases_acquired: Counter,
+    /// ACQUIREs refused: every slot taken.
+    pub leases_denied: Counter,
+    /// Leases RELEASE ended.
+    pub leases_released: Counter,
+    /// Live leases given a new deadline, by RENEW or by ACQUIRE with their id.
+    pub leases_renewed: Counter,
+    /// Leases pruned because their deadline had come.
+    pub leases_expired: Counter,
     /// Keys RATELIMIT.RESET removed.
     pub keys_reset: Counter,
     /// Requests MCHECK admitted.
@@ -135,6 +151,14 @@ pub static STATS: Stats = Stats {
     throttle: CommandStats::new(),
     mcheck: CommandStats::new(),
     mpeek: CommandStats::new(),
+    acquire: CommandStats::new(),
+    release: CommandStats::new(),
+    renew: CommandStats::new(),
+    leases_acquired: Counter::new(),
+    leases_denied: Counter::new(),
+    leases_released: Counter::new(),
+    leases_renewed: Counter::new(),
+    leases_expired: Counter::new(),
     keys_reset: Counter::new(),
     mcheck_allowed: Counter::new(),
     mcheck_denied: Counter::new(),
@@ -155,7 +179,7 @@ type CommandFields<'s> = (
 pub fn fields() -> Vec<(String, u64)> {
     let s = &STATS;
     // Each command's calls and errors, then what else it counts.
-    let commands: [CommandFields; 6] = [
+    let commands: [CommandFields; 9] = [
         ("check", &s.check, &[]),
         ("peek", &s.peek, &[]),
         ("reset", &s.reset, &[("keys", &s.keys_reset)]),
@@ -166,6 +190,9 @@ pub fn fields() -> Vec<(String, u64)> {
             &[("allowed", &s.mcheck_allowed), ("denied", &s.mcheck_denied)],
         ),
         ("mpeek", &s.mpeek, &[]),
+        ("acquire", &s.acquire, &[]),
+        ("release", &s.release, &[]),
+        ("renew", &s.renew, &[]),
     ];
     let mut fields = Vec::new();
     for (name, stats, extra) in commands {
@@ -189,6 +216,15 @@ pub fn fields() -> Vec<(String, u64)> {
         "denied".to_string(),
         total(|a| &a.denied).wrapping_add(s.mcheck_denied.get()),
     ));
+    for (name, counter) in [
+        ("leases_acquired", &s.leases_acquired),
+        ("leases_denied", &s.leases_denied),
+        ("leases_released", &s.leases_released),
+        ("leases_renewed", &s.leases_renewed),
+        ("leases_expired", &s.leases_expired),
+    ] {
+        fields.push((name.to_string(), counter.get()));
+    }
     for &id in Id::ALL {
         let name = id.name().to_lowercase();
         let a = s.algorithm(id);

@@ -16,10 +16,13 @@ use crate::limiter::Decision;
 use crate::server::{self, Ctx, Handler, LogLevel, RString, Replier, WriteReply};
 use crate::stats::CommandStats;
 
+pub mod acquire;
 pub mod check;
 pub mod mcheck;
 pub mod mpeek;
 pub mod peek;
+pub mod release;
+pub mod renew;
 pub mod reset;
 pub mod throttle;
 

@@ -25,11 +25,16 @@
 //! | `SLIDING` | `S<previous>:<current>` | end of the window after the counts' window |
 //! | `TOKEN` | `T<ticks>`: ticks of 1/limit ms before the expiry at which the bucket is full | when the bucket is full again, rounded up to the ms |
 //! | `THROTTLE` | `G<ns>`: nanoseconds before the expiry at which the bucket is full | the theoretical arrival time, rounded up to the ms |
+//!
+//! Concurrency leases ([`leases`]) are not a string: their key is a sorted
+//! set, member = lease id, score = its deadline in UNIX ms, expiring with
+//! its last lease.
 
 pub mod all_of;
 pub mod fixed_window;
 pub mod gcra;
 pub mod layout;
+pub mod leases;
 pub mod sliding_window;
 pub mod token_bucket;
 

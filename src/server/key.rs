@@ -5,13 +5,15 @@ use std::ffi::c_int;
 
 use redis_module::raw;
 
-use super::{status, Ctx, RString};
+use super::{status, Ctx, OwnedString, RString, ERR};
 use crate::error::Error;
 
 /// `REDISMODULE_KEYTYPE_EMPTY`.
 const KEYTYPE_EMPTY: c_int = 0;
 /// `REDISMODULE_KEYTYPE_STRING`.
 const KEYTYPE_STRING: c_int = 1;
+/// `REDISMODULE_KEYTYPE_ZSET`.
+const KEYTYPE_ZSET: c_int = 5;
 
 /// What a key holds.
 pub enum Value<'k> {
@@ -19,6 +21,8 @@ pub enum Value<'k> {
     Empty,
     /// A string, read in place.
     String(&'k [u8]),
+    /// A sorted set.
+    SortedSet,
     /// Any other type.
     Other,
 }
@@ -86,6 +90,7 @@ impl<'a> Key<'a> {
                     std::slice::from_raw_parts(ptr, len)
                 }))
             }
+            KEYTYPE_ZSET => Ok(Value::SortedSet),
             _ => Ok(Value::Other),
         }
     }
@@ -141,6 +146,144 @@ impl<'a> Key<'a> {
         // SAFETY: `self.ptr` is a key open for writing.
         let code = unsafe { delete(self.ptr) };
         status(code, "DeleteKey failed")
+    }
+
+    /// The number of members of the sorted set (0 for an empty key).
+    pub fn zset_len(&self) -> Result<u64, Error> {
+        if self.ptr.is_null() {
+            return Ok(0);
+        }
+        let length = api!(RedisModule_ValueLength)?;
+        // SAFETY: `self.ptr` is an open key.
+        let len = unsafe { length(self.ptr) };
+        u64::try_from(len).map_err(|_| Error::Internal("a length beyond u64"))
+    }
+
+    /// The score of `member`, if the sorted set holds it.
+    pub fn zset_score(&self, member: &OwnedString) -> Result<Option<f64>, Error> {
+        if self.ptr.is_null() {
+            return Ok(None);
+        }
+        let score_of = api!(RedisModule_ZsetScore)?;
+        let mut score = 0.0;
+        // SAFETY: `self.ptr` is an open key; `member` a live string.
+        let code = unsafe { score_of(self.ptr, member.0, &mut score) };
+        Ok((code != ERR).then_some(score))
+    }
+
+    /// Adds `member` with `score`, or moves its score; creates the sorted
+    /// set when the key is empty.
+    pub fn zset_add(&mut self, score: f64, member: &OwnedString) -> Result<(), Error> {
+        self.writable()?;
+        let add = api!(RedisModule_ZsetAdd)?;
+        // SAFETY: `self.ptr` is a key open for writing holding a sorted set
+        // or nothing; `member` a live string; the flags pointer may be NULL.
+        let code = unsafe { add(self.ptr, score, member.0, std::ptr::null_mut()) };
+        status(code, "ZsetAdd failed")
+    }
+
+    /// Removes `member`; whether the sorted set held it. The server deletes
+    /// a sorted set left empty when the key is closed.
+    pub fn zset_rem(&mut self, member: &OwnedString) -> Result<bool, Error> {
+        self.writable()?;
+        let rem = api!(RedisModule_ZsetRem)?;
+        let mut deleted: c_int = 0;
+        // SAFETY: `self.ptr` is a key open for writing holding a sorted
+        // set; `member` a live string.
+        let code = unsafe { rem(self.ptr, member.0, &mut deleted) };
+        status(code, "ZsetRem failed")?;
+        Ok(deleted != 0)
+    }
+
+    /// The members whose score is at most `max_score`, lowest first.
+    pub fn zset_up_to(&self, max_score: f64) -> Result<Vec<(OwnedString, f64)>, Error> {
+        let mut members = Vec::new();
+        self.zset_walk(f64::NEG_INFINITY, max_score, true, |member, score| {
+            members.push((member, score));
+            true
+        })?;
+        Ok(members)
+    }
+
+    /// The `n`-th lowest score (0 for the lowest).
+    pub fn zset_nth_score(&self, n: u64) -> Result<Option<f64>, Error> {
+        let mut seen: u64 = 0;
+        let mut found = None;
+        self.zset_walk(f64::NEG_INFINITY, f64::INFINITY, true, |_, score| {
+            if seen == n {
+                found = Some(score);
+                return false;
+            }
+            seen = seen.saturating_add(1);
+            true
+        })?;
+        Ok(found)
+    }
+
+    /// The highest score.
+    pub fn zset_last_score(&self) -> Result<Option<f64>, Error> {
+        let mut found = None;
+        self.zset_walk(f64::NEG_INFINITY, f64::INFINITY, false, |_, score| {
+            found = Some(score);
+            false
+        })?;
+        Ok(found)
+    }
+
+    /// Visits the members with a score in `min..=max`, lowest first when
+    /// `ascending`, while `visit` returns true.
+    fn zset_walk(
+        &self,
+        min: f64,
+        max: f64,
+        ascending: bool,
+        mut visit: impl FnMut(OwnedString, f64) -> bool,
+    ) -> Result<(), Error> {
+        if self.ptr.is_null() {
+            return Ok(());
+        }
+        let start = if ascending {
+            api!(RedisModule_ZsetFirstInScoreRange)?
+        } else {
+            api!(RedisModule_ZsetLastInScoreRange)?
+        };
+        let step = if ascending {
+            api!(RedisModule_ZsetRangeNext)?
+        } else {
+            api!(RedisModule_ZsetRangePrev)?
+        };
+        let (current, at_end, stop) = (
+            api!(RedisModule_ZsetRangeCurrentElement)?,
+            api!(RedisModule_ZsetRangeEndReached)?,
+            api!(RedisModule_ZsetRangeStop)?,
+        );
+        // SAFETY: `self.ptr` is an open key (a sorted set, or the call
+        // fails); the range is stopped below whatever happens in between.
+        if unsafe { start(self.ptr, min, max, 0, 0) } != super::OK {
+            return Ok(());
+        }
+        loop {
+            // SAFETY: a range is open on `self.ptr`.
+            if unsafe { at_end(self.ptr) } != 0 {
+                break;
+            }
+            let mut score = 0.0;
+            // SAFETY: a range is open and not at its end; the element is a
+            // new string the caller owns.
+            let element = unsafe { current(self.ptr, &mut score) };
+            if element.is_null() {
+                break;
+            }
+            // SAFETY: a string just made for us, freed when dropped.
+            let member = unsafe { OwnedString::from_raw(element) };
+            // SAFETY: a range is open on `self.ptr`.
+            if !visit(member, score) || unsafe { step(self.ptr) } == 0 {
+                break;
+            }
+        }
+        // SAFETY: the range opened above.
+        unsafe { stop(self.ptr) };
+        Ok(())
     }
 
     /// Refuses to change a key opened for reading.

@@ -92,20 +92,115 @@ pub struct RString(*mut raw::RedisModuleString);
 
 impl Arg for RString {
     fn bytes(&self) -> &[u8] {
-        let Ok(ptr_len) = api!(RedisModule_StringPtrLen) else {
-            return &[];
-        };
-        let mut len: usize = 0;
-        // SAFETY: `self.0` is a live argument of the running call; the
-        // returned buffer lives as long as the string, which outlives `self`.
-        unsafe {
-            let ptr = ptr_len(self.0, &mut len);
-            if ptr.is_null() {
-                return &[];
-            }
-            std::slice::from_raw_parts(ptr.cast::<u8>(), len)
+        // SAFETY: `self.0` is a live argument of the running call, which
+        // outlives `self`.
+        unsafe { string_bytes(self.0) }
+    }
+}
+
+/// A string the module made and frees when dropped.
+#[derive(Debug)]
+pub struct OwnedString(*mut raw::RedisModuleString);
+
+impl OwnedString {
+    /// A new server string holding `bytes`.
+    pub fn new(bytes: &[u8]) -> Result<OwnedString, Error> {
+        let create = api!(RedisModule_CreateString)?;
+        // SAFETY: a NULL context makes a string the module frees itself,
+        // which `Drop` does; the server copies the `bytes.len()` bytes.
+        let ptr = unsafe { create(std::ptr::null_mut(), bytes.as_ptr().cast(), bytes.len()) };
+        if ptr.is_null() {
+            return Err(Error::Internal("CreateString failed"));
+        }
+        Ok(OwnedString(ptr))
+    }
+
+    /// Takes ownership of a string the server made for the module.
+    ///
+    /// # Safety
+    /// `ptr` must be a live string the module owns (made with a NULL
+    /// context, or handed over by the server), freed by nobody else.
+    pub unsafe fn from_raw(ptr: *mut raw::RedisModuleString) -> OwnedString {
+        OwnedString(ptr)
+    }
+}
+
+impl Arg for OwnedString {
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: the string lives as long as `self`, which the slice borrows.
+        unsafe { string_bytes(self.0) }
+    }
+}
+
+impl Drop for OwnedString {
+    fn drop(&mut self) {
+        if let Ok(free) = api!(RedisModule_FreeString) {
+            // SAFETY: owned by this value (see the constructors), freed once.
+            unsafe { free(std::ptr::null_mut(), self.0) };
         }
     }
+}
+
+/// The bytes of a server string.
+///
+/// # Safety
+/// `string` must be live for all of `'s`.
+unsafe fn string_bytes<'s>(string: *mut raw::RedisModuleString) -> &'s [u8] {
+    let Ok(ptr_len) = api!(RedisModule_StringPtrLen) else {
+        return &[];
+    };
+    let mut len: usize = 0;
+    // SAFETY: the caller's promise; the returned buffer lives as long as
+    // the string.
+    unsafe {
+        let ptr = ptr_len(string, &mut len);
+        if ptr.is_null() {
+            return &[];
+        }
+        std::slice::from_raw_parts(ptr.cast::<u8>(), len)
+    }
+}
+
+/// Fills `buf` with random bytes from the server's generator.
+pub fn random_bytes(buf: &mut [u8]) -> Result<(), Error> {
+    let fill = api!(RedisModule_GetRandomBytes)?;
+    // SAFETY: `buf` is writable for its whole length.
+    unsafe { fill(buf.as_mut_ptr(), buf.len()) };
+    Ok(())
+}
+
+/// Propagates `command key args…` to replicas and the AOF, every argument
+/// after the key given as bytes.
+pub fn replicate(ctx: Ctx, command: &CStr, key: &RString, args: &[&[u8]]) -> Result<(), Error> {
+    let replicate = api!(RedisModule_Replicate)?;
+    // RM_Replicate is variadic: one format per arity, up to the longest
+    // effect the module propagates.
+    // SAFETY: each format's conversions match the arguments one for one:
+    // `s` the key, `b` a buffer and its length.
+    let code = unsafe {
+        match *args {
+            [a] => replicate(
+                ctx.0,
+                command.as_ptr(),
+                c"sb".as_ptr(),
+                key.0,
+                a.as_ptr(),
+                a.len(),
+            ),
+            [a, b] => replicate(
+                ctx.0,
+                command.as_ptr(),
+                c"sbb".as_ptr(),
+                key.0,
+                a.as_ptr(),
+                a.len(),
+                b.as_ptr(),
+                b.len(),
+            ),
+            _ => return Err(Error::Internal("an effect of unexpected arity")),
+        }
+    };
+    status(code, "the server refused to propagate an effect")
 }
 
 /// Views the `argv`/`argc` pair of a call as a slice.

@@ -14,6 +14,8 @@
 
 use std::ffi::CStr;
 
+pub mod leases;
+
 use crate::error::Error;
 use crate::limiter::{Encoded, Id, Kind, Layout, Outcome, Registered};
 use crate::server::{self, Ctx, Key, Value};
@@ -47,7 +49,7 @@ pub fn load<K: Kind + Registered>(key: &Key) -> Result<Loaded<K::State>, Error> 
                 None => Error::WrongType,
             }),
         },
-        Value::Other => Err(Error::WrongType),
+        Value::SortedSet | Value::Other => Err(Error::WrongType),
     }
 }
 
@@ -57,7 +59,7 @@ pub fn holds_limiter_state_or_nothing(key: &Key) -> Result<bool, Error> {
     Ok(match key.value()? {
         Value::Empty => true,
         Value::String(value) => Id::of_value(value).is_some(),
-        Value::Other => false,
+        Value::SortedSet | Value::Other => false,
     })
 }
 
