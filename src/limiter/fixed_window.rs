@@ -85,12 +85,20 @@ impl Layout for Stored {
 /// A cost of 0 only looks: it is answered like any request and never stores
 /// anything. A counter without an expiry is taken as a window that starts
 /// now; the first request that counts (admitted or not) stores that expiry,
-/// otherwise such a counter would deny forever.
+/// otherwise such a counter would deny forever. Likewise a window that ends
+/// later than one period from now (the period was shortened) ends one
+/// period from now, and the first request that counts stores that.
 pub fn check(stored: Option<Stored>, quota: Quota, cost: u64, now_ms: u64) -> Outcome<Stored> {
     let new_window_end_ms = now_ms.saturating_add(quota.period_ms());
     // The window in force at `now_ms`, and whether its expiry must be stored
     // even when nothing is admitted.
-    let (count, ends_at_ms, expiry_missing) = match stored {
+    let (count, ends_at_ms, expiry_to_store) = match stored {
+        // A window ending later than one period from now was opened under a
+        // longer period: it ends one period from now instead.
+        Some(Stored {
+            count,
+            expires_at_ms: Some(end_ms),
+        }) if end_ms > new_window_end_ms => (count, new_window_end_ms, true),
         Some(Stored {
             count,
             expires_at_ms: Some(end_ms),
@@ -116,7 +124,7 @@ pub fn check(stored: Option<Stored>, quota: Quota, cost: u64, now_ms: u64) -> Ou
         count
     };
 
-    let store = if counts && (fits || expiry_missing) {
+    let store = if counts && (fits || expiry_to_store) {
         Some(Stored {
             count: count_after,
             expires_at_ms: Some(ends_at_ms),
@@ -265,6 +273,14 @@ mod tests {
             Row { stored: stored(u64::MAX, Some(u64::MAX)), limit: MAX_LIMIT, period_s: MAX_PERIOD_S, cost: MAX_COST, now_ms: u64::MAX - 1, allowed: false, remaining: 0, retry_after_ms: Some(1), reset_after_ms: 1, store: None },
             // 16: a new window near the end of time saturates instead of wrapping
             Row { stored: None,                 limit: 5, period_s: 10, cost: 1, now_ms: u64::MAX - 5, allowed: true, remaining: 4, retry_after_ms: None,     reset_after_ms: 5,      store: window(1, u64::MAX) },
+            // 17: a window opened under a longer period ends one (new) period from now
+            Row { stored: stored(3, Some(3_601_000)), limit: 3, period_s: 1, cost: 1, now_ms: 1_000, allowed: false, remaining: 0, retry_after_ms: Some(1_000), reset_after_ms: 1_000, store: window(3, 2_000) },
+            // 18: ... and a look sees it so, storing nothing
+            Row { stored: stored(3, Some(3_601_000)), limit: 3, period_s: 1, cost: 0, now_ms: 1_000, allowed: true, remaining: 0, retry_after_ms: None, reset_after_ms: 1_000, store: None },
+            // 19: ... an admitted request counts in the shortened window
+            Row { stored: stored(1, Some(3_601_000)), limit: 3, period_s: 1, cost: 1, now_ms: 1_000, allowed: true, remaining: 1, retry_after_ms: None, reset_after_ms: 1_000, store: window(2, 2_000) },
+            // 20: a window ending exactly one period from now is kept
+            Row { stored: stored(3, Some(2_000)), limit: 3, period_s: 1, cost: 1, now_ms: 1_000, allowed: false, remaining: 0, retry_after_ms: Some(1_000), reset_after_ms: 1_000, store: None },
         ];
         for (i, row) in rows.iter().enumerate() {
             let outcome = check(
@@ -374,8 +390,11 @@ mod tests {
             let outcome = check(stored(count, end), quota(limit, 3), cost, now_ms);
             if !outcome.decision.allowed {
                 if let Some(w) = outcome.store {
-                    prop_assert_eq!(end, None);
+                    // Only a missing expiry, or one beyond a period from now,
+                    // is fixed: to one period from now.
+                    prop_assert!(end.is_none_or(|end| end > now_ms + 3_000));
                     prop_assert_eq!(w.count, count);
+                    prop_assert_eq!(w.expires_at_ms, Some(now_ms + 3_000));
                 }
             }
         }

@@ -162,7 +162,7 @@ pub fn check(
     let interval = throttle.emission_interval_ns;
     let tolerance = throttle.tolerance_ns;
     let now = i128::from(now_ms).saturating_mul(NS_PER_MS_WIDE);
-    let tat = stored
+    let tat_stored = stored
         .and_then(|s| {
             let tat_ms = i128::from(s.tat_ms?);
             let early = i128::from(s.early_ns).min(NS_PER_MS_WIDE.saturating_sub(1));
@@ -170,6 +170,12 @@ pub fn check(
         })
         .unwrap_or(now)
         .max(now);
+    // An arrival time beyond τ from now was reached under slower or larger
+    // parameters; under these it is at most τ away. Never the case for
+    // parameters that did not change, so redis-cell's answers stand.
+    let tat_bound = now.saturating_add(tolerance);
+    let fix_expiry = tat_stored > tat_bound;
+    let tat = tat_stored.min(tat_bound);
     let increment = interval.saturating_mul(i128::from(quantity));
     let new_tat = tat.saturating_add(increment);
     // diff = now − (new_tat − τ): negative means "too early".
@@ -177,19 +183,11 @@ pub fn check(
     let limited = diff < 0;
 
     let (ttl, store) = if limited {
-        (tat.saturating_sub(now), None)
+        // A limited request that counts stores a clamped arrival time.
+        let store = (quantity > 0 && fix_expiry).then(|| stored_at(tat));
+        (tat.saturating_sub(now), store)
     } else {
-        let store = (quantity > 0).then(|| {
-            let tat_ms = ceil_div(new_tat, NS_PER_MS_WIDE);
-            Stored {
-                tat_ms: Some(narrow(tat_ms)),
-                early_ns: narrow(
-                    tat_ms
-                        .saturating_mul(NS_PER_MS_WIDE)
-                        .saturating_sub(new_tat),
-                ),
-            }
-        });
+        let store = (quantity > 0).then(|| stored_at(new_tat));
         (new_tat.saturating_sub(now), store)
     };
     let retry_after_ns = (limited && increment <= tolerance).then(|| narrow(diff.saturating_neg()));
@@ -203,6 +201,16 @@ pub fn check(
             reset_after_ns: narrow(ttl),
         },
         store,
+    }
+}
+
+/// The state for arrival time `tat_ns`: rounded up to the millisecond, and
+/// the nanoseconds it was rounded by.
+fn stored_at(tat_ns: i128) -> Stored {
+    let tat_ms = ceil_div(tat_ns, NS_PER_MS_WIDE);
+    Stored {
+        tat_ms: Some(narrow(tat_ms)),
+        early_ns: narrow(tat_ms.saturating_mul(NS_PER_MS_WIDE).saturating_sub(tat_ns)),
     }
 }
 
@@ -291,6 +299,34 @@ mod tests {
                 state = outcome.store;
             }
         }
+    }
+
+    #[test]
+    fn an_arrival_time_beyond_the_tolerance_is_clamped_and_stored() {
+        // Reached under one per 100 s: 500 s away. Under one per second with
+        // a burst of 5, τ is 5 s: the state is taken as 5 s away.
+        let throttle = Throttle::new(4, 1, 1).unwrap();
+        let stored = Some(Stored {
+            tat_ms: Some(510_000),
+            early_ns: 0,
+        });
+        let limited = check(stored, throttle, 1, 10_000);
+        assert!(limited.decision.limited);
+        assert_eq!(limited.decision.reset_after_ns, 5 * S);
+        assert_eq!(limited.decision.retry_after_ns, Some(S));
+        assert_eq!(
+            limited.store,
+            Some(Stored {
+                tat_ms: Some(15_000),
+                early_ns: 0
+            })
+        );
+        // A look sees the same and stores nothing.
+        let look = check(stored, throttle, 0, 10_000);
+        assert_eq!(look.decision.reset_after_ns, 5 * S);
+        assert_eq!(look.store, None);
+        // One interval later, a request passes.
+        assert!(!check(limited.store, throttle, 1, 11_000).decision.limited);
     }
 
     #[test]

@@ -41,6 +41,9 @@ pub mod token_bucket;
 pub use layout::{Encoded, Layout};
 
 use crate::error::Error;
+pub use fixed_window::FixedWindow;
+pub use sliding_window::SlidingWindow;
+pub use token_bucket::TokenBucket;
 
 /// One kind of limiter state a key can hold.
 pub trait Kind {
@@ -488,6 +491,102 @@ mod tests {
         assert!(Chosen::NAMES.contains(&DEFAULT_ALGORITHM.name()));
         for (i, id) in Id::ALL.iter().enumerate() {
             assert_eq!(id.index(), i);
+        }
+    }
+
+    mod changed_parameters {
+        //! State made under some parameters never outlives the parameters
+        //! in force: a shortened period or a lowered rate takes effect within
+        //! one of its own bounds.
+
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// Fills a key under `old`, then asks under `new` at `switch_ms`
+        /// (storing what that asks to store), and says whether a request
+        /// of 1 is admitted `after_ms` later.
+        struct Replay {
+            old_requests: Vec<(u64, u64)>,
+            switch_ms: u64,
+            after_ms: u64,
+        }
+
+        impl Replay {
+            fn admits<A: Algorithm>(&self, old: A, new: A) -> bool {
+                let mut state = None;
+                let mut now_ms = 1_000_000;
+                for &(wait_ms, cost) in &self.old_requests {
+                    now_ms += wait_ms;
+                    if let Some(next) = old.check(state, cost, now_ms).store {
+                        state = Some(next);
+                    }
+                }
+                now_ms += self.switch_ms;
+                if let Some(next) = new.check(state, 1, now_ms).store {
+                    state = Some(next);
+                }
+                new.check(state, 1, now_ms + self.after_ms).decision.allowed
+            }
+        }
+
+        fn old_requests() -> impl Strategy<Value = Vec<(u64, u64)>> {
+            prop::collection::vec((0u64..5_000, 0u64..50), 1..40)
+        }
+
+        proptest! {
+            #[test]
+            fn a_shorter_period_ends_a_fixed_window_within_the_new_period(
+                reqs in old_requests(), limit in 1u64..50, old_s in 2u64..10_000, new_s in 1u64..4, switch_ms in 0u64..5_000,
+            ) {
+                let old = FixedWindow::new(Quota::new(limit, old_s).unwrap(), None).unwrap();
+                let new = FixedWindow::new(Quota::new(limit, new_s).unwrap(), None).unwrap();
+                let replay = Replay { old_requests: reqs, switch_ms, after_ms: new_s * 1000 };
+                prop_assert!(replay.admits(old, new));
+            }
+
+            #[test]
+            fn a_shorter_period_ends_a_sliding_window_within_two_new_periods(
+                reqs in old_requests(), limit in 1u64..50, old_s in 2u64..10_000, new_s in 1u64..4, switch_ms in 0u64..5_000,
+            ) {
+                let old = SlidingWindow::new(Quota::new(limit, old_s).unwrap(), None).unwrap();
+                let new = SlidingWindow::new(Quota::new(limit, new_s).unwrap(), None).unwrap();
+                let replay = Replay { old_requests: reqs, switch_ms, after_ms: 2 * new_s * 1000 };
+                prop_assert!(replay.admits(old, new));
+            }
+
+            #[test]
+            fn a_lower_rate_or_burst_refills_a_bucket_within_the_new_refill_time(
+                reqs in old_requests(), limit in 1u64..50, old_s in 2u64..10_000, burst in 1u64..50,
+                new_limit in 1u64..10, new_burst in 1u64..10, switch_ms in 0u64..5_000,
+            ) {
+                let old = TokenBucket::new(Quota::new(limit, old_s).unwrap(), Some(burst.max(limit))).unwrap();
+                let new = TokenBucket::new(Quota::new(new_limit, 1).unwrap(), Some(new_burst)).unwrap();
+                let refill_ms = (new_burst * 1000).div_ceil(new_limit);
+                let replay = Replay { old_requests: reqs, switch_ms, after_ms: refill_ms };
+                prop_assert!(replay.admits(old, new));
+            }
+
+            #[test]
+            fn a_lower_throttle_rate_is_in_force_within_the_new_tolerance(
+                reqs in old_requests(), old_s in 2u64..10_000, new_burst in 0u64..5, switch_ms in 0u64..5_000,
+            ) {
+                let old = gcra::Throttle::new(40, 1, old_s).unwrap();
+                let new = gcra::Throttle::new(new_burst, 1, 1).unwrap();
+                let mut state = None;
+                let mut now_ms = 1_000_000;
+                for (wait_ms, cost) in reqs {
+                    now_ms += wait_ms;
+                    if let Some(next) = gcra::check(state, old, cost, now_ms).store {
+                        state = Some(next);
+                    }
+                }
+                now_ms += switch_ms;
+                if let Some(next) = gcra::check(state, new, 1, now_ms).store {
+                    state = Some(next);
+                }
+                let tolerance_ms = (new_burst + 1) * 1000;
+                prop_assert!(!gcra::check(state, new, 1, now_ms + tolerance_ms).decision.limited);
+            }
         }
     }
 }

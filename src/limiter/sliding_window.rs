@@ -101,6 +101,10 @@ struct Counts {
     elapsed_ms: u64,
     previous: u64,
     current: u64,
+    /// The stored expiry is not the one these counts call for (none, or
+    /// beyond this window's bound): a request that counts stores the right
+    /// one, admitted or not.
+    fix_expiry: bool,
 }
 
 /// Decides a request of `cost` units at `now_ms` against the state a key
@@ -117,16 +121,15 @@ pub fn check(stored: Option<Stored>, quota: Quota, cost: u64, now_ms: u64) -> Ou
     let fits = used.saturating_add(asked) <= budget;
 
     let mut after = counts;
-    let mut store = None;
-    if fits && cost > 0 {
+    if fits {
         // `fits` bounds `current + cost` by `limit`.
         after.current = counts.current.saturating_add(cost);
-        store = Some(Stored {
-            previous: after.previous,
-            current: after.current,
-            expires_at_ms: Some(window_start(after.window.saturating_add(2), period_ms)),
-        });
     }
+    let store = (cost > 0 && (fits || counts.fix_expiry)).then(|| Stored {
+        previous: after.previous,
+        current: after.current,
+        expires_at_ms: Some(window_start(after.window.saturating_add(2), period_ms)),
+    });
 
     let remaining = div_floor(
         budget.saturating_sub(weighted(after, period_ms)),
@@ -157,29 +160,28 @@ fn counts_at(stored: Option<Stored>, period_ms: u64, now_ms: u64) -> Counts {
         elapsed_ms: now_ms.checked_rem(period_ms).unwrap_or(0),
         previous: 0,
         current: 0,
+        fix_expiry: false,
     };
     let Some(stored) = stored else {
         return counts;
     };
-    // The counts' window ends one period before their expiry. A key without
-    // expiry (made persistent by hand) is taken as counts of this window.
+    // The counts' window ends one period before their expiry. Counts that
+    // would belong to a window this clock has not reached (the period was
+    // shortened, or the key was made by hand), and counts without expiry,
+    // are taken as this window's: they then end with this window's bound.
+    let bound_ms = window_start(now_window.saturating_add(2), period_ms);
     let stored_window = match stored.expires_at_ms {
-        Some(expires_at_ms) => expires_at_ms
+        Some(expires_at_ms) if expires_at_ms <= bound_ms => expires_at_ms
             .saturating_sub(1)
             .checked_div(period_ms)
             .unwrap_or(0)
             .saturating_sub(1),
-        None => now_window,
+        _ => {
+            counts.fix_expiry = true;
+            now_window
+        }
     };
-    if stored_window > now_window {
-        // The counts are from a window this clock has not reached (a replica
-        // promoted with a clock slightly behind its old master's). Take them
-        // as they are, at the start of their window: never admit more.
-        counts.window = stored_window;
-        counts.elapsed_ms = 0;
-        counts.previous = stored.previous;
-        counts.current = stored.current;
-    } else if stored_window == now_window {
+    if stored_window == now_window {
         counts.previous = stored.previous;
         counts.current = stored.current;
     } else if stored_window.saturating_add(1) == now_window {
@@ -336,10 +338,17 @@ mod tests {
             Row { stored: stored(9, 9, 30_000), limit: 10, cost: 1, now_ms: 31_000, allowed: true, remaining: 9, retry_after_ms: None, reset_after_ms: 19_000, store: stored(0, 1, 50_000) },
             // 10: only the previous window has counts: empty at the end of this one
             Row { stored: stored(0, 5, 30_000), limit: 10, cost: 0, now_ms: 24_000, allowed: true, remaining: 7, retry_after_ms: None, reset_after_ms: 6_000, store: None },
-            // 11: counts from a window the clock has not reached yet: taken as they are
-            Row { stored: stored(3, 9, 50_000), limit: 10, cost: 1, now_ms: 29_999, allowed: false, remaining: 0, retry_after_ms: Some(10_001), reset_after_ms: 20_001, store: None },
+            // 11: counts expiring beyond this window's bound (the period was
+            //     shortened) are this window's, and a denied request stores that
+            Row { stored: stored(3, 9, 50_000), limit: 10, cost: 2, now_ms: 25_000, allowed: false, remaining: 0, retry_after_ms: Some(6_112), reset_after_ms: 15_000, store: stored(3, 9, 40_000) },
             // 12: no expiry: the counts are this window's
             Row { stored: Some(Stored { previous: 0, current: 9, expires_at_ms: None }), limit: 10, cost: 1, now_ms: 25_000, allowed: true, remaining: 0, retry_after_ms: None, reset_after_ms: 15_000, store: stored(0, 10, 40_000) },
+            // 13: ... and a denied request stores its expiry, so it ends
+            Row { stored: Some(Stored { previous: 0, current: 10, expires_at_ms: None }), limit: 10, cost: 1, now_ms: 25_000, allowed: false, remaining: 0, retry_after_ms: Some(6_000), reset_after_ms: 15_000, store: stored(0, 10, 40_000) },
+            // 14: ... but a look stores nothing
+            Row { stored: stored(3, 9, 50_000), limit: 10, cost: 0, now_ms: 25_000, allowed: false, remaining: 0, retry_after_ms: Some(1_667), reset_after_ms: 15_000, store: None },
+            // 15: counts ending exactly at the bound are this window's as they are
+            Row { stored: stored(3, 9, 40_000), limit: 10, cost: 1, now_ms: 25_000, allowed: false, remaining: 0, retry_after_ms: Some(5_000), reset_after_ms: 15_000, store: None },
         ];
         for (i, row) in rows.iter().enumerate() {
             let outcome = check(row.stored, quota(row.limit, 10), row.cost, row.now_ms);

@@ -103,6 +103,9 @@ impl Layout for Stored {
 
 /// Decides a request of `cost` tokens at `now_ms` against the state a key
 /// holds (`None` for a missing key: a full bucket). A cost of 0 only looks.
+/// A bucket that would take longer than a whole refill to be full (the rate
+/// or the burst was lowered) is taken as empty, and the first request that
+/// counts stores that.
 pub fn check(
     stored: Option<Stored>,
     bucket: TokenBucket,
@@ -114,8 +117,10 @@ pub fn check(
     let capacity = wide_mul(bucket.burst, bucket.quota.period_ms());
     let now = wide_mul(now_ms, bucket.quota.limit());
 
-    // When the bucket is full again, never before now.
-    let full_at = stored
+    // When the bucket is full again, never before now, and never later than
+    // a whole refill from now: a bucket emptied under slower or larger
+    // parameters is only empty under these.
+    let full_at_stored = stored
         .and_then(|s| {
             let full_at_ms = s.full_at_ms?;
             let early = u128::from(s.early_ticks).min(ticks_per_ms.saturating_sub(1));
@@ -123,6 +128,9 @@ pub fn check(
         })
         .unwrap_or(now)
         .max(now);
+    let full_bound = now.saturating_add(capacity);
+    let fix_expiry = full_at_stored > full_bound;
+    let full_at = full_at_stored.min(full_bound);
     let asked = wide_mul(cost, bucket.quota.period_ms());
     let fits = full_at.saturating_sub(now).saturating_add(asked) <= capacity;
     let full_at_after = if fits {
@@ -131,7 +139,8 @@ pub fn check(
         full_at
     };
 
-    let store = (fits && cost > 0).then(|| {
+    // A request that counts stores a clamped refill time, admitted or not.
+    let store = (cost > 0 && (fits || fix_expiry)).then(|| {
         let full_at_ms = div_ceil(full_at_after, ticks_per_ms);
         Stored {
             full_at_ms: Some(narrow(full_at_ms)),
@@ -254,6 +263,10 @@ mod tests {
             Row { stored: None, limit: 2, period_s: 1, burst: 10, cost: 10, now_ms: 0, allowed: true, remaining: 0, retry_after_ms: None, reset_after_ms: 5_000, store: stored(5_000, 0) },
             // 13: no expiry is a full bucket
             Row { stored: Some(Stored { full_at_ms: None, early_ticks: 0 }), limit: 1, period_s: 1, burst: 2, cost: 0, now_ms: 0, allowed: true, remaining: 2, retry_after_ms: None, reset_after_ms: 0, store: None },
+            // 14: emptied under a slower rate (full in 100 s): empty under 1 per second, burst 5
+            Row { stored: stored(110_000, 0), limit: 1, period_s: 1, burst: 5, cost: 1, now_ms: 10_000, allowed: false, remaining: 0, retry_after_ms: Some(1_000), reset_after_ms: 5_000, store: stored(15_000, 0) },
+            // 15: ... a look sees it so and stores nothing
+            Row { stored: stored(110_000, 0), limit: 1, period_s: 1, burst: 5, cost: 0, now_ms: 10_000, allowed: true, remaining: 0, retry_after_ms: None, reset_after_ms: 5_000, store: None },
         ];
         for (i, row) in rows.iter().enumerate() {
             let b = bucket(row.limit, row.period_s, row.burst);
