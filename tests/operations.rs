@@ -13,113 +13,13 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
 
-use common::{error_of, five, get_str, has_command, run, Server, WRONGTYPE};
-use redis::{Connection, RedisResult, Value};
-
-/// How long a subscriber may wait for the sentinel that ends a workload.
-const EVENT_DEADLINE: Duration = Duration::from_secs(10);
-
-/// The fields of `INFO ratelimit`, in order (`src/stats.rs`, `fields()`).
-const FIELDS: [&str; 23] = [
-    "check_calls",
-    "check_errors",
-    "peek_calls",
-    "peek_errors",
-    "reset_calls",
-    "reset_errors",
-    "reset_keys",
-    "throttle_calls",
-    "throttle_errors",
-    "allowed",
-    "denied",
-    "fixed_allowed",
-    "fixed_denied",
-    "fixed_peeks",
-    "sliding_allowed",
-    "sliding_denied",
-    "sliding_peeks",
-    "token_allowed",
-    "token_denied",
-    "token_peeks",
-    "throttle_allowed",
-    "throttle_denied",
-    "throttle_peeks",
-];
-
-// ---------------------------------------------------------------------------
-// Helpers
-// ---------------------------------------------------------------------------
-
-/// What the server under test can do, from its version alone.
-#[derive(Debug)]
-struct Abilities {
-    /// `redis_version` (Valkey 8 says 7.2.4).
-    redis: (u32, u32, u32),
-    /// `valkey_version`, on Valkey.
-    valkey: Option<(u32, u32, u32)>,
-}
-
-fn parse_version(text: &str) -> (u32, u32, u32) {
-    let mut parts = text.trim().split('.').map(|p| p.parse::<u32>().unwrap());
-    (
-        parts.next().unwrap(),
-        parts.next().unwrap_or(0),
-        parts.next().unwrap_or(0),
-    )
-}
-
-impl Abilities {
-    fn of(con: &mut Connection) -> Abilities {
-        let info: String = run(con, &["INFO", "server"]);
-        let field = |name: &str| {
-            info.lines()
-                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-                .map(parse_version)
-        };
-        Abilities {
-            redis: field("redis_version").expect("INFO server has redis_version"),
-            valkey: field("valkey_version"),
-        }
-    }
-
-    /// `RedisModule_SetCommandInfo`, module configs, ACL key selectors
-    /// (`%R~`), `COMMAND DOCS`: Redis 7.0+, Valkey.
-    fn command_info(&self) -> bool {
-        self.redis >= (7, 0, 0)
-    }
-
-    /// `RedisModule_SetCommandACLCategories` and
-    /// `RedisModule_CachedMicroseconds`: Redis 7.2+, Valkey.
-    fn acl_categories(&self) -> bool {
-        self.redis >= (7, 2, 0)
-    }
-
-    /// `RedisModule_AddACLCategory`: Redis 7.4+, Valkey 8+.
-    fn own_category(&self) -> bool {
-        match self.valkey {
-            Some(valkey) => valkey >= (8, 0, 0),
-            None => self.redis >= (7, 4, 0),
-        }
-    }
-
-    /// `ACL CAT <category>` lists module commands: Valkey only (Redis skips
-    /// every command with the module flag there, although the categories
-    /// work).
-    fn acl_cat_lists_module_commands(&self) -> bool {
-        self.valkey.is_some()
-    }
-}
-
-/// A command given as text, success or error.
-fn try_run(con: &mut Connection, args: &[&str]) -> RedisResult<Value> {
-    let mut cmd = redis::cmd(args[0]);
-    for arg in &args[1..] {
-        cmd.arg(*arg);
-    }
-    cmd.query(con)
-}
+use common::{
+    check, counters, error, error_of, events_during, exists, get_str, has_command, parse_section,
+    peek, ratelimit_section, reset, run, throttle, try_run, wrong_algorithm, Abilities, DataDir,
+    Decision, Server, Throttled, FIELDS, FIXED, THROTTLE, WRONGTYPE,
+};
+use redis::{Connection, Value};
 
 /// A reply as a tree of integers, texts and lists (a map is flattened to a
 /// key/value list, as RESP2 sends it).
@@ -199,60 +99,6 @@ fn categories(con: &mut Connection, command: &str) -> Vec<String> {
     command_info(con, command).list()[6].texts()
 }
 
-/// The lines of the `# ratelimit` section of an INFO reply, `None` when the
-/// reply has no such section.
-fn ratelimit_section(info: &str) -> Option<Vec<String>> {
-    let mut lines = info.lines().map(str::trim_end);
-    lines.find(|l| *l == "# ratelimit")?;
-    Some(
-        lines
-            .take_while(|l| !l.is_empty() && !l.starts_with('#'))
-            .map(str::to_string)
-            .collect(),
-    )
-}
-
-/// Asserts the section has exactly the module's fields, in order, each an
-/// integer, and returns them.
-fn parse_section(lines: &[String], context: &str) -> BTreeMap<String, u64> {
-    let names: Vec<&str> = lines
-        .iter()
-        .map(|l| l.split_once(':').map_or(l.as_str(), |(n, _)| n))
-        .collect();
-    let expected: Vec<String> = FIELDS.iter().map(|f| format!("ratelimit_{f}")).collect();
-    assert_eq!(names, expected, "{context}: the fields of # ratelimit");
-    lines
-        .iter()
-        .map(|l| {
-            let (name, value) = l.split_once(':').unwrap();
-            let value = value
-                .parse::<u64>()
-                .unwrap_or_else(|_| panic!("{context}: {l:?} is not an integer field"));
-            (name.strip_prefix("ratelimit_").unwrap().to_string(), value)
-        })
-        .collect()
-}
-
-/// The counters of `INFO ratelimit`.
-fn counters(con: &mut Connection) -> BTreeMap<String, u64> {
-    let info: String = run(con, &["INFO", "ratelimit"]);
-    let section = ratelimit_section(&info)
-        .unwrap_or_else(|| panic!("INFO ratelimit has no # ratelimit section:\n{info}"));
-    parse_section(&section, "INFO ratelimit")
-}
-
-/// An error expected from a command given as text.
-fn error(con: &mut Connection, args: &[&str]) -> String {
-    error_of(try_run(con, args))
-}
-
-/// The same arguments for RATELIMIT.PEEK instead of RATELIMIT.CHECK.
-fn as_peek<const N: usize>(mut args: [&str; N]) -> [&str; N] {
-    assert_eq!(args[0], "RATELIMIT.CHECK");
-    args[0] = "RATELIMIT.PEEK";
-    args
-}
-
 /// A connection authenticated as `user` (created with `nopass`).
 fn connect_as(server: &Server, user: &str) -> Connection {
     let mut con = server.connect();
@@ -276,40 +122,6 @@ fn assert_permitted(con: &mut Connection, args: &[&str]) {
 // ---------------------------------------------------------------------------
 // Keyspace events
 // ---------------------------------------------------------------------------
-
-/// A message published to a channel the subscriber's pattern matches, after
-/// the workload: its arrival ends the collection.
-const SENTINEL: &str = "__keyspace@0__:operations:sentinel";
-
-/// Every message on the keyspace and keyevent channels of any database
-/// published while `workload` runs, as (channel, payload), in order.
-fn events_during(server: &Server, workload: impl FnOnce(&mut Connection)) -> Vec<(String, String)> {
-    let mut subscriber = server.connect();
-    let mut pubsub = subscriber.as_pubsub();
-    // Returns once the server has confirmed the subscription.
-    pubsub.psubscribe("__key*__:*").unwrap();
-    let mut con = server.connect();
-    workload(&mut con);
-    let receivers: i64 = run(&mut con, &["PUBLISH", SENTINEL, "end"]);
-    assert_eq!(receivers, 1, "the subscriber is not listening");
-
-    let deadline = Instant::now() + EVENT_DEADLINE;
-    let mut events = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        assert!(!left.is_zero(), "no sentinel in time; events: {events:?}");
-        pubsub.set_read_timeout(Some(left)).unwrap();
-        let message = pubsub
-            .get_message()
-            .unwrap_or_else(|e| panic!("no sentinel in time ({e}); events: {events:?}"));
-        let channel = message.get_channel_name().to_string();
-        if channel == SENTINEL {
-            return events;
-        }
-        let payload: String = message.get_payload().unwrap();
-        events.push((channel, payload));
-    }
-}
 
 /// One event a workload fires: the key, the event name and its class (`d`
 /// for module events, `$` for string commands).
@@ -354,90 +166,69 @@ fn event_workload(con: &mut Connection, prefix: &str, denied_events: bool) -> Ve
 
     // Admitted requests change the key: one event each.
     for remaining in [1, 0] {
-        let reply = five(con, &["RATELIMIT.CHECK", &fixed, "2", "60"]);
-        assert_eq!(reply[..2], [1, remaining], "{reply:?}");
+        let reply = check(con, &fixed, 2, 60, &[]);
+        assert_eq!(
+            (reply.allowed, reply.remaining),
+            (true, remaining),
+            "{reply:?}"
+        );
         fired.push((fixed.clone(), "ratelimit.check", 'd'));
     }
     // A denied request changes nothing.
-    assert_eq!(five(con, &["RATELIMIT.CHECK", &fixed, "2", "60"])[0], 0);
+    assert!(!check(con, &fixed, 2, 60, &[]).allowed);
     denied(&mut fired, &fixed);
     // A request that can never fit is denied too.
-    let reply = five(con, &["RATELIMIT.CHECK", &fixed, "2", "60", "COST", "3"]);
-    assert_eq!(reply[..4], [0, 0, 2, -1], "{reply:?}");
+    let reply = check(con, &fixed, 2, 60, &["COST", "3"]);
+    assert_eq!(reply.without_reset(), (false, 0, 2, -1), "{reply:?}");
     denied(&mut fired, &fixed);
     // A COST 0 look and PEEKs (even of a full limiter) change nothing.
-    assert_eq!(
-        five(con, &["RATELIMIT.CHECK", &fixed, "2", "60", "COST", "0"])[..2],
-        [1, 0]
-    );
-    assert_eq!(five(con, &["RATELIMIT.PEEK", &fixed, "2", "60"])[0], 0);
+    let look = check(con, &fixed, 2, 60, &["COST", "0"]);
+    assert_eq!((look.allowed, look.remaining), (true, 0));
+    assert!(!peek(con, &fixed, 2, 60, &[]).allowed);
     // Even a look that answers "denied" (a limit now below the count) is a
     // look: no `ratelimit.denied`.
-    assert_eq!(
-        five(con, &["RATELIMIT.CHECK", &fixed, "1", "60", "COST", "0"])[0],
-        0
-    );
+    assert!(!check(con, &fixed, 1, 60, &["COST", "0"]).allowed);
 
-    let sliding_args = [
-        "RATELIMIT.CHECK",
-        &sliding,
-        "5",
-        "60",
-        "ALGORITHM",
-        "SLIDING",
-    ];
-    assert_eq!(five(con, &sliding_args)[0], 1);
+    let sliding_options = ["ALGORITHM", "SLIDING"];
+    assert!(check(con, &sliding, 5, 60, &sliding_options).allowed);
     fired.push((sliding.clone(), "ratelimit.check", 'd'));
-    assert_eq!(five(con, &as_peek(sliding_args))[0], 1);
+    assert!(peek(con, &sliding, 5, 60, &sliding_options).allowed);
 
-    let token_args = ["RATELIMIT.CHECK", &token, "1", "60", "ALGORITHM", "TOKEN"];
-    assert_eq!(five(con, &token_args)[0], 1);
+    let token_options = ["ALGORITHM", "TOKEN"];
+    assert!(check(con, &token, 1, 60, &token_options).allowed);
     fired.push((token.clone(), "ratelimit.check", 'd'));
-    assert_eq!(five(con, &token_args)[0], 0);
+    assert!(!check(con, &token, 1, 60, &token_options).allowed);
     denied(&mut fired, &token);
-    assert_eq!(five(con, &as_peek(token_args))[0], 0);
+    assert!(!peek(con, &token, 1, 60, &token_options).allowed);
 
     // A counter stored without an expiry gets its window from the first
     // request that counts, even a denied one: the key changed.
     let _: () = run(con, &["SET", &bare, "9"]);
     fired.push((bare.clone(), "set", '$'));
-    assert_eq!(five(con, &["RATELIMIT.CHECK", &bare, "5", "60"])[0], 0);
+    assert!(!check(con, &bare, 5, 60, &[]).allowed);
     fired.push((bare.clone(), "ratelimit.check", 'd'));
     denied(&mut fired, &bare);
     // From then on a denied request changes nothing.
-    assert_eq!(five(con, &["RATELIMIT.CHECK", &bare, "5", "60"])[0], 0);
+    assert!(!check(con, &bare, 5, 60, &[]).allowed);
     denied(&mut fired, &bare);
 
     // THROTTLE: admitted, limited, a quantity-0 look.
-    assert_eq!(
-        five(con, &["RATELIMIT.THROTTLE", &cell, "0", "1", "60"])[0],
-        0
-    );
+    assert!(!throttle(con, &cell, 0, 1, 60, None).limited);
     fired.push((cell.clone(), "ratelimit.throttle", 'd'));
-    assert_eq!(
-        five(con, &["RATELIMIT.THROTTLE", &cell, "0", "1", "60"])[0],
-        1
-    );
+    assert!(throttle(con, &cell, 0, 1, 60, None).limited);
     denied(&mut fired, &cell);
-    assert_eq!(
-        five(con, &["RATELIMIT.THROTTLE", &cell, "0", "1", "60", "0"])[0],
-        0
-    );
+    assert!(!throttle(con, &cell, 0, 1, 60, Some(0)).limited);
 
     // Errors change nothing.
     error(con, &["RATELIMIT.CHECK", &key("error"), "0", "60"]);
     assert_eq!(
         error(con, &["RATELIMIT.THROTTLE", &fixed, "0", "1", "60"]),
-        WRONGTYPE
+        wrong_algorithm(FIXED.name, THROTTLE.name)
     );
 
     // RESET: one event per key removed, in argument order; none for a
     // missing key.
-    let removed: i64 = run(
-        con,
-        &["RATELIMIT.RESET", &fixed, &key("missing"), &cell, &token],
-    );
-    assert_eq!(removed, 3);
+    assert_eq!(reset(con, &[&fixed, &key("missing"), &cell, &token]), 3);
     for k in [&fixed, &cell, &token] {
         fired.push((k.clone(), "ratelimit.reset", 'd'));
     }
@@ -453,7 +244,7 @@ fn operations_info_section_lists_every_counter_in_the_right_sections() {
     let server = Server::start();
     let mut con = server.connect();
     // Something counted, so that the values are not all zero.
-    five(&mut con, &["RATELIMIT.CHECK", "sections", "1", "60"]);
+    check(&mut con, "sections", 1, 60, &[]);
 
     let own: String = run(&mut con, &["INFO", "ratelimit"]);
     assert_eq!(
@@ -503,86 +294,60 @@ fn operations_info_counts_calls_errors_and_decisions_exactly() {
     // admitted then denied.
     let mut decisions = Vec::new();
     for _ in 0..5 {
-        decisions.push(five(&mut con, &["RATELIMIT.CHECK", "info:fixed", "3", "60"])[0]);
+        decisions.push(check(&mut con, "info:fixed", 3, 60, &[]).allowed);
     }
-    assert_eq!(decisions, [1, 1, 1, 0, 0]);
-    let sliding = [
-        "RATELIMIT.CHECK",
-        "info:sliding",
-        "5",
-        "60",
-        "ALGORITHM",
-        "SLIDING",
-    ];
-    assert_eq!(five(&mut con, &sliding)[0], 1);
-    let token = [
-        "RATELIMIT.CHECK",
-        "info:token",
-        "1",
-        "60",
-        "ALGORITHM",
-        "TOKEN",
-    ];
-    assert_eq!(five(&mut con, &token)[0], 1);
-    assert_eq!(five(&mut con, &token)[0], 0);
+    assert_eq!(decisions, [true, true, true, false, false]);
+    let sliding = ["ALGORITHM", "SLIDING"];
+    assert!(check(&mut con, "info:sliding", 5, 60, &sliding).allowed);
+    let token = ["ALGORITHM", "TOKEN"];
+    assert!(check(&mut con, "info:token", 1, 60, &token).allowed);
+    assert!(!check(&mut con, "info:token", 1, 60, &token).allowed);
     // Two PEEKs of different algorithms.
-    five(&mut con, &["RATELIMIT.PEEK", "info:fixed", "3", "60"]);
-    five(&mut con, &as_peek(sliding));
+    peek(&mut con, "info:fixed", 3, 60, &[]);
+    peek(&mut con, "info:sliding", 5, 60, &sliding);
     // Looks through CHECK and THROTTLE: counted as looks, not decisions,
     // even when what they look at is full (the fixed window is).
-    assert_eq!(
-        five(
-            &mut con,
-            &["RATELIMIT.CHECK", "info:fixed", "3", "60", "COST", "0"]
-        )[0],
-        1
-    );
-    five(
-        &mut con,
-        &["RATELIMIT.THROTTLE", "info:look", "0", "1", "60", "0"],
-    );
+    assert!(check(&mut con, "info:fixed", 3, 60, &["COST", "0"]).allowed);
+    throttle(&mut con, "info:look", 0, 1, 60, Some(0));
     // THROTTLE admitted, then limited.
-    assert_eq!(
-        five(
-            &mut con,
-            &["RATELIMIT.THROTTLE", "info:cell", "0", "1", "60"]
-        )[0],
-        0
-    );
-    assert_eq!(
-        five(
-            &mut con,
-            &["RATELIMIT.THROTTLE", "info:cell", "0", "1", "60"]
-        )[0],
-        1
-    );
+    assert!(!throttle(&mut con, "info:cell", 0, 1, 60, None).limited);
+    assert!(throttle(&mut con, "info:cell", 0, 1, 60, None).limited);
     // RESET of two limiters and a missing key.
-    let removed: i64 = run(
-        &mut con,
-        &[
-            "RATELIMIT.RESET",
-            "info:fixed",
-            "info:missing",
-            "info:sliding",
-        ],
+    assert_eq!(
+        reset(&mut con, &["info:fixed", "info:missing", "info:sliding"]),
+        2
     );
-    assert_eq!(removed, 2);
 
     // Errors: bad arguments and keys of the wrong kind, for each command.
     let _: () = run(&mut con, &["RPUSH", "info:list", "x"]);
     let _: () = run(&mut con, &["SET", "info:text", "hello"]);
-    let wrong_kind: [&[&str]; 6] = [
-        &["RATELIMIT.CHECK", "info:list", "1", "60"],
+    let wrong_kind: [(&[&str], String); 6] = [
+        (
+            &["RATELIMIT.CHECK", "info:list", "1", "60"],
+            WRONGTYPE.into(),
+        ),
         // A THROTTLE key is no fixed-window counter.
-        &["RATELIMIT.CHECK", "info:cell", "1", "60"],
-        &["RATELIMIT.PEEK", "info:list", "1", "60"],
-        &["RATELIMIT.RESET", "info:list"],
+        (
+            &["RATELIMIT.CHECK", "info:cell", "1", "60"],
+            wrong_algorithm(THROTTLE.name, FIXED.name),
+        ),
+        (
+            &["RATELIMIT.PEEK", "info:list", "1", "60"],
+            WRONGTYPE.into(),
+        ),
+        (&["RATELIMIT.RESET", "info:list"], WRONGTYPE.into()),
         // A limiter and a string that is not one: nothing is removed.
-        &["RATELIMIT.RESET", "info:token", "info:text"],
-        &["RATELIMIT.THROTTLE", "info:list", "0", "1", "60"],
+        (
+            &["RATELIMIT.RESET", "info:token", "info:text"],
+            WRONGTYPE.into(),
+        ),
+        (
+            &["RATELIMIT.THROTTLE", "info:list", "0", "1", "60"],
+            WRONGTYPE.into(),
+        ),
     ];
-    for args in wrong_kind {
-        assert_eq!(error(&mut con, args), WRONGTYPE, "{}", args.join(" "));
+    for (args, expected) in wrong_kind {
+        assert_eq!(error(&mut con, args), expected, "{}", args.join(" "));
     }
     let bad_arguments: [&[&str]; 4] = [
         &["RATELIMIT.CHECK", "info:e", "0", "60"],
@@ -595,7 +360,7 @@ fn operations_info_counts_calls_errors_and_decisions_exactly() {
         assert!(err.starts_with("ERR "), "{}: {err}", args.join(" "));
     }
     // The RESET that failed removed nothing.
-    assert!(common::exists(&mut con, "info:token"));
+    assert!(exists(&mut con, "info:token"));
     // Too few arguments: Redis 7.0+ knows the arity and refuses the call
     // before the module sees it; older servers let the module refuse it.
     assert_eq!(
@@ -811,30 +576,18 @@ fn operations_watch_sees_an_admitted_throttle_not_a_limited_one() {
             .query(con)
             .unwrap()
     };
-    assert_eq!(
-        five(&mut other, &["RATELIMIT.THROTTLE", key, "0", "1", "60"])[0],
-        0
-    );
+    assert!(!throttle(&mut other, key, 0, 1, 60, None).limited);
     let value = get_str(&mut other, key);
 
     // A limited call and a quantity-0 look change nothing: EXEC runs.
     let _: () = run(&mut watcher, &["WATCH", key]);
-    assert_eq!(
-        five(&mut other, &["RATELIMIT.THROTTLE", key, "0", "1", "60"])[0],
-        1
-    );
-    five(
-        &mut other,
-        &["RATELIMIT.THROTTLE", key, "0", "1", "60", "0"],
-    );
+    assert!(throttle(&mut other, key, 0, 1, 60, None).limited);
+    throttle(&mut other, key, 0, 1, 60, Some(0));
     assert_eq!(transaction(&mut watcher), Some((value,)));
 
     // An admitted call changes the key: EXEC is aborted.
     let _: () = run(&mut watcher, &["WATCH", key]);
-    assert_eq!(
-        five(&mut other, &["RATELIMIT.THROTTLE", key, "5", "1", "60"])[0],
-        0
-    );
+    assert!(!throttle(&mut other, key, 5, 1, 60, None).limited);
     assert_eq!(
         transaction(&mut watcher),
         None,
@@ -920,10 +673,7 @@ fn operations_command_metadata_describes_each_command() {
             let info = command_info(&mut con, command);
             assert_eq!(info.list()[1], Tree::Int(-1), "{command}: {info:?}");
         }
-        assert_eq!(
-            five(&mut con, &["RATELIMIT.CHECK", "legacy", "1", "60"])[0],
-            1
-        );
+        assert!(check(&mut con, "legacy", 1, 60, &[]).allowed);
         eprintln!(
             "not checked (arity, key specs, COMMAND DOCS): no RedisModule_SetCommandInfo before Redis 7.0"
         );
@@ -1076,14 +826,17 @@ fn operations_acl_key_permissions_follow_the_key_specs() {
         &mut admin,
         &["ACL", "SETUSER", "writer", "on", "nopass", "%W~*", "+@all"],
     );
-    five(&mut admin, &["RATELIMIT.CHECK", "acl:1", "5", "60"]);
+    check(&mut admin, "acl:1", 5, 60, &[]);
     let before = counters(&mut admin);
     let mut reader = connect_as(&server, "reader");
     let [check, peek, reset, throttle] = calls("acl:1", "acl:2");
     assert_noperm(&mut reader, &check);
     assert_noperm(&mut reader, &reset);
     assert_noperm(&mut reader, &throttle);
-    assert_eq!(five(&mut reader, &peek)[..4], [1, 4, 5, -1]);
+    assert_eq!(
+        run::<Decision>(&mut reader, &peek).without_reset(),
+        (true, 4, 5, -1)
+    );
     // Refused calls never reached the module.
     let after = counters(&mut admin);
     for field in ["check_calls", "reset_calls", "throttle_calls"] {
@@ -1279,13 +1032,7 @@ fn operations_module_configs_show_and_change_the_options() {
     );
     assert_eq!(module_configs(&mut con)["ratelimit.denied-events"], "yes");
     let events = events_during(&server, |con| {
-        assert_eq!(
-            five(
-                con,
-                &["RATELIMIT.CHECK", "cfg:full", "1", "60", "COST", "2"]
-            )[0],
-            0
-        );
+        assert!(!check(con, "cfg:full", 1, 60, &["COST", "2"]).allowed);
     });
     assert_eq!(
         events,
@@ -1345,8 +1092,8 @@ fn operations_module_configs_show_and_change_the_options() {
         ])
     );
     assert_eq!(
-        five(&mut con, &["CL.THROTTLE", "cfg:cell", "0", "1", "60"]),
-        [0, 1, 0, -1, 60]
+        run::<Throttled>(&mut con, &["CL.THROTTLE", "cfg:cell", "0", "1", "60"]),
+        Throttled::admitted(1, 0, 60)
     );
     assert!(
         server
@@ -1363,8 +1110,8 @@ fn operations_load_time_arguments_work_on_every_server() {
     let mut con = server.connect();
     let before = counters(&mut con);
     assert_eq!(
-        five(&mut con, &["CL.THROTTLE", "arg:cell", "0", "1", "60"]),
-        [0, 1, 0, -1, 60]
+        run::<Throttled>(&mut con, &["CL.THROTTLE", "arg:cell", "0", "1", "60"]),
+        Throttled::admitted(1, 0, 60)
     );
     // CL.THROTTLE counts as THROTTLE.
     let after = counters(&mut con);
@@ -1486,20 +1233,15 @@ fn operations_bad_module_option_refuses_the_load_with_a_reason() {
 fn operations_module_unloads_and_loads_again() {
     // MODULE needs `enable-module-command` from Redis 7.0 on; 6.2 has no
     // such directive and always allows it.
-    let dir = tempfile::tempdir().unwrap();
-    let builder = || {
-        Server::builder()
-            .dir(dir.path())
-            .arg("appendonly", "yes")
-            .arg("appendfsync", "always")
-    };
-    let server = builder()
+    let data = DataDir::new();
+    let server = data
+        .aof()
         .arg("enable-module-command", "yes")
         .try_start()
-        .unwrap_or_else(|_| builder().start());
+        .unwrap_or_else(|_| data.aof().start());
     let mut con = server.connect();
-    let sliding = ["RATELIMIT.CHECK", "u:a", "5", "60", "ALGORITHM", "SLIDING"];
-    assert_eq!(five(&mut con, &sliding)[0], 1);
+    let sliding = ["ALGORITHM", "SLIDING"];
+    assert!(check(&mut con, "u:a", 5, 60, &sliding).allowed);
 
     let _: () = run(&mut con, &["MODULE", "UNLOAD", "ratelimit"]);
     let err = error_of(
@@ -1515,11 +1257,12 @@ fn operations_module_unloads_and_loads_again() {
     // the module keeps from load to unload) works and is written out.
     let module = common::module_path();
     let _: () = run(&mut con, &["MODULE", "LOAD", module.to_str().unwrap()]);
-    let sliding_b = ["RATELIMIT.CHECK", "u:b", "5", "60", "ALGORITHM", "SLIDING"];
-    assert_eq!(five(&mut con, &sliding_b)[..2], [1, 4]);
-    assert_eq!(five(&mut con, &sliding)[..2], [1, 3]);
+    let b = check(&mut con, "u:b", 5, 60, &sliding);
+    assert_eq!((b.allowed, b.remaining), (true, 4));
+    let a = check(&mut con, "u:a", 5, 60, &sliding);
+    assert_eq!((a.allowed, a.remaining), (true, 3));
     assert_eq!(get_str(&mut con, "u:b").as_deref(), Some("S0:1"));
     assert_eq!(run::<String>(&mut con, &["PING"]), "PONG");
-    let aof = common::aof_contents(dir.path());
+    let aof = data.aof_contents();
     assert!(aof.contains("u:b") && aof.contains("pxat"), "{aof}");
 }

@@ -21,116 +21,41 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use common::{
-    aof_contents, exists, five, get, get_str, pexpiretime, run, wait_replicas, Server,
+    check, exists, get_str, master_with_replicas, peek, pexpiretime, reset, run, server_ms,
+    throttle, wait_for_rewrite, wait_replicas, DataDir, Dataset, Decision, Kind, Server, KINDS,
     REPLICATION_DEADLINE,
 };
 use redis::{Connection, Value};
 
 /// The databases the workload writes to.
-const DATABASES: [&str; 2] = ["0", "3"];
+const DATABASES: [u32; 2] = [0, 3];
 
-/// How long a background AOF rewrite may take.
-const REWRITE_DEADLINE: Duration = Duration::from_secs(15);
-
-// ---------------------------------------------------------------------------
-// Helpers
-// ---------------------------------------------------------------------------
-
-fn check(con: &mut Connection, key: &str, limit: &str, period: &str, options: &[&str]) -> [i64; 5] {
-    let mut args = vec!["RATELIMIT.CHECK", key, limit, period];
-    args.extend_from_slice(options);
-    five(con, &args)
-}
-
-fn throttle(con: &mut Connection, args: &[&str]) -> [i64; 5] {
-    let mut all = vec!["RATELIMIT.THROTTLE"];
-    all.extend_from_slice(args);
-    five(con, &all)
-}
-
-/// Bytes as text, escaped (so distinct bytes stay distinct).
-fn text(bytes: &[u8]) -> String {
-    bytes.escape_ascii().to_string()
-}
-
-/// Value and absolute expiry of every key, per database.
-type Snapshot = Vec<(String, Vec<(String, Option<String>, i64)>)>;
-
-fn snapshot(con: &mut Connection) -> Snapshot {
-    let mut all = Vec::new();
-    for db in DATABASES {
-        let _: () = run(con, &["SELECT", db]);
-        let keys: BTreeSet<Vec<u8>> = common::all_keys(con);
-        let entries = keys
-            .into_iter()
-            .map(|k| {
-                let value = get(con, k.as_slice()).map(|v| text(&v));
-                let expiry = pexpiretime(con, k.as_slice());
-                (text(&k), value, expiry)
-            })
-            .collect();
-        all.push((db.to_string(), entries));
-    }
-    let _: () = run(con, &["SELECT", "0"]);
-    all
-}
-
-/// Asserts two snapshots are equal, naming the entries that differ.
-fn assert_same(actual: &Snapshot, expected: &Snapshot, what: &str) {
-    if actual == expected {
-        return;
-    }
-    let flat = |s: &Snapshot| -> BTreeSet<(String, String, Option<String>, i64)> {
-        s.iter()
-            .flat_map(|(db, entries)| {
-                entries
-                    .iter()
-                    .map(move |(k, v, e)| (db.clone(), k.clone(), v.clone(), *e))
-            })
-            .collect()
-    };
-    let (actual, expected) = (flat(actual), flat(expected));
-    panic!(
-        "{what}: (db, key, value, expiry) expected but missing: {:#?}\nfound instead: {:#?}",
-        expected.difference(&actual).collect::<Vec<_>>(),
-        actual.difference(&expected).collect::<Vec<_>>()
-    );
-}
-
-/// The stored expiry of `key` (database 0) in a snapshot.
-fn expiry_in(snapshot: &Snapshot, key: &str) -> i64 {
-    snapshot[0]
-        .1
-        .iter()
-        .find(|(k, _, _)| k == key)
-        .unwrap_or_else(|| panic!("{key} is not in the snapshot"))
-        .2
+fn snapshot(con: &mut Connection) -> Dataset {
+    Dataset::read(con, &DATABASES)
 }
 
 /// Asserts the snapshot holds what `workload(tag)` leaves: every kind of
 /// limiter, each key with a value and an expiry.
-fn assert_plausible(snapshot: &Snapshot, tag: &str) {
+fn assert_plausible(snapshot: &Dataset, tag: &str) {
     let mut kinds = BTreeSet::new();
     let mut count = 0;
-    for (key, value, expiry) in snapshot.iter().flat_map(|(_, entries)| entries) {
-        if !key.starts_with(&format!("{tag}:")) {
+    for (_, key, state) in snapshot.entries() {
+        if !key.starts_with(format!("{tag}:").as_bytes()) {
             continue;
         }
         count += 1;
-        let value = value
+        let key = key.escape_ascii();
+        let value = state
+            .value
             .as_deref()
             .unwrap_or_else(|| panic!("{key} has no value"));
-        assert!(*expiry > 0, "{key} has no expiry");
-        kinds.insert(match value.as_bytes()[0] {
-            b'S' => 'S',
-            b'T' => 'T',
-            b'G' => 'G',
-            b'0'..=b'9' => '#',
-            _ => panic!("{key} holds {value}"),
-        });
+        assert!(state.expires_at > 0, "{key} has no expiry");
+        let kind =
+            Kind::of_value(value).unwrap_or_else(|| panic!("{key} holds {}", value.escape_ascii()));
+        kinds.insert(kind.name);
     }
     assert_eq!(count, 18, "keys of {tag}: {snapshot:?}");
-    assert_eq!(kinds, BTreeSet::from(['S', 'T', 'G', '#']));
+    assert_eq!(kinds, KINDS.iter().map(|k| k.name).collect());
 }
 
 /// A mix of everything that changes limiters, on keys `{tag}:…`: admitted
@@ -142,85 +67,78 @@ fn workload(con: &mut Connection, tag: &str) {
     let sliding = ["ALGORITHM", "SLIDING"];
     // Fixed windows: one full (and a denial), one partly used, one a bare
     // counter written by SET without an expiry.
-    let allowed: Vec<i64> = (0..4)
-        .map(|_| check(con, &key("fixed:full"), "3", "3600", &[])[0])
+    let allowed: Vec<bool> = (0..4)
+        .map(|_| check(con, key("fixed:full"), 3, 3600, &[]).allowed)
         .collect();
-    assert_eq!(allowed, [1, 1, 1, 0]);
+    assert_eq!(allowed, [true, true, true, false]);
     assert_eq!(
-        check(con, &key("fixed:part"), "5", "3600", &["COST", "2"])[..4],
-        [1, 3, 5, -1]
+        check(con, key("fixed:part"), 5, 3600, &["COST", "2"]).without_reset(),
+        (true, 3, 5, -1)
     );
     assert_eq!(
-        check(con, &key("fixed:part"), "5", "3600", &["COST", "0"])[..4],
-        [1, 3, 5, -1]
+        check(con, key("fixed:part"), 5, 3600, &["COST", "0"]).without_reset(),
+        (true, 3, 5, -1)
     );
     let _: () = run(con, &["SET", &key("fixed:bare"), "3"]);
     assert_eq!(
-        check(con, &key("fixed:bare"), "5", "3600", &[])[..4],
-        [1, 1, 5, -1]
+        check(con, key("fixed:bare"), 5, 3600, &[]).without_reset(),
+        (true, 1, 5, -1)
     );
     for _ in 0..2 {
-        check(con, &key("fixed:minute"), "10", "60", &[]);
+        check(con, key("fixed:minute"), 10, 60, &[]);
     }
     // Sliding windows: one full (and a denial), one partly used.
-    let allowed: Vec<i64> = (0..4)
-        .map(|_| check(con, &key("sliding:full"), "3", "3600", &sliding)[0])
+    let allowed: Vec<bool> = (0..4)
+        .map(|_| check(con, key("sliding:full"), 3, 3600, &sliding).allowed)
         .collect();
-    assert_eq!(allowed, [1, 1, 1, 0]);
+    assert_eq!(allowed, [true, true, true, false]);
     let mut options = sliding.to_vec();
     options.extend(["COST", "2"]);
-    assert_eq!(
-        check(con, &key("sliding:part"), "5", "3600", &options)[..2],
-        [1, 3]
-    );
-    check(con, &key("sliding:minute"), "10", "60", &sliding);
+    let part = check(con, key("sliding:part"), 5, 3600, &options);
+    assert_eq!((part.allowed, part.remaining), (true, 3));
+    check(con, key("sliding:minute"), 10, 60, &sliding);
     // Token buckets: 5 tokens refilled at one an hour, 3 taken, then 3
     // more asked and denied; and tokens of 8 571 3/7 ms (a tick remainder).
     let debt = ["ALGORITHM", "TOKEN", "BURST", "5", "COST", "3"];
-    assert_eq!(
-        check(con, &key("token:debt"), "1", "3600", &debt)[..2],
-        [1, 2]
-    );
-    assert_eq!(
-        check(con, &key("token:debt"), "1", "3600", &debt)[..2],
-        [0, 2]
-    );
+    let taken = check(con, key("token:debt"), 1, 3600, &debt);
+    assert_eq!((taken.allowed, taken.remaining), (true, 2));
+    let denied = check(con, key("token:debt"), 1, 3600, &debt);
+    assert_eq!((denied.allowed, denied.remaining), (false, 2));
     for _ in 0..2 {
         check(
             con,
-            &key("token:frac"),
-            "7",
-            "60",
+            key("token:frac"),
+            7,
+            60,
             &["ALGORITHM", "TOKEN", "BURST", "3"],
         );
     }
     // THROTTLE: a bucket of 3 at one an hour emptied at once (and a
     // refusal), and one at 7 a minute.
     assert_eq!(
-        throttle(con, &[&key("gcra:full"), "2", "1", "3600", "3"])[..3],
-        [0, 3, 0]
+        throttle(con, key("gcra:full"), 2, 1, 3600, Some(3)).counts(),
+        (false, 3, 0)
     );
     assert_eq!(
-        throttle(con, &[&key("gcra:full"), "2", "1", "3600"])[..3],
-        [1, 3, 0]
+        throttle(con, key("gcra:full"), 2, 1, 3600, None).counts(),
+        (true, 3, 0)
     );
     for _ in 0..2 {
-        throttle(con, &[&key("gcra:frac"), "4", "7", "60"]);
+        throttle(con, key("gcra:frac"), 4, 7, 60, None);
     }
     // Looks create nothing; a reset key is gone.
-    check(con, &key("look:fixed"), "3", "60", &["COST", "0"]);
+    check(con, key("look:fixed"), 3, 60, &["COST", "0"]);
     check(
         con,
-        &key("look:token"),
-        "3",
-        "60",
+        key("look:token"),
+        3,
+        60,
         &["ALGORITHM", "TOKEN", "COST", "0"],
     );
-    throttle(con, &[&key("look:gcra"), "2", "1", "3600", "0"]);
-    five(con, &["RATELIMIT.PEEK", &key("look:peek"), "3", "60"]);
-    check(con, &key("gone"), "3", "60", &[]);
-    let removed: i64 = run(con, &["RATELIMIT.RESET", &key("gone")]);
-    assert_eq!(removed, 1);
+    throttle(con, key("look:gcra"), 2, 1, 3600, Some(0));
+    peek(con, key("look:peek"), 3, 60, &[]);
+    check(con, key("gone"), 3, 60, &[]);
+    assert_eq!(reset(con, &[key("gone")]), 1);
     // A transaction and a script.
     let mut pipe = redis::pipe();
     pipe.atomic();
@@ -254,74 +172,79 @@ fn workload(con: &mut Connection, tag: &str) {
         .unwrap();
     // Another database.
     let _: () = run(con, &["SELECT", "3"]);
-    check(con, &key("db3:fixed"), "3", "3600", &[]);
-    check(con, &key("db3:token"), "7", "60", &["ALGORITHM", "TOKEN"]);
+    check(con, key("db3:fixed"), 3, 3600, &[]);
+    check(con, key("db3:token"), 7, 60, &["ALGORITHM", "TOKEN"]);
     let _: () = run(con, &["SELECT", "0"]);
 }
 
 /// Asserts that the limiters of `workload(tag)` decide from the state it
 /// left (as recorded in `stored`), and takes a little more from them.
-fn assert_decisions_continue(con: &mut Connection, tag: &str, stored: &Snapshot) {
+fn assert_decisions_continue(con: &mut Connection, tag: &str, stored: &Dataset) {
     let key = |name: &str| format!("{tag}:{name}");
     let sliding = ["ALGORITHM", "SLIDING"];
 
     // The full fixed window stays full until its old end.
-    let end = expiry_in(stored, &key("fixed:full"));
-    let denied = check(con, &key("fixed:full"), "3", "3600", &[]);
-    let retry = denied[3];
-    assert_eq!(denied, [0, 0, 3, retry, retry], "{tag}:fixed:full");
+    let end = stored.get(0, &key("fixed:full")).expires_at;
+    let denied = check(con, key("fixed:full"), 3, 3600, &[]);
+    let retry = denied.retry_after_ms;
+    assert_eq!(
+        denied,
+        Decision::denied(0, 3, retry, retry),
+        "{tag}:fixed:full"
+    );
     assert!(retry > 0 && retry <= 3_600_000, "{denied:?}");
     assert_eq!(get_str(con, &key("fixed:full")).as_deref(), Some("3"));
     assert_eq!(pexpiretime(con, key("fixed:full")), end);
 
     // The partly used one counts on, in the same window.
-    let end = expiry_in(stored, &key("fixed:part"));
-    let reply = check(con, &key("fixed:part"), "5", "3600", &[]);
-    assert_eq!(reply[..4], [1, 2, 5, -1], "{tag}:fixed:part");
+    let end = stored.get(0, &key("fixed:part")).expires_at;
+    let reply = check(con, key("fixed:part"), 5, 3600, &[]);
+    assert_eq!(reply.without_reset(), (true, 2, 5, -1), "{tag}:fixed:part");
     assert_eq!(get_str(con, &key("fixed:part")).as_deref(), Some("3"));
     assert_eq!(pexpiretime(con, key("fixed:part")), end);
 
     // The bare counter kept the window its first check gave it.
-    let end = expiry_in(stored, &key("fixed:bare"));
+    let end = stored.get(0, &key("fixed:bare")).expires_at;
     assert_eq!(
-        check(con, &key("fixed:bare"), "5", "3600", &[])[..4],
-        [1, 0, 5, -1]
+        check(con, key("fixed:bare"), 5, 3600, &[]).without_reset(),
+        (true, 0, 5, -1)
     );
-    assert_eq!(check(con, &key("fixed:bare"), "5", "3600", &[])[0], 0);
+    assert!(!check(con, key("fixed:bare"), 5, 3600, &[]).allowed);
     assert_eq!(pexpiretime(con, key("fixed:bare")), end);
 
     // Sliding windows: full stays denied, the partly used one counts on.
+    let full = check(con, key("sliding:full"), 3, 3600, &sliding);
     assert_eq!(
-        check(con, &key("sliding:full"), "3", "3600", &sliding)[..2],
-        [0, 0],
+        (full.allowed, full.remaining),
+        (false, 0),
         "{tag}:sliding:full"
     );
+    let part = check(con, key("sliding:part"), 5, 3600, &sliding);
     assert_eq!(
-        check(con, &key("sliding:part"), "5", "3600", &sliding)[..2],
-        [1, 2],
+        (part.allowed, part.remaining),
+        (true, 2),
         "{tag}:sliding:part"
     );
 
     // The bucket still owes its three tokens: two left, then none.
-    let token = |cost: &'static str| ["ALGORITHM", "TOKEN", "BURST", "5", "COST", cost];
-    assert_eq!(
-        check(con, &key("token:debt"), "1", "3600", &token("0"))[..2],
-        [1, 2],
-        "{tag}:token:debt"
-    );
-    assert_eq!(
-        check(con, &key("token:debt"), "1", "3600", &token("2"))[..2],
-        [1, 0]
-    );
-    assert_eq!(
-        check(con, &key("token:debt"), "1", "3600", &token("1"))[..2],
-        [0, 0]
-    );
+    let token = |con: &mut Connection, cost: &'static str| {
+        let reply = check(
+            con,
+            key("token:debt"),
+            1,
+            3600,
+            &["ALGORITHM", "TOKEN", "BURST", "5", "COST", cost],
+        );
+        (reply.allowed, reply.remaining)
+    };
+    assert_eq!(token(con, "0"), (true, 2), "{tag}:token:debt");
+    assert_eq!(token(con, "2"), (true, 0));
+    assert_eq!(token(con, "1"), (false, 0));
 
     // The emptied THROTTLE bucket stays empty.
     assert_eq!(
-        throttle(con, &[&key("gcra:full"), "2", "1", "3600"])[..3],
-        [1, 3, 0],
+        throttle(con, key("gcra:full"), 2, 1, 3600, None).counts(),
+        (true, 3, 0),
         "{tag}:gcra:full"
     );
 
@@ -331,32 +254,15 @@ fn assert_decisions_continue(con: &mut Connection, tag: &str, stored: &Snapshot)
     }
 }
 
-/// Waits until no AOF rewrite is running or scheduled.
-fn wait_for_rewrite(con: &mut Connection) {
-    let deadline = Instant::now() + REWRITE_DEADLINE;
-    loop {
-        let info: String = run(con, &["INFO", "persistence"]);
-        if info.contains("aof_rewrite_in_progress:0") && info.contains("aof_rewrite_scheduled:0") {
-            assert!(
-                info.contains("aof_last_bgrewrite_status:ok"),
-                "the rewrite failed:\n{info}"
-            );
-            return;
-        }
-        assert!(Instant::now() < deadline, "AOF rewrite still busy:\n{info}");
-        sleep(Duration::from_millis(20));
-    }
-}
-
 // ---------------------------------------------------------------------------
 // RDB and AOF
 // ---------------------------------------------------------------------------
 
 #[test]
 fn persistence_rdb_restart_continues_every_limiter() {
-    let dir = tempfile::tempdir().unwrap();
+    let data = DataDir::new();
 
-    let server = Server::builder().dir(dir.path()).start();
+    let server = data.rdb().start();
     let mut con = server.connect();
     workload(&mut con, "rdb");
     let stored = snapshot(&mut con);
@@ -366,28 +272,23 @@ fn persistence_rdb_restart_continues_every_limiter() {
     server.kill();
 
     // Without the module: the same plain strings and expiries.
-    let server = Server::builder().dir(dir.path()).without_module().start();
+    let server = data.rdb().without_module().start();
     let mut con = server.connect();
-    assert_same(&snapshot(&mut con), &stored, "loaded without the module");
+    snapshot(&mut con).assert_same(&stored, "loaded without the module");
     server.kill();
 
     // With it: the same, and every limiter continues where it was.
-    let server = Server::builder().dir(dir.path()).start();
+    let server = data.rdb().start();
     let mut con = server.connect();
-    assert_same(&snapshot(&mut con), &stored, "loaded with the module");
+    snapshot(&mut con).assert_same(&stored, "loaded with the module");
     assert_decisions_continue(&mut con, "rdb", &stored);
 }
 
 #[test]
 fn persistence_aof_restart_continues_every_limiter_across_a_rewrite() {
-    let dir = tempfile::tempdir().unwrap();
-    let aof = |b: common::Builder| {
-        b.dir(dir.path())
-            .arg("appendonly", "yes")
-            .arg("appendfsync", "always")
-    };
+    let data = DataDir::new();
 
-    let server = aof(Server::builder()).start();
+    let server = data.aof().start();
     let mut con = server.connect();
     wait_for_rewrite(&mut con);
     workload(&mut con, "old");
@@ -397,12 +298,12 @@ fn persistence_aof_restart_continues_every_limiter_across_a_rewrite() {
     // after the rewrite: its INCRs leave the files.
     let incr_full = "\r\nincr\r\n$14\r\nold:fixed:full\r\n";
     assert!(
-        aof_contents(dir.path()).contains(incr_full),
+        data.aof_contents().contains(incr_full),
         "no INCR of old:fixed:full in the AOF"
     );
     let _: Value = run(&mut con, &["BGREWRITEAOF"]);
     wait_for_rewrite(&mut con);
-    assert!(!aof_contents(dir.path()).contains(incr_full), "no rewrite");
+    assert!(!data.aof_contents().contains(incr_full), "no rewrite");
     workload(&mut con, "new");
     // The limiters from before the rewrite continue, in the appended part.
     let before = snapshot(&mut con);
@@ -414,22 +315,22 @@ fn persistence_aof_restart_continues_every_limiter_across_a_rewrite() {
     server.kill();
 
     // The files hold effects with absolute expiries, never the commands.
-    let contents = aof_contents(dir.path());
+    let contents = data.aof_contents();
     assert!(!contents.contains("ratelimit"), "AOF:\n{contents}");
     assert!(!contents.contains("cl.throttle"), "AOF:\n{contents}");
     assert!(contents.contains("pxat"), "AOF:\n{contents}");
     assert!(!contents.contains(incr_full), "AOF:\n{contents}");
 
     // Without the module: the same plain strings and expiries.
-    let server = aof(Server::builder().without_module()).start();
+    let server = data.aof().without_module().start();
     let mut con = server.connect();
-    assert_same(&snapshot(&mut con), &stored, "loaded without the module");
+    snapshot(&mut con).assert_same(&stored, "loaded without the module");
     server.kill();
 
     // With it: the same, and the new limiters continue.
-    let server = aof(Server::builder()).start();
+    let server = data.aof().start();
     let mut con = server.connect();
-    assert_same(&snapshot(&mut con), &stored, "loaded with the module");
+    snapshot(&mut con).assert_same(&stored, "loaded with the module");
     assert_decisions_continue(&mut con, "new", &stored);
 }
 
@@ -476,7 +377,7 @@ fn monitor_args(line: &str) -> Vec<String> {
 
 #[test]
 fn persistence_replica_monitor_sees_only_plain_commands() {
-    let (master, replicas) = common::master_with_replicas(vec![Server::builder()]);
+    let (master, replicas) = master_with_replicas(vec![Server::builder()]);
     let replica = &replicas[0];
     let mut con = master.connect();
 
@@ -489,15 +390,14 @@ fn persistence_replica_monitor_sees_only_plain_commands() {
     workload(&mut con, "mon");
     let stored = snapshot(&mut con);
     assert_plausible(&stored, "mon");
-    let _: () = run(&mut con, &["RATELIMIT.RESET", "mon:fixed:part"]);
+    reset(&mut con, &["mon:fixed:part"]);
     let _: () = run(&mut con, &["SET", "mon:end", "1"]);
     wait_replicas(&mut con, 1);
 
     // Every key the workload left, and the one it removed at the end.
     let mut unseen: BTreeSet<String> = stored
-        .iter()
-        .flat_map(|(_, entries)| entries)
-        .map(|(k, _, _)| k.clone())
+        .entries()
+        .map(|(_, k, _)| k.escape_ascii().to_string())
         .collect();
     unseen.insert("mon:end".to_string());
     let plain = [
@@ -557,7 +457,7 @@ fn persistence_replica_monitor_sees_only_plain_commands() {
 
 #[test]
 fn persistence_promoted_replica_continues_every_limiter() {
-    let (master, replicas) = common::master_with_replicas(vec![Server::builder()]);
+    let (master, replicas) = master_with_replicas(vec![Server::builder()]);
     let replica = &replicas[0];
     let mut con = master.connect();
     workload(&mut con, "promo");
@@ -566,43 +466,34 @@ fn persistence_promoted_replica_continues_every_limiter() {
     assert_plausible(&stored, "promo");
 
     let mut rcon = replica.connect();
-    assert_same(
-        &snapshot(&mut rcon),
-        &stored,
-        "the replica before promotion",
-    );
+    snapshot(&mut rcon).assert_same(&stored, "the replica before promotion");
     let _: () = run(&mut rcon, &["REPLICAOF", "NO", "ONE"]);
     let info: String = run(&mut rcon, &["INFO", "replication"]);
     assert!(info.contains("role:master"), "{info}");
     // The old master's absolute expiries, not ones recomputed on promotion.
-    assert_same(&snapshot(&mut rcon), &stored, "the replica after promotion");
+    snapshot(&mut rcon).assert_same(&stored, "the replica after promotion");
     assert_decisions_continue(&mut rcon, "promo", &stored);
 }
 
 #[test]
 fn persistence_aof_restart_after_windows_end_leaves_no_counter() {
-    let dir = tempfile::tempdir().unwrap();
-    let aof = |b: common::Builder| {
-        b.dir(dir.path())
-            .arg("appendonly", "yes")
-            .arg("appendfsync", "always")
-    };
-    let server = aof(Server::builder()).start();
+    let data = DataDir::new();
+    let server = data.aof().start();
     let mut con = server.connect();
     wait_for_rewrite(&mut con);
     // A counter opened before a rewrite (in the base) and grown after it
     // (INCR in the appended part), and one opened and grown after it.
-    assert_eq!(check(&mut con, "exp:base", "5", "2", &[])[..2], [1, 4]);
+    let first = check(&mut con, "exp:base", 5, 2, &[]);
+    assert_eq!((first.allowed, first.remaining), (true, 4));
     let _: Value = run(&mut con, &["BGREWRITEAOF"]);
     wait_for_rewrite(&mut con);
-    assert_eq!(check(&mut con, "exp:base", "5", "2", &[])[..2], [1, 3]);
+    let second = check(&mut con, "exp:base", 5, 2, &[]);
+    assert_eq!((second.allowed, second.remaining), (true, 3));
     for remaining in [4, 3] {
-        assert_eq!(
-            check(&mut con, "exp:incr", "5", "2", &[])[..2],
-            [1, remaining]
-        );
+        let reply = check(&mut con, "exp:incr", 5, 2, &[]);
+        assert_eq!((reply.allowed, reply.remaining), (true, remaining));
     }
-    let contents = aof_contents(dir.path());
+    let contents = data.aof_contents();
     assert!(
         !contents.contains("$3\r\nset\r\n$8\r\nexp:base\r\n$1\r\n1\r\n$4\r\npxat\r\n"),
         "the SET opening exp:base outlived the rewrite; AOF:\n{contents}"
@@ -616,13 +507,13 @@ fn persistence_aof_restart_after_windows_end_leaves_no_counter() {
         "AOF:\n{contents}"
     );
     let end = pexpiretime(&mut con, "exp:base").max(pexpiretime(&mut con, "exp:incr"));
-    let now = common::server_ms(&mut con);
+    let now = server_ms(&mut con);
     // Killed before the windows end, so no DEL reaches the AOF.
     server.kill();
     sleep(Duration::from_millis((end - now + 50).max(0) as u64));
 
-    for builder in [Server::builder(), Server::builder().without_module()] {
-        let server = aof(builder).start();
+    for builder in [data.aof(), data.aof().without_module()] {
+        let server = builder.start();
         let mut con = server.connect();
         for key in ["exp:base", "exp:incr"] {
             assert_eq!(

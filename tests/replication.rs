@@ -9,87 +9,73 @@ mod common;
 use std::collections::BTreeSet;
 
 use common::{
-    all_keys, aof_contents, exists, five, get, pexpiretime, raw, repl_offset, run, server_ms,
-    wait_for_link, wait_replicas, Builder, Server,
+    assert_replica_took_everything, attach_replicas, check, exists, propagated_by, reset, run,
+    server_ms, wait_replicas, Builder, Command, DataDir, Dataset, Kind, Limiter, Server, Throttled,
+    KINDS,
 };
 use redis::{Connection, Value};
 
 /// The databases the workload writes to.
-const DATABASES: [&str; 2] = ["0", "3"];
+const DATABASES: [u32; 2] = [0, 3];
 
-/// Keys the workload only looks at or is refused on: never created.
-const UNTOUCHED: [&str; 6] = [
-    "wl:look:fixed",
-    "wl:look:sliding",
-    "wl:look:token",
-    "wl:look:gcra",
-    "wl:never:token",
-    "wl:peek:missing",
-];
-
-fn check(con: &mut Connection, key: &str, limit: &str, period: &str, options: &[&str]) -> [i64; 5] {
-    let mut args = vec!["RATELIMIT.CHECK", key, limit, period];
-    args.extend_from_slice(options);
-    five(con, &args)
+/// The limiters `quiet_calls` looks at: one of each kind, 3 units a minute,
+/// on `wl:{kind}`.
+fn quiet_limiters() -> Vec<(String, Limiter)> {
+    KINDS
+        .iter()
+        .map(|k| (format!("wl:{}", k.lower()), k.limiter(3, 60)))
+        .collect()
 }
 
-/// The limiters `quiet_calls` looks at.
+/// Keys the quiet calls only look at or are refused on: never created.
+fn untouched() -> Vec<String> {
+    let mut keys: Vec<String> = KINDS
+        .iter()
+        .map(|k| format!("wl:look:{}", k.lower()))
+        .collect();
+    keys.extend(["wl:never:token".to_string(), "wl:peek:missing".to_string()]);
+    keys
+}
+
+/// Takes a unit from each of the limiters `quiet_calls` looks at.
 fn quiet_setup(con: &mut Connection) {
-    check(con, "wl:fixed", "3", "60", &[]);
-    check(con, "wl:sliding", "3", "60", &["ALGORITHM", "SLIDING"]);
-    check(con, "wl:token", "3", "60", &["ALGORITHM", "TOKEN"]);
-    five(con, &["RATELIMIT.THROTTLE", "wl:gcra", "4", "7", "60"]);
+    for (key, limiter) in quiet_limiters() {
+        limiter.call(con, &limiter.take_one(&key));
+    }
 }
 
 /// Calls that must change nothing, and so propagate nothing.
 fn quiet_calls(con: &mut Connection) {
-    for (algorithm, key) in [
-        ("FIXED", "wl:fixed"),
-        ("SLIDING", "wl:sliding"),
-        ("TOKEN", "wl:token"),
-    ] {
-        // Looks, a denial, and peeks, on state in use.
-        check(con, key, "3", "60", &["ALGORITHM", algorithm, "COST", "0"]);
-        check(con, key, "3", "60", &["ALGORITHM", algorithm, "COST", "3"]);
-        for cost in ["0", "1", "9"] {
-            five(
-                con,
-                &[
-                    "RATELIMIT.PEEK",
-                    key,
-                    "3",
-                    "60",
-                    "ALGORITHM",
-                    algorithm,
-                    "COST",
-                    cost,
-                ],
-            );
+    for (key, limiter) in quiet_limiters() {
+        // Peeks and looks on state in use; a denial (3 units, 2 left); a
+        // quantity that never fits, under redis-cell's name.
+        for cost in [0, 1, 9] {
+            limiter.call(con, &limiter.look(&key, cost));
         }
-    }
-    for (algorithm, key) in [
-        ("FIXED", "wl:look:fixed"),
-        ("SLIDING", "wl:look:sliding"),
-        ("TOKEN", "wl:look:token"),
-    ] {
-        check(con, key, "3", "60", &["ALGORITHM", algorithm, "COST", "0"]);
+        match limiter.kind.command {
+            Command::Check => {
+                limiter.call(con, &limiter.take(&key, 0));
+                limiter.call(con, &limiter.take(&key, 3));
+            }
+            Command::Throttle => {
+                let mut never = limiter.take(&key, 100);
+                never[0] = "CL.THROTTLE".to_string();
+                limiter.call(con, &never);
+            }
+        }
+        // Looks at a limiter that does not exist.
+        let missing = format!("wl:look:{}", limiter.kind.lower());
+        limiter.call(con, &limiter.take(&missing, 0));
     }
     check(
         con,
         "wl:never:token",
-        "3",
-        "60",
+        3,
+        60,
         &["ALGORITHM", "TOKEN", "BURST", "2", "COST", "3"],
     );
-    five(con, &["RATELIMIT.PEEK", "wl:peek:missing", "3", "60"]);
-    five(
-        con,
-        &["RATELIMIT.THROTTLE", "wl:look:gcra", "4", "7", "60", "0"],
-    );
-    five(con, &["RATELIMIT.THROTTLE", "wl:gcra", "4", "7", "60", "0"]);
-    five(con, &["CL.THROTTLE", "wl:gcra", "4", "7", "60", "100"]);
-    let removed: i64 = run(con, &["RATELIMIT.RESET", "wl:missing", "wl:missing2"]);
-    assert_eq!(removed, 0);
+    common::peek(con, "wl:peek:missing", 3, 60, &[]);
+    assert_eq!(reset(con, &["wl:missing", "wl:missing2"]), 0);
 }
 
 /// A mix of everything the module does, on long-lived keys (every expiry a
@@ -99,16 +85,16 @@ fn workload(con: &mut Connection, tag: &str) {
     for i in 0..6 {
         let key = format!("wl:{tag}:fixed:{i}");
         for _ in 0..=i {
-            check(con, &key, "3", "60", &[]);
+            check(con, &key, 3, 60, &[]);
         }
-        check(con, &key, "10", "60", &["COST", "4"]);
+        check(con, &key, 10, 60, &["COST", "4"]);
     }
     // Sliding window: admitted and denied, and counts carried from a
     // previous window written by hand.
     for i in 0..4 {
         let key = format!("wl:{tag}:sliding:{i}");
         for _ in 0..=i {
-            check(con, &key, "3", "60", &["ALGORITHM", "SLIDING"]);
+            check(con, &key, 3, 60, &["ALGORITHM", "SLIDING"]);
         }
     }
     let window = server_ms(con) / 60_000;
@@ -127,14 +113,14 @@ fn workload(con: &mut Connection, tag: &str) {
         check(
             con,
             &carried,
-            "50",
-            "60",
+            50,
+            60,
             &["ALGORITHM", "SLIDING", "COST", "5"],
         );
     }
     // Token buckets: whole-millisecond tokens and tokens of 8 571 3/7 ms
     // (a tick remainder in the value), burst above and below the limit.
-    for (i, (limit, burst)) in [("1", "5"), ("7", "7"), ("7", "3"), ("7", "20")]
+    for (i, (limit, burst)) in [(1, "5"), (7, "7"), (7, "3"), (7, "20")]
         .into_iter()
         .enumerate()
     {
@@ -144,7 +130,7 @@ fn workload(con: &mut Connection, tag: &str) {
                 con,
                 &key,
                 limit,
-                "60",
+                60,
                 &["ALGORITHM", "TOKEN", "BURST", burst, "COST", cost],
             );
         }
@@ -154,24 +140,21 @@ fn workload(con: &mut Connection, tag: &str) {
     for (i, count) in ["1", "7"].into_iter().enumerate() {
         let key = format!("wl:{tag}:gcra:{i}");
         for quantity in ["1", "2", "3", "1"] {
-            five(
-                con,
-                &["RATELIMIT.THROTTLE", &key, "4", count, "60", quantity],
-            );
-            five(con, &["CL.THROTTLE", &key, "4", count, "60", quantity]);
+            for name in ["RATELIMIT.THROTTLE", "CL.THROTTLE"] {
+                run::<Throttled>(con, &[name, &key, "4", count, "60", quantity]);
+            }
         }
     }
     // Removals: some keys, a missing one and a duplicate.
-    let removed: i64 = run(
+    let removed = reset(
         con,
         &[
-            "RATELIMIT.RESET",
-            &format!("wl:{tag}:fixed:0"),
-            &format!("wl:{tag}:sliding:0"),
-            &format!("wl:{tag}:token:0"),
-            &format!("wl:{tag}:gcra:0"),
-            &format!("wl:{tag}:missing"),
-            &format!("wl:{tag}:fixed:0"),
+            format!("wl:{tag}:fixed:0"),
+            format!("wl:{tag}:sliding:0"),
+            format!("wl:{tag}:token:0"),
+            format!("wl:{tag}:gcra:0"),
+            format!("wl:{tag}:missing"),
+            format!("wl:{tag}:fixed:0"),
         ],
     );
     assert_eq!(removed, 4);
@@ -237,95 +220,54 @@ fn workload(con: &mut Connection, tag: &str) {
     let binary = format!("wl:{tag}:bin:");
     let mut binary = binary.into_bytes();
     binary.extend_from_slice(b"\xff\x00");
-    let _: Value = raw(
-        con,
-        &[
-            b"RATELIMIT.CHECK",
-            &binary,
-            b"3",
-            b"60",
-            b"ALGORITHM",
-            b"TOKEN",
-        ],
-    )
-    .unwrap();
+    check(con, &binary, 3, 60, &["ALGORITHM", "TOKEN"]);
     // Another database.
     let _: () = run(con, &["SELECT", "3"]);
-    check(con, &key("db3:fixed"), "3", "60", &[]);
-    check(
-        con,
-        &key("db3:sliding"),
-        "3",
-        "60",
-        &["ALGORITHM", "SLIDING"],
-    );
-    check(con, &key("db3:token"), "7", "60", &["ALGORITHM", "TOKEN"]);
-    five(con, &["CL.THROTTLE", &key("db3:gcra"), "2", "7", "60"]);
+    check(con, key("db3:fixed"), 3, 60, &[]);
+    check(con, key("db3:sliding"), 3, 60, &["ALGORITHM", "SLIDING"]);
+    check(con, key("db3:token"), 7, 60, &["ALGORITHM", "TOKEN"]);
+    run::<Throttled>(con, &["CL.THROTTLE", &key("db3:gcra"), "2", "7", "60"]);
     let _: () = run(con, &["SELECT", "0"]);
 }
 
-/// Value and absolute expiry of every key in every database.
-type Snapshot = Vec<(String, Vec<(Vec<u8>, Option<Vec<u8>>, i64)>)>;
-
-fn snapshot(con: &mut Connection) -> Snapshot {
-    let mut all = Vec::new();
-    for db in DATABASES {
-        let _: () = run(con, &["SELECT", db]);
-        let keys: BTreeSet<Vec<u8>> = all_keys(con);
-        let entries = keys
-            .into_iter()
-            .map(|k| {
-                let value = get(con, k.as_slice());
-                let expiry = pexpiretime(con, k.as_slice());
-                (k, value, expiry)
-            })
-            .collect();
-        all.push((db.to_string(), entries));
-    }
-    let _: () = run(con, &["SELECT", "0"]);
-    all
+fn snapshot(con: &mut Connection) -> Dataset {
+    Dataset::read(con, &DATABASES)
 }
 
 /// Asserts the snapshot holds what the workload leaves: the expected kinds
 /// of value, each with an expiry.
-fn assert_plausible(snapshot: &Snapshot) {
-    let db0 = &snapshot[0].1;
+fn assert_plausible(snapshot: &Dataset) {
+    let db0 = &snapshot.0[&0];
     assert!(db0.len() > 20, "only {} keys", db0.len());
-    let mut tags = BTreeSet::new();
-    for (key, value, expiry) in db0.iter().chain(&snapshot[1].1) {
-        let value = value
+    let mut kinds = BTreeSet::new();
+    for (_, key, state) in snapshot.entries() {
+        let value = state
+            .value
             .as_deref()
             .unwrap_or_else(|| panic!("{key:?} has no value"));
-        assert!(*expiry > 0, "{key:?} has no expiry");
-        tags.insert(match value[0] {
-            b'S' | b'T' | b'G' => value[0],
-            b'0'..=b'9' => b'#',
-            _ => panic!("{key:?} holds {value:?}"),
-        });
+        assert!(state.expires_at > 0, "{key:?} has no expiry");
+        let kind = Kind::of_value(value).unwrap_or_else(|| panic!("{key:?} holds {value:?}"));
+        kinds.insert(kind.name);
     }
-    assert_eq!(tags, BTreeSet::from([b'S', b'T', b'G', b'#']));
+    assert_eq!(kinds, KINDS.iter().map(|k| k.name).collect());
     // Some tokens and arrival times are not whole milliseconds.
     let fractional = db0
-        .iter()
-        .filter_map(|(_, v, _)| v.as_deref())
-        .filter(|v| (v[0] == b'T' || v[0] == b'G') && v[1..] != *b"0")
+        .values()
+        .filter_map(|s| s.value.as_deref())
+        .filter(|v| Kind::of_value(v).is_some_and(|k| k.bucket) && v[1..] != *b"0")
         .count();
     assert!(fractional > 0, "no fractional state");
 }
 
 fn assert_nothing_untouched_exists(con: &mut Connection) {
-    for key in UNTOUCHED {
-        assert!(!exists(con, key), "{key} was created");
+    for key in untouched() {
+        assert!(!exists(con, &key), "{key} was created");
     }
 }
 
 #[test]
 fn replication_replicas_end_identical_after_every_command() {
-    let master = Server::builder()
-        .module_arg("CL-THROTTLE", "yes")
-        .arg("repl-diskless-sync-delay", "0")
-        .arg("repl-ping-replica-period", "3600")
-        .start();
+    let master = common::replication_master(Server::builder().module_arg("CL-THROTTLE", "yes"));
     let mut con = master.connect();
     // Before the replicas attach: they get it by full sync.
     workload(&mut con, "pre");
@@ -333,19 +275,15 @@ fn replication_replicas_end_identical_after_every_command() {
 
     // One replica with the module (without CL.THROTTLE), one without it.
     let builders: Vec<Builder> = vec![Server::builder(), Server::builder().without_module()];
-    let replicas: Vec<Server> = builders
-        .into_iter()
-        .map(|b| b.replica_of(&master).start())
-        .collect();
-    for replica in &replicas {
-        wait_for_link(replica);
-    }
+    let replicas = attach_replicas(&master, builders);
     wait_replicas(&mut con, replicas.len());
 
     // Looks, denials and peeks propagate nothing.
-    let offset = repl_offset(&mut con);
-    quiet_calls(&mut con);
-    assert_eq!(repl_offset(&mut con), offset, "a quiet call was propagated");
+    assert_eq!(
+        propagated_by(&mut con, quiet_calls),
+        0,
+        "a quiet call was propagated"
+    );
 
     // After: through the replication stream.
     workload(&mut con, "post");
@@ -356,28 +294,16 @@ fn replication_replicas_end_identical_after_every_command() {
     assert_nothing_untouched_exists(&mut con);
     for replica in &replicas {
         let mut rcon = replica.connect();
-        assert_eq!(
-            snapshot(&mut rcon),
-            expected,
-            "replica on port {}",
-            replica.port()
-        );
+        snapshot(&mut rcon).assert_same(&expected, &format!("replica on port {}", replica.port()));
         assert_nothing_untouched_exists(&mut rcon);
-        let log = replica.log();
-        assert!(!log.contains("sending an error"), "replica log:\n{log}");
+        assert_replica_took_everything(replica);
     }
 }
 
 #[test]
 fn replication_aof_restart_restores_every_limiter() {
-    let dir = tempfile::tempdir().unwrap();
-    let aof = |b: Builder| {
-        b.dir(dir.path())
-            .arg("appendonly", "yes")
-            .arg("appendfsync", "always")
-    };
-
-    let server = aof(Server::builder().module_arg("CL-THROTTLE", "yes")).start();
+    let data = DataDir::new();
+    let server = data.aof().module_arg("CL-THROTTLE", "yes").start();
     let mut con = server.connect();
     workload(&mut con, "aof");
     quiet_setup(&mut con);
@@ -387,22 +313,22 @@ fn replication_aof_restart_restores_every_limiter() {
     server.shutdown();
 
     // The files hold the effects with absolute expiries, never the commands.
-    let contents = aof_contents(dir.path());
+    let contents = data.aof_contents();
     assert!(!contents.contains("ratelimit"), "AOF:\n{contents}");
     assert!(!contents.contains("cl.throttle"), "AOF:\n{contents}");
     assert!(contents.contains("pxat"), "AOF:\n{contents}");
     assert!(contents.contains("$3\r\ndel\r\n"), "AOF:\n{contents}");
 
     // Restarted with the module: the same values and expiries.
-    let server = aof(Server::builder().module_arg("CL-THROTTLE", "yes")).start();
+    let server = data.aof().module_arg("CL-THROTTLE", "yes").start();
     let mut con = server.connect();
-    assert_eq!(snapshot(&mut con), stored);
+    snapshot(&mut con).assert_same(&stored, "restarted with the module");
     assert_nothing_untouched_exists(&mut con);
     server.shutdown();
 
     // And without it.
-    let server = aof(Server::builder().without_module()).start();
+    let server = data.aof().without_module().start();
     let mut con = server.connect();
-    assert_eq!(snapshot(&mut con), stored);
+    snapshot(&mut con).assert_same(&stored, "restarted without the module");
     assert_nothing_untouched_exists(&mut con);
 }
