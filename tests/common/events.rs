@@ -14,7 +14,7 @@ pub const EVENT_DEADLINE: Duration = Duration::from_secs(10);
 
 /// A message published to a channel the subscriber's pattern matches, after
 /// the workload: its arrival ends the collection.
-const SENTINEL: &str = "__keyspace@0__:operations:sentinel";
+const SENTINEL: &str = "__keyspace@0__:end-of-workload";
 
 /// Every message on the keyspace and keyevent channels of any database
 /// published while `workload` runs, as (channel, payload), in order.
