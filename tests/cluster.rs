@@ -4,10 +4,10 @@
 //!
 //! Every test starts its own cluster (`common::cluster`), all on 127.0.0.1,
 //! killed when the test ends, also when it fails. Outcomes are made
-//! independent of timing: periods are long enough (an hour, or up to 10^9 s)
-//! that no window ends and no token comes back during a test, so
-//! `allowed`, `remaining` and `limit` depend only on the sequence of calls;
-//! the time fields are only compared within the time the run took.
+//! independent of timing: limiters [last](common::Kind::lasting) (or have
+//! periods of an hour), so no window ends and no token comes back during a
+//! test, and `allowed`, `remaining` and `limit` depend only on the sequence
+//! of calls; the time fields are only compared within the time the run took.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -19,8 +19,11 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use common::cluster::Cluster;
-use common::{all_keys, error_of, exists, get_str, pexpiretime, run, server_ms, Server};
-use redis::{ConnectionLike, Value};
+use common::{
+    algorithms, all_keys, check, error_of, exists, get_str, mixed_limiters, pexpiretime, reset,
+    run, server_ms, stored, throttle, try_run, Action, Limiter, Reply, Server, Stored, Workload,
+    FIXED, KINDS, SLIDING, THROTTLE,
+};
 
 /// Deadline for the concurrent workload of the failover test.
 const WORKLOAD_DEADLINE: Duration = Duration::from_secs(30);
@@ -29,185 +32,36 @@ const WORKLOAD_DEADLINE: Duration = Duration::from_secs(30);
 // Helpers
 // ---------------------------------------------------------------------------
 
-fn cmd(args: &[&str]) -> redis::Cmd {
-    let mut cmd = redis::cmd(args[0]);
-    for arg in &args[1..] {
-        cmd.arg(*arg);
-    }
-    cmd
-}
-
-/// A command replying five integers (CHECK, PEEK, THROTTLE), on a plain or
-/// a cluster connection.
-fn five(con: &mut dyn ConnectionLike, args: &[&str]) -> [i64; 5] {
-    let reply: Vec<i64> = cmd(args)
-        .query(con)
-        .unwrap_or_else(|e| panic!("{}: {e}", args.join(" ")));
-    reply.try_into().unwrap_or_else(|r: Vec<i64>| {
-        panic!("{}: expected five integers, got {r:?}", args.join(" "))
-    })
-}
-
-/// A command replying an integer (RESET).
-fn int(con: &mut dyn ConnectionLike, args: &[&str]) -> i64 {
-    cmd(args)
-        .query(con)
-        .unwrap_or_else(|e| panic!("{}: {e}", args.join(" ")))
-}
-
-fn try_run(con: &mut dyn ConnectionLike, args: &[&str]) -> redis::RedisResult<Value> {
-    cmd(args).query(con)
-}
-
-/// A deterministic pseudo-random sequence (a 64-bit LCG, high bits).
-struct Lcg(u64);
-
-impl Lcg {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 33) % n
-    }
-}
-
-/// A limiter of the workloads: an algorithm with its parameters, chosen so
-/// that nothing depends on when a call runs: fixed windows of an hour,
-/// sliding windows of 10^9 s (aligned to the epoch: the current one began in
-/// 2001 and ends in 2033), token buckets and THROTTLE refilling one unit in
-/// over a day.
-#[derive(Clone, Copy, Debug)]
-enum Kind {
-    Fixed,
-    Sliding,
-    Token { burst: u64 },
-    Throttle,
-}
-
-#[derive(Clone, Copy, Debug)]
-struct Limiter {
-    kind: Kind,
-    limit: u64,
-}
-
-impl Limiter {
-    /// The call: CHECK (or PEEK) with `cost`, or THROTTLE with `cost` as
-    /// the quantity (0 to look, for PEEK).
-    fn args(&self, key: &str, cost: u64, peek: bool) -> Vec<String> {
-        let command = if peek {
-            "RATELIMIT.PEEK"
-        } else {
-            "RATELIMIT.CHECK"
-        };
-        let limit = self.limit.to_string();
-        let cost = cost.to_string();
-        let strings = |a: &[&str]| a.iter().map(|s| s.to_string()).collect();
-        match self.kind {
-            Kind::Fixed => strings(&[command, key, &limit, "3600", "COST", &cost]),
-            Kind::Sliding => strings(&[
-                command,
-                key,
-                &limit,
-                "1000000000",
-                "ALGORITHM",
-                "SLIDING",
-                "COST",
-                &cost,
-            ]),
-            Kind::Token { burst } => strings(&[
-                command,
-                key,
-                &limit,
-                "1000000",
-                "ALGORITHM",
-                "TOKEN",
-                "BURST",
-                &burst.to_string(),
-                "COST",
-                &cost,
-            ]),
-            Kind::Throttle => strings(&[
-                "RATELIMIT.THROTTLE",
-                key,
-                &(self.limit - 1).to_string(),
-                "1",
-                "1000000",
-                if peek { "0" } else { &cost },
-            ]),
-        }
-    }
-
-    fn throttle(&self) -> bool {
-        matches!(self.kind, Kind::Throttle)
-    }
-
-    /// Whether a reply admitted the request.
-    fn allowed(&self, reply: &[i64; 5]) -> bool {
-        if self.throttle() {
-            reply[0] == 0
-        } else {
-            reply[0] == 1
-        }
-    }
-
-    /// `remaining` in a reply.
-    fn remaining(&self, reply: &[i64; 5]) -> i64 {
-        if self.throttle() {
-            reply[2]
-        } else {
-            reply[1]
-        }
-    }
-
-    /// The most units a limiter can ever have admitted at once.
-    fn capacity(&self) -> u64 {
-        match self.kind {
-            Kind::Token { burst } => burst,
-            _ => self.limit,
-        }
-    }
-}
-
-fn as_strs(args: &[String]) -> Vec<&str> {
-    args.iter().map(String::as_str).collect()
+/// A command line as text, for messages.
+fn text(args: &[impl AsRef<str>]) -> String {
+    let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
+    args.join(" ")
 }
 
 /// Asserts that two replies to the same call, one from the cluster and one
 /// from a single server, are the same decision: the same `allowed`,
-/// `remaining` and `limit` (THROTTLE: `limited`, limit, `remaining`), the
-/// same -1 or 0 in the time fields, and otherwise times no further apart
-/// than the run has lasted (`span_ms`, in both directions: each side's
-/// window or bucket began and the call ran at some point of the run).
-fn assert_same_decision(
-    what: &str,
-    throttle: bool,
-    cluster: [i64; 5],
-    single: [i64; 5],
-    span_ms: i64,
-) {
+/// `remaining` and `limit`, the same -1 or 0 in the time fields, and
+/// otherwise times no further apart than the run has lasted (`span_ms`, in
+/// both directions: each side's window or bucket began and the call ran at
+/// some point of the run).
+fn assert_same_decision(what: &str, cluster: Reply, single: Reply, span_ms: i64) {
     assert_eq!(
-        cluster[..3],
-        single[..3],
+        cluster.counts(),
+        single.counts(),
         "{what}: cluster {cluster:?}, single server {single:?}"
     );
-    let tolerance = if throttle {
-        // Seconds, rounded up: one more for the rounding.
-        2 * span_ms / 1000 + 2
-    } else {
-        2 * span_ms + 2
-    };
-    for field in 3..5 {
-        let (a, b) = (cluster[field], single[field]);
+    // Rounded up to the unit: one more for the rounding.
+    let tolerance = 2 * span_ms / cluster.time_unit_ms() + 2;
+    for (field, (a, b)) in cluster.times().into_iter().zip(single.times()).enumerate() {
         if a <= 0 || b <= 0 {
             assert_eq!(
                 a, b,
-                "{what}: field {field}: cluster {cluster:?}, single server {single:?}"
+                "{what}: time {field}: cluster {cluster:?}, single server {single:?}"
             );
         } else {
             assert!(
                 (a - b).abs() <= tolerance,
-                "{what}: field {field} differs by more than {tolerance}: cluster {cluster:?}, single server {single:?}"
+                "{what}: time {field} differs by more than {tolerance}: cluster {cluster:?}, single server {single:?}"
             );
         }
     }
@@ -233,7 +87,7 @@ impl Redirecting {
     }
 
     /// `args` sent to node `port`; a MOVED is followed once.
-    fn query<T: redis::FromRedisValue>(&mut self, port: u16, args: &[&str]) -> T {
+    fn query<T: redis::FromRedisValue>(&mut self, port: u16, args: &[impl AsRef<str>]) -> T {
         let con = self.nodes.get_mut(&port).unwrap();
         let reply = match try_run(con, args) {
             Err(e) if e.code() == Some("MOVED") => {
@@ -244,7 +98,7 @@ impl Redirecting {
             }
             other => other,
         };
-        let reply = reply.unwrap_or_else(|e| panic!("{} on {port}: {e}", args.join(" ")));
+        let reply = reply.unwrap_or_else(|e| panic!("{} on {port}: {e}", text(args)));
         redis::from_redis_value(reply).unwrap()
     }
 }
@@ -281,41 +135,28 @@ impl Mirror {
         self.since.elapsed().as_millis() as i64 + 1
     }
 
-    fn cluster_query<T: redis::FromRedisValue>(&mut self, via: Via, args: &[&str]) -> T {
+    fn cluster_query<T: redis::FromRedisValue>(&mut self, via: Via, args: &[impl AsRef<str>]) -> T {
         match via {
-            Via::Client => cmd(args)
-                .query(&mut self.cluster)
-                .unwrap_or_else(|e| panic!("{}: {e}", args.join(" "))),
+            Via::Client => run(&mut self.cluster, args),
             Via::Node(port) => self.nodes.query(port, args),
         }
     }
 
     /// One call on both, through the cluster client; returns the cluster's
     /// reply.
-    fn call(&mut self, limiter: &Limiter, key: &str, cost: u64, peek: bool) -> [i64; 5] {
+    fn call(&mut self, limiter: &Limiter, key: &str, cost: u64, peek: bool) -> Reply {
         self.call_via(Via::Client, limiter, key, cost, peek)
     }
 
-    fn call_via(
-        &mut self,
-        via: Via,
-        limiter: &Limiter,
-        key: &str,
-        cost: u64,
-        peek: bool,
-    ) -> [i64; 5] {
-        let args = limiter.args(key, cost, peek);
-        let args = as_strs(&args);
-        let cluster: Vec<i64> = self.cluster_query(via, &args);
-        let cluster: [i64; 5] = cluster.try_into().unwrap();
-        let single = five(&mut self.single, &args);
-        assert_same_decision(
-            &args.join(" "),
-            limiter.throttle(),
-            cluster,
-            single,
-            self.span_ms(),
-        );
+    fn call_via(&mut self, via: Via, limiter: &Limiter, key: &str, cost: u64, peek: bool) -> Reply {
+        let args = if peek {
+            limiter.look(key, cost)
+        } else {
+            limiter.take(key, cost)
+        };
+        let cluster = limiter.reply(self.cluster_query(via, &args));
+        let single = limiter.call(&mut self.single, &args);
+        assert_same_decision(&text(&args), cluster, single, self.span_ms());
         cluster
     }
 
@@ -324,8 +165,8 @@ impl Mirror {
         let mut args = vec!["RATELIMIT.RESET"];
         args.extend_from_slice(keys);
         let cluster: i64 = self.cluster_query(via, &args);
-        let single = int(&mut self.single, &args);
-        assert_eq!(cluster, single, "{}", args.join(" "));
+        let single = reset(&mut self.single, keys);
+        assert_eq!(cluster, single, "{}", text(&args));
         cluster
     }
 }
@@ -371,7 +212,8 @@ fn assert_keys_where_they_belong(
             exists(single, key),
             "{key}: exists on the cluster vs the single server"
         );
-        if matches!(limiter.kind, Kind::Fixed | Kind::Sliding) {
+        // A window's value does not depend on when it was written.
+        if !limiter.kind.bucket {
             assert_eq!(get_str(con, key), get_str(single, key), "{key}: value");
         }
     }
@@ -385,21 +227,7 @@ fn assert_keys_where_they_belong(
 fn cluster_decides_exactly_as_a_single_server() {
     let cluster = Cluster::start(3, 0);
     let single = Server::start();
-    let limits = [1, 2, 3, 5, 8, 13];
-    let keys: Vec<(String, Limiter)> = (0..300)
-        .map(|i| {
-            let limit = limits[(i / 4) % limits.len()];
-            let kind = match i % 4 {
-                0 => Kind::Fixed,
-                1 => Kind::Sliding,
-                2 => Kind::Token {
-                    burst: if i % 8 < 4 { limit } else { 2 * limit },
-                },
-                _ => Kind::Throttle,
-            };
-            (format!("same:{i}"), Limiter { kind, limit })
-        })
-        .collect();
+    let keys = mixed_limiters("same", 300);
     let names: Vec<&str> = keys.iter().map(|(k, _)| k.as_str()).collect();
     let owners = cluster.masters_for_keys(&names);
     for master in cluster.masters() {
@@ -411,24 +239,21 @@ fn cluster_decides_exactly_as_a_single_server() {
     // and redirected.
     let masters = cluster.masters();
     let mut mirror = Mirror::new(&cluster, &single);
-    let mut rng = Lcg(42);
     let (mut admitted, mut denied, mut resets) = (0, 0, 0);
-    let costs = [1, 1, 1, 2, 3, 0];
-    for _ in 0..3000 {
-        let (key, limiter) = &keys[rng.below(keys.len() as u64) as usize];
-        let via = match rng.below(2 * masters.len() as u64) as usize {
-            n if n < masters.len() => Via::Node(masters[n]),
-            _ => Via::Client,
+    for step in Workload::new(42, keys.len(), 2 * masters.len()).take(3000) {
+        let (key, limiter) = &keys[step.key];
+        let via = match masters.get(step.route) {
+            Some(&master) => Via::Node(master),
+            None => Via::Client,
         };
-        match rng.below(20) {
-            0 => resets += mirror.reset(via, &[key]),
-            1..=3 => {
+        match step.action {
+            Action::Reset => resets += mirror.reset(via, &[key]),
+            Action::Look => {
                 mirror.call_via(via, limiter, key, 1, true);
             }
-            _ => {
-                let cost = costs[rng.below(costs.len() as u64) as usize];
+            Action::Take { cost } => {
                 let reply = mirror.call_via(via, limiter, key, cost, false);
-                if limiter.allowed(&reply) {
+                if reply.admitted() {
                     admitted += 1;
                 } else {
                     denied += 1;
@@ -480,26 +305,25 @@ fn cluster_hash_tagged_group_counts_exactly_in_one_transaction() {
             .arg("ALGORITHM")
             .arg("SLIDING");
     }
-    let replies: Vec<Vec<i64>> = pipe.query(&mut con).unwrap();
+    let replies: Vec<common::Decision> = pipe.query(&mut con).unwrap();
     assert_eq!(replies.len(), 12);
-    let firsts = |r: &[Vec<i64>], i: usize| (r[i][0], r[i][1], r[i][2]);
     // (allowed, remaining, limit) per round.
-    let expected_api = [(1, 2, 3), (1, 1, 3), (1, 0, 3), (0, 0, 3)];
-    let expected_upload = [(1, 3, 5), (1, 1, 5), (0, 1, 5), (0, 1, 5)];
-    let expected_login = [(1, 1, 2), (1, 0, 2), (0, 0, 2), (0, 0, 2)];
+    let expected_api = [(true, 2, 3), (true, 1, 3), (true, 0, 3), (false, 0, 3)];
+    let expected_upload = [(true, 3, 5), (true, 1, 5), (false, 1, 5), (false, 1, 5)];
+    let expected_login = [(true, 1, 2), (true, 0, 2), (false, 0, 2), (false, 0, 2)];
     for round in 0..4 {
         assert_eq!(
-            firsts(&replies, 3 * round),
+            replies[3 * round].counts(),
             expected_api[round],
             "api, round {round}"
         );
         assert_eq!(
-            firsts(&replies, 3 * round + 1),
+            replies[3 * round + 1].counts(),
             expected_upload[round],
             "upload, round {round}"
         );
         assert_eq!(
-            firsts(&replies, 3 * round + 2),
+            replies[3 * round + 2].counts(),
             expected_login[round],
             "login, round {round}"
         );
@@ -526,22 +350,13 @@ fn cluster_hash_tagged_group_counts_exactly_in_one_transaction() {
 
     // The whole group is reset in one call, through the cluster client.
     let mut client = cluster.connection();
-    assert_eq!(
-        int(&mut client, &["RATELIMIT.RESET", api, upload, login]),
-        3
-    );
+    assert_eq!(reset(&mut client, &[api, upload, login]), 3);
     for key in [api, upload, login] {
         assert!(!exists(&mut con, key), "{key} still exists");
     }
-    assert_eq!(
-        int(&mut client, &["RATELIMIT.RESET", api, upload, login]),
-        0
-    );
+    assert_eq!(reset(&mut client, &[api, upload, login]), 0);
     // And starts afresh.
-    assert_eq!(
-        five(&mut client, &["RATELIMIT.CHECK", api, "3", "60"])[..3],
-        [1, 2, 3]
-    );
+    assert_eq!(check(&mut client, api, 3, 60, &[]).counts(), (true, 2, 3));
 }
 
 #[test]
@@ -558,17 +373,17 @@ fn cluster_reset_across_slots_is_crossslot_and_deletes_nothing() {
         .expect("a key in another slot of a's master");
     let keys = [a, b, same_master.as_str()];
     for key in keys {
-        five(&mut client, &["RATELIMIT.CHECK", key, "10", "3600"]);
-        five(&mut client, &["RATELIMIT.CHECK", key, "10", "3600"]);
+        check(&mut client, key, 10, 3600, &[]);
+        check(&mut client, key, 10, 3600, &[]);
     }
     let state = |key: &str| {
         let mut con = cluster.connect(cluster.master_for_key(key));
-        (get_str(&mut con, key), pexpiretime(&mut con, key))
+        stored(&mut con, key)
     };
-    let before: Vec<_> = keys.iter().map(|k| state(k)).collect();
-    for (key, (value, expiry)) in keys.iter().zip(&before) {
-        assert_eq!(value.as_deref(), Some("2"), "{key}");
-        assert!(*expiry > 0, "{key}: expiry {expiry}");
+    let before: Vec<Stored> = keys.iter().map(|k| state(k)).collect();
+    for (key, state) in keys.iter().zip(&before) {
+        assert_eq!(state.text(), Some("2"), "{key}");
+        assert!(state.expires_at > 0, "{key}: {state:?}");
     }
 
     let refused = [
@@ -595,7 +410,7 @@ fn cluster_reset_across_slots_is_crossslot_and_deletes_nothing() {
     let after: Vec<_> = keys.iter().map(|k| state(k)).collect();
     assert_eq!(after, before, "a refused RESET changed something");
     for key in keys {
-        assert_eq!(int(&mut client, &["RATELIMIT.RESET", key]), 1, "{key}");
+        assert_eq!(reset(&mut client, &[key]), 1, "{key}");
     }
 }
 
@@ -653,10 +468,7 @@ fn cluster_redirects_every_command_to_the_key_master() {
         let (slot, owner) = (cluster.keyslot(key), cluster.master_for_key(key));
         owners_seen.insert(owner);
         let wrong = *masters.iter().find(|&&p| p != owner).unwrap();
-        let state = || {
-            let mut con = cluster.connect(owner);
-            (get_str(&mut con, key), pexpiretime(&mut con, key))
-        };
+        let state = || stored(&mut cluster.connect(owner), key);
         let before = state();
 
         // Straight to another master: MOVED to the key's master, nothing done.
@@ -723,12 +535,9 @@ fn cluster_replicas_answer_peek_only_after_readonly() {
     let mut client = cluster.connection();
     let key = "replica:peek";
     for _ in 0..3 {
-        five(&mut client, &["RATELIMIT.CHECK", key, "10", "3600"]);
+        check(&mut client, key, 10, 3600, &[]);
     }
-    five(
-        &mut client,
-        &["RATELIMIT.THROTTLE", "replica:gcra", "4", "1", "1000000"],
-    );
+    throttle(&mut client, "replica:gcra", 4, 1, 1_000_000, None);
     let owner = cluster.master_for_key(key);
     let slot = cluster.keyslot(key);
     cluster.wait_replicas(owner);
@@ -743,16 +552,16 @@ fn cluster_replicas_answer_peek_only_after_readonly() {
     // Then it answers PEEK (readonly) from its copy, as the master would.
     let mut master = cluster.connect(owner);
     let before = server_ms(&mut con);
-    let on_replica = five(&mut con, &peek);
+    let on_replica = common::peek(&mut con, key, 10, 3600, &[]);
     let after = server_ms(&mut con);
-    let on_master = five(&mut master, &peek);
-    assert_eq!(on_replica[..4], [1, 7, 10, -1]);
-    assert_eq!(on_master[..4], on_replica[..4]);
+    let on_master = common::peek(&mut master, key, 10, 3600, &[]);
+    assert_eq!(on_replica.without_reset(), (true, 7, 10, -1));
+    assert_eq!(on_master.without_reset(), on_replica.without_reset());
     // The window ends when the master says, counted from the replica's now.
     let end = pexpiretime(&mut master, key);
     assert_eq!(pexpiretime(&mut con, key), end);
     assert!(
-        (end - after..=end - before).contains(&on_replica[4]),
+        (end - after..=end - before).contains(&on_replica.reset_after_ms),
         "{on_replica:?}: the window ends at {end}, the call ran in [{before}, {after}]"
     );
     // But every command that writes still goes to the master.
@@ -842,11 +651,10 @@ fn hammer(
             active
         };
         for (_, key, limiter) in round {
-            let args = limiter.args(key, 1, false);
-            let reply = five(&mut con, &as_strs(&args));
+            let reply = limiter.call(&mut con, &limiter.take(key, 1));
             seen.calls[now] += 1;
             calls.fetch_add(1, Ordering::SeqCst);
-            if limiter.allowed(&reply) {
+            if reply.admitted() {
                 assert!(
                     !refused.contains(key.as_str()),
                     "{key}: admitted after a refusal"
@@ -883,18 +691,13 @@ fn cluster_failover_keeps_every_limiter_where_it_was() {
     // partly.
     let keys: Vec<(String, Limiter, u64)> = (0..80)
         .map(|i| {
-            let kind = match i % 4 {
-                0 => Kind::Fixed,
-                1 => Kind::Sliding,
-                2 => Kind::Token { burst: 20 },
-                _ => Kind::Throttle,
-            };
-            let cost = if matches!(kind, Kind::Throttle) {
+            let kind = KINDS[i % KINDS.len()];
+            let cost = if kind == THROTTLE {
                 1
             } else {
-                (i / 4) % 3 + 1
+                (i / KINDS.len()) % 3 + 1
             };
-            (format!("fo:{i}"), Limiter { kind, limit: 20 }, cost as u64)
+            (format!("fo:{i}"), kind.lasting(20), cost as u64)
         })
         .collect();
     let mut admitted: BTreeMap<&str, u64> = BTreeMap::new();
@@ -902,7 +705,7 @@ fn cluster_failover_keeps_every_limiter_where_it_was() {
         let calls = if i % 2 == 0 { usize::MAX } else { i % 5 + 1 };
         for _ in 0..calls {
             let reply = mirror.call(limiter, key, *cost, false);
-            if !limiter.allowed(&reply) {
+            if !reply.admitted() {
                 break;
             }
             *admitted.entry(key).or_default() += cost;
@@ -927,20 +730,17 @@ fn cluster_failover_keeps_every_limiter_where_it_was() {
         cluster.wait_replicas(master);
     }
     // Values and absolute expiries, read on a master or (READONLY) a replica.
-    let snapshot = |port: u16| -> Vec<(Option<String>, i64)> {
+    let snapshot = |port: u16| -> Vec<Stored> {
         let mut con = cluster.connect(port);
         run::<()>(&mut con, &["READONLY"]);
-        moving
-            .iter()
-            .map(|k| (get_str(&mut con, k), pexpiretime(&mut con, k)))
-            .collect()
+        moving.iter().map(|k| stored(&mut con, k)).collect()
     };
     let before = snapshot(old_master);
     assert!(
-        before.iter().all(|(v, e)| v.is_some() && *e > 0),
+        before.iter().all(|s| s.value.is_some() && s.expires_at > 0),
         "{before:?}"
     );
-    let peek = |mirror: &mut Mirror| -> Vec<[i64; 5]> {
+    let peek = |mirror: &mut Mirror| -> Vec<Reply> {
         keys.iter()
             .map(|(k, l, c)| mirror.call(l, k, *c, true))
             .collect()
@@ -950,16 +750,13 @@ fn cluster_failover_keeps_every_limiter_where_it_was() {
     // A concurrent workload on other keys, on every master, across the
     // failover: fixed windows, sliding windows and token buckets of 100 to
     // 400, each checked until refused.
+    let algorithms = algorithms();
     let hammered = |prefix: &str, n: usize| -> Vec<(String, Limiter)> {
         (0..n)
             .map(|i| {
-                let limit = 100 * (i as u64 % 4 + 1);
-                let kind = match i % 3 {
-                    0 => Kind::Fixed,
-                    1 => Kind::Sliding,
-                    _ => Kind::Token { burst: limit },
-                };
-                (format!("{prefix}:{i}"), Limiter { kind, limit })
+                let capacity = 100 * (i as u64 % 4 + 1);
+                let kind = algorithms[i % algorithms.len()];
+                (format!("{prefix}:{i}"), kind.lasting(capacity))
             })
             .collect()
     };
@@ -1003,8 +800,8 @@ fn cluster_failover_keeps_every_limiter_where_it_was() {
     }
     // PEEK through the (same) cluster client says what it said before.
     let peeks_after = peek(&mut mirror);
-    for (((key, limiter, _), a), b) in keys.iter().zip(&peeks_after).zip(&peeks_before) {
-        assert_same_decision(key, limiter.throttle(), *a, *b, mirror.span_ms());
+    for (((key, _, _), a), b) in keys.iter().zip(&peeks_after).zip(&peeks_before) {
+        assert_same_decision(key, *a, *b, mirror.span_ms());
     }
 
     // Every limiter goes on where it was: used-up ones stay refused, the
@@ -1016,21 +813,21 @@ fn cluster_failover_keeps_every_limiter_where_it_was() {
         loop {
             let reply = mirror.call(limiter, key, *cost, false);
             if first && i % 2 == 0 {
-                assert!(!limiter.allowed(&reply), "{key}: used up, admitted again");
+                assert!(!reply.admitted(), "{key}: used up, admitted again");
             }
-            if first && limiter.allowed(&reply) {
+            if first && reply.admitted() {
                 assert_eq!(
-                    limiter.remaining(&reply) as u64,
-                    limiter.capacity() - before_total - cost,
+                    reply.remaining() as u64,
+                    limiter.capacity - before_total - cost,
                     "{key}: remaining after the failover {reply:?}"
                 );
             }
             first = false;
-            if !limiter.allowed(&reply) {
+            if !reply.admitted() {
                 let total = admitted.get(key.as_str()).copied().unwrap_or(0);
                 assert_eq!(
-                    limiter.remaining(&reply) as u64,
-                    limiter.capacity() - total,
+                    reply.remaining() as u64,
+                    limiter.capacity - total,
                     "{key}: refused {reply:?} after {total} units"
                 );
                 break;
@@ -1061,12 +858,12 @@ fn cluster_failover_keeps_every_limiter_where_it_was() {
     let final_owners = cluster.masters_for_keys(&all_names);
     for (_, key, limiter) in &all {
         let units = seen.admitted.get(key).copied().unwrap_or(0);
-        assert_eq!(units, limiter.capacity(), "{key}: admitted {units}");
+        assert_eq!(units, limiter.capacity, "{key}: admitted {units}");
         let mut con = cluster.connect(final_owners[key.as_str()]);
         let value = get_str(&mut con, key);
         let expected = match limiter.kind {
-            Kind::Fixed => Some(units.to_string()),
-            Kind::Sliding => Some(format!("S0:{units}")),
+            FIXED => Some(units.to_string()),
+            SLIDING => Some(format!("S0:{units}")),
             _ => value.clone(),
         };
         assert_eq!(value, expected, "{key}");

@@ -2,10 +2,10 @@
 //! clients hammering a few keys, millions of keys coming and going, and a
 //! server out of memory.
 //!
-//! Limits are large but finite and state cannot change by itself during a
-//! test: windows of a day (a sliding one is only used well clear of its
-//! end, see [`clear_of_window_end`]) and buckets refilled at one token an
-//! hour. Workloads are bounded by counts, never by time.
+//! Limiters are large but finite and state cannot change by itself during a
+//! test: every one [lasts](common::Kind::lasting) (windows of 10^9 s,
+//! buckets refilled at one unit a day and more). Workloads are bounded by
+//! counts, never by time.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -16,78 +16,21 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use common::{
-    error_of, exists, five, get_str, pexpiretime, run, server_ms, Server, REPLICATION_DEADLINE,
+    check, command, error_of, exists, get_str, master_with_replicas, peek, pexpiretime, raw, run,
+    server_ms, stored, throttle, Command, Limiter, Reply, Server, Stored, FIXED, KINDS,
+    LASTING_UNIT_S, REPLICATION_DEADLINE, SLIDING,
 };
 use redis::{Connection, Value};
 
-const DAY_MS: i64 = 86_400_000;
-
-/// Added to a server-given wait so that the moment has surely passed.
-const MARGIN_MS: i64 = 30;
-
-/// One limiter as the workloads call it: the command taking one unit (or
-/// `cost` units) from it.
-#[derive(Clone, Copy)]
-struct Limiter {
-    key: &'static str,
-    /// The arguments after the key.
-    args: &'static [&'static str],
-    /// RATELIMIT.THROTTLE rather than RATELIMIT.CHECK.
-    throttle: bool,
-    /// Units each call takes.
-    cost: i64,
-    /// Units it admits in all (limit or burst).
-    capacity: i64,
-}
-
-impl Limiter {
-    fn cmd(&self) -> redis::Cmd {
-        let mut cmd = redis::cmd(if self.throttle {
-            "RATELIMIT.THROTTLE"
-        } else {
-            "RATELIMIT.CHECK"
-        });
-        cmd.arg(self.key).arg(self.args);
-        cmd
-    }
-
-    /// Whether a reply admitted the call, and the units it says remain.
-    fn admitted(&self, reply: &[i64; 5]) -> (bool, i64) {
-        if self.throttle {
-            (reply[0] == 0, reply[2])
-        } else {
-            (reply[0] == 1, reply[1])
-        }
-    }
-}
-
-/// The five integers of a pipelined reply.
-fn five_of(value: &Value) -> [i64; 5] {
-    let ints: Vec<i64> = redis::from_redis_value(value.clone())
-        .unwrap_or_else(|e| panic!("not five integers: {value:?}: {e}"));
-    ints.try_into().unwrap()
-}
-
-/// Runs `calls` calls on `limiter`, pipelined, and returns the replies.
-fn call_many(con: &mut Connection, limiter: &Limiter, calls: usize) -> Vec<[i64; 5]> {
+/// Runs `calls` calls taking one unit each from `key`, pipelined, and
+/// returns the replies.
+fn call_many(con: &mut Connection, limiter: &Limiter, key: &str, calls: usize) -> Vec<Reply> {
     let mut pipe = redis::pipe();
     for _ in 0..calls {
-        pipe.add_command(limiter.cmd());
+        pipe.add_command(command(&limiter.take_one(key)));
     }
     let replies: Vec<Value> = pipe.query(con).unwrap();
-    replies.iter().map(five_of).collect()
-}
-
-/// If a sliding window of `period_ms` (aligned to the epoch) ends within
-/// `needed_ms` on the server's clock, waits until it has ended, so that a
-/// test needing one window has at least `needed_ms` of it.
-fn clear_of_window_end(con: &mut Connection, period_ms: i64, needed_ms: i64) {
-    let now = server_ms(con);
-    let left = period_ms - now % period_ms;
-    if left < needed_ms {
-        eprintln!("waiting {left} ms for a sliding window to end");
-        sleep(Duration::from_millis((left + MARGIN_MS) as u64));
-    }
+    replies.into_iter().map(|r| limiter.reply(r)).collect()
 }
 
 fn info_field(con: &mut Connection, section: &str, field: &str) -> i64 {
@@ -121,38 +64,14 @@ fn sliding_counts(value: &str) -> (i64, i64) {
 // A master killed mid-workload
 // ---------------------------------------------------------------------------
 
-/// The limiters of the kill test: 1 000 units each, none coming back
-/// within the test.
-const KILL_LIMITERS: [Limiter; 4] = [
-    Limiter {
-        key: "kill:fixed",
-        args: &["1000", "86400"],
-        throttle: false,
-        cost: 1,
-        capacity: 1000,
-    },
-    Limiter {
-        key: "kill:sliding",
-        args: &["1000", "86400", "ALGORITHM", "SLIDING"],
-        throttle: false,
-        cost: 1,
-        capacity: 1000,
-    },
-    Limiter {
-        key: "kill:token",
-        args: &["1", "3600", "ALGORITHM", "TOKEN", "BURST", "1000"],
-        throttle: false,
-        cost: 1,
-        capacity: 1000,
-    },
-    Limiter {
-        key: "kill:gcra",
-        args: &["999", "1", "3600"],
-        throttle: true,
-        cost: 1,
-        capacity: 1000,
-    },
-];
+/// The limiters of the kill test, one of each kind: 1 000 units each, none
+/// coming back within the test.
+fn kill_limiters() -> Vec<(String, Limiter)> {
+    KINDS
+        .iter()
+        .map(|k| (format!("kill:{}", k.lower()), k.lasting(1000)))
+        .collect()
+}
 
 #[test]
 fn faults_killed_master_loses_nothing_acknowledged() {
@@ -163,19 +82,15 @@ fn faults_killed_master_loses_nothing_acknowledged() {
     /// Suffix rounds the master answers before it is killed.
     const KILL_AFTER_ROUNDS: usize = 40;
 
-    let (master, replicas) = common::master_with_replicas(vec![Server::builder()]);
+    let (master, replicas) = master_with_replicas(vec![Server::builder()]);
     let replica = &replicas[0];
     let mut con = master.connect();
-    clear_of_window_end(&mut con, DAY_MS, 60_000);
+    let limiters = kill_limiters();
 
     // The prefix, acknowledged by the replica.
-    for limiter in &KILL_LIMITERS {
-        let replies = call_many(&mut con, limiter, PREFIX);
-        assert!(
-            replies.iter().all(|r| limiter.admitted(r).0),
-            "{}: {replies:?}",
-            limiter.key
-        );
+    for (key, limiter) in &limiters {
+        let replies = call_many(&mut con, limiter, key, PREFIX);
+        assert!(replies.iter().all(Reply::admitted), "{key}: {replies:?}");
     }
     let acked: i64 = redis::cmd("WAIT")
         .arg(1)
@@ -184,36 +99,33 @@ fn faults_killed_master_loses_nothing_acknowledged() {
         .unwrap();
     assert_eq!(acked, 1, "the replica did not acknowledge the prefix");
     let mut rcon = replica.connect();
-    let acknowledged: Vec<(String, i64)> = KILL_LIMITERS
+    let acknowledged: Vec<Stored> = limiters
         .iter()
-        .map(|l| {
-            let state = (
-                get_str(&mut rcon, l.key).unwrap(),
-                pexpiretime(&mut rcon, l.key),
-            );
+        .map(|(key, _)| {
+            let state = stored(&mut rcon, key);
+            assert!(state.value.is_some(), "{key}: not on the replica");
             assert_eq!(
                 state,
-                (
-                    get_str(&mut con, l.key).unwrap(),
-                    pexpiretime(&mut con, l.key)
-                ),
-                "{}: the replica differs after WAIT",
-                l.key
+                stored(&mut con, key),
+                "{key}: the replica differs after WAIT"
             );
             state
         })
         .collect();
-    assert_eq!(acknowledged[0].0, PREFIX.to_string());
-    assert_eq!(sliding_counts(&acknowledged[1].0).1, PREFIX as i64);
+    assert_eq!(acknowledged[0].text(), Some(PREFIX.to_string().as_str()));
+    assert_eq!(
+        sliding_counts(acknowledged[1].text().unwrap()).1,
+        PREFIX as i64
+    );
 
     // The suffix, from another client, while the master is killed.
     let rounds = AtomicUsize::new(0);
     let sent = std::thread::scope(|scope| {
         let suffix = scope.spawn(|| {
             let mut pipe = redis::pipe();
-            for limiter in &KILL_LIMITERS {
+            for (key, limiter) in &limiters {
                 for _ in 0..PER_ROUND {
-                    pipe.add_command(limiter.cmd());
+                    pipe.add_command(command(&limiter.take_one(key)));
                 }
             }
             for round in 0..SUFFIX_ROUNDS {
@@ -242,32 +154,32 @@ fn faults_killed_master_loses_nothing_acknowledged() {
     let _: () = run(&mut rcon, &["REPLICAOF", "NO", "ONE"]);
     let prefix = PREFIX as i64;
     let sent = sent as i64;
-    for (limiter, (value, expiry)) in KILL_LIMITERS.iter().zip(&acknowledged) {
-        let key = limiter.key;
+    for ((key, limiter), acked) in limiters.iter().zip(&acknowledged) {
+        let (value, expiry) = (acked.text().unwrap(), &acked.expires_at);
         let now_value = get_str(&mut rcon, key)
             .unwrap_or_else(|| panic!("{key} is gone from the promoted replica"));
         let now_expiry = pexpiretime(&mut rcon, key);
         // What the replica holds: the prefix, and perhaps part of the suffix.
-        let held = match key {
-            "kill:fixed" => {
+        let unit_ms = (LASTING_UNIT_S * 1000) as i64;
+        let held = match limiter.kind {
+            FIXED => {
                 assert_eq!(now_expiry, *expiry, "{key}: the window moved");
                 now_value.parse::<i64>().unwrap()
             }
-            "kill:sliding" => {
+            SLIDING => {
                 assert_eq!(now_expiry, *expiry, "{key}: the window moved");
                 let (previous, current) = sliding_counts(&now_value);
                 assert_eq!(previous, sliding_counts(value).0, "{key}");
                 current
             }
-            // One token is an hour: the bucket is full that many hours after
-            // the debt's expiry said.
+            // A bucket is full that many units after the debt's expiry said.
             _ => {
                 assert!(
                     now_expiry >= *expiry,
                     "{key}: debt lost: full at {now_expiry}, was {expiry} after WAIT"
                 );
-                assert_eq!((now_expiry - *expiry) % 3_600_000, 0, "{key}");
-                prefix + (now_expiry - *expiry) / 3_600_000
+                assert_eq!((now_expiry - *expiry) % unit_ms, 0, "{key}");
+                prefix + (now_expiry - *expiry) / unit_ms
             }
         };
         eprintln!("{key}: the promoted replica holds {held} of {prefix} + {sent} sent");
@@ -282,73 +194,50 @@ fn faults_killed_master_loses_nothing_acknowledged() {
         let mut admitted = 0;
         let mut replies = Vec::new();
         for _ in 0..12 {
-            let batch = call_many(&mut rcon, limiter, 100);
-            admitted += batch.iter().filter(|r| limiter.admitted(r).0).count() as i64;
-            let done = batch.iter().any(|r| !limiter.admitted(r).0);
+            let batch = call_many(&mut rcon, limiter, key, 100);
+            admitted += batch.iter().filter(|r| r.admitted()).count() as i64;
+            let done = batch.iter().any(|r| !r.admitted());
             replies.extend(batch);
             if done {
                 break;
             }
         }
+        let capacity = limiter.capacity as i64;
         assert!(
-            admitted <= limiter.capacity - prefix,
+            admitted <= capacity - prefix,
             "{key}: admitted {admitted} after promotion, the prefix left {}",
-            limiter.capacity - prefix
+            capacity - prefix
         );
         assert_eq!(
             admitted,
-            limiter.capacity - held,
+            capacity - held,
             "{key}: after promotion; held {held}"
         );
         let last = replies.last().unwrap();
-        assert_eq!(limiter.admitted(last), (false, 0), "{key}: {last:?}");
+        assert_eq!(
+            (last.admitted(), last.remaining()),
+            (false, 0),
+            "{key}: {last:?}"
+        );
     }
-    let log = replica.log();
-    assert!(!log.contains("sending an error"), "replica log:\n{log}");
+    common::assert_replica_took_everything(replica);
 }
 
 // ---------------------------------------------------------------------------
 // Many clients, few keys
 // ---------------------------------------------------------------------------
 
-/// Large limits that no refill or window end touches during the test.
-const HOT_LIMITERS: [Limiter; 5] = [
-    Limiter {
-        key: "hot:fixed",
-        args: &["5000", "86400"],
-        throttle: false,
-        cost: 1,
-        capacity: 5000,
-    },
-    Limiter {
-        key: "hot:fixed:cost",
-        args: &["5000", "86400", "COST", "2"],
-        throttle: false,
-        cost: 2,
-        capacity: 5000,
-    },
-    Limiter {
-        key: "hot:sliding",
-        args: &["5000", "86400", "ALGORITHM", "SLIDING"],
-        throttle: false,
-        cost: 1,
-        capacity: 5000,
-    },
-    Limiter {
-        key: "hot:token",
-        args: &["1", "3600", "ALGORITHM", "TOKEN", "BURST", "5000"],
-        throttle: false,
-        cost: 1,
-        capacity: 5000,
-    },
-    Limiter {
-        key: "hot:gcra",
-        args: &["4999", "1", "3600"],
-        throttle: true,
-        cost: 1,
-        capacity: 5000,
-    },
-];
+/// The keys of the hot test: one limiter of each kind and a fixed window
+/// taken two units at a time, of 5 000 units each, none coming back during
+/// the test; with the units each call takes.
+fn hot_limiters() -> Vec<(String, Limiter, u64)> {
+    let mut hot: Vec<(String, Limiter, u64)> = KINDS
+        .iter()
+        .map(|k| (format!("hot:{}", k.lower()), k.lasting(5000), 1))
+        .collect();
+    hot.push(("hot:fixed:cost".to_string(), FIXED.lasting(5000), 2));
+    hot
+}
 
 #[test]
 fn faults_concurrent_clients_share_each_limit_exactly() {
@@ -358,11 +247,11 @@ fn faults_concurrent_clients_share_each_limit_exactly() {
 
     let server = Server::builder().arg("maxclients", "1000").start();
     let mut con = server.connect();
-    clear_of_window_end(&mut con, DAY_MS, 60_000);
     let started = server_ms(&mut con);
+    let hot = &hot_limiters();
 
     // Every client sends its batches, each mixing all the keys.
-    let replies: Vec<Vec<(usize, [i64; 5])>> = std::thread::scope(|scope| {
+    let replies: Vec<Vec<(usize, Reply)>> = std::thread::scope(|scope| {
         let clients: Vec<_> = (0..CLIENTS)
             .map(|client| {
                 let mut con = server.connect();
@@ -371,14 +260,16 @@ fn faults_concurrent_clients_share_each_limit_exactly() {
                     for batch in 0..BATCHES {
                         let mut pipe = redis::pipe();
                         let targets: Vec<usize> = (0..BATCH)
-                            .map(|i| (client + batch + i) % HOT_LIMITERS.len())
+                            .map(|i| (client + batch + i) % hot.len())
                             .collect();
                         for &t in &targets {
-                            pipe.add_command(HOT_LIMITERS[t].cmd());
+                            let (key, limiter, cost) = &hot[t];
+                            pipe.add_command(command(&limiter.take(key, *cost)));
                         }
                         let values: Vec<Value> = pipe.query(&mut con).unwrap();
                         assert_eq!(values.len(), BATCH);
-                        replies.extend(targets.into_iter().zip(values.iter().map(five_of)));
+                        let replies_of = targets.iter().zip(values);
+                        replies.extend(replies_of.map(|(&t, v)| (t, hot[t].1.reply(v))));
                     }
                     replies
                 })
@@ -391,63 +282,42 @@ fn faults_concurrent_clients_share_each_limit_exactly() {
     assert_eq!(total, CLIENTS * BATCHES * BATCH);
     eprintln!("{total} requests from {CLIENTS} clients in {elapsed} ms");
 
-    let mut by_limiter: BTreeMap<usize, Vec<[i64; 5]>> = BTreeMap::new();
+    let mut by_limiter: BTreeMap<usize, Vec<Reply>> = BTreeMap::new();
     for (target, reply) in replies.into_iter().flatten() {
         by_limiter.entry(target).or_default().push(reply);
     }
-    for (target, limiter) in HOT_LIMITERS.iter().enumerate() {
+    for (target, (key, limiter, cost)) in hot.iter().enumerate() {
         let replies = &by_limiter[&target];
+        let (cost, capacity) = (*cost as i64, limiter.capacity as i64);
         assert!(
-            replies.len() as i64 * limiter.cost > limiter.capacity,
-            "{}: not enough requests to exceed the limit",
-            limiter.key
+            replies.len() as i64 * cost > capacity,
+            "{key}: not enough requests to exceed the limit"
         );
         let mut remaining: Vec<i64> = Vec::new();
         for reply in replies {
-            match limiter.admitted(reply) {
+            match (reply.admitted(), reply.remaining()) {
                 (true, left) => remaining.push(left),
-                (false, left) => assert_eq!(left, 0, "{}: denied with {reply:?}", limiter.key),
+                (false, left) => assert_eq!(left, 0, "{key}: denied with {reply:?}"),
             }
         }
         // Exactly the limit admitted, each unit to one request only: the
         // remaining counts are all different, one per admitted request.
-        assert_eq!(
-            remaining.len() as i64 * limiter.cost,
-            limiter.capacity,
-            "{}: admitted",
-            limiter.key
-        );
+        assert_eq!(remaining.len() as i64 * cost, capacity, "{key}: admitted");
         remaining.sort_unstable();
-        let expected: Vec<i64> = (0..limiter.capacity / limiter.cost)
-            .map(|i| i * limiter.cost)
-            .collect();
-        assert_eq!(remaining, expected, "{}: remaining counts", limiter.key);
+        let expected: Vec<i64> = (0..capacity / cost).map(|i| i * cost).collect();
+        assert_eq!(remaining, expected, "{key}: remaining counts");
     }
     // The stored state says the same.
     assert_eq!(get_str(&mut con, "hot:fixed").as_deref(), Some("5000"));
     assert_eq!(get_str(&mut con, "hot:fixed:cost").as_deref(), Some("5000"));
     assert_eq!(get_str(&mut con, "hot:sliding").as_deref(), Some("S0:5000"));
-    let token = five(
-        &mut con,
-        &[
-            "RATELIMIT.PEEK",
-            "hot:token",
-            "1",
-            "3600",
-            "ALGORITHM",
-            "TOKEN",
-            "BURST",
-            "5000",
-            "COST",
-            "0",
-        ],
-    );
-    assert_eq!(token[..2], [1, 0], "{token:?}");
-    let gcra = five(
-        &mut con,
-        &["RATELIMIT.THROTTLE", "hot:gcra", "4999", "1", "3600", "0"],
-    );
-    assert_eq!(gcra[2], 0, "{gcra:?}");
+    for (key, limiter, _) in hot.iter().filter(|(_, l, _)| l.kind.bucket) {
+        let look = limiter.call(&mut con, &limiter.look(key, 0));
+        assert_eq!(look.remaining(), 0, "{key}: {look:?}");
+        if limiter.kind.command == Command::Check {
+            assert!(look.admitted(), "{key}: a look at cost 0 {look:?}");
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -460,29 +330,25 @@ fn create_short_lived(con: &mut Connection, keys: usize) {
     const BATCH: usize = 1000;
     for start in (0..keys).step_by(BATCH) {
         let mut pipe = redis::pipe();
+        let mut callees = Vec::new();
         for i in start..(start + BATCH).min(keys) {
             let key = format!("leak:{i}");
-            let args: &[&str] = match i % 4 {
-                0 => &["RATELIMIT.CHECK", &key, "10", "1"],
-                1 => &["RATELIMIT.CHECK", &key, "10", "1", "ALGORITHM", "SLIDING"],
-                2 => &["RATELIMIT.CHECK", &key, "10", "1", "ALGORITHM", "TOKEN"],
-                _ => &["RATELIMIT.THROTTLE", &key, "9", "10", "1"],
-            };
-            let times = if i % 5 == 0 { 2 } else { 1 };
-            for _ in 0..times {
-                let mut cmd = redis::cmd(args[0]);
-                cmd.arg(&args[1..]);
-                pipe.add_command(cmd);
+            let limiter = KINDS[i % KINDS.len()].limiter(10, 1);
+            let mut calls = vec![limiter.take_one(&key)];
+            if i % 5 == 0 {
+                calls.push(limiter.take_one(&key));
+                if limiter.kind.command == Command::Check {
+                    calls.push(limiter.look(&key, 1));
+                }
             }
-            if i % 5 == 0 && args[0] == "RATELIMIT.CHECK" {
-                let mut cmd = redis::cmd("RATELIMIT.PEEK");
-                cmd.arg(&args[1..]);
-                pipe.add_command(cmd);
+            for call in calls {
+                pipe.add_command(command(&call));
+                callees.push(limiter);
             }
         }
         let replies: Vec<Value> = pipe.query(con).unwrap();
-        for reply in &replies {
-            five_of(reply);
+        for (reply, limiter) in replies.into_iter().zip(callees) {
+            limiter.reply(reply);
         }
     }
 }
@@ -584,19 +450,21 @@ fn faults_out_of_memory_refuses_and_writes_nothing() {
         &["CONFIG", "SET", "maxmemory-policy", "noeviction"],
     );
 
-    // Limiters made before memory runs out.
-    check_args(&mut con, &["oom:fixed", "5", "3600"]);
-    check_args(&mut con, &["oom:token", "5", "3600", "ALGORITHM", "TOKEN"]);
-    let _: Value = run(
-        &mut con,
-        &["RATELIMIT.THROTTLE", "oom:gcra", "4", "1", "3600"],
-    );
-    check_args(&mut con, &["oom:spare", "5", "3600"]);
-    let existing = ["oom:fixed", "oom:token", "oom:gcra"];
-    let before: Vec<(Option<String>, i64)> = existing
-        .iter()
-        .map(|k| (get_str(&mut con, k), pexpiretime(&mut con, k)))
-        .collect();
+    // A limiter of each kind made before memory runs out (`oom:fixed`, …),
+    // and one of each to be made after (`oom:new:fixed`, …).
+    let limiters: Vec<Limiter> = KINDS.iter().map(|k| k.limiter(5, 3600)).collect();
+    let keys = |prefix: &str| -> Vec<String> {
+        limiters
+            .iter()
+            .map(|l| format!("{prefix}:{}", l.kind.lower()))
+            .collect()
+    };
+    let (existing, new) = (keys("oom"), keys("oom:new"));
+    for (limiter, key) in limiters.iter().zip(&existing) {
+        limiter.call(&mut con, &limiter.take_one(key));
+    }
+    check(&mut con, "oom:spare", 5, 3600, &[]);
+    let before: Vec<Stored> = existing.iter().map(|k| stored(&mut con, k)).collect();
 
     // Fill a little room with plain keys until writes are refused.
     let limit = used_memory(&mut con) + 1024 * 1024;
@@ -631,60 +499,26 @@ fn faults_out_of_memory_refuses_and_writes_nothing() {
     );
 
     // Every call that may write is refused, on new and existing keys alike.
-    let calls: [&[&str]; 8] = [
-        &["RATELIMIT.CHECK", "oom:new:fixed", "5", "3600"],
-        &[
-            "RATELIMIT.CHECK",
-            "oom:new:sliding",
-            "5",
-            "3600",
-            "ALGORITHM",
-            "SLIDING",
-        ],
-        &[
-            "RATELIMIT.CHECK",
-            "oom:new:token",
-            "5",
-            "3600",
-            "ALGORITHM",
-            "TOKEN",
-        ],
-        &["RATELIMIT.THROTTLE", "oom:new:gcra", "4", "1", "3600"],
-        &["RATELIMIT.CHECK", "oom:fixed", "5", "3600"],
-        &[
-            "RATELIMIT.CHECK",
-            "oom:token",
-            "5",
-            "3600",
-            "ALGORITHM",
-            "TOKEN",
-        ],
-        &["RATELIMIT.THROTTLE", "oom:gcra", "4", "1", "3600"],
-        &["RATELIMIT.CHECK", "oom:fixed", "5", "3600", "COST", "0"],
-    ];
-    for args in calls {
-        let error = error_of(common::raw(
-            &mut con,
-            &args.iter().map(|a| a.as_bytes()).collect::<Vec<_>>(),
-        ));
+    let mut calls: Vec<(Limiter, Vec<String>)> = Vec::new();
+    for keys in [&new, &existing] {
+        for (limiter, key) in limiters.iter().zip(keys) {
+            calls.push((*limiter, limiter.take_one(key)));
+        }
+    }
+    calls.push((limiters[0], limiters[0].take(&existing[0], 0)));
+    for (_, args) in &calls {
+        let bytes: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        let error = error_of(raw(&mut con, &bytes));
         assert!(error.starts_with("OOM"), "{args:?}: {error}");
     }
-    for key in [
-        "oom:new:fixed",
-        "oom:new:sliding",
-        "oom:new:token",
-        "oom:new:gcra",
-    ] {
+    for key in &new {
         assert!(!exists(&mut con, key), "a refused call created {key}");
     }
-    let after: Vec<(Option<String>, i64)> = existing
-        .iter()
-        .map(|k| (get_str(&mut con, k), pexpiretime(&mut con, k)))
-        .collect();
+    let after: Vec<Stored> = existing.iter().map(|k| stored(&mut con, k)).collect();
     assert_eq!(after, before, "a refused call changed a limiter");
     // Looking still works, and so does removing, which frees memory.
-    let peek = five(&mut con, &["RATELIMIT.PEEK", "oom:fixed", "5", "3600"]);
-    assert_eq!(peek[..4], [1, 4, 5, -1]);
+    let look = peek(&mut con, "oom:fixed", 5, 3600, &[]);
+    assert_eq!(look.without_reset(), (true, 4, 5, -1));
     let removed: i64 = run(&mut con, &["RATELIMIT.RESET", "oom:spare"]);
     assert_eq!(removed, 1);
 
@@ -694,21 +528,17 @@ fn faults_out_of_memory_refuses_and_writes_nothing() {
         &["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"],
     );
     let evicted_before = info_field(&mut con, "stats", "evicted_keys");
-    for args in calls {
-        let reply: Vec<i64> = run(&mut con, args);
-        assert_eq!(reply.len(), 5, "{args:?}: {reply:?}");
+    for (limiter, args) in &calls {
+        limiter.call(&mut con, args);
     }
-    let reply = five(&mut con, &["RATELIMIT.CHECK", "oom:new2", "5", "3600"]);
-    assert_eq!(reply[..4], [1, 4, 5, -1]);
+    let reply = check(&mut con, "oom:new2", 5, 3600, &[]);
+    assert_eq!(reply.without_reset(), (true, 4, 5, -1));
     // A megabyte more of plain keys, each making room for itself.
     for i in 0..100 {
         let _: () = run(&mut con, &["SET", &format!("more:{i}"), &value]);
     }
-    let reply = five(
-        &mut con,
-        &["RATELIMIT.THROTTLE", "oom:new3", "4", "1", "3600"],
-    );
-    assert_eq!(reply[..3], [0, 5, 4]);
+    let reply = throttle(&mut con, "oom:new3", 4, 1, 3600, None);
+    assert_eq!(reply.counts(), (false, 5, 4));
     assert!(
         info_field(&mut con, "stats", "evicted_keys") > evicted_before,
         "nothing was evicted"
@@ -718,10 +548,4 @@ fn faults_out_of_memory_refuses_and_writes_nothing() {
         used <= limit + 256 * 1024,
         "used_memory {used} well above maxmemory {limit}"
     );
-}
-
-fn check_args(con: &mut Connection, args: &[&str]) -> [i64; 5] {
-    let mut all = vec!["RATELIMIT.CHECK"];
-    all.extend_from_slice(args);
-    five(con, &all)
 }

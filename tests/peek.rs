@@ -11,110 +11,83 @@ mod common;
 use std::collections::BTreeSet;
 
 use common::{
-    dump, error_of, exists, five, get_str, master_with_replicas, pexpiretime, raw, run, server_ms,
-    wait_replicas, Server, WRONGTYPE,
+    algorithms, check, dumped, error_of, exists, get_str, make_one_of_each, master_with_replicas,
+    peek, pexpiretime, raw, run, timed, wait_replicas, wrong_algorithm, Decision, Limiter, Server,
+    Timed, WRONGTYPE,
 };
-use redis::{Connection, Value};
+use redis::{ConnectionLike, Value};
 
-/// A reply with the server clock read just before and just after it.
-struct Timed {
-    reply: [i64; 5],
-    before: i64,
-    after: i64,
-}
-
-fn timed(con: &mut Connection, args: &[&str]) -> Timed {
-    let before = server_ms(con);
-    let reply = five(con, args);
-    let after = server_ms(con);
-    Timed {
-        reply,
-        before,
-        after,
-    }
-}
-
-/// Asserts that field `i` of both replies names the same instant (or that
-/// both name none: -1 for no retry time, 0 for nothing to reset).
-fn assert_same_instant(what: &str, i: usize, a: &Timed, b: &Timed) {
-    if a.reply[i] <= 0 || b.reply[i] <= 0 {
-        assert_eq!(
-            a.reply[i], b.reply[i],
-            "{what}: field {i} of {:?} and {:?}",
-            a.reply, b.reply
-        );
+/// Asserts that a time in both replies (picked by `time`) names the same
+/// instant (or that both name none: -1 for no retry time, 0 for nothing to
+/// reset).
+fn assert_same_instant(
+    what: &str,
+    a: &Timed<Decision>,
+    b: &Timed<Decision>,
+    time: impl Fn(&Decision) -> i64,
+) {
+    let (ta, tb) = (time(&a.reply), time(&b.reply));
+    if ta <= 0 || tb <= 0 {
+        assert_eq!(ta, tb, "{what}: {:?} and {:?}", a.reply, b.reply);
         return;
     }
-    let (a_from, a_to) = (a.before + a.reply[i], a.after + a.reply[i]);
-    let (b_from, b_to) = (b.before + b.reply[i], b.after + b.reply[i]);
+    let (a_from, a_to) = (a.before + ta, a.after + ta);
+    let (b_from, b_to) = (b.before + tb, b.after + tb);
     assert!(
         a_from <= b_to && b_from <= a_to,
-        "{what}: field {i} names [{a_from}, {a_to}] in {:?} but [{b_from}, {b_to}] in {:?}",
+        "{what}: [{a_from}, {a_to}] in {:?} but [{b_from}, {b_to}] in {:?}",
         a.reply,
         b.reply
     );
 }
 
-/// `RATELIMIT.<command> key 5 60 COST cost <algorithm options>`.
-fn call<'a>(command: &'a str, key: &'a str, cost: &'a str, algorithm: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec![command, key, "5", "60", "COST", cost];
-    args.extend_from_slice(algorithm);
-    args
+/// Asserts that both replies name the same retry and reset instants.
+fn assert_same_instants(what: &str, a: &Timed<Decision>, b: &Timed<Decision>) {
+    assert_same_instant(&format!("{what}: retry"), a, b, |d| d.retry_after_ms);
+    assert_same_instant(&format!("{what}: reset"), a, b, |d| d.reset_after_ms);
 }
 
-const ALGORITHMS: [&[&str]; 3] = [
-    &["ALGORITHM", "FIXED"],
-    &["ALGORITHM", "SLIDING"],
-    &["ALGORITHM", "TOKEN"],
-];
+/// CHECK's algorithms, 5 units a minute.
+fn limiters() -> Vec<Limiter> {
+    algorithms().iter().map(|k| k.limiter(5, 60)).collect()
+}
 
-/// Value, expiry and encoding of `key`.
-fn snapshot(con: &mut Connection, key: &str) -> (Option<Vec<u8>>, i64) {
-    (dump(con, key), pexpiretime(con, key))
+/// Runs `args` (CHECK or PEEK) between two readings of the server's clock.
+fn timed_call(con: &mut dyn ConnectionLike, args: &[String]) -> Timed<Decision> {
+    timed(con, |con| run(con, args))
 }
 
 #[test]
 fn peek_on_a_missing_key_creates_nothing() {
     let server = Server::start();
     let mut con = server.connect();
-    for algorithm in [&[][..], ALGORITHMS[0], ALGORITHMS[1], ALGORITHMS[2]] {
-        let key = "peek:missing";
+    let key = "peek:missing";
+    // The default algorithm, then each by name.
+    let mut namings: Vec<Vec<&str>> = vec![vec![]];
+    namings.extend(algorithms().iter().map(|k| vec!["ALGORITHM", k.name]));
+    for naming in &namings {
+        let costing = |cost| [&["COST", cost][..], naming].concat();
         assert_eq!(
-            five(&mut con, &call("RATELIMIT.PEEK", key, "1", algorithm)),
-            [1, 5, 5, -1, 0],
-            "{algorithm:?}"
+            peek(&mut con, key, 5, 60, &costing("1")),
+            Decision::allowed(5, 5, 0),
+            "{naming:?}"
         );
         assert_eq!(
-            five(&mut con, &call("RATELIMIT.PEEK", key, "5", algorithm)),
-            [1, 5, 5, -1, 0],
-            "{algorithm:?}"
+            peek(&mut con, key, 5, 60, &costing("5")),
+            Decision::allowed(5, 5, 0),
+            "{naming:?}"
         );
         // A cost that can never fit: not allowed, no retry time.
         assert_eq!(
-            five(&mut con, &call("RATELIMIT.PEEK", key, "6", algorithm)),
-            [0, 5, 5, -1, 0],
-            "{algorithm:?}"
+            peek(&mut con, key, 5, 60, &costing("6")),
+            Decision::denied(5, 5, -1, 0),
+            "{naming:?}"
         );
-        assert_eq!(
-            five(&mut con, &["RATELIMIT.PEEK", key, "5", "60"]),
-            [1, 5, 5, -1, 0]
-        );
+        assert_eq!(peek(&mut con, key, 5, 60, &[]), Decision::allowed(5, 5, 0));
     }
     assert_eq!(
-        five(
-            &mut con,
-            &[
-                "RATELIMIT.PEEK",
-                "peek:missing",
-                "5",
-                "60",
-                "ALGORITHM",
-                "TOKEN",
-                "BURST",
-                "8"
-            ]
-        ),
-        [1, 8, 5, -1, 0]
+        peek(&mut con, key, 5, 60, &["ALGORITHM", "TOKEN", "BURST", "8"]),
+        Decision::allowed(8, 5, 0)
     );
     assert_eq!(run::<i64>(&mut con, &["DBSIZE"]), 0);
 }
@@ -124,36 +97,35 @@ fn peek_reports_the_state_without_deducting() {
     let server = Server::start();
     let mut con = server.connect();
     let key = "peek:fixed";
-    five(&mut con, &["RATELIMIT.CHECK", key, "5", "60"]);
-    five(&mut con, &["RATELIMIT.CHECK", key, "5", "60"]);
+    check(&mut con, key, 5, 60, &[]);
+    check(&mut con, key, 5, 60, &[]);
     let end = pexpiretime(&mut con, key);
 
     // Three left, and they stay three however often one looks.
     for _ in 0..3 {
-        let t = timed(&mut con, &["RATELIMIT.PEEK", key, "5", "60"]);
-        assert_eq!(t.reply[..4], [1, 3, 5, -1], "{:?}", t.reply);
-        let now = end - t.reply[4];
+        let t = timed(&mut con, |con| peek(con, key, 5, 60, &[]));
+        assert_eq!(t.reply.without_reset(), (true, 3, 5, -1), "{:?}", t.reply);
+        let now = end - t.reply.reset_after_ms;
         assert!((t.before..=t.after).contains(&now), "{:?}", t.reply);
     }
     // A cost that fits: allowed, still nothing deducted.
     assert_eq!(
-        five(&mut con, &["RATELIMIT.PEEK", key, "5", "60", "COST", "3"])[..4],
-        [1, 3, 5, -1]
+        peek(&mut con, key, 5, 60, &["COST", "3"]).without_reset(),
+        (true, 3, 5, -1)
     );
     // One that does not: when the window ends, as CHECK says.
-    let peeked = timed(&mut con, &["RATELIMIT.PEEK", key, "5", "60", "COST", "4"]);
-    let checked = timed(&mut con, &["RATELIMIT.CHECK", key, "5", "60", "COST", "4"]);
-    assert_eq!(peeked.reply[..3], [0, 3, 5]);
-    assert_eq!(checked.reply[..3], peeked.reply[..3]);
-    assert_same_instant("retry", 3, &peeked, &checked);
-    assert_same_instant("reset", 4, &peeked, &checked);
-    let now = end - peeked.reply[3];
+    let peeked = timed(&mut con, |con| peek(con, key, 5, 60, &["COST", "4"]));
+    let checked = timed(&mut con, |con| check(con, key, 5, 60, &["COST", "4"]));
+    assert_eq!(peeked.reply.counts(), (false, 3, 5));
+    assert_eq!(checked.reply.counts(), peeked.reply.counts());
+    assert_same_instants("fixed", &peeked, &checked);
+    let now = end - peeked.reply.retry_after_ms;
     assert!((peeked.before..=peeked.after).contains(&now));
 
     // The peeks counted nothing: CHECK goes on from 2.
     assert_eq!(
-        five(&mut con, &["RATELIMIT.CHECK", key, "5", "60"])[..4],
-        [1, 2, 5, -1]
+        check(&mut con, key, 5, 60, &[]).without_reset(),
+        (true, 2, 5, -1)
     );
     assert_eq!(get_str(&mut con, key).as_deref(), Some("3"));
     assert_eq!(pexpiretime(&mut con, key), end);
@@ -168,108 +140,60 @@ fn peek_answers_for_each_algorithm() {
     // the check and the peek below see the same window unless a boundary
     // falls between them, in which case the window is re-read).
     let key = "peek:sliding";
-    five(
-        &mut con,
-        &[
-            "RATELIMIT.CHECK",
-            key,
-            "5",
-            "60",
-            "ALGORITHM",
-            "SLIDING",
-            "COST",
-            "2",
-        ],
-    );
+    let sliding = ["ALGORITHM", "SLIDING"];
+    check(&mut con, key, 5, 60, &["ALGORITHM", "SLIDING", "COST", "2"]);
     let window_end = pexpiretime(&mut con, key) - 60_000;
-    let peek = timed(
-        &mut con,
-        &["RATELIMIT.PEEK", key, "5", "60", "ALGORITHM", "SLIDING"],
-    );
-    if peek.after < window_end {
-        assert_eq!(peek.reply[..4], [1, 3, 5, -1]);
+    let look = timed(&mut con, |con| peek(con, key, 5, 60, &sliding));
+    if look.after < window_end {
+        assert_eq!(look.reply.without_reset(), (true, 3, 5, -1));
         // Empty once the next window is over.
-        let now = pexpiretime(&mut con, key) - peek.reply[4];
+        let now = pexpiretime(&mut con, key) - look.reply.reset_after_ms;
         assert!(
-            (peek.before..=peek.after).contains(&now),
+            (look.before..=look.after).contains(&now),
             "{:?}",
-            peek.reply
+            look.reply
         );
         // Four more would fit only once the 2 weigh 1 at most: half way
         // into the next window.
-        let four = timed(
-            &mut con,
-            &[
-                "RATELIMIT.PEEK",
-                key,
-                "5",
-                "60",
-                "ALGORITHM",
-                "SLIDING",
-                "COST",
-                "4",
-            ],
-        );
-        assert_eq!(four.reply[..3], [0, 3, 5]);
-        let at = window_end + 30_000 - four.reply[3];
+        let four = timed(&mut con, |con| {
+            peek(con, key, 5, 60, &["ALGORITHM", "SLIDING", "COST", "4"])
+        });
+        assert_eq!(four.reply.counts(), (false, 3, 5));
+        let at = window_end + 30_000 - four.reply.retry_after_ms;
         assert!((four.before..=four.after).contains(&at), "{:?}", four.reply);
     }
     assert_eq!(get_str(&mut con, key).as_deref(), Some("S0:2"));
 
     // Token bucket of 5, one token a minute.
     let key = "peek:token";
-    let taken = timed(
-        &mut con,
-        &[
-            "RATELIMIT.CHECK",
+    let bucket = ["ALGORITHM", "TOKEN", "BURST", "5"];
+    let taken = timed(&mut con, |con| {
+        check(
+            con,
             key,
-            "1",
-            "60",
-            "ALGORITHM",
-            "TOKEN",
-            "BURST",
-            "5",
-            "COST",
-            "5",
-        ],
-    );
-    assert_eq!(taken.reply, [1, 0, 1, -1, 300_000]);
+            1,
+            60,
+            &["ALGORITHM", "TOKEN", "BURST", "5", "COST", "5"],
+        )
+    });
+    assert_eq!(taken.reply, Decision::allowed(0, 1, 300_000));
     let full_at = pexpiretime(&mut con, key);
-    let peek = timed(
-        &mut con,
-        &[
-            "RATELIMIT.PEEK",
-            key,
-            "1",
-            "60",
-            "ALGORITHM",
-            "TOKEN",
-            "BURST",
-            "5",
-        ],
-    );
-    assert_eq!(peek.reply[..3], [0, 0, 1]);
+    let look = timed(&mut con, |con| peek(con, key, 1, 60, &bucket));
+    assert_eq!(look.reply.counts(), (false, 0, 1));
     let first_token = full_at - 4 * 60_000;
-    assert!((peek.before..=peek.after).contains(&(first_token - peek.reply[3])));
-    assert!((peek.before..=peek.after).contains(&(full_at - peek.reply[4])));
+    assert!((look.before..=look.after).contains(&(first_token - look.reply.retry_after_ms)));
+    assert!((look.before..=look.after).contains(&(full_at - look.reply.reset_after_ms)));
     // Looking costs nothing.
     assert_eq!(
-        five(
+        peek(
             &mut con,
-            &[
-                "RATELIMIT.PEEK",
-                key,
-                "1",
-                "60",
-                "ALGORITHM",
-                "TOKEN",
-                "BURST",
-                "5",
-                "COST",
-                "0"
-            ]
-        )[..4],
-        [1, 0, 1, -1]
+            key,
+            1,
+            60,
+            &["ALGORITHM", "TOKEN", "BURST", "5", "COST", "0"]
+        )
+        .without_reset(),
+        (true, 0, 1, -1)
     );
     assert_eq!(get_str(&mut con, key).as_deref(), Some("T0"));
     assert_eq!(pexpiretime(&mut con, key), full_at);
@@ -277,10 +201,12 @@ fn peek_answers_for_each_algorithm() {
     // Fixed window over its limit (limit lowered): nothing fits.
     let key = "peek:over";
     let _: () = run(&mut con, &["SET", key, "9", "PX", "60000"]);
-    let over = five(&mut con, &["RATELIMIT.PEEK", key, "5", "60"]);
-    assert_eq!(over[..3], [0, 0, 5]);
+    let over = peek(&mut con, key, 5, 60, &[]);
+    assert_eq!(over.counts(), (false, 0, 5));
     assert!(
-        over[3] > 0 && over[3] <= 60_000 && over[3] == over[4],
+        over.retry_after_ms > 0
+            && over.retry_after_ms <= 60_000
+            && over.retry_after_ms == over.reset_after_ms,
         "{over:?}"
     );
 }
@@ -290,15 +216,15 @@ fn peek_changes_nothing_in_any_algorithm() {
     let server = Server::start();
     let mut con = server.connect();
     let mut watcher = server.connect();
-    for (i, algorithm) in ALGORITHMS.iter().enumerate() {
-        let key = format!("peek:still:{i}");
-        five(&mut con, &call("RATELIMIT.CHECK", &key, "2", algorithm));
-        let before = snapshot(&mut con, &key);
+    for limiter in limiters() {
+        let key = format!("peek:still:{}", limiter.kind.lower());
+        limiter.call(&mut con, &limiter.take(&key, 2));
+        let before = dumped(&mut con, &key);
 
         // A watched key stays untouched through any peek: EXEC runs.
         let _: () = run(&mut watcher, &["WATCH", &key]);
-        for cost in ["0", "1", "3", "4", "5", "6", "1000"] {
-            five(&mut con, &call("RATELIMIT.PEEK", &key, cost, algorithm));
+        for cost in [0, 1, 3, 4, 5, 6, 1000] {
+            limiter.call(&mut con, &limiter.look(&key, cost));
         }
         let result: Option<(i64,)> = redis::pipe()
             .atomic()
@@ -307,7 +233,7 @@ fn peek_changes_nothing_in_any_algorithm() {
             .query(&mut watcher)
             .unwrap();
         assert_eq!(result, Some((1,)), "EXEC aborted: a peek touched {key}");
-        assert_eq!(snapshot(&mut con, &key), before, "{algorithm:?}");
+        assert_eq!(dumped(&mut con, &key), before, "{}", limiter.kind.name);
     }
 }
 
@@ -316,27 +242,31 @@ fn peek_names_the_retry_time_check_would() {
     let server = Server::start();
     let mut con = server.connect();
     // States whose `remaining` does not move within a few milliseconds.
-    for (i, algorithm) in ALGORITHMS.iter().enumerate() {
-        let key = format!("peek:retry:{i}");
-        five(&mut con, &call("RATELIMIT.CHECK", &key, "3", algorithm));
-        let before = snapshot(&mut con, &key);
-        for cost in ["3", "4", "5"] {
+    for limiter in limiters() {
+        let name = limiter.kind.name;
+        let key = format!("peek:retry:{}", limiter.kind.lower());
+        limiter.call(&mut con, &limiter.take(&key, 3));
+        let before = dumped(&mut con, &key);
+        for cost in [3, 4, 5] {
             // PEEK first, then the CHECK, which is denied and changes nothing.
-            let peeked = timed(&mut con, &call("RATELIMIT.PEEK", &key, cost, algorithm));
-            let checked = timed(&mut con, &call("RATELIMIT.CHECK", &key, cost, algorithm));
-            let what = format!("{algorithm:?} cost {cost}");
-            assert_eq!(peeked.reply[0], 0, "{what}: {:?}", peeked.reply);
-            assert_eq!(checked.reply[..3], peeked.reply[..3], "{what}");
-            assert!(peeked.reply[3] > 0, "{what}: {:?}", peeked.reply);
-            assert_same_instant(&what, 3, &peeked, &checked);
-            assert_same_instant(&what, 4, &peeked, &checked);
+            let peeked = timed_call(&mut con, &limiter.look(&key, cost));
+            let checked = timed_call(&mut con, &limiter.take(&key, cost));
+            let what = format!("{name} cost {cost}");
+            assert!(!peeked.reply.allowed, "{what}: {:?}", peeked.reply);
+            assert_eq!(checked.reply.counts(), peeked.reply.counts(), "{what}");
+            assert!(
+                peeked.reply.retry_after_ms > 0,
+                "{what}: {:?}",
+                peeked.reply
+            );
+            assert_same_instants(&what, &peeked, &checked);
         }
-        assert_eq!(snapshot(&mut con, &key), before, "{algorithm:?}");
+        assert_eq!(dumped(&mut con, &key), before, "{name}");
         // And a cost that fits: allowed by both; PEEK keeps the units.
-        let peeked = five(&mut con, &call("RATELIMIT.PEEK", &key, "2", algorithm));
-        let checked = five(&mut con, &call("RATELIMIT.CHECK", &key, "2", algorithm));
-        assert_eq!(peeked[..4], [1, 2, 5, -1], "{algorithm:?}");
-        assert_eq!(checked[..4], [1, 0, 5, -1], "{algorithm:?}");
+        let peeked: Decision = run(&mut con, &limiter.look(&key, 2));
+        let checked: Decision = run(&mut con, &limiter.take(&key, 2));
+        assert_eq!(peeked.without_reset(), (true, 2, 5, -1), "{name}");
+        assert_eq!(checked.without_reset(), (true, 0, 5, -1), "{name}");
     }
 }
 
@@ -349,48 +279,48 @@ fn peek_works_on_a_read_only_replica() {
     let read_only: Vec<String> = run(&mut rcon, &["CONFIG", "GET", "replica-read-only"]);
     assert_eq!(read_only, ["replica-read-only", "yes"]);
 
-    for (i, algorithm) in ALGORITHMS.iter().enumerate() {
-        let key = format!("peek:replica:{i}");
-        five(&mut con, &call("RATELIMIT.CHECK", &key, "3", algorithm));
+    let key_of = |limiter: &Limiter| format!("peek:replica:{}", limiter.kind.lower());
+    for limiter in limiters() {
+        limiter.call(&mut con, &limiter.take(&key_of(&limiter), 3));
     }
     wait_replicas(&mut con, 1);
-    for (i, algorithm) in ALGORITHMS.iter().enumerate() {
-        let key = format!("peek:replica:{i}");
-        for cost in ["0", "1", "2", "4"] {
-            let on_master = timed(&mut con, &call("RATELIMIT.PEEK", &key, cost, algorithm));
-            let on_replica = timed(&mut rcon, &call("RATELIMIT.PEEK", &key, cost, algorithm));
-            let what = format!("{key} {algorithm:?} cost {cost}");
-            assert_eq!(on_replica.reply[..3], on_master.reply[..3], "{what}");
-            assert_eq!(on_master.reply[1], 2, "{what}");
-            assert_same_instant(&what, 3, &on_master, &on_replica);
-            assert_same_instant(&what, 4, &on_master, &on_replica);
+    for limiter in limiters() {
+        let key = key_of(&limiter);
+        for cost in [0, 1, 2, 4] {
+            let on_master = timed_call(&mut con, &limiter.look(&key, cost));
+            let on_replica = timed_call(&mut rcon, &limiter.look(&key, cost));
+            let what = format!("{key} {} cost {cost}", limiter.kind.name);
+            assert_eq!(
+                on_replica.reply.counts(),
+                on_master.reply.counts(),
+                "{what}"
+            );
+            assert_eq!(on_master.reply.remaining, 2, "{what}");
+            assert_same_instants(&what, &on_master, &on_replica);
         }
         assert_eq!(get_str(&mut rcon, &key), get_str(&mut con, &key));
         assert_eq!(pexpiretime(&mut rcon, &key), pexpiretime(&mut con, &key));
     }
     // Missing keys too, and nothing is created.
     assert_eq!(
-        five(
-            &mut rcon,
-            &["RATELIMIT.PEEK", "peek:replica:none", "5", "60"]
-        ),
-        [1, 5, 5, -1, 0]
+        peek(&mut rcon, "peek:replica:none", 5, 60, &[]),
+        Decision::allowed(5, 5, 0)
     );
     // Read-only scripts on the replica.
     if common::has_read_only_scripts(&mut rcon, "PEEK in EVAL_RO on a replica") {
-        let reply: Vec<i64> = redis::cmd("EVAL_RO")
+        let reply: Decision = redis::cmd("EVAL_RO")
             .arg("return redis.call('RATELIMIT.PEEK', KEYS[1], '5', '60')")
             .arg(1)
-            .arg("peek:replica:0")
+            .arg("peek:replica:fixed")
             .query(&mut rcon)
             .unwrap();
-        assert_eq!(reply[..4], [1, 2, 5, -1]);
+        assert_eq!(reply.without_reset(), (true, 2, 5, -1));
     }
 
     // CHECK is refused there.
     let err = error_of(raw(
         &mut rcon,
-        &[b"RATELIMIT.CHECK", b"peek:replica:0", b"5", b"60"],
+        &[b"RATELIMIT.CHECK", b"peek:replica:fixed", b"5", b"60"],
     ));
     assert!(err.starts_with("READONLY"), "{err}");
     assert!(!exists(&mut rcon, "peek:replica:none"));
@@ -405,24 +335,24 @@ fn peek_runs_in_read_only_scripts() {
     if !common::has_read_only_scripts(&mut con, "the whole test") {
         return;
     }
-    five(&mut con, &["RATELIMIT.CHECK", key, "5", "60", "COST", "2"]);
-    let before = snapshot(&mut con, key);
+    check(&mut con, key, 5, 60, &["COST", "2"]);
+    let before = dumped(&mut con, key);
 
     let peek = "return redis.call('RATELIMIT.PEEK', KEYS[1], '5', '60')";
-    let reply: Vec<i64> = redis::cmd("EVAL_RO")
+    let reply: Decision = redis::cmd("EVAL_RO")
         .arg(peek)
         .arg(1)
         .arg(key)
         .query(&mut con)
         .unwrap();
-    assert_eq!(reply[..4], [1, 3, 5, -1]);
-    let reply: Vec<i64> = redis::cmd("EVAL")
+    assert_eq!(reply.without_reset(), (true, 3, 5, -1));
+    let reply: Decision = redis::cmd("EVAL")
         .arg(format!("#!lua flags=no-writes\n{peek}"))
         .arg(1)
         .arg(key)
         .query(&mut con)
         .unwrap();
-    assert_eq!(reply[..4], [1, 3, 5, -1]);
+    assert_eq!(reply.without_reset(), (true, 3, 5, -1));
 
     // A function flagged no-writes, called with FCALL_RO.
     let library = "#!lua name=peeklib
@@ -434,8 +364,8 @@ fn peek_runs_in_read_only_scripts() {
             flags = {'no-writes'}
         }";
     let _: String = run(&mut con, &["FUNCTION", "LOAD", library]);
-    let reply: Vec<i64> = run(&mut con, &["FCALL_RO", "peek", "1", "peek:fn", "5", "60"]);
-    assert_eq!(reply, [1, 5, 5, -1, 0]);
+    let reply: Decision = run(&mut con, &["FCALL_RO", "peek", "1", "peek:fn", "5", "60"]);
+    assert_eq!(reply, Decision::allowed(5, 5, 0));
     assert!(!exists(&mut con, "peek:fn"));
 
     // CHECK is refused in the same places, and creates nothing.
@@ -457,7 +387,7 @@ fn peek_runs_in_read_only_scripts() {
     );
     assert!(err.contains("Write commands are not allowed"), "{err}");
     assert!(!exists(&mut con, "peek:script:ro"));
-    assert_eq!(snapshot(&mut con, key), before);
+    assert_eq!(dumped(&mut con, key), before);
 }
 
 #[test]
@@ -506,8 +436,8 @@ fn peek_declares_itself_read_only_and_fast() {
     let err = error_of(raw(&mut con, &[b"RATELIMIT.CHECK", b"oom", b"5", b"60"]));
     assert!(err.starts_with("OOM "), "{err}");
     assert_eq!(
-        five(&mut con, &["RATELIMIT.PEEK", "oom", "5", "60"]),
-        [1, 5, 5, -1, 0]
+        peek(&mut con, "oom", 5, 60, &[]),
+        Decision::allowed(5, 5, 0)
     );
     let _: () = run(&mut con, &["CONFIG", "SET", "maxmemory", "0"]);
 }
@@ -516,54 +446,32 @@ fn peek_declares_itself_read_only_and_fast() {
 fn peek_refuses_bad_arguments_and_foreign_keys() {
     let server = Server::start();
     let mut con = server.connect();
-    five(&mut con, &["RATELIMIT.CHECK", "pk:fixed", "5", "60"]);
-    five(
-        &mut con,
-        &[
-            "RATELIMIT.CHECK",
-            "pk:sliding",
-            "5",
-            "60",
-            "ALGORITHM",
-            "SLIDING",
-        ],
-    );
-    five(
-        &mut con,
-        &[
-            "RATELIMIT.CHECK",
-            "pk:token",
-            "5",
-            "60",
-            "ALGORITHM",
-            "TOKEN",
-        ],
-    );
-    five(&mut con, &["RATELIMIT.THROTTLE", "pk:gcra", "4", "5", "60"]);
+    let mut keys: Vec<(String, Option<&str>)> = make_one_of_each(&mut con, "pk")
+        .into_iter()
+        .map(|(limiter, key)| (key, Some(limiter.kind.name)))
+        .collect();
     let _: () = run(&mut con, &["SET", "pk:hello", "hello"]);
     let _: i64 = run(&mut con, &["RPUSH", "pk:list", "a"]);
-    let keys = [
-        "pk:fixed",
-        "pk:sliding",
-        "pk:token",
-        "pk:gcra",
-        "pk:hello",
-        "pk:list",
-    ];
-    let before: Vec<_> = keys.iter().map(|k| snapshot(&mut con, k)).collect();
-    for (i, algorithm) in ALGORITHMS.iter().enumerate() {
-        for (j, key) in keys.iter().enumerate() {
-            if i == j {
+    keys.extend([
+        ("pk:hello".to_string(), None),
+        ("pk:list".to_string(), None),
+    ]);
+    let before: Vec<_> = keys.iter().map(|(k, _)| dumped(&mut con, k)).collect();
+    for limiter in limiters() {
+        let wanted = limiter.kind.name;
+        for (key, held) in &keys {
+            if *held == Some(wanted) {
                 continue;
             }
-            for cost in ["0", "1"] {
-                let args = call("RATELIMIT.PEEK", key, cost, algorithm);
+            let expected = held.map_or(WRONGTYPE.to_string(), |held| wrong_algorithm(held, wanted));
+            for cost in [0, 1] {
+                let args = limiter.look(key, cost);
                 let bytes: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
-                assert_eq!(error_of(raw(&mut con, &bytes)), WRONGTYPE, "{args:?}");
+                assert_eq!(error_of(raw(&mut con, &bytes)), expected, "{args:?}");
             }
         }
     }
-    let after: Vec<_> = keys.iter().map(|k| snapshot(&mut con, k)).collect();
+    let after: Vec<_> = keys.iter().map(|(k, _)| dumped(&mut con, k)).collect();
     assert_eq!(after, before);
 
     let cases: &[(&[&[u8]], &str)] = &[

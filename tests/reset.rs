@@ -6,44 +6,18 @@ mod common;
 use std::collections::BTreeSet;
 
 use common::{
-    all_keys, dump, error_of, exists, five, get_str, master_with_replicas, pexpiretime, raw, run,
-    wait_replicas, Server, WRONGTYPE,
+    all_keys, assert_replica_took_everything, check, dumped, error_of, exists, get_str,
+    make_one_of_each, master_with_replicas, raw, reset, run, throttle, wait_replicas, Decision,
+    Server, Throttled, WRONGTYPE,
 };
 use redis::{Connection, Value};
 
-fn reset(con: &mut Connection, keys: &[&str]) -> i64 {
-    let mut args = vec!["RATELIMIT.RESET"];
-    args.extend_from_slice(keys);
-    run(con, &args)
-}
-
-/// One key of each limiter: fixed, sliding, token, throttle.
+/// One limiter of each kind, on keys `{prefix}:{kind}`.
 fn make_limiters(con: &mut Connection, prefix: &str) -> Vec<String> {
-    let keys: Vec<String> = ["fixed", "sliding", "token", "gcra"]
-        .iter()
-        .map(|k| format!("{prefix}:{k}"))
-        .collect();
-    five(con, &["RATELIMIT.CHECK", &keys[0], "5", "60"]);
-    five(
-        con,
-        &[
-            "RATELIMIT.CHECK",
-            &keys[1],
-            "5",
-            "60",
-            "ALGORITHM",
-            "SLIDING",
-        ],
-    );
-    five(
-        con,
-        &["RATELIMIT.CHECK", &keys[2], "5", "60", "ALGORITHM", "TOKEN"],
-    );
-    five(con, &["RATELIMIT.THROTTLE", &keys[3], "4", "5", "60"]);
-    for key in &keys {
-        assert!(exists(con, key.as_str()), "{key} not made");
-    }
-    keys
+    make_one_of_each(con, prefix)
+        .into_iter()
+        .map(|(_, key)| key)
+        .collect()
 }
 
 #[test]
@@ -73,12 +47,12 @@ fn reset_removes_every_algorithms_state_and_counts_it() {
     assert_eq!(all_keys(&mut con), BTreeSet::from([b"rs:other".to_vec()]));
     // Counting starts afresh.
     assert_eq!(
-        five(&mut con, &["RATELIMIT.CHECK", "rs:fixed", "5", "60"]),
-        [1, 4, 5, -1, 60_000]
+        check(&mut con, "rs:fixed", 5, 60, &[]),
+        Decision::allowed(4, 5, 60_000)
     );
     assert_eq!(
-        five(&mut con, &["RATELIMIT.THROTTLE", "rs:gcra", "4", "5", "60"]),
-        [0, 5, 4, -1, 12]
+        throttle(&mut con, "rs:throttle", 4, 5, 60, None),
+        Throttled::admitted(5, 4, 12)
     );
 }
 
@@ -86,7 +60,7 @@ fn reset_removes_every_algorithms_state_and_counts_it() {
 fn reset_skips_missing_keys_and_counts_duplicates_once() {
     let server = Server::start();
     let mut con = server.connect();
-    five(&mut con, &["RATELIMIT.CHECK", "dup", "5", "60"]);
+    check(&mut con, "dup", 5, 60, &[]);
     assert_eq!(reset(&mut con, &["nothing"]), 0);
     assert_eq!(reset(&mut con, &["dup", "nothing", "dup", "dup"]), 1);
     assert!(!exists(&mut con, "dup"));
@@ -129,9 +103,7 @@ fn reset_removes_nothing_when_one_key_is_not_a_limiter() {
     let mut all: Vec<&str> = keys.iter().map(String::as_str).collect();
     all.extend(foreign.iter().map(|(k, _)| *k));
     let snapshot = |con: &mut Connection| -> Vec<(Option<Vec<u8>>, i64)> {
-        all.iter()
-            .map(|k| (dump(con, *k), pexpiretime(con, *k)))
-            .collect()
+        all.iter().map(|k| dumped(con, *k)).collect()
     };
     let before = snapshot(&mut con);
 
@@ -164,7 +136,7 @@ fn reset_touches_watched_keys_only_when_it_removes_them() {
     let server = Server::start();
     let mut con = server.connect();
     let mut watcher = server.connect();
-    five(&mut con, &["RATELIMIT.CHECK", "watched", "5", "60"]);
+    check(&mut con, "watched", 5, 60, &[]);
     let exec = |watcher: &mut Connection| -> Option<(i64,)> {
         redis::pipe()
             .atomic()
@@ -231,8 +203,7 @@ fn reset_propagates_to_replicas() {
         let mut rcon = replica.connect();
         assert_eq!(all_keys(&mut rcon), remaining);
         assert_eq!(get_str(&mut rcon, &kept[3]), get_str(&mut con, &kept[3]));
-        let log = replica.log();
-        assert!(!log.contains("sending an error"), "replica log:\n{log}");
+        assert_replica_took_everything(replica);
     }
     // The replicas refuse it from their own clients.
     let mut rcon = replicas[0].connect();

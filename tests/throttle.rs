@@ -5,8 +5,8 @@
 mod common;
 
 use common::{
-    all_keys, dump, error_of, exists, five, get, get_str, pexpiretime, raw, run, server_ms, Server,
-    WRONGTYPE,
+    all_keys, dumped, error_of, exists, get, get_str, make_one_of_each, pexpiretime, raw, run,
+    server_ms, throttle, wrong_algorithm, Server, Throttled, THROTTLE, WRONGTYPE,
 };
 use redis::{Connection, Value};
 
@@ -22,12 +22,6 @@ const ERR_RATE: &str = "ERR count_per_period is too high for period: the emissio
 const ERR_TOO_LARGE: &str =
     "ERR max_burst is too large for this rate: a full bucket must refill within 1000000000 seconds";
 
-fn throttle(con: &mut Connection, args: &[&str]) -> [i64; 5] {
-    let mut all = vec!["RATELIMIT.THROTTLE"];
-    all.extend_from_slice(args);
-    five(con, &all)
-}
-
 /// Whole seconds, plus one when at least a millisecond is left over.
 fn seconds_rounded_up(ns: i64) -> i64 {
     ns / 1_000_000_000 + i64::from(ns % 1_000_000_000 >= 1_000_000)
@@ -36,11 +30,12 @@ fn seconds_rounded_up(ns: i64) -> i64 {
 /// redis-cell's own sequence: a bucket of 5 (max_burst 4), one per second,
 /// called back to back, by `command`.
 fn assert_redis_cell_sequence(con: &mut Connection, command: &str, key: &str) {
-    let call =
-        |con: &mut Connection, quantity: &str| five(con, &[command, key, "4", "1", "1", quantity]);
+    let call = |con: &mut Connection, quantity: &str| -> Throttled {
+        run(con, &[command, key, "4", "1", "1", quantity])
+    };
     let before = server_ms(con);
     // More than the bucket holds: refused, and never possible.
-    assert_eq!(call(con, "6"), [1, 5, 5, -1, 0]);
+    assert_eq!(call(con, "6"), Throttled::limited(5, 5, -1, 0));
     assert!(!exists(con, key), "a refused call created the key");
     let mut replies = Vec::new();
     for _ in 0..6 {
@@ -55,12 +50,12 @@ fn assert_redis_cell_sequence(con: &mut Connection, command: &str, key: &str) {
     assert_eq!(
         replies,
         [
-            [0, 5, 4, -1, 1],
-            [0, 5, 3, -1, 2],
-            [0, 5, 2, -1, 3],
-            [0, 5, 1, -1, 4],
-            [0, 5, 0, -1, 5],
-            [1, 5, 0, 1, 5],
+            Throttled::admitted(5, 4, 1),
+            Throttled::admitted(5, 3, 2),
+            Throttled::admitted(5, 2, 3),
+            Throttled::admitted(5, 1, 4),
+            Throttled::admitted(5, 0, 5),
+            Throttled::limited(5, 0, 1, 5),
         ]
     );
     // The theoretical arrival time, five seconds after the first admitted
@@ -79,13 +74,13 @@ fn throttle_answers_as_redis_cell_does() {
     let mut con = server.connect();
     // The example of redis-cell's README.
     assert_eq!(
-        throttle(&mut con, &["user123", "15", "30", "60", "1"]),
-        [0, 16, 15, -1, 2]
+        throttle(&mut con, "user123", 15, 30, 60, Some(1)),
+        Throttled::admitted(16, 15, 2)
     );
     // Without a quantity: 1.
     assert_eq!(
-        throttle(&mut con, &["user123", "15", "30", "60"]),
-        [0, 16, 14, -1, 4]
+        throttle(&mut con, "user123", 15, 30, 60, None),
+        Throttled::admitted(16, 14, 4)
     );
     assert_redis_cell_sequence(&mut con, "RATELIMIT.THROTTLE", "cell");
 }
@@ -98,17 +93,20 @@ fn throttle_stores_the_arrival_time_to_the_nanosecond() {
     // 3 per second: an interval of 333 333 333 ns; the expiry is rounded up
     // to the millisecond and the value holds the nanoseconds before it.
     let before = server_ms(&mut con);
-    assert_eq!(throttle(&mut con, &[key, "2", "3", "1"]), [0, 3, 2, -1, 1]);
+    assert_eq!(
+        throttle(&mut con, key, 2, 3, 1, None),
+        Throttled::admitted(3, 2, 1)
+    );
     let after = server_ms(&mut con);
     assert_eq!(get_str(&mut con, key).as_deref(), Some("G666667"));
     let start = pexpiretime(&mut con, key) - 334;
     assert!((before..=after).contains(&start));
-    let second = throttle(&mut con, &[key, "2", "3", "1"]);
-    let third = throttle(&mut con, &[key, "2", "3", "1"]);
+    let second = throttle(&mut con, key, 2, 3, 1, None);
+    let third = throttle(&mut con, key, 2, 3, 1, None);
     let now = server_ms(&mut con);
     if now - start < 333 {
-        assert_eq!(second, [0, 3, 1, -1, 1]);
-        assert_eq!(third, [0, 3, 0, -1, 1]);
+        assert_eq!(second, Throttled::admitted(3, 1, 1));
+        assert_eq!(third, Throttled::admitted(3, 0, 1));
         // Zero-padded to the width of the value it replaced.
         assert_eq!(get_str(&mut con, key).as_deref(), Some("G000001"));
         assert_eq!(pexpiretime(&mut con, key), start + 1_000);
@@ -121,27 +119,27 @@ fn throttle_quantity_zero_only_looks() {
     let mut con = server.connect();
     let key = "look";
     assert_eq!(
-        throttle(&mut con, &[key, "4", "1", "1", "0"]),
-        [0, 5, 5, -1, 0]
+        throttle(&mut con, key, 4, 1, 1, Some(0)),
+        Throttled::admitted(5, 5, 0)
     );
     assert!(!exists(&mut con, key));
 
     assert_eq!(
-        throttle(&mut con, &[key, "4", "1", "60", "2"]),
-        [0, 5, 3, -1, 120]
+        throttle(&mut con, key, 4, 1, 60, Some(2)),
+        Throttled::admitted(5, 3, 120)
     );
-    let before = (dump(&mut con, key), pexpiretime(&mut con, key));
+    let before = dumped(&mut con, key);
     for _ in 0..3 {
         assert_eq!(
-            throttle(&mut con, &[key, "4", "1", "60", "0"]),
-            [0, 5, 3, -1, 120]
+            throttle(&mut con, key, 4, 1, 60, Some(0)),
+            Throttled::admitted(5, 3, 120)
         );
     }
     // A refused quantity changes nothing either.
-    let refused = throttle(&mut con, &[key, "4", "1", "60", "4"]);
-    assert_eq!(refused[..3], [1, 5, 3], "{refused:?}");
-    assert_eq!(refused[3], 60);
-    assert_eq!((dump(&mut con, key), pexpiretime(&mut con, key)), before);
+    let refused = throttle(&mut con, key, 4, 1, 60, Some(4));
+    assert_eq!(refused.counts(), (true, 5, 3), "{refused:?}");
+    assert_eq!(refused.retry_after_s, 60);
+    assert_eq!(dumped(&mut con, key), before);
     assert_eq!(run::<i64>(&mut con, &["DBSIZE"]), 1);
 }
 
@@ -149,33 +147,33 @@ fn throttle_quantity_zero_only_looks() {
 fn throttle_rounds_times_up_to_the_second() {
     let server = Server::start();
     let mut con = server.connect();
-    let cases: &[(&str, &str, i64)] = &[
+    let cases: &[(u64, u64, i64)] = &[
         // 1.0005 s: less than a millisecond over, 1.
-        ("1999", "2000", 1_000_500_250),
+        (1999, 2000, 1_000_500_250),
         // 1.001 s: a millisecond over, 2.
-        ("1000", "1001", 1_001_000_000),
+        (1000, 1001, 1_001_000_000),
         // 0.333 s: 1.
-        ("3", "1", 333_333_333),
+        (3, 1, 333_333_333),
         // Exactly 2 s: 2.
-        ("1", "2", 2_000_000_000),
+        (1, 2, 2_000_000_000),
     ];
     for (i, &(count, period, interval_ns)) in cases.iter().enumerate() {
         let key = format!("round:{i}");
         // max_burst 0: one request, then the next waits an interval.
-        let first = throttle(&mut con, &[&key, "0", count, period]);
+        let first = throttle(&mut con, &key, 0, count, period, None);
         let reset = seconds_rounded_up(interval_ns);
-        assert_eq!(first, [0, 1, 0, -1, reset], "{count}/{period}");
+        assert_eq!(first, Throttled::admitted(1, 0, reset), "{count}/{period}");
         let tat_ns = pexpiretime(&mut con, &key) * 1_000_000
             - get_str(&mut con, &key).unwrap()[1..]
                 .parse::<i64>()
                 .unwrap();
         let before = server_ms(&mut con);
-        let second = throttle(&mut con, &[&key, "0", count, period]);
+        let second = throttle(&mut con, &key, 0, count, period, None);
         let after = server_ms(&mut con);
         // Refused until the arrival time, which is also when it is empty.
         let found = (before..=after).any(|now| {
             let left = seconds_rounded_up(tat_ns - now * 1_000_000);
-            second == [1, 1, 0, left, left]
+            second == Throttled::limited(1, 0, left, left)
         });
         assert!(found, "{count}/{period}: {second:?}, arrival {tat_ns} ns");
     }
@@ -219,19 +217,23 @@ fn throttle_rejects_bad_arguments_with_exact_errors() {
 
     // The bounds themselves are accepted.
     assert_eq!(
-        throttle(&mut con, &["edge:1", "0", "1000000000", "1"]),
-        [0, 1, 0, -1, 0]
+        throttle(&mut con, "edge:1", 0, 1_000_000_000, 1, None),
+        Throttled::admitted(1, 0, 0)
     );
     assert_eq!(
-        throttle(&mut con, &["edge:2", "0", "1", "1000000000"]),
-        [0, 1, 0, -1, 1_000_000_000]
+        throttle(&mut con, "edge:2", 0, 1, 1_000_000_000, None),
+        Throttled::admitted(1, 0, 1_000_000_000)
     );
     assert_eq!(
         throttle(
             &mut con,
-            &["edge:3", "999999999999999", "1000000000", "1", "0"]
+            "edge:3",
+            999_999_999_999_999,
+            1_000_000_000,
+            1,
+            Some(0)
         ),
-        [0, 1_000_000_000_000_000, 1_000_000_000_000_000, -1, 0]
+        Throttled::admitted(1_000_000_000_000_000, 1_000_000_000_000_000, 0)
     );
 }
 
@@ -254,31 +256,21 @@ fn throttle_refuses_foreign_values_without_crashing() {
     assert_eq!(get_str(&mut con, "k").as_deref(), Some("hello"));
 
     // Other limiters' state, malformed state and other types.
-    five(&mut con, &["RATELIMIT.CHECK", "fixed", "5", "60"]);
-    five(
-        &mut con,
-        &[
-            "RATELIMIT.CHECK",
-            "sliding",
-            "5",
-            "60",
-            "ALGORITHM",
-            "SLIDING",
-        ],
-    );
-    five(
-        &mut con,
-        &["RATELIMIT.CHECK", "token", "5", "60", "ALGORITHM", "TOKEN"],
-    );
+    let mut keys: Vec<(String, Option<&str>)> = vec![("k".to_string(), None)];
+    for (limiter, key) in make_one_of_each(&mut con, "foreign") {
+        if limiter.kind != THROTTLE {
+            keys.push((key, Some(limiter.kind.name)));
+        }
+    }
     let _: () = run(&mut con, &["SET", "g-bad", "G-5", "PX", "100000"]);
     let _: () = run(&mut con, &["SET", "g-empty", "G"]);
     let _: i64 = run(&mut con, &["RPUSH", "list", "a"]);
-    let keys = ["k", "fixed", "sliding", "token", "g-bad", "g-empty", "list"];
-    let before: Vec<_> = keys
-        .iter()
-        .map(|k| (dump(&mut con, *k), pexpiretime(&mut con, *k)))
-        .collect();
-    for key in keys {
+    keys.extend(["g-bad", "g-empty", "list"].map(|k| (k.to_string(), None)));
+    let before: Vec<_> = keys.iter().map(|(k, _)| dumped(&mut con, k)).collect();
+    for (key, held) in &keys {
+        let expected = held.map_or(WRONGTYPE.to_string(), |held| {
+            wrong_algorithm(held, THROTTLE.name)
+        });
         for quantity in ["0", "1", "100"] {
             for command in ["RATELIMIT.THROTTLE", "CL.THROTTLE"] {
                 let args: [&[u8]; 6] = [
@@ -289,18 +281,11 @@ fn throttle_refuses_foreign_values_without_crashing() {
                     b"60",
                     quantity.as_bytes(),
                 ];
-                assert_eq!(
-                    error_of(raw(&mut con, &args)),
-                    WRONGTYPE,
-                    "{key} {quantity}"
-                );
+                assert_eq!(error_of(raw(&mut con, &args)), expected, "{key} {quantity}");
             }
         }
     }
-    let after: Vec<_> = keys
-        .iter()
-        .map(|k| (dump(&mut con, *k), pexpiretime(&mut con, *k)))
-        .collect();
+    let after: Vec<_> = keys.iter().map(|(k, _)| dumped(&mut con, k)).collect();
     assert_eq!(after, before);
     assert_eq!(run::<String>(&mut con, &["PING"]), "PONG");
 }
@@ -310,22 +295,14 @@ fn throttle_accepts_non_utf8_keys() {
     let server = Server::start();
     let mut con = server.connect();
     let key: &[u8] = b"\xff\xfe\x00\xc3(";
-    let call = |con: &mut Connection| -> Vec<i64> {
-        redis::from_redis_value(
-            raw(con, &[b"RATELIMIT.THROTTLE", key, b"15", b"30", b"60"]).unwrap(),
-        )
-        .unwrap()
-    };
-    assert_eq!(call(&mut con), [0, 16, 15, -1, 2]);
-    assert_eq!(call(&mut con), [0, 16, 14, -1, 4]);
+    let call = |con: &mut Connection| throttle(con, key, 15, 30, 60, None);
+    assert_eq!(call(&mut con), Throttled::admitted(16, 15, 2));
+    assert_eq!(call(&mut con), Throttled::admitted(16, 14, 4));
     assert_eq!(get(&mut con, key), Some(b"G0".to_vec()));
     assert!(pexpiretime(&mut con, key) > 0);
     assert_eq!(all_keys(&mut con), [key.to_vec()].into_iter().collect());
-    let empty: Vec<i64> = redis::from_redis_value(
-        raw(&mut con, &[b"RATELIMIT.THROTTLE", b"", b"0", b"1", b"60"]).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(empty, [0, 1, 0, -1, 60]);
+    let empty = throttle(&mut con, b"", 0, 1, 60, None);
+    assert_eq!(empty, Throttled::admitted(1, 0, 60));
     assert_eq!(get(&mut con, ""), Some(b"G0".to_vec()));
 }
 
@@ -355,11 +332,18 @@ fn cl_throttle_exists_only_with_the_module_option() {
         let both = "both";
         let mut replies = Vec::new();
         for command in ["CL.THROTTLE", "RATELIMIT.THROTTLE", "cl.throttle"] {
-            replies.push(five(&mut con, &[command, both, "15", "30", "60"]));
+            replies.push(run::<Throttled>(
+                &mut con,
+                &[command, both, "15", "30", "60"],
+            ));
         }
         assert_eq!(
             replies,
-            [[0, 16, 15, -1, 2], [0, 16, 14, -1, 4], [0, 16, 13, -1, 6]]
+            [
+                Throttled::admitted(16, 15, 2),
+                Throttled::admitted(16, 14, 4),
+                Throttled::admitted(16, 13, 6)
+            ]
         );
         assert_eq!(get_str(&mut con, both).as_deref(), Some("G0"));
         assert_eq!(

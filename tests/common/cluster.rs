@@ -24,12 +24,13 @@ use std::sync::OnceLock;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use super::{module_path, server_binary};
+use super::server::{
+    assert_module_built, connect_to, lost_its_port, module_path, output_and_log, server_binary,
+    server_command, spawn, wait_until_ready, Directives,
+};
 
 /// How long the cluster may take to form, or to settle after a failover.
 pub const SETTLE_DEADLINE: Duration = Duration::from_secs(30);
-/// How long a node may take to answer its first PING.
-const START_DEADLINE: Duration = Duration::from_secs(15);
 /// Starts retried when a port was taken between choosing and binding it.
 const START_ATTEMPTS: usize = 5;
 /// `cluster-node-timeout`. Nodes ping each other at least every half of it,
@@ -69,24 +70,21 @@ pub fn has_cluster_port() -> bool {
 pub struct ClusterBuilder {
     masters: usize,
     replicas_per_master: usize,
-    args: Vec<String>,
-    module_args: Vec<String>,
+    directives: Directives,
 }
 
 impl ClusterBuilder {
     /// One configuration directive for every node, e.g.
     /// `arg("maxmemory", "10mb")`.
     pub fn arg(mut self, name: &str, value: &str) -> ClusterBuilder {
-        self.args.push(format!("--{name}"));
-        self.args.push(value.to_string());
+        self.directives.arg(name, value);
         self
     }
 
     /// One load-time module argument pair for every node, e.g.
     /// `module_arg("CL-THROTTLE", "yes")`.
     pub fn module_arg(mut self, name: &str, value: &str) -> ClusterBuilder {
-        self.module_args.push(name.to_string());
-        self.module_args.push(value.to_string());
+        self.directives.module_arg(name, value);
         self
     }
 
@@ -97,11 +95,7 @@ impl ClusterBuilder {
             "redis-cli makes clusters of 3 masters or more"
         );
         let module = module_path();
-        assert!(
-            module.exists(),
-            "the module is not built: {} is missing. Run `cargo build` (or `make test`, which builds it) first, or set RATELIMIT_MODULE.",
-            module.display()
-        );
+        assert_module_built(&module);
         let count = self.masters * (1 + self.replicas_per_master);
         let mut cluster = Cluster {
             nodes: Vec::with_capacity(count),
@@ -152,21 +146,12 @@ impl ClusterBuilder {
         for _ in 0..START_ATTEMPTS {
             let (port, bus_port) = choose_ports();
             let log = dir.path().join(format!("redis-{port}.log"));
-            // What the server prints before its log file is open.
             let out = dir.path().join(format!("redis-{port}.out"));
-            let output = std::fs::File::create(&out).expect("create the node's output file");
-            let mut command = Command::new(server_binary());
+            let mut command = server_command(port, dir.path(), &log, &out);
             command
-                .arg("--port")
-                .arg(port.to_string())
-                .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-                .arg("--dir")
-                .arg(dir.path())
-                .arg("--logfile")
-                .arg(&log)
                 .arg("--loadmodule")
                 .arg(module)
-                .args(&self.module_args)
+                .args(&self.directives.module_args)
                 .args(["--cluster-enabled", "yes"])
                 .arg("--cluster-config-file")
                 .arg(format!("nodes-{port}.conf"))
@@ -177,19 +162,9 @@ impl ClusterBuilder {
             if has_cluster_port() {
                 command.arg("--cluster-port").arg(bus_port.to_string());
             }
-            command.args(&self.args);
-            command
-                .stdin(Stdio::null())
-                .stdout(output.try_clone().expect("share the output file"))
-                .stderr(output);
-            let child = command.spawn().unwrap_or_else(|e| {
-                panic!(
-                    "cannot run {}: {e}; is redis-server installed? (`make test` installs it)",
-                    server_binary()
-                )
-            });
+            command.args(&self.directives.args);
             let mut node = Node {
-                child,
+                child: spawn(&mut command),
                 port,
                 bus_port,
                 log,
@@ -201,8 +176,7 @@ impl ClusterBuilder {
                     node._dir = Some(dir);
                     return node;
                 }
-                // Another test took a port between choosing and binding it.
-                Err(text) if text.contains("Address already in use") => last = text,
+                Err(text) if lost_its_port(&text) => last = text,
                 Err(text) => panic!("cluster node did not start; its log:\n{text}"),
             }
         }
@@ -240,32 +214,14 @@ struct Node {
 
 impl Node {
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.out).unwrap_or_default()
-            + &std::fs::read_to_string(&self.log).unwrap_or_default()
+        output_and_log(&self.out, &self.log)
     }
 
     /// Waits until the node answers PING; on failure it is killed and its
     /// log returned.
     fn wait_until_ready(&mut self) -> Result<(), String> {
-        let client = redis::Client::open(format!("redis://127.0.0.1:{}/", self.port)).unwrap();
-        let deadline = Instant::now() + START_DEADLINE;
-        while Instant::now() < deadline {
-            if self.child.try_wait().unwrap().is_some() {
-                return Err(self.log());
-            }
-            if let Ok(mut con) = client.get_connection_with_timeout(Duration::from_millis(200)) {
-                if redis::cmd("PING").query::<String>(&mut con).is_ok() {
-                    return Ok(());
-                }
-            }
-            sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        Err(format!(
-            "no PING answer within {START_DEADLINE:?}\n{}",
-            self.log()
-        ))
+        let (out, log) = (self.out.clone(), self.log.clone());
+        wait_until_ready(&mut self.child, self.port, || output_and_log(&out, &log))
     }
 }
 
@@ -317,8 +273,7 @@ impl Cluster {
         ClusterBuilder {
             masters,
             replicas_per_master,
-            args: Vec::new(),
-            module_args: Vec::new(),
+            directives: Directives::default(),
         }
     }
 
@@ -366,14 +321,7 @@ impl Cluster {
     /// A direct connection to one node, with timeouts so that a hung node
     /// fails the test instead of hanging it.
     pub fn connect(&self, port: u16) -> redis::Connection {
-        let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
-        let con = client
-            .get_connection_with_timeout(Duration::from_secs(5))
-            .unwrap_or_else(|e| panic!("connect to port {port}: {e}\n{}", self.logs()));
-        con.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        con.set_write_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        con
+        connect_to(port, || self.logs())
     }
 
     /// `CLUSTER KEYSLOT key`.

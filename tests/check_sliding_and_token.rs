@@ -1,4 +1,6 @@
-//! RATELIMIT.CHECK's sliding window and token bucket against a real server.
+//! RATELIMIT.CHECK's sliding window and token bucket against a real server
+//! (and what every algorithm shares: looks, keys of another algorithm,
+//! options).
 //!
 //! Every reply is compared with a model of the documented algorithm run at
 //! the command's own "now", which lies between the server's `TIME` read just
@@ -17,7 +19,8 @@ use std::thread::sleep;
 use std::time::Duration;
 
 use common::{
-    dump, error_of, exists, five, get_str, pexpiretime, raw, run, server_ms, Server, WRONGTYPE,
+    algorithms, check, dumped, error_of, exists, get_str, make_one_of_each, pexpiretime, raw, run,
+    server_ms, timed, wrong_algorithm, Decision, Server, Timed, FIXED, WRONGTYPE,
 };
 use redis::{Connection, Value};
 
@@ -46,24 +49,18 @@ fn state(con: &mut Connection, key: &str) -> State {
 /// server clock around it.
 struct Step {
     before_state: State,
-    reply: [i64; 5],
+    timed: Timed<Decision>,
     after_state: State,
-    before: i64,
-    after: i64,
 }
 
 fn step(con: &mut Connection, key: &str, args: &[&str]) -> Step {
     let before_state = state(con, key);
-    let before = server_ms(con);
-    let reply = five(con, args);
-    let after = server_ms(con);
+    let timed = timed(con, |con| run(con, args));
     let after_state = state(con, key);
     Step {
         before_state,
-        reply,
+        timed,
         after_state,
-        before,
-        after,
     }
 }
 
@@ -135,7 +132,7 @@ impl Sliding {
     }
 
     /// The reply and the state after a CHECK of `cost` at `now`.
-    fn check(&self, stored: &State, cost: i64, now: i64) -> ([i64; 5], State) {
+    fn check(&self, stored: &State, cost: i64, now: i64) -> (Decision, State) {
         let p = self.period_ms;
         let window = now / p;
         let (previous, current) = self.counts(stored, now);
@@ -163,10 +160,14 @@ impl Sliding {
         } else {
             stored.clone()
         };
-        (
-            [i64::from(fits), remaining, self.limit, retry, reset],
-            after,
-        )
+        let decision = Decision {
+            allowed: fits,
+            remaining,
+            limit: self.limit,
+            retry_after_ms: retry,
+            reset_after_ms: reset,
+        };
+        (decision, after)
     }
 }
 
@@ -197,7 +198,7 @@ impl Token {
     }
 
     /// The reply and the state after a CHECK of `cost` at `now`.
-    fn check(&self, stored: &State, cost: i64, now: i64) -> ([i64; 5], State) {
+    fn check(&self, stored: &State, cost: i64, now: i64) -> (Decision, State) {
         let now_ticks = i128::from(now) * self.limit;
         let capacity = self.burst * self.period_ms;
         let asked = i128::from(cost) * self.period_ms;
@@ -217,14 +218,14 @@ impl Token {
         } else {
             stored.clone()
         };
-        let reply = [
-            i64::from(fits),
-            ((capacity - debt) / self.period_ms) as i64,
-            self.limit as i64,
-            retry as i64,
-            ceil_div(debt, self.limit) as i64,
-        ];
-        (reply, after)
+        let decision = Decision {
+            allowed: fits,
+            remaining: ((capacity - debt) / self.period_ms) as i64,
+            limit: self.limit as i64,
+            retry_after_ms: retry as i64,
+            reset_after_ms: ceil_div(debt, self.limit) as i64,
+        };
+        (decision, after)
     }
 }
 
@@ -235,16 +236,16 @@ fn checked_step(
     key: &str,
     args: &[&str],
     cost: i64,
-    model: impl Fn(&State, i64, i64) -> ([i64; 5], State),
-) -> ([i64; 5], i64) {
+    model: impl Fn(&State, i64, i64) -> (Decision, State),
+) -> (Decision, i64) {
     let s = step(con, key, args);
     let now = assert_model(
         &args.join(" "),
-        (s.before, s.after),
-        &(s.reply, s.after_state.clone()),
+        (s.timed.before, s.timed.after),
+        &(s.timed.reply, s.after_state.clone()),
         |now| model(&s.before_state, cost, now),
     );
-    (s.reply, now)
+    (s.timed.reply, now)
 }
 
 /// The index of the current window of `period_ms`, waiting (by the server's
@@ -306,7 +307,11 @@ fn check_sliding_counts_a_window_exactly() {
     // of the window after next, exactly.
     for n in 1..=4 {
         let (reply, now) = checked(&mut con, "1");
-        assert_eq!(reply, [1, 4 - n, 4, -1, expiry - now], "request {n}");
+        assert_eq!(
+            reply,
+            Decision::allowed(4 - n, 4, expiry - now),
+            "request {n}"
+        );
         assert_eq!(get_str(&mut con, key), Some(format!("S0:{n}")));
         assert_eq!(pexpiretime(&mut con, key), expiry);
     }
@@ -314,16 +319,19 @@ fn check_sliding_counts_a_window_exactly() {
     // a quarter into the next window.
     for cost in ["1", "1", "2"] {
         let (reply, now) = checked(&mut con, cost);
-        assert_eq!(reply[..3], [0, 0, 4], "{reply:?}");
-        assert_eq!(reply[4], expiry - now);
+        assert_eq!(reply.counts(), (false, 0, 4), "{reply:?}");
+        assert_eq!(reply.reset_after_ms, expiry - now);
         let cost: i64 = cost.parse().unwrap();
-        assert_eq!(reply[3], (window + 1) * 10_000 + 2_500 * cost - now);
+        assert_eq!(
+            reply.retry_after_ms,
+            (window + 1) * 10_000 + 2_500 * cost - now
+        );
         assert_eq!(get_str(&mut con, key).as_deref(), Some("S0:4"));
         assert_eq!(pexpiretime(&mut con, key), expiry);
     }
     // A look changes nothing either.
     let (look, now) = checked(&mut con, "0");
-    assert_eq!(look, [1, 0, 4, -1, expiry - now]);
+    assert_eq!(look, Decision::allowed(0, 4, expiry - now));
     assert_eq!(get_str(&mut con, key).as_deref(), Some("S0:4"));
     assert_eq!(run::<String>(&mut con, &["TYPE", key]), "string");
 }
@@ -349,14 +357,17 @@ fn check_sliding_weights_the_previous_window_across_a_boundary() {
     let mut admitted = 0;
     loop {
         let (reply, now) = checked_step(&mut con, key, &args, 1, |s, c, n| model.check(s, c, n));
-        if reply[0] == 0 {
+        if !reply.allowed {
             // Only what the elapsed part of this window has freed passed:
             // never a second full limit.
             let elapsed = now % p;
             assert!(admitted <= 10 * elapsed / p, "{admitted} at {elapsed} ms");
             assert!(admitted < 10, "a second burst of the full limit");
             // It passes once 10 × (1 − e) + admitted + 1 <= 10.
-            assert_eq!(reply[3], window * p + (admitted + 1) * 1_000 - now);
+            assert_eq!(
+                reply.retry_after_ms,
+                window * p + (admitted + 1) * 1_000 - now
+            );
             break;
         }
         admitted += 1;
@@ -401,9 +412,9 @@ fn check_sliding_weights_the_previous_window_across_a_boundary() {
         "10",
     ];
     let (reply, now) = checked_step(&mut con, both, &full, 10, |s, c, n| model.check(s, c, n));
-    assert_eq!(reply[0], 0);
-    assert_eq!(reply[3], (window + 2) * p - now);
-    assert_eq!(reply[3], reply[4]);
+    assert!(!reply.allowed);
+    assert_eq!(reply.retry_after_ms, (window + 2) * p - now);
+    assert_eq!(reply.retry_after_ms, reply.reset_after_ms);
 }
 
 #[test]
@@ -426,24 +437,24 @@ fn check_sliding_retry_after_is_the_first_admitting_millisecond() {
     // The window is full: the next one starts with 10 weighing 10 × (1 − e),
     // and 1 more fits from e = 100 ms on.
     let (denied, now) = check(&mut con);
-    assert_eq!(denied[..3], [0, 0, 10]);
-    let target = now + denied[3];
+    assert_eq!(denied.counts(), (false, 0, 10));
+    let target = now + denied.retry_after_ms;
     if now / p == window {
         assert_eq!(target, (window + 1) * p + 100);
-        assert_eq!(denied[4], (window + 2) * p - now);
+        assert_eq!(denied.reset_after_ms, (window + 2) * p - now);
     }
 
     // Just before: still denied, and it names the same instant.
     sleep_until(&mut con, target - 40);
     let (reply, now) = check(&mut con);
     if now < target {
-        assert_eq!(reply[0], 0, "admitted {} ms early", target - now);
-        assert_eq!(now + reply[3], target);
+        assert!(!reply.allowed, "admitted {} ms early", target - now);
+        assert_eq!(now + reply.retry_after_ms, target);
     }
     // From that instant on: admitted.
     sleep_until(&mut con, target + MARGIN_MS);
     let (reply, now) = check(&mut con);
-    assert_eq!(reply[0], 1, "{reply:?}");
+    assert!(reply.allowed, "{reply:?}");
     if now / p == window + 1 {
         assert_eq!(get_str(&mut con, key).as_deref(), Some("S10:1"));
     }
@@ -476,21 +487,25 @@ fn check_token_takes_the_burst_then_refills_at_the_rate() {
         "3",
     ];
     let (first, start) = checked_step(&mut con, key, &args, 1, |s, c, n| model.check(s, c, n));
-    assert_eq!(first, [1, 2, 1, -1, 1_000]);
+    assert_eq!(first, Decision::allowed(2, 1, 1_000));
     assert_eq!(get_str(&mut con, key).as_deref(), Some("T0"));
     // The key expires exactly when the bucket is full.
     assert_eq!(pexpiretime(&mut con, key), start + 1_000);
     for n in [2, 3] {
         let (reply, now) = checked_step(&mut con, key, &args, 1, |s, c, n| model.check(s, c, n));
-        assert_eq!(reply[..4], [1, 3 - n, 1, -1], "{reply:?}");
+        assert_eq!(reply.without_reset(), (true, 3 - n, 1, -1), "{reply:?}");
         assert_eq!(get_str(&mut con, key).as_deref(), Some("T0"));
         assert_eq!(pexpiretime(&mut con, key), start + n * 1_000);
-        assert_eq!(pexpiretime(&mut con, key), now + reply[4]);
+        assert_eq!(pexpiretime(&mut con, key), now + reply.reset_after_ms);
     }
     let (denied, now) = checked_step(&mut con, key, &args, 1, |s, c, n| model.check(s, c, n));
-    assert_eq!(denied[..3], [0, 0, 1]);
-    assert_eq!(now + denied[3], start + 1_000, "the first token back");
-    assert_eq!(now + denied[4], start + 3_000, "full again");
+    assert_eq!(denied.counts(), (false, 0, 1));
+    assert_eq!(
+        now + denied.retry_after_ms,
+        start + 1_000,
+        "the first token back"
+    );
+    assert_eq!(now + denied.reset_after_ms, start + 3_000, "full again");
     assert_eq!(pexpiretime(&mut con, key), start + 3_000);
     assert_eq!(get_str(&mut con, key).as_deref(), Some("T0"));
 
@@ -504,7 +519,7 @@ fn check_token_takes_the_burst_then_refills_at_the_rate() {
     };
     let args = ["RATELIMIT.CHECK", key, "3", "1", "ALGORITHM", "TOKEN"];
     let (first, start) = checked_step(&mut con, key, &args, 1, |s, c, n| model.check(s, c, n));
-    assert_eq!(first, [1, 2, 3, -1, 334]);
+    assert_eq!(first, Decision::allowed(2, 3, 334));
     assert_eq!(get_str(&mut con, key).as_deref(), Some("T2"));
     assert_eq!(pexpiretime(&mut con, key), start + 334);
     let (_, now) = checked_step(&mut con, key, &args, 1, |s, c, n| model.check(s, c, n));
@@ -520,8 +535,8 @@ fn check_token_takes_the_burst_then_refills_at_the_rate() {
     // Empty: the first token is back at 333⅓ ms, so at 334.
     let (denied, now) = checked_step(&mut con, key, &args, 1, |s, c, n| model.check(s, c, n));
     if now - start < 300 {
-        assert_eq!(denied[..3], [0, 0, 3]);
-        assert_eq!(now + denied[3], start + 334);
+        assert_eq!(denied.counts(), (false, 0, 3));
+        assert_eq!(now + denied.retry_after_ms, start + 334);
     }
 }
 
@@ -551,23 +566,24 @@ fn check_token_retry_after_from_a_drained_bucket() {
         ]
     };
     let (drain, _) = checked_step(&mut con, key, &args("2"), 2, |s, c, n| model.check(s, c, n));
-    assert_eq!(drain, [1, 0, 10, -1, 200]);
+    assert_eq!(drain, Decision::allowed(0, 10, 200));
     let full_at = pexpiretime(&mut con, key);
 
     let (denied, now) = checked_step(&mut con, key, &args("1"), 1, |s, c, n| model.check(s, c, n));
-    assert_eq!(denied[..3], [0, 0, 10]);
-    assert!(denied[3] > 0 && denied[3] <= 100, "{denied:?}");
-    assert_eq!(now + denied[3], full_at - 100, "one token back");
-    assert_eq!(now + denied[4], full_at);
+    assert_eq!(denied.counts(), (false, 0, 10));
+    let retry = denied.retry_after_ms;
+    assert!(retry > 0 && retry <= 100, "{denied:?}");
+    assert_eq!(now + retry, full_at - 100, "one token back");
+    assert_eq!(now + denied.reset_after_ms, full_at);
     // Two tokens wait for the full bucket.
     let (two, now) = checked_step(&mut con, key, &args("2"), 2, |s, c, n| model.check(s, c, n));
-    assert_eq!(now + two[3], full_at);
+    assert_eq!(now + two.retry_after_ms, full_at);
     // Nothing was taken by the denials.
     assert_eq!(pexpiretime(&mut con, key), full_at);
 
-    sleep(Duration::from_millis((denied[3] + MARGIN_MS) as u64));
+    sleep(Duration::from_millis((retry + MARGIN_MS) as u64));
     let (reply, now) = checked_step(&mut con, key, &args("1"), 1, |s, c, n| model.check(s, c, n));
-    assert_eq!(reply[0], 1, "{reply:?}");
+    assert!(reply.allowed, "{reply:?}");
     assert_eq!(pexpiretime(&mut con, key), full_at.max(now) + 100);
 }
 
@@ -575,95 +591,46 @@ fn check_token_retry_after_from_a_drained_bucket() {
 fn check_token_burst_defaults_to_the_limit() {
     let server = Server::start();
     let mut con = server.connect();
+    let token = |burst: &[&'static str], cost: &'static str| {
+        [&["ALGORITHM", "TOKEN"][..], burst, &["COST", cost]].concat()
+    };
 
     // Without BURST the bucket holds `limit`: 4 fit at once, 5 never do.
     assert_eq!(
-        five(
-            &mut con,
-            &[
-                "RATELIMIT.CHECK",
-                "burst:default",
-                "4",
-                "60",
-                "ALGORITHM",
-                "TOKEN",
-                "COST",
-                "4"
-            ]
-        ),
-        [1, 0, 4, -1, 60_000]
+        check(&mut con, "burst:default", 4, 60, &token(&[], "4")),
+        Decision::allowed(0, 4, 60_000)
     );
     assert_eq!(
-        five(
-            &mut con,
-            &[
-                "RATELIMIT.CHECK",
-                "burst:five",
-                "4",
-                "60",
-                "ALGORITHM",
-                "TOKEN",
-                "COST",
-                "5"
-            ]
-        ),
-        [0, 4, 4, -1, 0]
+        check(&mut con, "burst:five", 4, 60, &token(&[], "5")),
+        Decision::denied(4, 4, -1, 0)
     );
     assert!(!exists(&mut con, "burst:five"));
     // BURST 4 is the same bucket.
     assert_eq!(
-        five(
-            &mut con,
-            &[
-                "RATELIMIT.CHECK",
-                "burst:four",
-                "4",
-                "60",
-                "ALGORITHM",
-                "TOKEN",
-                "BURST",
-                "4",
-                "COST",
-                "4"
-            ]
-        ),
-        [1, 0, 4, -1, 60_000]
+        check(&mut con, "burst:four", 4, 60, &token(&["BURST", "4"], "4")),
+        Decision::allowed(0, 4, 60_000)
     );
     // A larger burst holds more than the limit; refilling 5 takes 75 s.
     assert_eq!(
-        five(
+        check(
             &mut con,
-            &[
-                "RATELIMIT.CHECK",
-                "burst:larger",
-                "4",
-                "60",
-                "BURST",
-                "5",
-                "ALGORITHM",
-                "TOKEN",
-                "COST",
-                "5"
-            ]
+            "burst:larger",
+            4,
+            60,
+            &["BURST", "5", "ALGORITHM", "TOKEN", "COST", "5"]
         ),
-        [1, 0, 4, -1, 75_000]
+        Decision::allowed(0, 4, 75_000)
     );
     // A smaller one holds less.
     assert_eq!(
-        five(
+        check(
             &mut con,
-            &[
-                "RATELIMIT.CHECK",
-                "burst:smaller",
-                "4",
-                "60",
-                "ALGORITHM",
-                "TOKEN",
-                "BURST",
-                "2"
-            ]
+            "burst:smaller",
+            4,
+            60,
+            &["ALGORITHM", "TOKEN", "BURST", "2"]
         ),
-        [1, 1, 4, -1, 15_000]
+        Decision::allowed(1, 4, 15_000)
     );
 }
 
@@ -672,36 +639,25 @@ fn check_token_cost_above_the_burst_is_denied_without_retry() {
     let server = Server::start();
     let mut con = server.connect();
     let key = "token:never";
-    let args = |cost: &'static str| {
-        [
-            "RATELIMIT.CHECK",
-            "token:never",
-            "5",
-            "60",
-            "ALGORITHM",
-            "TOKEN",
-            "BURST",
-            "3",
-            "COST",
-            cost,
-        ]
-    };
-    assert_eq!(five(&mut con, &args("4")), [0, 3, 5, -1, 0]);
+    let options = |cost| ["ALGORITHM", "TOKEN", "BURST", "3", "COST", cost];
+    assert_eq!(
+        check(&mut con, key, 5, 60, &options("4")),
+        Decision::denied(3, 5, -1, 0)
+    );
     assert!(!exists(&mut con, key));
 
     // On a bucket in use: its state is reported, and stays.
-    let (taken, before, after) = {
-        let before = server_ms(&mut con);
-        let reply = five(&mut con, &args("1"));
-        (reply, before, server_ms(&mut con))
-    };
-    assert_eq!(taken[..4], [1, 2, 5, -1]);
+    let taken = timed(&mut con, |con| check(con, key, 5, 60, &options("1")));
+    assert_eq!(taken.reply.without_reset(), (true, 2, 5, -1));
     let full_at = pexpiretime(&mut con, key);
-    assert!((before..=after).contains(&(full_at - taken[4])));
+    assert!((taken.before..=taken.after).contains(&(full_at - taken.reply.reset_after_ms)));
     let value = get_str(&mut con, key);
-    let denied = five(&mut con, &args("1000"));
-    assert_eq!(denied[..4], [0, 2, 5, -1], "{denied:?}");
-    assert!(denied[4] > 0 && denied[4] <= 12_000, "{denied:?}");
+    let denied = check(&mut con, key, 5, 60, &options("1000"));
+    assert_eq!(denied.without_reset(), (false, 2, 5, -1), "{denied:?}");
+    assert!(
+        denied.reset_after_ms > 0 && denied.reset_after_ms <= 12_000,
+        "{denied:?}"
+    );
     assert_eq!(get_str(&mut con, key), value);
     assert_eq!(pexpiretime(&mut con, key), full_at);
 }
@@ -714,92 +670,52 @@ fn check_token_cost_above_the_burst_is_denied_without_retry() {
 fn check_cost_zero_creates_nothing_in_any_algorithm() {
     let server = Server::start();
     let mut con = server.connect();
-    let algorithms: [&[&str]; 4] = [
-        &[],
-        &["ALGORITHM", "FIXED"],
-        &["ALGORITHM", "SLIDING"],
-        &["ALGORITHM", "TOKEN"],
-    ];
-    for (i, algorithm) in algorithms.iter().enumerate() {
+    // The default algorithm, then each by name.
+    let mut namings: Vec<Vec<&str>> = vec![vec![]];
+    namings.extend(algorithms().iter().map(|k| vec!["ALGORITHM", k.name]));
+    for (i, naming) in namings.iter().enumerate() {
         let key = format!("look:{i}");
-        let mut args = vec!["RATELIMIT.CHECK", &key, "5", "60", "COST", "0"];
-        args.extend_from_slice(algorithm);
-        assert_eq!(five(&mut con, &args), [1, 5, 5, -1, 0], "{args:?}");
-        assert!(!exists(&mut con, &key), "{args:?} created the key");
+        let costing = |cost| [&["COST", cost][..], naming].concat();
+        let look = costing("0");
+        assert_eq!(
+            check(&mut con, &key, 5, 60, &look),
+            Decision::allowed(5, 5, 0),
+            "{look:?}"
+        );
+        assert!(!exists(&mut con, &key), "{look:?} created the key");
 
         // On a limiter in use: nothing changes, not even the encoding.
-        let mut counted = vec!["RATELIMIT.CHECK", &key, "5", "60", "COST", "2"];
-        counted.extend_from_slice(algorithm);
-        five(&mut con, &counted);
-        let before = (dump(&mut con, &key), pexpiretime(&mut con, &key));
-        let look = five(&mut con, &args);
-        assert_eq!(look[..4], [1, 3, 5, -1], "{args:?}");
-        assert_eq!((dump(&mut con, &key), pexpiretime(&mut con, &key)), before);
+        check(&mut con, &key, 5, 60, &costing("2"));
+        let before = dumped(&mut con, &key);
+        let reply = check(&mut con, &key, 5, 60, &look);
+        assert_eq!(reply.without_reset(), (true, 3, 5, -1), "{look:?}");
+        assert_eq!(dumped(&mut con, &key), before);
     }
     assert_eq!(
-        five(
+        check(
             &mut con,
-            &[
-                "RATELIMIT.CHECK",
-                "look:burst",
-                "5",
-                "60",
-                "ALGORITHM",
-                "TOKEN",
-                "BURST",
-                "8",
-                "COST",
-                "0"
-            ]
+            "look:burst",
+            5,
+            60,
+            &["ALGORITHM", "TOKEN", "BURST", "8", "COST", "0"]
         ),
-        [1, 8, 5, -1, 0]
+        Decision::allowed(8, 5, 0)
     );
     assert!(!exists(&mut con, "look:burst"));
     assert_eq!(run::<i64>(&mut con, &["DBSIZE"]), 4);
-}
-
-/// How each kind of limiter is called, by name.
-fn limiter_call<'a>(kind: &str, key: &'a str, cost: &'a str) -> Vec<&'a str> {
-    match kind {
-        "fixed" => vec!["RATELIMIT.CHECK", key, "5", "60", "COST", cost],
-        "sliding" => vec![
-            "RATELIMIT.CHECK",
-            key,
-            "5",
-            "60",
-            "ALGORITHM",
-            "SLIDING",
-            "COST",
-            cost,
-        ],
-        "token" => vec![
-            "RATELIMIT.CHECK",
-            key,
-            "5",
-            "60",
-            "COST",
-            cost,
-            "ALGORITHM",
-            "TOKEN",
-        ],
-        "throttle" => vec!["RATELIMIT.THROTTLE", key, "4", "5", "60", cost],
-        _ => unreachable!(),
-    }
 }
 
 #[test]
 fn check_refuses_keys_of_another_algorithm() {
     let server = Server::start();
     let mut con = server.connect();
-    let kinds = ["fixed", "sliding", "token", "throttle"];
 
     // One key made by each limiter, and keys no limiter made.
-    let mut keys: Vec<(String, Option<&str>)> = Vec::new();
-    for kind in kinds {
-        let key = format!("wt:{kind}");
-        five(&mut con, &limiter_call(kind, &key, "1"));
-        keys.push((key, Some(kind)));
-    }
+    let made = make_one_of_each(&mut con, "wt");
+    let mut keys: Vec<(String, Option<&str>)> = made
+        .iter()
+        .map(|(limiter, key)| (key.clone(), Some(limiter.kind.name)))
+        .collect();
     let foreign: &[(&str, &[&str])] = &[
         ("wt:hello", &["SET", "wt:hello", "hello", "PX", "100000"]),
         ("wt:s-like", &["SET", "wt:s-like", "S1", "PX", "100000"]),
@@ -814,25 +730,25 @@ fn check_refuses_keys_of_another_algorithm() {
     }
     // A counter written by hand is a fixed window, and nothing else.
     let _: () = run(&mut con, &["SET", "wt:counter", "7", "PX", "100000"]);
-    keys.push(("wt:counter".to_string(), Some("fixed")));
+    keys.push(("wt:counter".to_string(), Some(FIXED.name)));
 
     let snapshot = |con: &mut Connection| -> Vec<(Option<Vec<u8>>, i64)> {
-        keys.iter()
-            .map(|(k, _)| (dump(con, k.as_str()), pexpiretime(con, k.as_str())))
-            .collect()
+        keys.iter().map(|(k, _)| dumped(con, k.as_str())).collect()
     };
     let before = snapshot(&mut con);
-    for (key, made_by) in &keys {
-        for kind in kinds {
-            if *made_by == Some(kind) {
+    for (key, held) in &keys {
+        for (limiter, _) in &made {
+            let wanted = limiter.kind.name;
+            if *held == Some(wanted) {
                 continue;
             }
-            for cost in ["1", "0", "1000"] {
-                let args = limiter_call(kind, key, cost);
+            let expected = held.map_or(WRONGTYPE.to_string(), |held| wrong_algorithm(held, wanted));
+            for cost in [1, 0, 1000] {
+                let args = limiter.take(key, cost);
                 let bytes: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
                 assert_eq!(
                     error_of(raw(&mut con, &bytes)),
-                    WRONGTYPE,
+                    expected,
                     "{}",
                     args.join(" ")
                 );
@@ -910,34 +826,24 @@ fn check_rejects_bad_options_with_exact_errors() {
     assert!(!exists(&mut con, k), "a refused call created the key");
 
     // At the bound: 166 666 666 tokens refill in 999 999 996 s.
-    let fits = five(
+    let fits = check(
         &mut con,
-        &[
-            "RATELIMIT.CHECK",
-            "opts:edge",
-            "10",
-            "60",
-            "ALGORITHM",
-            "TOKEN",
-            "BURST",
-            "166666666",
-        ],
+        "opts:edge",
+        10,
+        60,
+        &["ALGORITHM", "TOKEN", "BURST", "166666666"],
     );
-    assert_eq!(fits, [1, 166_666_665, 10, -1, 6_000]);
+    assert_eq!(fits, Decision::allowed(166_666_665, 10, 6_000));
     // One per 10^9 s: a bucket of 1 is the most.
     assert_eq!(
-        five(
+        check(
             &mut con,
-            &[
-                "RATELIMIT.CHECK",
-                "opts:slow",
-                "1",
-                "1000000000",
-                "ALGORITHM",
-                "TOKEN"
-            ]
+            "opts:slow",
+            1,
+            1_000_000_000,
+            &["ALGORITHM", "TOKEN"]
         ),
-        [1, 0, 1, -1, 1_000_000_000_000]
+        Decision::allowed(0, 1, 1_000_000_000_000)
     );
     let err = error_of(raw(
         &mut con,
@@ -963,34 +869,21 @@ fn check_rejects_bad_options_with_exact_errors() {
     ];
     for (i, options) in orders.iter().enumerate() {
         let key = format!("opts:order:{i}");
-        let mut args = vec!["RATELIMIT.CHECK", &key, "10", "60"];
-        args.extend_from_slice(options);
-        assert_eq!(five(&mut con, &args), [1, 1, 10, -1, 12_000], "{args:?}");
+        assert_eq!(
+            check(&mut con, &key, 10, 60, options),
+            Decision::allowed(1, 10, 12_000),
+            "{options:?}"
+        );
         assert_eq!(get_str(&mut con, &key).as_deref(), Some("T0"));
     }
     for (i, name) in ["SLIDING", "sliding", "Sliding"].iter().enumerate() {
         let key = format!("opts:sliding:{i}");
-        five(
-            &mut con,
-            &[
-                "RATELIMIT.CHECK",
-                &key,
-                "10",
-                "60",
-                "COST",
-                "3",
-                "ALGORITHM",
-                name,
-            ],
-        );
+        check(&mut con, &key, 10, 60, &["COST", "3", "ALGORITHM", name]);
         assert_eq!(get_str(&mut con, &key).as_deref(), Some("S0:3"));
     }
     for (i, name) in ["FIXED", "fixed"].iter().enumerate() {
         let key = format!("opts:fixed:{i}");
-        five(
-            &mut con,
-            &["RATELIMIT.CHECK", &key, "10", "60", "ALGORITHM", name],
-        );
+        check(&mut con, &key, 10, 60, &["ALGORITHM", name]);
         assert_eq!(get_str(&mut con, &key).as_deref(), Some("1"));
     }
 }
@@ -999,15 +892,23 @@ fn check_rejects_bad_options_with_exact_errors() {
 // Concurrency
 // ---------------------------------------------------------------------------
 
-/// 16 connections sending 50 `args` each at once (with `{key}` replaced):
-/// every reply.
-fn hammer(server: &Server, args: &[&str]) -> Vec<[i64; 5]> {
+/// 16 connections sending 50 `RATELIMIT.CHECK key limit period options…`
+/// each at once: every reply.
+fn hammer(
+    server: &Server,
+    key: &str,
+    limit: u64,
+    period_s: u64,
+    options: &[&str],
+) -> Vec<Decision> {
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..16)
             .map(|_| {
                 scope.spawn(|| {
                     let mut con = server.connect();
-                    (0..50).map(|_| five(&mut con, args)).collect::<Vec<_>>()
+                    (0..50)
+                        .map(|_| check(&mut con, key, limit, period_s, options))
+                        .collect::<Vec<_>>()
                 })
             })
             .collect();
@@ -1019,8 +920,12 @@ fn hammer(server: &Server, args: &[&str]) -> Vec<[i64; 5]> {
 }
 
 /// Asserts that exactly 100 were admitted, each seeing its own `remaining`.
-fn assert_exactly_100(replies: &[[i64; 5]]) {
-    let admitted: Vec<i64> = replies.iter().filter(|r| r[0] == 1).map(|r| r[1]).collect();
+fn assert_exactly_100(replies: &[Decision]) {
+    let admitted: Vec<i64> = replies
+        .iter()
+        .filter(|r| r.allowed)
+        .map(|r| r.remaining)
+        .collect();
     assert_eq!(admitted.len(), 100);
     let remaining: BTreeSet<i64> = admitted.iter().copied().collect();
     assert_eq!(remaining, (0..100).collect::<BTreeSet<i64>>());
@@ -1035,10 +940,7 @@ fn check_sliding_admits_exactly_the_limit_under_concurrency() {
     for attempt in 0..2 {
         let key = format!("conc:sliding:{attempt}");
         let before = server_ms(&mut con);
-        let replies = hammer(
-            &server,
-            &["RATELIMIT.CHECK", &key, "100", "60", "ALGORITHM", "SLIDING"],
-        );
+        let replies = hammer(&server, &key, 100, 60, &["ALGORITHM", "SLIDING"]);
         let after = server_ms(&mut con);
         if before / 60_000 != after / 60_000 {
             continue;
@@ -1060,16 +962,10 @@ fn check_token_admits_exactly_the_burst_under_concurrency() {
     let before = server_ms(&mut con);
     let replies = hammer(
         &server,
-        &[
-            "RATELIMIT.CHECK",
-            key,
-            "1",
-            "3600",
-            "ALGORITHM",
-            "TOKEN",
-            "BURST",
-            "100",
-        ],
+        key,
+        1,
+        3600,
+        &["ALGORITHM", "TOKEN", "BURST", "100"],
     );
     let after = server_ms(&mut con);
     assert_exactly_100(&replies);

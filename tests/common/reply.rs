@@ -1,0 +1,218 @@
+//! Commands given as text or bytes, and what they reply: CHECK's and PEEK's
+//! five integers as a [`Decision`], THROTTLE's as a [`Throttled`], an error
+//! as its text.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use redis::{ConnectionLike, FromRedisValue, ParsingError, RedisResult, Value};
+
+/// The WRONGTYPE error as the commands reply it for a key that holds no
+/// limiter (a hash, a list, "hello").
+pub const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";
+
+/// The error for a command of kind `wanted` (FIXED, SLIDING, TOKEN,
+/// THROTTLE) on a key holding a limiter of kind `held`.
+pub fn wrong_algorithm(held: &str, wanted: &str) -> String {
+    assert_ne!(held, wanted, "a key of {held} is of the kind asked for");
+    WRONGTYPE.to_string()
+}
+
+/// RATELIMIT.CHECK's and RATELIMIT.PEEK's reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    pub remaining: i64,
+    pub limit: i64,
+    /// -1 when allowed, or when the cost can never fit.
+    pub retry_after_ms: i64,
+    /// Until the limiter is back to full; 0 when it already is.
+    pub reset_after_ms: i64,
+}
+
+impl Decision {
+    /// An admitted request (no retry time).
+    pub const fn allowed(remaining: i64, limit: i64, reset_after_ms: i64) -> Decision {
+        Decision {
+            allowed: true,
+            remaining,
+            limit,
+            retry_after_ms: -1,
+            reset_after_ms,
+        }
+    }
+
+    /// A denied request.
+    pub const fn denied(
+        remaining: i64,
+        limit: i64,
+        retry_after_ms: i64,
+        reset_after_ms: i64,
+    ) -> Decision {
+        Decision {
+            allowed: false,
+            remaining,
+            limit,
+            retry_after_ms,
+            reset_after_ms,
+        }
+    }
+
+    /// allowed, remaining and limit: what does not depend on the time.
+    pub fn counts(&self) -> (bool, i64, i64) {
+        (self.allowed, self.remaining, self.limit)
+    }
+
+    /// Everything but `reset_after_ms`.
+    pub fn without_reset(&self) -> (bool, i64, i64, i64) {
+        (
+            self.allowed,
+            self.remaining,
+            self.limit,
+            self.retry_after_ms,
+        )
+    }
+}
+
+/// RATELIMIT.THROTTLE's (redis-cell's CL.THROTTLE's) reply; times in
+/// seconds, rounded up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Throttled {
+    /// Whether the request was refused (redis-cell's 0 is "allowed").
+    pub limited: bool,
+    pub limit: i64,
+    pub remaining: i64,
+    /// -1 when not limited.
+    pub retry_after_s: i64,
+    pub reset_after_s: i64,
+}
+
+impl Throttled {
+    /// An admitted request (no retry time).
+    pub const fn admitted(limit: i64, remaining: i64, reset_after_s: i64) -> Throttled {
+        Throttled {
+            limited: false,
+            limit,
+            remaining,
+            retry_after_s: -1,
+            reset_after_s,
+        }
+    }
+
+    /// A refused request.
+    pub const fn limited(
+        limit: i64,
+        remaining: i64,
+        retry_after_s: i64,
+        reset_after_s: i64,
+    ) -> Throttled {
+        Throttled {
+            limited: true,
+            limit,
+            remaining,
+            retry_after_s,
+            reset_after_s,
+        }
+    }
+
+    /// limited, limit and remaining: what does not depend on the time.
+    pub fn counts(&self) -> (bool, i64, i64) {
+        (self.limited, self.limit, self.remaining)
+    }
+}
+
+/// The five integers of a reply, the first one 0 or 1.
+fn five_integers(value: Value) -> Result<(bool, [i64; 4]), ParsingError> {
+    let ints: Vec<i64> = redis::from_redis_value(value)?;
+    let [flag, a, b, c, d]: [i64; 5] = ints
+        .try_into()
+        .map_err(|r: Vec<i64>| ParsingError::from(format!("expected five integers, got {r:?}")))?;
+    match flag {
+        0 | 1 => Ok((flag == 1, [a, b, c, d])),
+        other => Err(ParsingError::from(format!(
+            "the first integer is {other}, not 0 or 1"
+        ))),
+    }
+}
+
+impl FromRedisValue for Decision {
+    fn from_redis_value(value: Value) -> Result<Decision, ParsingError> {
+        let (allowed, [remaining, limit, retry_after_ms, reset_after_ms]) = five_integers(value)?;
+        Ok(Decision {
+            allowed,
+            remaining,
+            limit,
+            retry_after_ms,
+            reset_after_ms,
+        })
+    }
+}
+
+impl FromRedisValue for Throttled {
+    fn from_redis_value(value: Value) -> Result<Throttled, ParsingError> {
+        let (limited, [limit, remaining, retry_after_s, reset_after_s]) = five_integers(value)?;
+        Ok(Throttled {
+            limited,
+            limit,
+            remaining,
+            retry_after_s,
+            reset_after_s,
+        })
+    }
+}
+
+/// A command given as text (the name first).
+pub fn command(args: &[impl AsRef<str>]) -> redis::Cmd {
+    let mut cmd = redis::cmd(args[0].as_ref());
+    for arg in &args[1..] {
+        cmd.arg(arg.as_ref());
+    }
+    cmd
+}
+
+/// A command given as text, success or error.
+pub fn try_run(con: &mut dyn ConnectionLike, args: &[impl AsRef<str>]) -> RedisResult<Value> {
+    command(args).query(con)
+}
+
+/// A command given as text, expected to succeed.
+pub fn run<T: FromRedisValue>(con: &mut dyn ConnectionLike, args: &[impl AsRef<str>]) -> T {
+    command(args).query(con).unwrap_or_else(|e| {
+        let text: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
+        panic!("{}: {e}", text.join(" "))
+    })
+}
+
+/// The error a command given as text replies (see [`error_of`]).
+pub fn error(con: &mut dyn ConnectionLike, args: &[impl AsRef<str>]) -> String {
+    error_of(try_run(con, args))
+}
+
+/// A command given as raw bytes (the name first), success or error.
+pub fn raw(con: &mut dyn ConnectionLike, args: &[&[u8]]) -> RedisResult<Value> {
+    let mut cmd = redis::Cmd::new();
+    for arg in args {
+        cmd.arg(*arg);
+    }
+    cmd.query(con)
+}
+
+/// The error a reply is, as text (code first).
+///
+/// The command name in the standard wrong-arity error is given in lower
+/// case: Redis 7 writes the registered name, Redis 6.2 the name as typed.
+pub fn error_of(result: RedisResult<Value>) -> String {
+    let text = match result {
+        Ok(v) => panic!("expected an error, got {v:?}"),
+        Err(e) => match (e.code(), e.detail()) {
+            (Some(code), Some(detail)) => format!("{code} {detail}"),
+            (Some(code), None) => code.to_string(),
+            _ => e.to_string(),
+        },
+    };
+    match text.split_once("wrong number of arguments for '") {
+        Some((head, rest)) => format!(
+            "{head}wrong number of arguments for '{}",
+            rest.to_lowercase()
+        ),
+        None => text,
+    }
+}
