@@ -8,7 +8,7 @@ use redis::ConnectionLike;
 use super::reply::run;
 
 /// The fields of `INFO ratelimit`, in order (`src/stats.rs`, `fields()`).
-pub const FIELDS: [&str; 23] = [
+pub const FIELDS: [&str; 42] = [
     "check_calls",
     "check_errors",
     "peek_calls",
@@ -18,8 +18,25 @@ pub const FIELDS: [&str; 23] = [
     "reset_keys",
     "throttle_calls",
     "throttle_errors",
+    "mcheck_calls",
+    "mcheck_errors",
+    "mcheck_allowed",
+    "mcheck_denied",
+    "mpeek_calls",
+    "mpeek_errors",
+    "acquire_calls",
+    "acquire_errors",
+    "release_calls",
+    "release_errors",
+    "renew_calls",
+    "renew_errors",
     "allowed",
     "denied",
+    "leases_acquired",
+    "leases_denied",
+    "leases_released",
+    "leases_renewed",
+    "leases_expired",
     "fixed_allowed",
     "fixed_denied",
     "fixed_peeks",

@@ -13,7 +13,11 @@ pub const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong
 /// THROTTLE) on a key holding a limiter of kind `held`.
 pub fn wrong_algorithm(held: &str, wanted: &str) -> String {
     assert_ne!(held, wanted, "a key of {held} is of the kind asked for");
-    WRONGTYPE.to_string()
+    let use_it = match held {
+        "THROTTLE" => "RATELIMIT.THROTTLE".to_string(),
+        algorithm => format!("ALGORITHM {algorithm}"),
+    };
+    format!("WRONGTYPE the key holds {held} limiter state, not {wanted}; use {use_it} or RATELIMIT.RESET it")
 }
 
 /// RATELIMIT.CHECK's and RATELIMIT.PEEK's reply.
