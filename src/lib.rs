@@ -53,97 +53,55 @@ struct Command {
     name: &'static CStr,
     handler: raw::RedisModuleCmdFunc,
     /// Command flags: `write` refuses it on read-only replicas, `deny-oom`
-    /// at maxmemory, `fast` declares it O(1).
+    /// at maxmemory, `fast` declares it O(1) (or O(log N)).
     flags: &'static CStr,
     /// First key, last key and step: position 1 makes cluster routing
-    /// (MOVED), ACL key patterns and `COMMAND GETKEYS` work.
+    /// (MOVED), ACL key patterns and `COMMAND GETKEYS` work. MCHECK's keys
+    /// follow `numkeys` (0, 0, 0): its key spec tells the server (7.0+), or
+    /// the command itself does (`getkeys-api`, Redis 6.2).
     keys: (c_int, c_int, c_int),
     /// Arity, key specs, ACL categories and docs, for servers that take them.
     docs: &'static CommandDocs,
 }
 
-/// Every command of the module.
+const fn command(
+    name: &'static CStr,
+    handler: raw::RedisModuleCmdFunc,
+    flags: &'static CStr,
+    keys: (c_int, c_int, c_int),
+    docs: &'static CommandDocs,
+) -> Command {
+    Command {
+        name,
+        handler,
+        flags,
+        keys,
+        docs,
+    }
+}
+
+/// Every command of the module. `readonly` (PEEK, MPEEK): runs on replicas
+/// and in EVAL_RO / FCALL_RO. Not `deny-oom`: RESET and RELEASE free memory
+/// and must work when the server is full. RESET is not `fast`: one lookup per
+/// key, any number of keys.
+#[rustfmt::skip]
 const COMMANDS: &[Command] = &[
-    Command {
-        name: c"ratelimit.check",
-        handler: Some(entry::<Check>),
-        flags: c"write deny-oom fast",
-        keys: (1, 1, 1),
-        docs: &commands::check::DOCS,
-    },
-    Command {
-        name: c"ratelimit.peek",
-        handler: Some(entry::<Peek>),
-        // `readonly`: runs on replicas and in EVAL_RO / FCALL_RO.
-        flags: c"readonly fast",
-        keys: (1, 1, 1),
-        docs: &commands::peek::DOCS,
-    },
-    Command {
-        name: c"ratelimit.reset",
-        handler: Some(entry::<Reset>),
-        // Not `deny-oom`: it frees memory. Not `fast`: one lookup per key.
-        flags: c"write",
-        keys: (1, -1, 1),
-        docs: &commands::reset::DOCS,
-    },
-    Command {
-        name: c"ratelimit.throttle",
-        handler: Some(entry::<Throttle>),
-        flags: c"write deny-oom fast",
-        keys: (1, 1, 1),
-        docs: &commands::throttle::DOCS,
-    },
-    Command {
-        name: c"ratelimit.mcheck",
-        handler: Some(entry::<MCheck>),
-        // `fast`: O(numkeys), at most 16.
-        flags: c"write deny-oom fast",
-        // The keys follow `numkeys`: the key spec tells the server (7.0+),
-        // or the command itself does (`getkeys-api`, Redis 6.2).
-        keys: (0, 0, 0),
-        docs: &commands::mcheck::DOCS,
-    },
-    Command {
-        name: c"ratelimit.mpeek",
-        handler: Some(entry::<MPeek>),
-        flags: c"readonly fast",
-        keys: (0, 0, 0),
-        docs: &commands::mpeek::DOCS,
-    },
-    Command {
-        name: c"ratelimit.acquire",
-        handler: Some(entry::<Acquire>),
-        flags: c"write deny-oom fast",
-        keys: (1, 1, 1),
-        docs: &commands::acquire::DOCS,
-    },
-    Command {
-        name: c"ratelimit.release",
-        handler: Some(entry::<Release>),
-        // Not `deny-oom`: ending leases must work when the server is full.
-        flags: c"write fast",
-        keys: (1, 1, 1),
-        docs: &commands::release::DOCS,
-    },
-    Command {
-        name: c"ratelimit.renew",
-        handler: Some(entry::<Renew>),
-        flags: c"write deny-oom fast",
-        keys: (1, 1, 1),
-        docs: &commands::renew::DOCS,
-    },
+    command(c"ratelimit.check",    Some(entry::<Check>),    c"write deny-oom fast", (1, 1, 1),  &commands::check::DOCS),
+    command(c"ratelimit.peek",     Some(entry::<Peek>),     c"readonly fast",       (1, 1, 1),  &commands::peek::DOCS),
+    command(c"ratelimit.reset",    Some(entry::<Reset>),    c"write",               (1, -1, 1), &commands::reset::DOCS),
+    command(c"ratelimit.throttle", Some(entry::<Throttle>), c"write deny-oom fast", (1, 1, 1),  &commands::throttle::DOCS),
+    command(c"ratelimit.mcheck",   Some(entry::<MCheck>),   c"write deny-oom fast", (0, 0, 0),  &commands::mcheck::DOCS),
+    command(c"ratelimit.mpeek",    Some(entry::<MPeek>),    c"readonly fast",       (0, 0, 0),  &commands::mpeek::DOCS),
+    command(c"ratelimit.acquire",  Some(entry::<Acquire>),  c"write deny-oom fast", (1, 1, 1),  &commands::acquire::DOCS),
+    command(c"ratelimit.release",  Some(entry::<Release>),  c"write fast",          (1, 1, 1),  &commands::release::DOCS),
+    command(c"ratelimit.renew",    Some(entry::<Renew>),    c"write deny-oom fast", (1, 1, 1),  &commands::renew::DOCS),
 ];
 
 /// RATELIMIT.THROTTLE under redis-cell's name, registered with the
 /// `cl-throttle yes` module option.
-const CL_THROTTLE: Command = Command {
-    name: c"cl.throttle",
-    handler: Some(entry::<Throttle>),
-    flags: c"write deny-oom fast",
-    keys: (1, 1, 1),
-    docs: &commands::throttle::DOCS,
-};
+#[rustfmt::skip]
+const CL_THROTTLE: Command =
+    command(c"cl.throttle",        Some(entry::<Throttle>), c"write deny-oom fast", (1, 1, 1),  &commands::throttle::DOCS);
 
 /// The module version as `MODULE LIST` shows it, from Cargo.toml's:
 /// major * 10000 + minor * 100 + patch.

@@ -15,6 +15,8 @@
 
 use std::ffi::{c_int, CStr};
 
+use redis_module::raw;
+
 /// What is known of one command.
 pub struct CommandDocs {
     /// One line on what it does.
@@ -58,6 +60,22 @@ pub enum KeySpec {
 }
 
 impl KeySpec {
+    /// One key, at argument 1, read and updated (CHECK, THROTTLE, ACQUIRE).
+    pub const ONE_UPDATED: KeySpec = KeySpec::Range {
+        flags: raw::REDISMODULE_CMD_KEY_RW
+            | raw::REDISMODULE_CMD_KEY_ACCESS
+            | raw::REDISMODULE_CMD_KEY_UPDATE,
+        first: 1,
+        last: 0,
+    };
+
+    /// One key, at argument 1, only read (PEEK).
+    pub const ONE_READ: KeySpec = KeySpec::Range {
+        flags: raw::REDISMODULE_CMD_KEY_RO | raw::REDISMODULE_CMD_KEY_ACCESS,
+        first: 1,
+        last: 0,
+    };
+
     /// The access flags.
     pub fn flags(&self) -> u32 {
         match *self {

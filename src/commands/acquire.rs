@@ -31,7 +31,6 @@ use crate::metadata::{ArgDocs, ArgKind, CommandDocs, KeySpec};
 use crate::server::{self, Access, Ctx, Key, RString, Replier, WriteReply};
 use crate::stats::{CommandStats, STATS};
 use crate::store::leases::KeyLeases;
-use redis_module::raw;
 
 /// What `COMMAND DOCS` and `COMMAND INFO` say of RATELIMIT.ACQUIRE.
 pub const DOCS: CommandDocs = CommandDocs {
@@ -40,13 +39,7 @@ pub const DOCS: CommandDocs = CommandDocs {
     complexity: c"O(log N) for N live leases, plus O(log N) per lease pruned",
     since: c"0.2.0",
     arity: -4,
-    keys: &[KeySpec::Range {
-        flags: raw::REDISMODULE_CMD_KEY_RW
-            | raw::REDISMODULE_CMD_KEY_ACCESS
-            | raw::REDISMODULE_CMD_KEY_UPDATE,
-        first: 1,
-        last: 0,
-    }],
+    keys: &[KeySpec::ONE_UPDATED],
     acl_categories: c"write fast",
     args: &[
         ArgDocs::required(c"key", ArgKind::Key),

@@ -31,7 +31,6 @@ use crate::metadata::{ArgDocs, ArgKind, CommandDocs, KeySpec};
 use crate::server::{self, Access, Ctx, Key, RString};
 use crate::stats::STATS;
 use crate::store;
-use redis_module::raw;
 
 /// What `COMMAND DOCS` and `COMMAND INFO` say of RATELIMIT.CHECK.
 pub const DOCS: CommandDocs = CommandDocs {
@@ -39,13 +38,7 @@ pub const DOCS: CommandDocs = CommandDocs {
     complexity: c"O(1)",
     since: c"0.1.0",
     arity: -4,
-    keys: &[KeySpec::Range {
-        flags: raw::REDISMODULE_CMD_KEY_RW
-            | raw::REDISMODULE_CMD_KEY_ACCESS
-            | raw::REDISMODULE_CMD_KEY_UPDATE,
-        first: 1,
-        last: 0,
-    }],
+    keys: &[KeySpec::ONE_UPDATED],
     acl_categories: c"write fast",
     args: &LIMIT_ARGS,
 };

@@ -22,7 +22,6 @@ use crate::metadata::{CommandDocs, KeySpec};
 use crate::server::{self, Access, Ctx, Key, RString};
 use crate::stats::{CommandStats, STATS};
 use crate::store;
-use redis_module::raw;
 
 /// What `COMMAND DOCS` and `COMMAND INFO` say of RATELIMIT.PEEK.
 pub const DOCS: CommandDocs = CommandDocs {
@@ -30,11 +29,7 @@ pub const DOCS: CommandDocs = CommandDocs {
     complexity: c"O(1)",
     since: c"0.1.0",
     arity: -4,
-    keys: &[KeySpec::Range {
-        flags: raw::REDISMODULE_CMD_KEY_RO | raw::REDISMODULE_CMD_KEY_ACCESS,
-        first: 1,
-        last: 0,
-    }],
+    keys: &[KeySpec::ONE_READ],
     acl_categories: c"read fast",
     args: &LIMIT_ARGS,
 };

@@ -28,7 +28,6 @@ use crate::metadata::{ArgDocs, ArgKind, CommandDocs, KeySpec};
 use crate::server::{self, Access, Ctx, Key, RString};
 use crate::stats::{CommandStats, STATS};
 use crate::store;
-use redis_module::raw;
 
 /// What `COMMAND DOCS` and `COMMAND INFO` say of RATELIMIT.THROTTLE.
 pub const DOCS: CommandDocs = CommandDocs {
@@ -36,13 +35,7 @@ pub const DOCS: CommandDocs = CommandDocs {
     complexity: c"O(1)",
     since: c"0.1.0",
     arity: -5,
-    keys: &[KeySpec::Range {
-        flags: raw::REDISMODULE_CMD_KEY_RW
-            | raw::REDISMODULE_CMD_KEY_ACCESS
-            | raw::REDISMODULE_CMD_KEY_UPDATE,
-        first: 1,
-        last: 0,
-    }],
+    keys: &[KeySpec::ONE_UPDATED],
     acl_categories: c"write fast",
     args: &[
         ArgDocs::required(c"key", ArgKind::Key),

@@ -14,7 +14,7 @@
 //! push the window further away.
 
 use super::layout::{decode_u64, Encoded, Layout};
-use super::{Algorithm, Decision, Kind, Outcome, Quota};
+use super::{without_burst, Algorithm, Decision, Kind, Outcome, Quota};
 use crate::error::Error;
 
 /// The fixed window with its quota.
@@ -31,10 +31,9 @@ impl Kind for FixedWindow {
 
 impl Algorithm for FixedWindow {
     fn new(quota: Quota, burst: Option<u64>) -> Result<Self, Error> {
-        match burst {
-            Some(_) => Err(Error::BurstWithoutToken),
-            None => Ok(FixedWindow { quota }),
-        }
+        Ok(FixedWindow {
+            quota: without_burst(quota, burst)?,
+        })
     }
 
     fn check(&self, stored: Option<Stored>, cost: u64, now_ms: u64) -> Outcome<Stored> {

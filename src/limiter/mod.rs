@@ -213,6 +213,14 @@ impl Id {
     }
 }
 
+/// The quota of an algorithm that takes no `BURST`.
+pub fn without_burst(quota: Quota, burst: Option<u64>) -> Result<Quota, Error> {
+    match burst {
+        Some(_) => Err(Error::BurstWithoutToken),
+        None => Ok(quota),
+    }
+}
+
 /// The algorithm CHECK uses without `ALGORITHM`.
 pub const DEFAULT_ALGORITHM: Id = Id::Fixed;
 

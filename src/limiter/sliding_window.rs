@@ -27,7 +27,9 @@
 //! belong to.
 
 use super::layout::{decode_u64, Encoded, Layout};
-use super::{div_floor, narrow, wide_mul, Algorithm, Decision, Kind, Outcome, Quota};
+use super::{
+    div_floor, narrow, wide_mul, without_burst, Algorithm, Decision, Kind, Outcome, Quota,
+};
 use crate::error::Error;
 
 /// The sliding window with its quota.
@@ -44,10 +46,9 @@ impl Kind for SlidingWindow {
 
 impl Algorithm for SlidingWindow {
     fn new(quota: Quota, burst: Option<u64>) -> Result<Self, Error> {
-        match burst {
-            Some(_) => Err(Error::BurstWithoutToken),
-            None => Ok(SlidingWindow { quota }),
-        }
+        Ok(SlidingWindow {
+            quota: without_burst(quota, burst)?,
+        })
     }
 
     fn check(&self, stored: Option<Stored>, cost: u64, now_ms: u64) -> Outcome<Stored> {
