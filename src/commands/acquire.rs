@@ -192,47 +192,28 @@ mod tests {
 
     #[test]
     fn rejects_bad_arguments_with_the_right_error() {
-        let long = "x".repeat(65);
-        let cases: &[(&[&str], Error)] = &[
-            (&["RATELIMIT.ACQUIRE", "k", "5"], Error::WrongArity),
-            (
-                &["RATELIMIT.ACQUIRE", "k", "0", "1"],
-                Error::InvalidMaxLeases,
-            ),
-            (
-                &["RATELIMIT.ACQUIRE", "k", "100001", "1"],
-                Error::InvalidMaxLeases,
-            ),
-            (&["RATELIMIT.ACQUIRE", "k", "1", "0"], Error::InvalidLeaseMs),
-            (
-                &["RATELIMIT.ACQUIRE", "k", "1", "86400001"],
-                Error::InvalidLeaseMs,
-            ),
-            (&["RATELIMIT.ACQUIRE", "k", "1", "1", "ID"], Error::Syntax),
-            (
-                &["RATELIMIT.ACQUIRE", "k", "1", "1", "NAME", "x"],
-                Error::Syntax,
-            ),
-            (
-                &["RATELIMIT.ACQUIRE", "k", "1", "1", "ID", "a", "ID", "b"],
-                Error::Syntax,
-            ),
-            (
-                &["RATELIMIT.ACQUIRE", "k", "1", "1", "ID", ""],
-                Error::InvalidLeaseId,
-            ),
-            (
-                &["RATELIMIT.ACQUIRE", "k", "1", "1", "ID", &long],
-                Error::InvalidLeaseId,
-            ),
-            (
-                &["RATELIMIT.ACQUIRE", "k", "0", "1", "ID", ""],
-                Error::InvalidMaxLeases,
-            ),
+        let long = format!("k 1 1 ID {}", "x".repeat(65));
+        // The arguments after the command name, split at spaces.
+        #[rustfmt::skip]
+        let cases: &[(&str, Error)] = &[
+            ("k 5", Error::WrongArity),
+            ("k 0 1", Error::InvalidMaxLeases),
+            ("k 100001 1", Error::InvalidMaxLeases),
+            ("k 1 0", Error::InvalidLeaseMs),
+            ("k 1 86400001", Error::InvalidLeaseMs),
+            ("k 1 1 ID", Error::Syntax),
+            ("k 1 1 NAME x", Error::Syntax),
+            ("k 1 1 ID a ID b", Error::Syntax),
+            (&long, Error::InvalidLeaseId),
         ];
         for (args, expected) in cases {
-            assert_eq!(parse_strs(args).err(), Some(*expected), "{args:?}");
+            let args: Vec<&str> = std::iter::once("RATELIMIT.ACQUIRE")
+                .chain(args.split_whitespace())
+                .collect();
+            assert_eq!(parse_strs(&args).err(), Some(*expected), "{args:?}");
         }
+        let empty_id = ["RATELIMIT.ACQUIRE", "k", "1", "1", "ID", ""];
+        assert_eq!(parse_strs(&empty_id).err(), Some(Error::InvalidLeaseId));
         let max = parse_strs(&["RATELIMIT.ACQUIRE", "k", "100000", "86400000"]).unwrap();
         assert_eq!((max.max, max.lease_ms), (100_000, 86_400_000));
     }

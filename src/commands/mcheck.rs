@@ -359,198 +359,43 @@ mod tests {
 
     #[test]
     fn rejects_malformed_calls_with_the_right_error() {
-        let cases: &[(&[&str], Error)] = &[
-            (&["RATELIMIT.MCHECK"], Error::WrongArity),
-            (
-                &["RATELIMIT.MCHECK", "0", "k", "LIMIT", "1", "1"],
-                Error::InvalidNumKeys,
-            ),
-            (
-                &["RATELIMIT.MCHECK", "17", "k", "LIMIT", "1", "1"],
-                Error::InvalidNumKeys,
-            ),
-            (
-                &["RATELIMIT.MCHECK", "x", "k", "LIMIT", "1", "1"],
-                Error::InvalidNumKeys,
-            ),
-            (
-                &["RATELIMIT.MCHECK", "-1", "k", "LIMIT", "1", "1"],
-                Error::InvalidNumKeys,
-            ),
+        // The arguments after the command name, split at spaces.
+        #[rustfmt::skip]
+        let cases: &[(&str, Error)] = &[
+            ("", Error::WrongArity),
+            ("0 k LIMIT 1 1", Error::InvalidNumKeys),
+            ("17 k LIMIT 1 1", Error::InvalidNumKeys),
+            ("x k LIMIT 1 1", Error::InvalidNumKeys),
+            ("-1 k LIMIT 1 1", Error::InvalidNumKeys),
             // More keys than arguments, fewer groups than keys, more groups.
-            (&["RATELIMIT.MCHECK", "3", "a", "b"], Error::GroupPerKey),
-            (
-                &["RATELIMIT.MCHECK", "2", "a", "b", "LIMIT", "1", "1"],
-                Error::GroupPerKey,
-            ),
-            (
-                &[
-                    "RATELIMIT.MCHECK",
-                    "1",
-                    "a",
-                    "LIMIT",
-                    "1",
-                    "1",
-                    "LIMIT",
-                    "2",
-                    "2",
-                ],
-                Error::GroupPerKey,
-            ),
+            ("3 a b", Error::GroupPerKey),
+            ("2 a b LIMIT 1 1", Error::GroupPerKey),
+            ("1 a LIMIT 1 1 LIMIT 2 2", Error::GroupPerKey),
             // A group that does not start with LIMIT.
-            (
-                &["RATELIMIT.MCHECK", "1", "a", "1", "1"],
-                Error::GroupPerKey,
-            ),
-            (
-                &["RATELIMIT.MCHECK", "1", "a", "COST", "1", "1"],
-                Error::GroupPerKey,
-            ),
+            ("1 a 1 1", Error::GroupPerKey),
+            ("1 a COST 1 1", Error::GroupPerKey),
             // A group cut short.
-            (&["RATELIMIT.MCHECK", "1", "a", "LIMIT", "1"], Error::Syntax),
-            (
-                &[
-                    "RATELIMIT.MCHECK",
-                    "2",
-                    "a",
-                    "b",
-                    "LIMIT",
-                    "1",
-                    "LIMIT",
-                    "1",
-                    "1",
-                ],
-                Error::InvalidPeriod,
-            ),
+            ("1 a LIMIT 1", Error::Syntax),
+            ("2 a b LIMIT 1 LIMIT 1 1", Error::InvalidPeriod),
             // CHECK's own errors, in argument order.
-            (
-                &["RATELIMIT.MCHECK", "1", "a", "LIMIT", "0", "1"],
-                Error::InvalidLimit,
-            ),
-            (
-                &["RATELIMIT.MCHECK", "1", "a", "LIMIT", "1", "0"],
-                Error::InvalidPeriod,
-            ),
-            (
-                &["RATELIMIT.MCHECK", "1", "a", "LIMIT", "1", "1", "COST"],
-                Error::Syntax,
-            ),
-            (
-                &[
-                    "RATELIMIT.MCHECK",
-                    "1",
-                    "a",
-                    "LIMIT",
-                    "1",
-                    "1",
-                    "COST",
-                    "-1",
-                ],
-                Error::InvalidCost,
-            ),
-            (
-                &[
-                    "RATELIMIT.MCHECK",
-                    "1",
-                    "a",
-                    "LIMIT",
-                    "1",
-                    "1",
-                    "COST",
-                    "1",
-                    "COST",
-                    "1",
-                ],
-                Error::Syntax,
-            ),
-            (
-                &[
-                    "RATELIMIT.MCHECK",
-                    "1",
-                    "a",
-                    "LIMIT",
-                    "1",
-                    "1",
-                    "ALGORITHM",
-                    "LEAKY",
-                ],
-                Error::InvalidAlgorithm,
-            ),
-            (
-                &[
-                    "RATELIMIT.MCHECK",
-                    "1",
-                    "a",
-                    "LIMIT",
-                    "1",
-                    "1",
-                    "BURST",
-                    "5",
-                ],
-                Error::BurstWithoutToken,
-            ),
-            (
-                &[
-                    "RATELIMIT.MCHECK",
-                    "1",
-                    "a",
-                    "LIMIT",
-                    "1",
-                    "1",
-                    "WEIGHT",
-                    "5",
-                ],
-                Error::Syntax,
-            ),
-            (
-                &[
-                    "RATELIMIT.MCHECK",
-                    "2",
-                    "a",
-                    "b",
-                    "LIMIT",
-                    "1",
-                    "1",
-                    "LIMIT",
-                    "x",
-                    "1",
-                ],
-                Error::InvalidLimit,
-            ),
-            // The same key twice, after the groups.
-            (
-                &[
-                    "RATELIMIT.MCHECK",
-                    "2",
-                    "a",
-                    "a",
-                    "LIMIT",
-                    "1",
-                    "1",
-                    "LIMIT",
-                    "1",
-                    "1",
-                ],
-                Error::DuplicateKey,
-            ),
-            (
-                &[
-                    "RATELIMIT.MCHECK",
-                    "2",
-                    "a",
-                    "a",
-                    "LIMIT",
-                    "1",
-                    "1",
-                    "LIMIT",
-                    "0",
-                    "1",
-                ],
-                Error::InvalidLimit,
-            ),
+            ("1 a LIMIT 0 1", Error::InvalidLimit),
+            ("1 a LIMIT 1 0", Error::InvalidPeriod),
+            ("1 a LIMIT 1 1 COST", Error::Syntax),
+            ("1 a LIMIT 1 1 COST -1", Error::InvalidCost),
+            ("1 a LIMIT 1 1 COST 1 COST 1", Error::Syntax),
+            ("1 a LIMIT 1 1 ALGORITHM LEAKY", Error::InvalidAlgorithm),
+            ("1 a LIMIT 1 1 BURST 5", Error::BurstWithoutToken),
+            ("1 a LIMIT 1 1 WEIGHT 5", Error::Syntax),
+            ("2 a b LIMIT 1 1 LIMIT x 1", Error::InvalidLimit),
+            // The same key twice, once the groups are read.
+            ("2 a a LIMIT 1 1 LIMIT 1 1", Error::DuplicateKey),
+            ("2 a a LIMIT 1 1 LIMIT 0 1", Error::InvalidLimit),
         ];
         for (args, expected) in cases {
-            assert_eq!(parse_strs(args).err(), Some(*expected), "{args:?}");
+            let args: Vec<&str> = std::iter::once("RATELIMIT.MCHECK")
+                .chain(args.split_whitespace())
+                .collect();
+            assert_eq!(parse_strs(&args).err(), Some(*expected), "{args:?}");
         }
     }
 

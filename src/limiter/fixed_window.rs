@@ -157,7 +157,7 @@ pub fn check(stored: Option<Stored>, quota: Quota, cost: u64, now_ms: u64) -> Ou
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::limiter::testing::{expected, replay};
+    use crate::limiter::testing::{common_properties, expected, replay};
     use crate::limiter::{MAX_COST, MAX_LIMIT, MAX_PERIOD_S};
     use proptest::prelude::*;
 
@@ -322,44 +322,9 @@ mod tests {
         }
 
         #[test]
-        fn remaining_is_what_the_next_requests_can_take(limit in 1u64..10, period_s in 1u64..4, reqs in requests()) {
-            let quota = quota(limit, period_s);
-            for (now_ms, _, _, outcome) in replay(1_000_000, &reqs, |state, cost, now_ms| check(state, quota, cost, now_ms)) {
-                let state = outcome.store;
-                let remaining = outcome.decision.remaining;
-                if state.is_none() {
-                    continue;
-                }
-                // At the same instant, exactly `remaining` more units fit.
-                if remaining > 0 {
-                    prop_assert!(check(state, quota, remaining, now_ms).decision.allowed);
-                }
-                prop_assert!(!check(state, quota, remaining + 1, now_ms).decision.allowed);
-            }
-        }
-
-        #[test]
-        fn retry_after_is_the_first_instant_that_admits(limit in 1u64..10, period_s in 1u64..4, reqs in requests()) {
-            let quota = quota(limit, period_s);
-            let mut state: Option<Stored> = None;
-            let mut now_ms = 1_000_000;
-            for (wait_ms, cost) in reqs {
-                now_ms += wait_ms;
-                let outcome = check(state, quota, cost, now_ms);
-                if let Some(retry_ms) = outcome.decision.retry_after_ms {
-                    prop_assert!(!outcome.decision.allowed);
-                    prop_assert!(retry_ms >= 1);
-                    let before = check(state, quota, cost, now_ms + retry_ms - 1);
-                    let at = check(state, quota, cost, now_ms + retry_ms);
-                    prop_assert!(!before.decision.allowed);
-                    prop_assert!(at.decision.allowed);
-                } else if !outcome.decision.allowed {
-                    prop_assert!(cost > limit, "denied without retry time");
-                }
-                if outcome.store.is_some() {
-                    state = outcome.store;
-                }
-            }
+        fn retry_and_remaining_are_exact(limit in 1u64..10, period_s in 1u64..4, reqs in requests()) {
+            let algorithm = FixedWindow::new(quota(limit, period_s), None).unwrap();
+            common_properties(algorithm, 1_000_000, &reqs)?;
         }
 
         #[test]

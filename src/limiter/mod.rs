@@ -394,6 +394,45 @@ pub(crate) mod testing {
         }
     }
 
+    /// The properties every algorithm CHECK can choose keeps, over a replay
+    /// of `requests` from `start_ms`: a retry time is exactly the first
+    /// instant the same request is admitted; a request is denied without one
+    /// only when an empty limiter could not take it either; and once a state
+    /// is stored, exactly `remaining` more units fit at that instant.
+    pub fn common_properties<A: super::Algorithm>(
+        algorithm: A,
+        start_ms: u64,
+        requests: &[(u64, u64)],
+    ) -> Result<(), proptest::test_runner::TestCaseError> {
+        use proptest::prop_assert;
+        let admits = |state, cost, at_ms| algorithm.check(state, cost, at_ms).decision.allowed;
+        for (now_ms, cost, state, outcome) in replay(start_ms, requests, |state, cost, now_ms| {
+            algorithm.check(state, cost, now_ms)
+        }) {
+            let decision = outcome.decision;
+            match decision.retry_after_ms {
+                Some(retry_ms) => {
+                    prop_assert!(!decision.allowed);
+                    prop_assert!(retry_ms >= 1);
+                    prop_assert!(!admits(state, cost, now_ms + retry_ms - 1));
+                    prop_assert!(admits(state, cost, now_ms + retry_ms));
+                }
+                None => prop_assert!(
+                    decision.allowed || !admits(None, cost, now_ms),
+                    "denied without a retry time, though an empty limiter admits {cost}"
+                ),
+            }
+            if let Some(next) = outcome.store {
+                let remaining = decision.remaining;
+                if remaining > 0 {
+                    prop_assert!(admits(Some(next), remaining, now_ms));
+                }
+                prop_assert!(!admits(Some(next), remaining + 1, now_ms));
+            }
+        }
+        Ok(())
+    }
+
     /// One step of a replay: its time, its cost, the state it met, its
     /// outcome.
     pub type Step<S, D> = (u64, u64, Option<S>, Outcome<S, D>);

@@ -256,7 +256,7 @@ fn empty_at_ms(counts: Counts, period_ms: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::limiter::testing::{expected, replay};
+    use crate::limiter::testing::{common_properties, expected, replay};
     use proptest::prelude::*;
 
     fn quota(limit: u64, period_s: u64) -> Quota {
@@ -426,36 +426,11 @@ mod tests {
         }
 
         #[test]
-        fn retry_after_is_the_first_instant_that_admits(
+        fn retry_and_remaining_are_exact(
             limit in 1u64..12, period_s in 1u64..4, start_ms in 0u64..10_000, reqs in requests()
         ) {
-            let q = quota(limit, period_s);
-            for (now_ms, cost, state, outcome) in replay(start_ms, &reqs, |state, cost, now_ms| check(state, q, cost, now_ms)) {
-                match outcome.decision.retry_after_ms {
-                    Some(retry_ms) => {
-                        prop_assert!(!outcome.decision.allowed);
-                        prop_assert!(retry_ms >= 1);
-                        prop_assert!(!check(state, q, cost, now_ms + retry_ms - 1).decision.allowed);
-                        prop_assert!(check(state, q, cost, now_ms + retry_ms).decision.allowed);
-                    }
-                    None => prop_assert!(outcome.decision.allowed || cost > limit),
-                }
-            }
-        }
-
-        #[test]
-        fn remaining_is_what_fits_now(
-            limit in 1u64..12, period_s in 1u64..4, start_ms in 0u64..10_000, reqs in requests()
-        ) {
-            let q = quota(limit, period_s);
-            for (now_ms, _, _, outcome) in replay(start_ms, &reqs, |state, cost, now_ms| check(state, q, cost, now_ms)) {
-                let Some(state) = outcome.store else { continue };
-                let remaining = outcome.decision.remaining;
-                if remaining > 0 {
-                    prop_assert!(check(Some(state), q, remaining, now_ms).decision.allowed);
-                }
-                prop_assert!(!check(Some(state), q, remaining + 1, now_ms).decision.allowed);
-            }
+            let algorithm = SlidingWindow::new(quota(limit, period_s), None).unwrap();
+            common_properties(algorithm, start_ms, &reqs)?;
         }
 
         #[test]

@@ -177,7 +177,7 @@ pub fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::limiter::testing::{expected, replay};
+    use crate::limiter::testing::{common_properties, expected, replay};
     use proptest::prelude::*;
 
     fn bucket(limit: u64, period_s: u64, burst: u64) -> TokenBucket {
@@ -350,35 +350,10 @@ mod tests {
         }
 
         #[test]
-        fn retry_after_is_the_first_instant_that_admits(
+        fn retry_and_remaining_are_exact(
             limit in 1u64..8, period_s in 1u64..3, burst in 1u64..8, reqs in requests()
         ) {
-            let b = bucket(limit, period_s, burst);
-            for (now_ms, cost, state, outcome) in replay(1_000_000, &reqs, |state, cost, now_ms| check(state, b, cost, now_ms)) {
-                match outcome.decision.retry_after_ms {
-                    Some(retry_ms) => {
-                        prop_assert!(retry_ms >= 1);
-                        prop_assert!(!check(state, b, cost, now_ms + retry_ms - 1).decision.allowed);
-                        prop_assert!(check(state, b, cost, now_ms + retry_ms).decision.allowed);
-                    }
-                    None => prop_assert!(outcome.decision.allowed || cost > burst),
-                }
-            }
-        }
-
-        #[test]
-        fn remaining_is_what_fits_now(
-            limit in 1u64..8, period_s in 1u64..3, burst in 1u64..8, reqs in requests()
-        ) {
-            let b = bucket(limit, period_s, burst);
-            for (now_ms, _, _, outcome) in replay(1_000_000, &reqs, |state, cost, now_ms| check(state, b, cost, now_ms)) {
-                let Some(state) = outcome.store else { continue };
-                let remaining = outcome.decision.remaining;
-                if remaining > 0 {
-                    prop_assert!(check(Some(state), b, remaining, now_ms).decision.allowed);
-                }
-                prop_assert!(!check(Some(state), b, remaining + 1, now_ms).decision.allowed);
-            }
+            common_properties(bucket(limit, period_s, burst), 1_000_000, &reqs)?;
         }
 
         #[test]
