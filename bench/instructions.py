@@ -23,7 +23,9 @@ use a fresh key per request on purpose.
     python3 bench/instructions.py --cases PING "CHECK FIXED"   # some cases only
 
 Environment: REDIS_SERVER (default redis-server), RATELIMIT_MODULE (default
-target/release/libredis_ratelimit.so), BENCH_REQUESTS (default 5000).
+target/release/libredis_ratelimit.so), BENCH_REQUESTS (default 5000),
+BENCH_KEEP_DUMPS (a folder: keep each case's callgrind dump there, for
+callgrind_annotate).
 """
 
 import argparse
@@ -42,7 +44,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 SERVER = os.environ.get("REDIS_SERVER", "redis-server")
-MODULE = Path(os.environ.get("RATELIMIT_MODULE", ROOT / "target" / "release" / "libredis_ratelimit.so"))
+MODULE = Path(os.environ.get("RATELIMIT_MODULE", ROOT / "target" / "release" / "libredis_ratelimit.so")).resolve()
 REQUESTS = int(os.environ.get("BENCH_REQUESTS", "5000"))
 PIPELINE = 32
 KEYS = 1000
@@ -52,6 +54,9 @@ LUA_SHA = hashlib.sha1(LUA.encode()).hexdigest()
 FALLBACK = ROOT / "fallback" / "ratelimit.lua"
 # A debt of about 28 hours: the state outlives any run.
 DEBT = "100000"
+# One token per second in a bucket of 10^8 (it refills in about 3 years,
+# within the longest period): the debt never reaches it.
+TOKEN_BURST = "100000000"
 
 
 def resp(args):
@@ -191,13 +196,19 @@ class Server:
                 text = Path(path).read_text(errors="replace")
                 m = re.search(r"^(?:summary|totals): (\d+)", text, re.M)
                 if m:
-                    os.remove(path)
+                    keep = os.environ.get("BENCH_KEEP_DUMPS")
+                    if keep:
+                        os.makedirs(keep, exist_ok=True)
+                        os.replace(path, os.path.join(keep, f"{self.label}.callgrind"))
+                    else:
+                        os.remove(path)
                     return int(m.group(1))
             time.sleep(0.1)
         raise RuntimeError("callgrind wrote no dump")
 
-    def measure(self, fn):
+    def measure(self, fn, label="idle"):
         """Instructions spent while `fn` runs, and its duration."""
+        self.label = label.replace(" ", "_").replace(",", "").replace("+", "_")
         self._control("-z")
         start = time.time()
         fn()
@@ -242,8 +253,8 @@ def cases():
         ("CHECK SLIDING", [["RATELIMIT.CHECK", k, BIG, "86400", "ALGORITHM", "SLIDING"] for k in keys("sliding:")],
          cycle("sliding:", lambda k: [["RATELIMIT.CHECK", k, BIG, "86400", "ALGORITHM", "SLIDING"]])),
         ("CHECK TOKEN",
-         [["RATELIMIT.CHECK", k, "1", "1", "ALGORITHM", "TOKEN", "BURST", BIG, "COST", DEBT] for k in keys("token:")],
-         cycle("token:", lambda k: [["RATELIMIT.CHECK", k, "1", "1", "ALGORITHM", "TOKEN", "BURST", BIG]])),
+         [["RATELIMIT.CHECK", k, "1", "1", "ALGORITHM", "TOKEN", "BURST", TOKEN_BURST, "COST", DEBT] for k in keys("token:")],
+         cycle("token:", lambda k: [["RATELIMIT.CHECK", k, "1", "1", "ALGORITHM", "TOKEN", "BURST", TOKEN_BURST]])),
         ("THROTTLE",
          [["RATELIMIT.THROTTLE", k, "999999999", "1", "1", DEBT] for k in keys("throttle:")],
          cycle("throttle:", lambda k: [["RATELIMIT.THROTTLE", k, "999999999", "1", "1"]])),
@@ -270,10 +281,10 @@ def cases():
              cycle("ffixed:", lambda k: [["FCALL", "ratelimit_check", "1", k, BIG, "86400"]])),
             ("FCALL ratelimit_check TOKEN",
              [["FUNCTION", "LOAD", "REPLACE", FALLBACK.read_text()]]
-             + [["FCALL", "ratelimit_check", "1", k, "1", "1", "ALGORITHM", "TOKEN", "BURST", BIG, "COST", DEBT]
+             + [["FCALL", "ratelimit_check", "1", k, "1", "1", "ALGORITHM", "TOKEN", "BURST", TOKEN_BURST, "COST", DEBT]
                 for k in keys("ftoken:")],
              cycle("ftoken:", lambda k: [["FCALL", "ratelimit_check", "1", k, "1", "1", "ALGORITHM", "TOKEN",
-                                          "BURST", BIG]])),
+                                          "BURST", TOKEN_BURST]])),
         ]
     return out
 
@@ -290,7 +301,7 @@ def run(replica, only):
                     server.con.call(*command)
                 requests = [c for i in range(REQUESTS) for c in request(i)]
                 # One untimed pass over a few requests warms the code paths.
-                total, elapsed = server.measure(lambda: server.con.many(requests))
+                total, elapsed = server.measure(lambda: server.con.many(requests), name)
                 per = (total - server.idle_per_s * elapsed) / REQUESTS
                 results[name] = round(per)
                 print(f"  {name:32} {results[name]:>8,}", flush=True)
@@ -309,6 +320,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", help="a JSON file of budgets: fail when a case costs over 5%% more")
     parser.add_argument("--cases", nargs="*", help="only these cases")
+    parser.add_argument("--replica", choices=["both", "no", "yes"], default="both",
+                        help="which table: without a replica, with one, or both")
     args = parser.parse_args()
     if not MODULE.exists():
         sys.exit(f"{MODULE} is missing: build it first (cargo build --release)")
@@ -327,10 +340,12 @@ def main():
         print("Every case within its budget.")
         return
     tables = {}
-    for replica in (False, True):
+    for replica in {"both": (False, True), "no": (False,), "yes": (True,)}[args.replica]:
         label = "one replica attached" if replica else "no replica"
         print(f"Instructions per request, {label} ({REQUESTS} requests per case, {PIPELINE} in flight):")
         tables[label] = run(replica, set(args.cases or []))
+    if args.replica != "both" or args.cases:
+        return
     RESULTS.mkdir(parents=True, exist_ok=True)
     meta = {"server": server_version(), "requests": REQUESTS, "pipeline": PIPELINE}
     (RESULTS / "instructions.json").write_text(json.dumps({"meta": meta, "tables": tables}, indent=2) + "\n")

@@ -414,6 +414,30 @@ pub fn replicate_set_pxat(ctx: Ctx, key: &RString, value: &[u8], at_ms: u64) -> 
     status(code, "the server refused to propagate SET")
 }
 
+/// Propagates `SET key value KEEPTTL`: a value changed, its expiry did not.
+pub fn replicate_set_keepttl(ctx: Ctx, key: &RString, value: &[u8]) -> Result<(), Error> {
+    let replicate = api!(RedisModule_Replicate)?;
+    // SAFETY: a module string, a buffer and its length, a C string.
+    let code = unsafe {
+        replicate(
+            ctx.0,
+            c"SET".as_ptr(),
+            c"sbc".as_ptr(),
+            key.0,
+            value.as_ptr(),
+            value.len(),
+            c"KEEPTTL".as_ptr(),
+        )
+    };
+    status(code, "the server refused to propagate SET")
+}
+
+/// Propagates `PEXPIREAT key at_ms`: only the expiry moved.
+pub fn replicate_pexpireat(ctx: Ctx, key: &RString, at_ms: u64) -> Result<(), Error> {
+    let mut digits = Digits::new();
+    replicate(ctx, c"PEXPIREAT", key, &[digits.of(at_ms)])
+}
+
 /// Propagates `INCRBY key by` (`INCR key` for 1): the cheapest effect when a
 /// counter grew and its expiry stayed.
 pub fn replicate_incr_by(ctx: Ctx, key: &RString, by: u64) -> Result<(), Error> {

@@ -2,12 +2,17 @@
 //! the only code that turns a [`Layout`] into a key's value and expiry.
 //!
 //! Every change is propagated to replicas and the AOF as its effect, never
-//! as the command: `SET key value PXAT expiry-ms`, with absolute time, so a
-//! replica, or a server replaying the AOF later, ends with the master's value
-//! and expiry whatever its own clock says. A fixed-window counter that grows
-//! inside its window propagates as `INCR key` / `INCRBY key n`, which leaves
-//! the (equal) expiry alone and is cheaper for the server to build; it
-//! depends on no clock either.
+//! as the command, so a replica, or a server replaying the AOF later, ends
+//! with the master's value and expiry whatever its own clock says, and can
+//! do so without the module. The effect is the cheapest one that says the
+//! change, none of them reading a clock:
+//!
+//! | what changed | effect |
+//! | --- | --- |
+//! | an integer value grew, the expiry stayed (a fixed window counting) | `INCR key` / `INCRBY key n` |
+//! | only the value (a sliding window counting inside its window) | `SET key value KEEPTTL` |
+//! | only the expiry (a bucket whose value keeps its digits) | `PEXPIREAT key ms` |
+//! | both, or a new key | `SET key value PXAT ms` |
 //!
 //! A key that holds another kind's state is refused with an error naming
 //! both kinds (the layouts never overlap), never silently reinterpreted.
@@ -21,25 +26,25 @@ use crate::limiter::{Encoded, Id, Kind, Layout, Outcome, Registered};
 use crate::server::{self, Ctx, Key, Value};
 
 /// The state a key holds for kind `K`, with the length of its value.
-pub struct Loaded<S> {
+pub struct Loaded<'k, S> {
     /// The state; `None` for a missing key.
     pub state: Option<S>,
-    /// The length of the stored value (0 for none).
-    len: usize,
+    /// The stored value, read in place (empty for none).
+    value: &'k [u8],
 }
 
 /// Reads the state of kind `K` at `key`: `None` for a missing key; an error
 /// naming both kinds for another kind's state, `WRONGTYPE` for anything else.
-pub fn load<K: Kind + Registered>(key: &Key) -> Result<Loaded<K::State>, Error> {
+pub fn load<'k, K: Kind + Registered>(key: &'k Key) -> Result<Loaded<'k, K::State>, Error> {
     match key.value()? {
         Value::Empty => Ok(Loaded {
             state: None,
-            len: 0,
+            value: &[],
         }),
         Value::String(bytes) => match K::State::decode(bytes, key.expires_at_ms()?) {
             Some(state) => Ok(Loaded {
                 state: Some(state),
-                len: bytes.len(),
+                value: bytes,
             }),
             None => Err(match Id::of_value(bytes) {
                 Some(held) => Error::WrongKind {
@@ -77,6 +82,7 @@ pub fn update<K: Kind + Registered, D>(
     let loaded = load::<K>(key)?;
     let outcome = decide(loaded.state);
     if let Some(next) = outcome.store {
+        // The plan owns what it writes: the key is free to change.
         let write = Write::plan(&loaded, next)?;
         write.apply(ctx, key)?;
         server::notify(ctx, event, key.name());
@@ -89,49 +95,62 @@ pub fn update<K: Kind + Registered, D>(
 pub struct Write {
     value: Encoded,
     expires_at_ms: u64,
-    /// The stored expiry differs from the new one.
-    expiry_moves: bool,
-    /// `Some(n)`: the change is `INCRBY key n`.
-    incr_by: Option<u64>,
+    effect: Effect,
+}
+
+/// How a change is propagated (see the table at the top).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Effect {
+    IncrBy(u64),
+    SetKeepTtl,
+    ExpireAt,
+    SetPxat,
 }
 
 impl Write {
     /// The change from `loaded` to `next`.
-    pub fn plan<S: Layout>(loaded: &Loaded<S>, next: S) -> Result<Write, Error> {
+    pub fn plan<S: Layout>(loaded: &Loaded<'_, S>, next: S) -> Result<Write, Error> {
         let mut value = Encoded::new();
-        next.encode(&mut value, loaded.len)
+        next.encode(&mut value, loaded.value.len())
             .ok_or(Error::Internal("a state does not fit its buffer"))?;
         let expires_at_ms = next
             .expires_at_ms()
             .ok_or(Error::Internal("a state to store has no expiry"))?;
-        let previous = loaded.state.as_ref();
+        let effect = match loaded.state.as_ref() {
+            None => Effect::SetPxat,
+            Some(previous) => {
+                let same_expiry = previous.expires_at_ms() == Some(expires_at_ms);
+                match next.grown_from(previous) {
+                    Some(by) => Effect::IncrBy(by),
+                    None if same_expiry => Effect::SetKeepTtl,
+                    None if loaded.value == value.as_bytes() => Effect::ExpireAt,
+                    None => Effect::SetPxat,
+                }
+            }
+        };
         Ok(Write {
             value,
             expires_at_ms,
-            expiry_moves: previous.and_then(Layout::expires_at_ms) != Some(expires_at_ms),
-            incr_by: previous.and_then(|p| next.grown_from(p)),
+            effect,
         })
     }
 
     /// Makes the change at `key` (open for writing) and propagates it.
     pub fn apply(&self, ctx: Ctx, key: &mut Key) -> Result<(), Error> {
         // Queue the propagation first: if the server refuses it, nothing has
-        // changed yet, and master and replicas still agree. A counter that
-        // grew within its window propagates as INCRBY, which keeps the
-        // replica's (equal) expiry and costs the server fewer allocations
-        // than a SET.
-        match self.incr_by {
-            Some(by) => server::replicate_incr_by(ctx, key.name(), by)?,
-            None => server::replicate_set_pxat(
-                ctx,
-                key.name(),
-                self.value.as_bytes(),
-                self.expires_at_ms,
-            )?,
+        // changed yet, and master and replicas still agree.
+        let (name, value) = (key.name(), self.value.as_bytes());
+        match self.effect {
+            Effect::IncrBy(by) => server::replicate_incr_by(ctx, name, by)?,
+            Effect::SetKeepTtl => server::replicate_set_keepttl(ctx, name, value)?,
+            Effect::ExpireAt => server::replicate_pexpireat(ctx, name, self.expires_at_ms)?,
+            Effect::SetPxat => server::replicate_set_pxat(ctx, name, value, self.expires_at_ms)?,
         }
-        key.write_string(self.value.as_bytes())?;
+        if self.effect != Effect::ExpireAt {
+            key.write_string(value)?;
+        }
         // An unchanged expiry is not set again: that saves a lookup.
-        if self.expiry_moves {
+        if matches!(self.effect, Effect::ExpireAt | Effect::SetPxat) {
             key.set_expires_at_ms(self.expires_at_ms)?;
         }
         server::signal_modified(ctx, key.name())
