@@ -22,6 +22,7 @@ run: build ## Serve the module on 127.0.0.1:$(PORT) in the foreground
 	redis-server --port $(PORT) --bind 127.0.0.1 --save '' --appendonly no --loadmodule $(CURDIR)/$(MODULE)
 
 test: deps ## Run every test: unit, property and against real servers
+	@scripts/install-deps --test
 	$(CARGO) build
 	$(CARGO) test
 	examples/python/run-tests
