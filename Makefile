@@ -4,9 +4,14 @@ PORT ?= 6379
 CARGO ?= cargo
 MODULE := target/release/libredis_ratelimit.so
 BENCH_VENV := target/bench-venv
+PREFIX ?= /usr/local
+PACKAGE_DIR ?= target/package
+# make package and make install build the release module, unless MODULE=…
+# names a build to take as it is (the tests pack and install the debug one).
+MODULE_BUILD := $(if $(filter command line,$(origin MODULE)),,build)
 
 .DEFAULT_GOAL := help
-.PHONY: help deps build run test test-matrix lint bench
+.PHONY: help deps build run test test-matrix lint bench package install
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -43,3 +48,10 @@ bench: build ## Throughput, latency and memory next to INCR and Lua (BENCH_QUICK
 	@mkdir -p bench/results && grep -E '^[a-z_:]+ +time:' target/bench-algorithms.txt > bench/results/latest-algorithms.txt
 	@test -x $(BENCH_VENV)/bin/python || (python3 -m venv $(BENCH_VENV) && $(BENCH_VENV)/bin/pip install -q matplotlib)
 	$(BENCH_VENV)/bin/python bench/plot.py
+
+package: $(MODULE_BUILD) ## Release tarball and SHA256SUMS in target/package/ (module, README, LICENSE, CHANGELOG)
+	@scripts/package $(MODULE) $(PACKAGE_DIR)
+
+install: $(MODULE_BUILD) ## Install the release module into PREFIX/lib/redis/modules/ (PREFIX=/usr/local)
+	install -d $(DESTDIR)$(PREFIX)/lib/redis/modules
+	install -m 0755 $(MODULE) $(DESTDIR)$(PREFIX)/lib/redis/modules/libredis_ratelimit.so
