@@ -33,7 +33,7 @@ test: deps ## Run every test: unit, property and against real servers
 	examples/python/run-tests
 	examples/node/run-tests
 
-test-matrix: deps ## Run the tests against Redis 7.0, Valkey 8.1, Redis 6.2 and 7.4 (SERVERS=… to pick)
+test-matrix: deps ## Run the tests against Redis 7.0, Valkey 8.1, Redis 6.2, 7.4 and 8.2 (SERVERS=… to pick)
 	@scripts/install-deps --venv
 	scripts/test-matrix
 
