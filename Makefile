@@ -41,6 +41,7 @@ lint: ## Check formatting and run clippy with warnings as errors
 	@scripts/install-deps --lint
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets --all-features -- -D warnings
+	scripts/check-project
 
 bench: build ## Throughput, latency and memory next to INCR and Lua (BENCH_QUICK=1: about a minute)
 	@scripts/install-deps --venv
