@@ -4,9 +4,14 @@ PORT ?= 6379
 CARGO ?= cargo
 MODULE := target/release/libredis_ratelimit.so
 BENCH_VENV := target/bench-venv
+PREFIX ?= /usr/local
+PACKAGE_DIR ?= target/package
+# make package and make install build the release module, unless MODULE=…
+# names a build to take as it is (the tests pack and install the debug one).
+MODULE_BUILD := $(if $(filter command line,$(origin MODULE)),,build)
 
 .DEFAULT_GOAL := help
-.PHONY: help deps build run test test-matrix lint bench clean
+.PHONY: help deps build run test test-matrix lint bench package install clean
 
 # The descriptions are the `## ` comments below, with $(PORT) shown as the
 # port it stands for.
@@ -24,11 +29,13 @@ run: build ## Serve the module on 127.0.0.1:$(PORT) in the foreground until Ctrl
 	@PORT=$(PORT) RATELIMIT_MODULE=$(CURDIR)/$(MODULE) scripts/run
 
 test: deps ## Run every test: unit, property and against real servers
+	@scripts/install-deps --test
 	$(CARGO) build
 	$(CARGO) test
 	examples/python/run-tests
+	examples/node/run-tests
 
-test-matrix: deps ## Run the tests against Redis 7.0, Valkey 8.1, Redis 6.2 and 7.4 (SERVERS=… to pick)
+test-matrix: deps ## Run the tests against Redis 7.0, Valkey 8.1, Redis 6.2, 7.4 and 8.2 (SERVERS=… to pick)
 	@scripts/install-deps --venv
 	scripts/test-matrix
 
@@ -36,6 +43,7 @@ lint: ## Check formatting and run clippy with warnings as errors
 	@scripts/install-deps --lint
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets --all-features -- -D warnings
+	scripts/check-project
 
 bench: build ## Throughput, latency and memory next to INCR and Lua (BENCH_QUICK=1: about a minute)
 	@scripts/install-deps --venv
@@ -44,6 +52,13 @@ bench: build ## Throughput, latency and memory next to INCR and Lua (BENCH_QUICK
 	@mkdir -p bench/results && grep -E '^[a-z_:]+ +time:' target/bench-decisions.txt > bench/results/latest-decisions.txt
 	@test -x $(BENCH_VENV)/bin/python || (python3 -m venv $(BENCH_VENV) && $(BENCH_VENV)/bin/pip install -q matplotlib)
 	$(BENCH_VENV)/bin/python bench/plot.py
+
+package: $(MODULE_BUILD) ## Release tarball and SHA256SUMS in target/package/ (module, README, LICENSE, CHANGELOG)
+	@scripts/package $(MODULE) $(PACKAGE_DIR)
+
+install: $(MODULE_BUILD) ## Install the release module into PREFIX/lib/redis/modules/ (PREFIX=/usr/local)
+	install -d $(DESTDIR)$(PREFIX)/lib/redis/modules
+	install -m 0755 $(MODULE) $(DESTDIR)$(PREFIX)/lib/redis/modules/libredis_ratelimit.so
 
 clean: ## Remove target/: the builds, the virtualenvs, the servers of make test-matrix, make run's logs
 	rm -rf target
