@@ -15,6 +15,19 @@ pub fn parse_i64(bytes: &[u8]) -> Option<i64> {
         [b'0', ..] => return None,
         _ => {}
     }
+    // Up to 18 digits cannot overflow: the common case, on the hot path of
+    // every command, skips the overflow checks.
+    if digits.len() <= 18 {
+        let mut value: i64 = 0;
+        for &b in digits {
+            let digit = b.wrapping_sub(b'0');
+            if digit > 9 {
+                return None;
+            }
+            value = value.wrapping_mul(10).wrapping_add(i64::from(digit));
+        }
+        return Some(if negative { value.wrapping_neg() } else { value });
+    }
     // Accumulate negatively so that i64::MIN parses without overflow.
     let mut value: i64 = 0;
     for &b in digits {
@@ -115,6 +128,12 @@ mod tests {
             ("1e3", None),
             ("abc", None),
             ("٣", None),
+            ("999999999999999999", Some(999_999_999_999_999_999)),
+            ("-999999999999999999", Some(-999_999_999_999_999_999)),
+            ("1000000000000000000", Some(1_000_000_000_000_000_000)),
+            ("12a", None),
+            ("1/", None),
+            ("1:", None),
         ];
         for &(input, expected) in cases {
             assert_eq!(parse_i64(input.as_bytes()), expected, "{input:?}");
