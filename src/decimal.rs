@@ -26,7 +26,11 @@ pub fn parse_i64(bytes: &[u8]) -> Option<i64> {
             }
             value = value.wrapping_mul(10).wrapping_add(i64::from(digit));
         }
-        return Some(if negative { value.wrapping_neg() } else { value });
+        return Some(if negative {
+            value.wrapping_neg()
+        } else {
+            value
+        });
     }
     // Accumulate negatively so that i64::MIN parses without overflow.
     let mut value: i64 = 0;

@@ -538,6 +538,8 @@ mod tests {
         assert!(Chosen::NAMES.contains(&DEFAULT_ALGORITHM.name()));
         for (i, id) in Id::ALL.iter().enumerate() {
             assert_eq!(id.index(), i);
+            // tests/registry.rs reads the names off the list's variants.
+            assert_eq!(format!("{id:?}").to_uppercase(), id.name());
         }
     }
 
