@@ -56,11 +56,11 @@ pub trait LeaseSet {
     /// How many leases the set holds (all live once pruned).
     fn live(&self) -> Result<u64, Error>;
     /// The deadline of lease `id`, if the set holds it.
-    fn deadline(&self, id: &[u8]) -> Result<Option<u64>, Error>;
+    fn deadline(&mut self, id: &[u8]) -> Result<Option<u64>, Error>;
     /// The `n`-th earliest deadline (0 for the earliest).
-    fn nth_deadline(&self, n: u64) -> Result<Option<u64>, Error>;
+    fn nth_deadline(&mut self, n: u64) -> Result<Option<u64>, Error>;
     /// The latest deadline.
-    fn last_deadline(&self) -> Result<Option<u64>, Error>;
+    fn last_deadline(&mut self) -> Result<Option<u64>, Error>;
     /// Adds lease `id` with `deadline_ms`, or moves its deadline.
     fn put(&mut self, id: &[u8], deadline_ms: u64) -> Result<(), Error>;
     /// Removes lease `id`; whether the set held it.
@@ -193,15 +193,15 @@ pub(crate) mod testing {
         fn live(&self) -> Result<u64, Error> {
             Ok(self.0.len() as u64)
         }
-        fn deadline(&self, id: &[u8]) -> Result<Option<u64>, Error> {
+        fn deadline(&mut self, id: &[u8]) -> Result<Option<u64>, Error> {
             Ok(self.0.get(id).copied())
         }
-        fn nth_deadline(&self, n: u64) -> Result<Option<u64>, Error> {
+        fn nth_deadline(&mut self, n: u64) -> Result<Option<u64>, Error> {
             let mut deadlines: Vec<u64> = self.0.values().copied().collect();
             deadlines.sort_unstable();
             Ok(deadlines.get(n as usize).copied())
         }
-        fn last_deadline(&self) -> Result<Option<u64>, Error> {
+        fn last_deadline(&mut self) -> Result<Option<u64>, Error> {
             Ok(self.0.values().copied().max())
         }
         fn put(&mut self, id: &[u8], deadline_ms: u64) -> Result<(), Error> {

@@ -17,36 +17,56 @@ use crate::limiter::leases::LeaseSet;
 use crate::server::{self, Ctx, Key, OwnedString, Value};
 
 /// The leases at an open key, for the lease logic.
+///
+/// The module keeps the key's expiry at its last deadline, so the last
+/// deadline is known without a scan of the set while it only grows; a scan
+/// happens only when the lease holding it ends or moves earlier (or a set
+/// made by hand has no expiry).
 pub struct KeyLeases<'k, 'a> {
     ctx: Ctx,
     key: &'k mut Key<'a>,
     changed: bool,
+    /// The key's expiry when opened.
+    expiry_ms: Option<u64>,
+    /// The last deadline, when known without a scan.
+    last: Option<Option<u64>>,
+    /// The member string of the lease last asked about, reused while the
+    /// same id is asked about again (ACQUIRE with an ID asks, then adds).
+    member: Option<OwnedString>,
 }
 
 impl<'k, 'a> KeyLeases<'k, 'a> {
     /// The leases at `key` (open for writing): `WRONGTYPE` unless it holds
     /// a sorted set or nothing.
     pub fn open(ctx: Ctx, key: &'k mut Key<'a>) -> Result<Self, Error> {
-        match key.value()? {
-            Value::Empty | Value::SortedSet => Ok(KeyLeases {
-                ctx,
-                key,
-                changed: false,
-            }),
-            Value::String(_) | Value::Other => Err(Error::WrongType),
-        }
+        let (expiry_ms, last) = match key.value()? {
+            Value::Empty => (None, Some(None)),
+            Value::SortedSet => {
+                let expiry_ms = key.expires_at_ms()?;
+                (expiry_ms, expiry_ms.map(Some))
+            }
+            Value::String(_) | Value::Other => return Err(Error::WrongType),
+        };
+        Ok(KeyLeases {
+            ctx,
+            expiry_ms,
+            key,
+            changed: false,
+            last,
+            member: None,
+        })
     }
 
     /// Ends the changes: moves the key's expiry to the last deadline when it
     /// moved, and tells WATCH. Whether anything changed.
-    pub fn finish(self) -> Result<bool, Error> {
+    pub fn finish(mut self) -> Result<bool, Error> {
         if !self.changed {
             return Ok(false);
         }
         // A set left empty is deleted by the server when the key closes, on
         // the master as on a replica applying the same removals.
         if let Some(last_ms) = self.last_deadline()? {
-            if self.key.expires_at_ms()? != Some(last_ms) {
+            if self.expiry_ms != Some(last_ms) {
                 let mut digits = Digits::new();
                 server::replicate(
                     self.ctx,
@@ -60,6 +80,26 @@ impl<'k, 'a> KeyLeases<'k, 'a> {
         server::signal_modified(self.ctx, self.key.name())?;
         Ok(true)
     }
+
+    /// After a lease with `deadline_ms` left the set (or moved from it):
+    /// the last deadline is no longer known if it was that one.
+    fn forget_last_if(&mut self, deadline_ms: u64) -> Result<(), Error> {
+        if self.key.zset_len()? == 0 {
+            self.last = Some(None);
+        } else if self.last.flatten().is_none_or(|last| last <= deadline_ms) {
+            self.last = None;
+        }
+        Ok(())
+    }
+}
+
+/// The member string of `id`, reusing the one in `cache` when it is the
+/// same id.
+fn member<'m>(cache: &'m mut Option<OwnedString>, id: &[u8]) -> Result<&'m OwnedString, Error> {
+    if !cache.as_ref().is_some_and(|m| m.bytes() == id) {
+        *cache = Some(OwnedString::new(id)?);
+    }
+    cache.as_ref().ok_or(Error::Internal("no member string"))
 }
 
 /// A deadline as a sorted set keeps it. Deadlines stay below 2^53 (a UNIX
@@ -99,6 +139,10 @@ impl LeaseSet for KeyLeases<'_, '_> {
             self.key.zset_rem(member)?;
         }
         self.changed = true;
+        // Every remaining deadline is later than now, later than any pruned.
+        if self.key.zset_len()? == 0 {
+            self.last = Some(None);
+        }
         u64::try_from(ended.len()).map_err(|_| Error::Internal("a length beyond u64"))
     }
 
@@ -106,42 +150,53 @@ impl LeaseSet for KeyLeases<'_, '_> {
         self.key.zset_len()
     }
 
-    fn deadline(&self, id: &[u8]) -> Result<Option<u64>, Error> {
-        Ok(self
-            .key
-            .zset_score(&OwnedString::new(id)?)?
-            .map(deadline_ms))
+    fn deadline(&mut self, id: &[u8]) -> Result<Option<u64>, Error> {
+        let member = member(&mut self.member, id)?;
+        Ok(self.key.zset_score(member)?.map(deadline_ms))
     }
 
-    fn nth_deadline(&self, n: u64) -> Result<Option<u64>, Error> {
+    fn nth_deadline(&mut self, n: u64) -> Result<Option<u64>, Error> {
         Ok(self.key.zset_nth_score(n)?.map(deadline_ms))
     }
 
-    fn last_deadline(&self) -> Result<Option<u64>, Error> {
-        Ok(self.key.zset_last_score()?.map(deadline_ms))
+    fn last_deadline(&mut self) -> Result<Option<u64>, Error> {
+        if let Some(last) = self.last {
+            return Ok(last);
+        }
+        let last = self.key.zset_last_score()?.map(deadline_ms);
+        self.last = Some(last);
+        Ok(last)
     }
 
     fn put(&mut self, id: &[u8], deadline: u64) -> Result<(), Error> {
+        // A deadline earlier than the last may be replacing the last one.
+        let replaced = match self.last {
+            Some(Some(last)) if deadline < last => self.deadline(id)?,
+            _ => None,
+        };
         let mut digits = Digits::new();
-        server::replicate(
-            self.ctx,
-            c"ZADD",
-            self.key.name(),
-            &[digits.of(deadline), id],
-        )?;
-        self.key.zset_add(score(deadline), &OwnedString::new(id)?)?;
+        server::replicate(self.ctx, c"ZADD", self.key.name(), &[digits.of(deadline), id])?;
+        self.key
+            .zset_add(score(deadline), member(&mut self.member, id)?)?;
         self.changed = true;
+        if let Some(old) = replaced {
+            self.forget_last_if(old)?;
+        }
+        self.last = match self.last {
+            Some(last) if last.is_none_or(|l| deadline >= l) => Some(Some(deadline)),
+            other => other,
+        };
         Ok(())
     }
 
     fn remove(&mut self, id: &[u8]) -> Result<bool, Error> {
-        let member = OwnedString::new(id)?;
-        if self.key.zset_score(&member)?.is_none() {
+        let Some(old) = self.deadline(id)? else {
             return Ok(false);
-        }
-        server::replicate(self.ctx, c"ZREM", self.key.name(), &[member.bytes()])?;
-        self.key.zset_rem(&member)?;
+        };
+        server::replicate(self.ctx, c"ZREM", self.key.name(), &[id])?;
+        self.key.zset_rem(member(&mut self.member, id)?)?;
         self.changed = true;
+        self.forget_last_if(old)?;
         Ok(true)
     }
 }
