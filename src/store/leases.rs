@@ -96,7 +96,7 @@ impl<'k, 'a> KeyLeases<'k, 'a> {
 /// The member string of `id`, reusing the one in `cache` when it is the
 /// same id.
 fn member<'m>(cache: &'m mut Option<OwnedString>, id: &[u8]) -> Result<&'m OwnedString, Error> {
-    if !cache.as_ref().is_some_and(|m| m.bytes() == id) {
+    if cache.as_ref().is_none_or(|m| m.bytes() != id) {
         *cache = Some(OwnedString::new(id)?);
     }
     cache.as_ref().ok_or(Error::Internal("no member string"))
