@@ -11,7 +11,7 @@ PACKAGE_DIR ?= target/package
 MODULE_BUILD := $(if $(filter command line,$(origin MODULE)),,build)
 
 .DEFAULT_GOAL := help
-.PHONY: help deps build run test test-matrix lint bench package install clean
+.PHONY: help deps build run test test-matrix lint bench bench-instructions check-instructions package install clean
 
 # The descriptions are the `## ` comments below, with $(PORT) shown as the
 # port it stands for.
@@ -52,6 +52,14 @@ bench: build ## Throughput, latency and memory next to INCR and Lua (BENCH_QUICK
 	@mkdir -p bench/results && grep -E '^[a-z_:]+ +time:' target/bench-decisions.txt > bench/results/latest-decisions.txt
 	@test -x $(BENCH_VENV)/bin/python || (python3 -m venv $(BENCH_VENV) && $(BENCH_VENV)/bin/pip install -q matplotlib)
 	$(BENCH_VENV)/bin/python bench/plot.py
+
+bench-instructions: build ## Instructions per request under callgrind, with and without a replica (bench/results/instructions.md)
+	@scripts/install-deps --callgrind
+	python3 bench/instructions.py
+
+check-instructions: build ## Fail when a case costs over 5% more instructions than bench/budgets.json allows (CI runs it)
+	@scripts/install-deps --callgrind
+	python3 bench/instructions.py --check bench/budgets.json
 
 package: $(MODULE_BUILD) ## Release tarball and SHA256SUMS in target/package/ (module, README, LICENSE, CHANGELOG)
 	@scripts/package $(MODULE) $(PACKAGE_DIR)

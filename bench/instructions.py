@@ -326,18 +326,31 @@ def main():
     if not MODULE.exists():
         sys.exit(f"{MODULE} is missing: build it first (cargo build --release)")
     if args.check:
-        budgets = json.loads(Path(args.check).read_text())["budgets"]
-        print(f"Instructions per request, no replica (budget + 5%), {REQUESTS} requests per case:")
-        results = run(False, set(budgets) if not args.cases else set(args.cases))
+        global REQUESTS
+        spec = json.loads(Path(args.check).read_text())
+        budgets = spec["budgets"]
+        REQUESTS = spec.get("requests", REQUESTS)
+        if server_version() != spec.get("server"):
+            print(f"note: the budgets were measured on Redis {spec.get('server')}, this is {server_version()}")
+        print(f"Instructions per request, no replica, {REQUESTS} requests per case:")
+        results = run(False, set(args.cases) if args.cases else set(budgets))
+        print(f"\n| case | instructions | budget | +5% | |\n| --- | ---: | ---: | ---: | --- |")
         failed = []
         for name, budget in budgets.items():
             got = results.get(name)
-            if got is not None and got > budget * 1.05:
+            if got is None:
+                continue
+            over = got > budget * 1.05
+            print(f"| {name} | {got:,} | {budget:,} | {round(budget * 1.05):,} | {'OVER' if over else 'ok'} |")
+            if over:
                 failed.append(f"{name}: {got:,} instructions per request, budget {budget:,} (+5% = {round(budget * 1.05):,})")
+        missing = [name for name in budgets if name not in results]
+        if missing and not args.cases:
+            failed.append(f"cases with a budget that did not run: {', '.join(missing)}")
         if failed:
             print("\nOver budget:\n  " + "\n  ".join(failed))
             sys.exit(1)
-        print("Every case within its budget.")
+        print("\nEvery case within its budget.")
         return
     tables = {}
     for replica in {"both": (False, True), "no": (False,), "yes": (True,)}[args.replica]:
