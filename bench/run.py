@@ -6,7 +6,9 @@ release module loaded, and drives it with redis-benchmark: 50 clients, a
 keyspace of 100,000 keys, pipelines of 1 and 32, and a single hot key. Every
 command runs once per round, the rounds interleaved (A B C ... A B C ...),
 so a slow moment of the machine hits all of them alike; the median round is
-reported. Then it measures the memory each kind of limiter key takes.
+reported. Then it measures the memory each kind of limiter key takes, and
+concurrency leases taken and given back (RATELIMIT.ACQUIRE + RATELIMIT.RELEASE
+pairs) next to the same pairs of plain sorted-set commands (ZADD + ZREM).
 
 Writes what it prints, with the raw redis-benchmark output, to
 bench/results/latest.txt, and the numbers to bench/results/latest.json (read
@@ -14,6 +16,7 @@ by bench/plot.py).
 
     python3 bench/run.py            # a few minutes
     BENCH_QUICK=1 python3 bench/run.py   # about a minute, one round
+    python3 bench/run.py --pairs    # the pairs only, printed, nothing written
 
 Environment: REDIS_SERVER, REDIS_BENCHMARK, REDIS_CLI (binaries; default from
 PATH), RATELIMIT_MODULE (default target/release/libredis_ratelimit.so).
@@ -25,11 +28,13 @@ import io
 import json
 import os
 import platform
+import random
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -83,6 +88,27 @@ MEMORY = [
     ("CHECK SLIDING", ["RATELIMIT.CHECK", "{key}", "100", "3600", "ALGORITHM", "SLIDING"], False),
     ("CHECK TOKEN", ["RATELIMIT.CHECK", "{key}", "100", "3600", "ALGORITHM", "TOKEN"], False),
     ("THROTTLE", ["RATELIMIT.THROTTLE", "{key}", "99", "100", "3600"], False),
+]
+
+# Pairs: a lease taken and given back, next to the plain sorted-set commands
+# that do the same to a key (add a member with a deadline, remove it), on the
+# same keyspace. redis-benchmark repeats one command and cannot carry a value
+# from one command to the next, so the pairs are driven by `redis-cli --pipe`
+# (a C client, like redis-benchmark): PAIR_CLIENTS processes at once, each
+# sending its own pre-built stream of pairs on keys drawn at random from the
+# keyspace, each pair an ACQUIRE with the client's own ID followed by the
+# RELEASE of it (so a grant is always followed by its release, and clients
+# never deny each other). Pair throughput is pairs / wall time until the last
+# client has all its replies; the server's CPU time per pair (INFO cpu) is
+# reported next to it, a check of the same ratio that does not depend on
+# the clients keeping up.
+PAIR_CLIENTS = 4
+PAIRS_PER_CLIENT = 25_000 if QUICK else 100_000
+PAIR_DEADLINE = "1800000000000"
+PAIRS = [
+    ("ZADD+ZREM pair", lambda key, me: [["ZADD", key, PAIR_DEADLINE, me], ["ZREM", key, me]], "zset:"),
+    ("ACQUIRE+RELEASE pair", lambda key, me: [["RATELIMIT.ACQUIRE", key, "1000", "60000", "ID", me],
+                                              ["RATELIMIT.RELEASE", key, me]], "lease:"),
 ]
 
 log_lines = []
@@ -243,7 +269,78 @@ def measure_memory(server):
     return results
 
 
-def check_targets(results, memory):
+def pair_streams(pair, prefix):
+    """One stream of pipelined pairs per client, keys drawn with a fixed seed."""
+    rng = random.Random(42)
+    streams = []
+    for client in range(PAIR_CLIENTS):
+        me = f"c{client}"
+        commands = (c for _ in range(PAIRS_PER_CLIENT)
+                    for c in pair(f"{prefix}{rng.randrange(KEYSPACE):012d}", me))
+        streams.append(b"".join(resp(c) for c in commands))
+    return streams
+
+
+def server_cpu_s(server):
+    return float(server.info("used_cpu_user", "cpu")) + float(server.info("used_cpu_sys", "cpu"))
+
+
+def feed(process, data):
+    process.stdin.write(data)
+    process.stdin.close()
+
+
+def run_pairs_once(server, stream_set):
+    """All clients at once: (pairs/s, server CPU µs per pair)."""
+    cpu = server_cpu_s(server)
+    started = time.perf_counter()
+    clients = [subprocess.Popen([CLI, "-p", str(server.port), "--pipe"], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for _ in stream_set]
+    # Each client's stream is written by its own thread: one blocked pipe
+    # must not hold back the others.
+    writers = [threading.Thread(target=feed, args=(c, d)) for c, d in zip(clients, stream_set)]
+    for w in writers:
+        w.start()
+    outputs = [c.stdout.read().decode() for c in clients]
+    for w, c in zip(writers, clients):
+        w.join()
+        c.wait()
+    elapsed = time.perf_counter() - started
+    cpu = server_cpu_s(server) - cpu
+    pairs = PAIR_CLIENTS * PAIRS_PER_CLIENT
+    for out in outputs:
+        if "errors: 0, replies: %d" % (2 * PAIRS_PER_CLIENT) not in out:
+            sys.exit(f"redis-cli --pipe reported errors:\n{out}")
+    return pairs / elapsed, cpu * 1e6 / pairs
+
+
+def run_pairs(server):
+    """Every pair once per round, rounds interleaved; medians per pair."""
+    streams = {name: pair_streams(pair, prefix) for name, pair, prefix in PAIRS}
+    samples = {name: [] for name, *_ in PAIRS}
+    for _ in range(ROUNDS):
+        for name, _, _ in PAIRS:
+            samples[name].append(run_pairs_once(server, streams[name]))
+    say(f"### Pairs: {PAIR_CLIENTS} clients (`redis-cli --pipe`), keyspace {KEYSPACE:,} keys, "
+        f"{PAIR_CLIENTS * PAIRS_PER_CLIENT:,} pairs per run")
+    say()
+    say("| pair | pairs/s, median (min–max) | server CPU µs per pair | × ZADD+ZREM (pairs/s) | × ZADD+ZREM (CPU) |")
+    say("| --- | --- | --- | --- | --- |")
+    results = {}
+    for name, runs in samples.items():
+        rates = [r[0] for r in runs]
+        results[name] = {"pairs_per_s_median": statistics.median(rates), "pairs_per_s_min": min(rates),
+                         "pairs_per_s_max": max(rates), "cpu_us_per_pair": statistics.median(r[1] for r in runs)}
+    base = results["ZADD+ZREM pair"]
+    for name, r in results.items():
+        say(f"| {name} | {r['pairs_per_s_median']:,.0f} ({r['pairs_per_s_min']:,.0f}–{r['pairs_per_s_max']:,.0f}) | "
+            f"{r['cpu_us_per_pair']:.2f} | {r['pairs_per_s_median'] / base['pairs_per_s_median']:.2f} | "
+            f"{base['cpu_us_per_pair'] / r['cpu_us_per_pair']:.2f} |")
+    say()
+    return results
+
+
+def check_targets(results, memory, pairs):
     say("### Targets")
     say()
     p32, p1 = results["keyspace, -P 32"], results["keyspace, -P 1"]
@@ -268,6 +365,8 @@ def check_targets(results, memory):
     for name in ["CHECK SLIDING", "CHECK TOKEN"]:
         usage = memory[name]["memory_usage"]
         say(f"- {name} MEMORY USAGE ≤ 80 B: {usage} B {'met' if usage <= 80 else 'MISSED'}")
+    lease = pairs["ACQUIRE+RELEASE pair"]["pairs_per_s_median"] / pairs["ZADD+ZREM pair"]["pairs_per_s_median"]
+    say(f"- ACQUIRE+RELEASE pairs ≥ 0.70 × ZADD+ZREM pairs: {lease:.2f} {'met' if lease >= 0.70 else 'MISSED'}")
     say()
 
 
@@ -286,6 +385,18 @@ def machine():
 def main():
     if not MODULE.exists():
         sys.exit(f"{MODULE} is missing: run `make bench` (it builds the release module first)")
+    if sys.argv[1:] == ["--pairs"]:
+        server = Server()
+        try:
+            say(f"- server: redis {server.info('redis_version', 'server')}, machine: {machine()}, "
+                f"{ROUNDS} interleaved round(s)")
+            say()
+            pairs = run_pairs(server)
+        finally:
+            server.stop()
+        ratio = pairs["ACQUIRE+RELEASE pair"]["pairs_per_s_median"] / pairs["ZADD+ZREM pair"]["pairs_per_s_median"]
+        say(f"ACQUIRE+RELEASE pairs / ZADD+ZREM pairs: {ratio:.2f} (target ≥ 0.70)")
+        return
     server = Server()
     try:
         server.cli("SCRIPT", "LOAD", LUA)
@@ -311,12 +422,13 @@ def main():
             raw += out
             print_table(label, results[label])
         memory = measure_memory(server)
-        check_targets(results, memory)
+        pairs = run_pairs(server)
+        check_targets(results, memory, pairs)
     finally:
         server.stop()
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "latest.txt").write_text("\n".join(log_lines) + "\n\n## Raw redis-benchmark output\n\n" + "\n".join(raw) + "\n")
-    (RESULTS / "latest.json").write_text(json.dumps({"throughput": results, "memory": memory,
+    (RESULTS / "latest.json").write_text(json.dumps({"throughput": results, "memory": memory, "pairs": pairs,
                                                      "server": version, "machine": machine(), "quick": QUICK},
                                                     indent=2) + "\n")
     say(f"Written: {RESULTS / 'latest.txt'}, {RESULTS / 'latest.json'}")

@@ -12,9 +12,11 @@ Run: python -m unittest discover -s examples/python -v
 
 import math
 import os
+import signal
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -23,7 +25,7 @@ from pathlib import Path
 
 import redis
 
-from ratelimiter import Decision, RateLimiter
+from ratelimiter import Busy, Decision, RateLimiter
 
 REPO = Path(__file__).resolve().parents[2]
 START_DEADLINE_S = 15
@@ -350,6 +352,110 @@ class RateLimiterTest(unittest.TestCase):
         limiter = RateLimiter(self.server.client(), limit=3, period_s=60)
         self.addCleanup(limiter.client.close)
         self.assertTrue(limiter.is_allowed("k").allowed)
+
+    def server_ms(self) -> int:
+        seconds, micros = self.admin.time()
+        return seconds * 1000 + micros // 1000
+
+    def test_concurrency_admits_max_holders_then_raises_busy(self):
+        limiter = self.limiter()
+        with limiter.concurrency("jobs", max=2, lease_ms=60_000) as first:
+            self.assertEqual((first.remaining, first.max, first.degraded), (1, 2, False))
+            self.assertRegex(first.id, rb"^[0-9a-f]{32}$")
+            with limiter.concurrency("jobs", max=2, lease_ms=60_000) as second:
+                self.assertEqual(second.remaining, 0)
+                self.assertNotEqual(first.id, second.id)
+                self.assertEqual(self.admin.zcard("jobs"), 2)
+                with self.assertRaises(Busy) as denied:
+                    with limiter.concurrency("jobs", max=2, lease_ms=60_000):
+                        self.fail("a third holder of 2 slots")
+                busy = denied.exception
+                self.assertEqual((busy.max, busy.degraded), (2, False))
+                self.assertTrue(0 < busy.retry_after_s <= 60, busy.retry_after_s)
+                self.assertEqual(busy.headers(), {"Retry-After": str(math.ceil(busy.retry_after_s))})
+            # The second one's slot is back as soon as its block ended.
+            self.assertEqual(self.admin.zrange("jobs", 0, -1), [first.id])
+            with limiter.concurrency("jobs", max=2, lease_ms=60_000):
+                pass
+        self.assertEqual(self.admin.exists("jobs"), 0)
+
+    def test_concurrency_gives_the_slot_back_when_the_block_raises(self):
+        limiter = self.limiter(prefix="app:")
+        with self.assertRaises(ZeroDivisionError):
+            with limiter.concurrency("jobs", max=1, lease_ms=60_000):
+                self.assertEqual(self.admin.zcard("app:jobs"), 1)
+                1 / 0
+        self.assertEqual(self.admin.exists("app:jobs"), 0)
+
+    def test_concurrency_lease_can_be_renewed(self):
+        limiter = self.limiter()
+        with limiter.concurrency("jobs", max=1, lease_ms=1_000) as lease:
+            first = self.admin.zscore("jobs", lease.id)
+            self.assertTrue(limiter.renew(lease, 60_000))
+            self.assertGreater(self.admin.zscore("jobs", lease.id), first)
+            # Ended by hand (as if it had run out): renew says so.
+            self.admin.delete("jobs")
+            self.assertFalse(limiter.renew(lease, 60_000))
+
+    def test_concurrency_slot_of_a_killed_holder_comes_back_after_lease_ms(self):
+        lease_ms = 1_500
+        # The holder: another process that takes the only slot, says so, and
+        # waits (for its stdin to close, should this test die first).
+        holder_code = (
+            "import sys\n"
+            "from ratelimiter import RateLimiter\n"
+            f"limiter = RateLimiter(host='127.0.0.1', port={self.server.port}, limit=1, period_s=1)\n"
+            f"with limiter.concurrency('crashy', max=1, lease_ms={lease_ms}) as lease:\n"
+            "    print(lease.id.decode(), flush=True)\n"
+            "    sys.stdin.read()\n"
+        )
+        holder = subprocess.Popen([sys.executable, "-c", holder_code], cwd=Path(__file__).parent,
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        # Run last first: kill, close the pipes, reap.
+        self.addCleanup(holder.wait)
+        self.addCleanup(holder.stdout.close)
+        self.addCleanup(holder.stdin.close)
+        self.addCleanup(holder.kill)
+        lease_id = holder.stdout.readline().strip()
+        self.assertRegex(lease_id, r"^[0-9a-f]{32}$")
+        deadline = int(self.admin.zscore("crashy", lease_id))
+        # Killed holding it: no `finally`, no RELEASE.
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+
+        limiter = self.limiter()
+        with self.assertRaises(Busy) as denied:
+            with limiter.concurrency("crashy", max=1, lease_ms=60_000):
+                self.fail("a slot while the killed holder's lease runs")
+        self.assertLess(self.server_ms(), deadline, f"the machine took over {lease_ms} ms")
+        self.assertTrue(0 < denied.exception.retry_after_s <= lease_ms / 1000)
+
+        # Try again when told, until the slot is back.
+        give_up = time.monotonic() + 15
+        wait_s = denied.exception.retry_after_s
+        while True:
+            time.sleep(wait_s)
+            try:
+                with limiter.concurrency("crashy", max=1, lease_ms=60_000):
+                    self.assertGreaterEqual(self.server_ms(), deadline)
+                break
+            except Busy as busy:
+                wait_s = busy.retry_after_s
+            self.assertLess(time.monotonic(), give_up, "the slot never came back")
+
+    def test_concurrency_follows_the_failure_policy_when_redis_is_down(self):
+        limiter_open = self.limiter(on_error="open")
+        limiter_closed = self.limiter(on_error="closed")
+        self.server.stop()
+        with limiter_open.concurrency("jobs", max=1, lease_ms=1_000) as lease:
+            self.assertTrue(lease.degraded)
+            self.assertIsNone(lease.id)
+            self.assertTrue(limiter_open.renew(lease, 1_000))
+        with self.assertRaises(Busy) as denied:
+            with limiter_closed.concurrency("jobs", max=1, lease_ms=1_000):
+                self.fail("ran failing closed")
+        self.assertTrue(denied.exception.degraded)
+        self.assertEqual(denied.exception.headers(), {})
 
     def test_a_bad_policy_is_refused(self):
         with self.assertRaises(ValueError):

@@ -109,14 +109,24 @@ fn score(deadline_ms: u64) -> f64 {
     deadline_ms as f64
 }
 
-/// A score read back as a deadline; a score the module did not write (a
-/// negative, fractional or odd value in a set made by hand) is cut to the
-/// millisecond, and one that is not a time at all to 0, an ended lease.
+/// The latest deadline a key can expire at: Redis keeps expiries as signed
+/// 64-bit ms.
+const NEVER_MS: u64 = u64::MAX >> 1;
+
+/// A score read back as a deadline. A score the module did not write (a
+/// set changed by hand) is cut to the millisecond; a negative one reads as
+/// an ended lease, and one beyond any expiry Redis can keep (`+inf`: a slot
+/// held by hand until released) as [`NEVER_MS`], so that it holds its slot
+/// and the key keeps an expiry Redis accepts. Reading such a member as
+/// ended would set the key's expiry to 0 and delete every lease with it.
 fn deadline_ms(score: f64) -> u64 {
-    if !(0.0..1e19).contains(&score) {
+    if score.is_nan() || score < 0.0 {
         return 0;
     }
-    // Checked just above: finite, non-negative and within u64.
+    if score >= self::score(NEVER_MS) {
+        return NEVER_MS;
+    }
+    // Checked just above: finite, non-negative and below 2^63.
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     let ms = score as u64;
     ms
@@ -206,13 +216,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn deadlines_survive_the_double_and_odd_scores_read_as_ended() {
+    fn deadlines_survive_the_double_and_odd_scores_read_as_ended_or_held() {
         for ms in [0, 1, 1_700_000_000_123, 1_700_000_000_123 + 86_400_000] {
             assert_eq!(deadline_ms(score(ms)), ms);
         }
-        for odd in [-1.0, f64::NAN, f64::NEG_INFINITY, f64::INFINITY, 1e300] {
-            assert_eq!(deadline_ms(odd), 0, "{odd}");
+        for ended in [-1.0, -0.5, f64::NAN, f64::NEG_INFINITY] {
+            assert_eq!(deadline_ms(ended), 0, "{ended}");
         }
+        // Beyond what a key's expiry can hold: held until released.
+        for held in [f64::INFINITY, 1e300, 1e19, 9.5e18, 2f64.powi(63)] {
+            assert_eq!(deadline_ms(held), NEVER_MS, "{held}");
+        }
+        assert_eq!(NEVER_MS, i64::MAX.unsigned_abs());
         assert_eq!(deadline_ms(12.9), 12);
+        assert_eq!(deadline_ms(9.2e18), 9_200_000_000_000_000_000);
     }
 }

@@ -1,10 +1,10 @@
 //! The module's commands, called the one way every suite calls them, with
-//! typed replies; and the server's clock around a call.
+//! typed replies; and the server's clock around a call, or waited for.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use redis::{ConnectionLike, FromRedisValue};
 
-use super::reply::{Decision, Throttled};
+use super::reply::{Decision, Lease, Throttled};
 
 /// A key as text for messages (escaped, so that any bytes show).
 pub fn key_text<K: AsRef<[u8]>>(key: K) -> String {
@@ -97,6 +97,68 @@ pub fn reset<K: AsRef<[u8]>>(con: &mut dyn ConnectionLike, keys: &[K]) -> i64 {
     })
 }
 
+/// `RATELIMIT.ACQUIRE key max lease_ms [ID id]`.
+pub fn acquire<K: AsRef<[u8]>>(
+    con: &mut dyn ConnectionLike,
+    key: K,
+    max: u64,
+    lease_ms: u64,
+    id: Option<&[u8]>,
+) -> Lease {
+    let mut cmd = redis::cmd("RATELIMIT.ACQUIRE");
+    cmd.arg(key.as_ref()).arg(max).arg(lease_ms);
+    if let Some(id) = id {
+        cmd.arg("ID").arg(id);
+    }
+    query(con, &cmd, || {
+        let id = id.map(|id| format!(" ID {}", key_text(id)));
+        format!(
+            "RATELIMIT.ACQUIRE {} {max} {lease_ms}{}",
+            key_text(&key),
+            id.unwrap_or_default()
+        )
+    })
+}
+
+/// `RATELIMIT.RELEASE key id…`: how many of the leases were live.
+pub fn release<K: AsRef<[u8]>, I: AsRef<[u8]>>(
+    con: &mut dyn ConnectionLike,
+    key: K,
+    ids: &[I],
+) -> i64 {
+    let mut cmd = redis::cmd("RATELIMIT.RELEASE");
+    cmd.arg(key.as_ref());
+    for id in ids {
+        cmd.arg(id.as_ref());
+    }
+    query(con, &cmd, || {
+        let ids: Vec<String> = ids.iter().map(key_text).collect();
+        format!("RATELIMIT.RELEASE {} {}", key_text(&key), ids.join(" "))
+    })
+}
+
+/// `RATELIMIT.RENEW key id lease_ms`: whether the lease was live.
+pub fn renew<K: AsRef<[u8]>>(
+    con: &mut dyn ConnectionLike,
+    key: K,
+    id: &[u8],
+    lease_ms: u64,
+) -> bool {
+    let mut cmd = redis::cmd("RATELIMIT.RENEW");
+    cmd.arg(key.as_ref()).arg(id).arg(lease_ms);
+    let renewed: i64 = query(con, &cmd, || {
+        format!(
+            "RATELIMIT.RENEW {} {} {lease_ms}",
+            key_text(&key),
+            key_text(id)
+        )
+    });
+    match renewed {
+        0 | 1 => renewed == 1,
+        other => panic!("RATELIMIT.RENEW replied {other}, not 0 or 1"),
+    }
+}
+
 /// The server's clock (`TIME`) in UNIX milliseconds, truncated like the
 /// server's own millisecond clock.
 pub fn server_ms(con: &mut dyn ConnectionLike) -> i64 {
@@ -136,5 +198,31 @@ pub fn timed<T>(
         reply,
         before,
         after,
+    }
+}
+
+/// How long [`wait_until_past`] may wait beyond the instant it waits for.
+pub const CLOCK_WAIT_SLACK: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Waits until the server's clock (`TIME`) is past `at_ms` (UNIX ms), by
+/// polling it: a deadline on the server is judged by the server's clock,
+/// never by a sleep on ours. Returns the first reading past it.
+pub fn wait_until_past(con: &mut dyn ConnectionLike, at_ms: i64) -> i64 {
+    let give_up = std::time::Instant::now()
+        + CLOCK_WAIT_SLACK
+        + std::time::Duration::from_millis(u64::try_from(at_ms - server_ms(con)).unwrap_or(0));
+    loop {
+        let now = server_ms(con);
+        if now > at_ms {
+            return now;
+        }
+        assert!(
+            std::time::Instant::now() < give_up,
+            "the server's clock stays at {now}, not past {at_ms}"
+        );
+        // Polling, not waiting for the instant: a short pause between reads.
+        std::thread::sleep(std::time::Duration::from_millis(
+            u64::try_from(at_ms - now).unwrap_or(0).clamp(1, 20),
+        ));
     }
 }

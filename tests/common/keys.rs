@@ -162,3 +162,72 @@ impl Dataset {
         );
     }
 }
+
+/// The leases in a key (`ZRANGE key 0 -1 WITHSCORES`): (id, deadline in
+/// UNIX ms), earliest deadline first. Empty without the key.
+pub fn leases<K: ToRedisArgs>(con: &mut dyn ConnectionLike, key: K) -> Vec<(Vec<u8>, i64)> {
+    let flat: Vec<Vec<u8>> = redis::cmd("ZRANGE")
+        .arg(key)
+        .arg(0)
+        .arg(-1)
+        .arg("WITHSCORES")
+        .query(con)
+        .unwrap();
+    flat.chunks(2)
+        .map(|pair| {
+            let score = std::str::from_utf8(&pair[1]).unwrap();
+            let deadline: i64 = score
+                .parse()
+                .unwrap_or_else(|_| panic!("the score {score} is not a whole number of ms"));
+            (pair[0].clone(), deadline)
+        })
+        .collect()
+}
+
+/// A key of leases as stored: its ids and deadlines, and its exact
+/// absolute expiry.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct StoredLeases {
+    /// (id, deadline in UNIX ms), earliest first.
+    pub leases: Vec<(Vec<u8>, i64)>,
+    /// UNIX ms; -1 without an expiry, -2 without the key.
+    pub expires_at: i64,
+}
+
+impl StoredLeases {
+    /// The latest deadline, which the key's expiry must be.
+    pub fn last_deadline(&self) -> Option<i64> {
+        self.leases.iter().map(|(_, at)| *at).max()
+    }
+
+    /// The ids, in deadline order.
+    pub fn ids(&self) -> Vec<Vec<u8>> {
+        self.leases.iter().map(|(id, _)| id.clone()).collect()
+    }
+}
+
+pub fn stored_leases<K: ToRedisArgs>(con: &mut dyn ConnectionLike, key: K) -> StoredLeases {
+    let key = key.to_redis_args();
+    StoredLeases {
+        leases: leases(con, &key),
+        expires_at: pexpiretime(con, &key),
+    }
+}
+
+/// Every key of the current database, each a key of leases, as stored.
+pub fn all_lease_sets(con: &mut dyn ConnectionLike) -> BTreeMap<Vec<u8>, StoredLeases> {
+    all_keys(con)
+        .into_iter()
+        .map(|key| {
+            let kind: String = redis::cmd("TYPE").arg(&key).query(con).unwrap();
+            assert_eq!(
+                kind,
+                "zset",
+                "{} is not a key of leases",
+                key.escape_ascii()
+            );
+            let state = stored_leases(con, key.as_slice());
+            (key, state)
+        })
+        .collect()
+}

@@ -6,6 +6,15 @@
 //! CHECK and PEEK take, [`algorithms`]). A new algorithm of CHECK is one
 //! more row of [`KINDS`]; a new command that takes units is one more
 //! [`Command`] with its arguments and reply here.
+//!
+//! Concurrency leases (RATELIMIT.ACQUIRE) are not a row of [`KINDS`]: the
+//! suites that iterate over it mean "every rate limiter", whose state is a
+//! string (`GET` reads it, [`Kind::of_value`] tells its kind, the kit's
+//! `Dataset` snapshots it), which takes units with a cost, answers a look
+//! (PEEK, THROTTLE quantity 0) even at maxmemory, and which RATELIMIT.RESET
+//! removes. A lease set is a sorted set, has no cost and no look, and RESET
+//! refuses it. A suite that means every kind of state the module keeps adds
+//! a [`LeasePool`] to its limiters.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use redis::{ConnectionLike, Value};
@@ -270,5 +279,52 @@ impl Reply {
             Reply::Decision(_) => 1,
             Reply::Throttled(_) => 1000,
         }
+    }
+}
+
+/// Concurrency leases on a key: at most `max` live at once, each ending
+/// `lease_ms` after it was granted (RATELIMIT.ACQUIRE). Not a [`Kind`]: see
+/// the top of this file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeasePool {
+    pub max: u64,
+    pub lease_ms: u64,
+}
+
+impl LeasePool {
+    /// `max` leases of an hour: none ends by itself during a test.
+    pub const fn lasting(max: u64) -> LeasePool {
+        LeasePool {
+            max,
+            lease_ms: 3_600_000,
+        }
+    }
+
+    /// The command taking a lease on `key`, with a generated id.
+    pub fn acquire_args(&self, key: &str) -> Vec<String> {
+        vec![
+            "RATELIMIT.ACQUIRE".to_string(),
+            key.to_string(),
+            self.max.to_string(),
+            self.lease_ms.to_string(),
+        ]
+    }
+
+    /// Takes a lease on `key` with id `id` (generated when `None`).
+    pub fn acquire(
+        &self,
+        con: &mut dyn ConnectionLike,
+        key: &str,
+        id: Option<&[u8]>,
+    ) -> super::reply::Lease {
+        super::commands::acquire(con, key, self.max, self.lease_ms, id)
+    }
+
+    /// Makes a lease set on `key` holding one lease; returns its id.
+    pub fn make(&self, con: &mut dyn ConnectionLike, key: &str) -> Vec<u8> {
+        let lease = self.acquire(con, key, None);
+        assert!(lease.acquired, "{key}: {lease:?}");
+        assert!(exists(con, key), "{key} not made");
+        lease.id().to_vec()
     }
 }

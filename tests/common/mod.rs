@@ -4,9 +4,10 @@
 //! - [`server`]: the harness, a real `redis-server` per test, killed on drop.
 //! - [`cluster`]: a Redis Cluster of such servers.
 //! - [`reply`]: commands given as text or bytes; typed replies and errors.
-//! - [`commands`]: CHECK, PEEK, THROTTLE and RESET, called one way.
+//! - [`commands`]: CHECK, PEEK, THROTTLE, RESET, ACQUIRE, RELEASE and RENEW,
+//!   called one way.
 //! - [`limiters`]: the table of every kind of limiter.
-//! - [`workload`]: a seeded pseudo-random workload over limiters.
+//! - [`workload`]: seeded pseudo-random workloads over limiters and leases.
 //! - [`keys`]: what keys hold, down to whole databases.
 //! - [`replication`], [`persistence`]: replicas, restarts and the AOF.
 //! - [`abilities`], [`counters`], [`events`]: what the server can do, the

@@ -64,6 +64,41 @@ impl DataDir {
         String::from_utf8_lossy(&contents).to_lowercase()
     }
 
+    /// The commands the AOF has logged since it was last rewritten, in
+    /// order, each as its arguments: on Redis 7.0+ the incremental files the
+    /// manifest lists (the base file is a snapshot); before, the one file,
+    /// which must not have been rewritten (an RDB preamble is no command).
+    pub fn aof_commands(&self) -> Vec<Vec<Vec<u8>>> {
+        let parts = self.path().join("appendonlydir");
+        let files: Vec<PathBuf> = if parts.is_dir() {
+            let manifest = std::fs::read_dir(&parts)
+                .unwrap()
+                .map(|f| f.unwrap().path())
+                .find(|p| p.to_string_lossy().ends_with(".manifest"))
+                .expect("an AOF manifest");
+            // `file <name> seq <n> type <b|h|i>`, one line each, in order.
+            std::fs::read_to_string(manifest)
+                .unwrap()
+                .lines()
+                .filter(|l| l.ends_with("type i"))
+                .map(|l| parts.join(l.split(' ').nth(1).unwrap()))
+                .collect()
+        } else {
+            vec![self.path().join("appendonly.aof")]
+        };
+        let mut commands = Vec::new();
+        for file in files {
+            let bytes = std::fs::read(&file).unwrap_or_default();
+            assert!(
+                !bytes.starts_with(b"REDIS"),
+                "{} starts with a snapshot",
+                file.display()
+            );
+            commands.extend(parse_resp_commands(&bytes));
+        }
+        commands
+    }
+
     /// Total size of the AOF files.
     pub fn aof_size(&self) -> u64 {
         self.aof_files()
@@ -89,4 +124,38 @@ pub fn wait_for_rewrite(con: &mut dyn ConnectionLike) {
         assert!(Instant::now() < deadline, "AOF rewrite still busy:\n{info}");
         sleep(Duration::from_millis(20));
     }
+}
+
+/// Commands in the protocol (`*<n>` then `$<len>` strings), as an AOF
+/// holds them; a command cut short at the end (a write in progress) is left
+/// out.
+pub fn parse_resp_commands(bytes: &[u8]) -> Vec<Vec<Vec<u8>>> {
+    fn line(bytes: &[u8], at: &mut usize, kind: u8) -> Option<usize> {
+        let rest = bytes.get(*at..)?;
+        let end = rest.windows(2).position(|w| w == b"\r\n")?;
+        assert_eq!(rest[0], kind, "not a {} line at {at}", char::from(kind));
+        let n = std::str::from_utf8(&rest[1..end]).unwrap().parse().unwrap();
+        *at += end + 2;
+        Some(n)
+    }
+    let mut commands = Vec::new();
+    let mut at = 0;
+    'commands: while at < bytes.len() {
+        let Some(count) = line(bytes, &mut at, b'*') else {
+            break;
+        };
+        let mut args = Vec::with_capacity(count);
+        for _ in 0..count {
+            let Some(len) = line(bytes, &mut at, b'$') else {
+                break 'commands;
+            };
+            let Some(arg) = bytes.get(at..at + len) else {
+                break 'commands;
+            };
+            args.push(arg.to_vec());
+            at += len + 2;
+        }
+        commands.push(args);
+    }
+    commands
 }

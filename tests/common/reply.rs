@@ -1,6 +1,6 @@
 //! Commands given as text or bytes, and what they reply: CHECK's and PEEK's
-//! five integers as a [`Decision`], THROTTLE's as a [`Throttled`], an error
-//! as its text.
+//! five integers as a [`Decision`], THROTTLE's as a [`Throttled`],
+//! ACQUIRE's six elements as a [`Lease`], an error as its text.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use redis::{ConnectionLike, FromRedisValue, ParsingError, RedisResult, Value};
@@ -120,6 +120,89 @@ impl Throttled {
     /// limited, limit and remaining: what does not depend on the time.
     pub fn counts(&self) -> (bool, i64, i64) {
         (self.limited, self.limit, self.remaining)
+    }
+}
+
+/// RATELIMIT.ACQUIRE's reply: CHECK's five integers, then the lease id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub acquired: bool,
+    /// Leases still available after this call.
+    pub remaining: i64,
+    pub max: i64,
+    /// -1 when acquired; otherwise until a slot frees up by itself.
+    pub retry_after_ms: i64,
+    /// Until the last live lease ends; 0 when none is live.
+    pub reset_after_ms: i64,
+    /// The lease's id; `None` (a nil reply) when not acquired.
+    pub id: Option<Vec<u8>>,
+}
+
+impl Lease {
+    /// A granted (or renewed) lease.
+    pub fn acquired(remaining: i64, max: i64, reset_after_ms: i64, id: &[u8]) -> Lease {
+        Lease {
+            acquired: true,
+            remaining,
+            max,
+            retry_after_ms: -1,
+            reset_after_ms,
+            id: Some(id.to_vec()),
+        }
+    }
+
+    /// A denial.
+    pub fn denied(remaining: i64, max: i64, retry_after_ms: i64, reset_after_ms: i64) -> Lease {
+        Lease {
+            acquired: false,
+            remaining,
+            max,
+            retry_after_ms,
+            reset_after_ms,
+            id: None,
+        }
+    }
+
+    /// acquired, remaining and max: what does not depend on the time.
+    pub fn counts(&self) -> (bool, i64, i64) {
+        (self.acquired, self.remaining, self.max)
+    }
+
+    /// The id of a granted lease, which must be there.
+    pub fn id(&self) -> &[u8] {
+        self.id
+            .as_deref()
+            .unwrap_or_else(|| panic!("no lease id in {self:?}"))
+    }
+}
+
+impl FromRedisValue for Lease {
+    fn from_redis_value(value: Value) -> Result<Lease, ParsingError> {
+        let bad = |what: &str| ParsingError::from(format!("not an ACQUIRE reply ({what})"));
+        let Value::Array(items) = value else {
+            return Err(bad("not an array"));
+        };
+        let [flag, remaining, max, retry, reset, id]: [Value; 6] = items
+            .try_into()
+            .map_err(|items: Vec<Value>| bad(&format!("{} elements", items.len())))?;
+        let (acquired, [remaining, max, retry_after_ms, reset_after_ms]) =
+            five_integers(Value::Array(vec![flag, remaining, max, retry, reset]))?;
+        let id = match id {
+            Value::Nil => None,
+            Value::BulkString(bytes) => Some(bytes),
+            other => return Err(bad(&format!("the id is {other:?}"))),
+        };
+        if acquired != id.is_some() {
+            return Err(bad("an id exactly when acquired"));
+        }
+        Ok(Lease {
+            acquired,
+            remaining,
+            max,
+            retry_after_ms,
+            reset_after_ms,
+            id,
+        })
     }
 }
 

@@ -101,3 +101,112 @@ impl Iterator for Workload {
         Some(Step { key, route, action })
     }
 }
+
+/// Named lease ids of every shape a client may give, binary ones included:
+/// the `i`-th of [`LEASE_IDS`] kinds, numbered by `i / LEASE_IDS`.
+pub fn lease_id(i: usize) -> Vec<u8> {
+    let n = (i / LEASE_IDS) as u8;
+    match i % LEASE_IDS {
+        0 => format!("job-{n}").into_bytes(),
+        1 => vec![0, n, 0xff, b'\n'],
+        2 => format!("worker {n} \"quoted\"").into_bytes(),
+        3 => vec![b'a' + n % 26; 64],
+        _ => vec![0x80 | n],
+    }
+}
+
+/// How many shapes of id [`lease_id`] cycles through.
+pub const LEASE_IDS: usize = 5;
+
+/// What a step of a [`LeaseWorkload`] does to its key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LeaseAction {
+    /// ACQUIRE with `max` and `lease_ms`, as [`lease_id`]`(id)` or with a
+    /// generated id (`None`).
+    Acquire {
+        max: u64,
+        lease_ms: u64,
+        id: Option<usize>,
+    },
+    /// RELEASE of these named ids; `generated`: also the key's oldest
+    /// generated id the caller still holds.
+    Release { ids: Vec<usize>, generated: bool },
+    /// RENEW of a named id.
+    Renew { id: usize, lease_ms: u64 },
+}
+
+/// One call of a lease workload, on key number `key` through route number
+/// `route`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseStep {
+    pub key: usize,
+    pub route: usize,
+    pub action: LeaseAction,
+}
+
+/// An endless seeded sequence of lease calls over `keys` keys, `routes`
+/// routes and `ids` named ids: in 10 steps, 5 acquire (2 of them with a
+/// generated id), 3 release and 2 renew; `max` is 1 to 4 (so some calls are
+/// denied and some find a max lowered below the live count). Leases last 60
+/// to 600 s, or, when `short_lease_ms` is given, one in three lasts 1 ms to
+/// that long, so that calls also prune leases that ended.
+pub struct LeaseWorkload {
+    rng: Lcg,
+    keys: usize,
+    routes: usize,
+    ids: usize,
+    short_lease_ms: Option<u64>,
+}
+
+impl LeaseWorkload {
+    pub fn new(seed: u64, keys: usize, routes: usize, ids: usize) -> LeaseWorkload {
+        LeaseWorkload {
+            rng: Lcg::new(seed),
+            keys,
+            routes,
+            ids,
+            short_lease_ms: None,
+        }
+    }
+
+    /// Makes one lease in three last 1 ms to `ms`.
+    pub fn with_short_leases(mut self, ms: u64) -> LeaseWorkload {
+        self.short_lease_ms = Some(ms);
+        self
+    }
+
+    fn lease_ms(&mut self) -> u64 {
+        match self.short_lease_ms {
+            Some(short) if self.rng.below(3) == 0 => 1 + self.rng.below(short),
+            _ => 60_000 + self.rng.below(540_000),
+        }
+    }
+}
+
+impl Iterator for LeaseWorkload {
+    type Item = LeaseStep;
+
+    fn next(&mut self) -> Option<LeaseStep> {
+        let key = self.rng.index(self.keys);
+        let route = self.rng.index(self.routes);
+        let action = match self.rng.below(10) {
+            0..=4 => LeaseAction::Acquire {
+                max: 1 + self.rng.below(4),
+                lease_ms: self.lease_ms(),
+                id: (self.rng.below(5) >= 2).then(|| self.rng.index(self.ids)),
+            },
+            5..=7 => {
+                let count = self.rng.index(3);
+                LeaseAction::Release {
+                    ids: (0..count).map(|_| self.rng.index(self.ids)).collect(),
+                    generated: count == 0 || self.rng.below(2) == 0,
+                }
+            }
+            _ => LeaseAction::Renew {
+                id: self.rng.index(self.ids),
+                lease_ms: self.lease_ms(),
+            },
+        };
+        Some(LeaseStep { key, route, action })
+    }
+}
