@@ -445,6 +445,11 @@ fn command_metadata_acl_categories_let_rules_name_the_commands() {
         "ratelimit.peek",
         "ratelimit.reset",
         "ratelimit.throttle",
+        "ratelimit.mcheck",
+        "ratelimit.mpeek",
+        "ratelimit.acquire",
+        "ratelimit.release",
+        "ratelimit.renew",
     ] {
         let found = categories(&mut admin, command);
         assert!(
@@ -458,8 +463,13 @@ fn command_metadata_acl_categories_let_rules_name_the_commands() {
         assert_eq!(
             listed,
             [
+                "ratelimit.acquire",
                 "ratelimit.check",
+                "ratelimit.mcheck",
+                "ratelimit.mpeek",
                 "ratelimit.peek",
+                "ratelimit.release",
+                "ratelimit.renew",
                 "ratelimit.reset",
                 "ratelimit.throttle"
             ]

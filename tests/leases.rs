@@ -478,6 +478,38 @@ fn leases_end_by_themselves_and_the_key_with_the_last() {
 }
 
 #[test]
+fn leases_the_key_expires_with_its_last_lease_through_every_change() {
+    // The module knows the last deadline from the key's expiry while it
+    // only grows; each change below can move it the other way.
+    let server = Server::start();
+    let mut con = server.connect();
+    let key = "last";
+    for (id, ms) in [("a", 60_000), ("b", 90_000), ("c", 30_000)] {
+        assert!(acquire(&mut con, key, 5, ms, Some(id.as_bytes())).acquired);
+        assert_expiry_is_last_deadline(&stored_leases(&mut con, key), id);
+    }
+    // A lease shorter than the last leaves the expiry where it is.
+    assert!(acquire(&mut con, key, 5, 10_000, Some(b"d")).acquired);
+    assert_expiry_is_last_deadline(&stored_leases(&mut con, key), "d, shorter");
+    // The last lease released: the expiry moves back to a's.
+    assert_eq!(release(&mut con, key, &["b"]), 1);
+    assert_expiry_is_last_deadline(&stored_leases(&mut con, key), "b released");
+    // The last lease renewed shorter: back to the next one.
+    assert!(renew(&mut con, key, b"a", 5_000));
+    assert_expiry_is_last_deadline(&stored_leases(&mut con, key), "a renewed shorter");
+    // ACQUIRE of a live id, shorter: the same.
+    assert!(acquire(&mut con, key, 5, 1_000, Some(b"c")).acquired);
+    assert_expiry_is_last_deadline(&stored_leases(&mut con, key), "c renewed shorter");
+    // A member added by hand beyond the expiry is seen, and kept.
+    let far = server_ms(&mut con) + 3_600_000;
+    let added: i64 = run(&mut con, &["ZADD", key, &far.to_string(), "by-hand"]);
+    assert_eq!(added, 1);
+    assert!(acquire(&mut con, key, 5, 1_000, Some(b"e")).acquired);
+    assert_expiry_is_last_deadline(&stored_leases(&mut con, key), "a member by hand");
+    assert_eq!(pexpiretime(&mut con, key), far);
+}
+
+#[test]
 fn renew_keeps_a_lease_past_its_first_deadline_and_refuses_an_ended_one() {
     let server = Server::start();
     let mut con = server.connect();

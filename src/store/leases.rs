@@ -19,9 +19,10 @@ use crate::server::{self, Ctx, Key, OwnedString, Value};
 /// The leases at an open key, for the lease logic.
 ///
 /// The module keeps the key's expiry at its last deadline, so the last
-/// deadline is known without a scan of the set while it only grows; a scan
-/// happens only when the lease holding it ends or moves earlier (or a set
-/// made by hand has no expiry).
+/// deadline is known without walking the set, once no member is seen above
+/// the expiry (a member added by hand can be), and while it only grows; a
+/// walk happens only when the lease holding it ends or moves earlier, or
+/// when the expiry cannot be trusted.
 pub struct KeyLeases<'k, 'a> {
     ctx: Ctx,
     key: &'k mut Key<'a>,
@@ -43,7 +44,11 @@ impl<'k, 'a> KeyLeases<'k, 'a> {
             Value::Empty => (None, Some(None)),
             Value::SortedSet => {
                 let expiry_ms = key.expires_at_ms()?;
-                (expiry_ms, expiry_ms.map(Some))
+                let trusted = match expiry_ms {
+                    Some(at_ms) => !key.zset_any_above(score(at_ms))?,
+                    None => false,
+                };
+                (expiry_ms, expiry_ms.filter(|_| trusted).map(Some))
             }
             Value::String(_) | Value::Other => return Err(Error::WrongType),
         };
@@ -185,7 +190,12 @@ impl LeaseSet for KeyLeases<'_, '_> {
             _ => None,
         };
         let mut digits = Digits::new();
-        server::replicate(self.ctx, c"ZADD", self.key.name(), &[digits.of(deadline), id])?;
+        server::replicate(
+            self.ctx,
+            c"ZADD",
+            self.key.name(),
+            &[digits.of(deadline), id],
+        )?;
         self.key
             .zset_add(score(deadline), member(&mut self.member, id)?)?;
         self.changed = true;
