@@ -60,7 +60,18 @@ LUA_SHA = hashlib.sha1(LUA.encode()).hexdigest()
 BIG = "1000000000000"
 # (name, command with __rand_int__ for the key, key prefix, how the keys are
 # prepared before the runs). Prepared as `ttl`: SET key 0 PX, the state of a
-# counter with an expiry; as `self`: one call of the command itself per key.
+# counter with an expiry; as `self`: one call of the command itself per key;
+# as a list: one call of the command with these arguments added.
+#
+# Every case measures its steady state: the state each request meets was
+# made by an earlier request and outlives the run. FIXED, SLIDING and PEEK
+# keys live for their window of an hour (the sliding window until the end of
+# the next aligned hour). The bucket and the throttle take one unit per
+# second: prepared with a debt of 100,000 units (about 28 hours), each key
+# stays in the bucket's middle through any run, where each request moves it
+# one second later (a key made by a single request would expire a second
+# later and most requests would meet a fresh key).
+DEBT = "100000"
 COMMANDS = [
     ("PING", ["PING"], None, None),
     ("INCR", ["INCR", "incr:__rand_int__"], "incr:", None),
@@ -70,12 +81,12 @@ COMMANDS = [
     ("CHECK FIXED", ["RATELIMIT.CHECK", "fixed:__rand_int__", BIG, "3600"], "fixed:", "self"),
     ("CHECK FIXED COST 0", ["RATELIMIT.CHECK", "fixed:__rand_int__", BIG, "3600", "COST", "0"], "fixed:", "self"),
     ("CHECK SLIDING", ["RATELIMIT.CHECK", "sliding:__rand_int__", BIG, "3600", "ALGORITHM", "SLIDING"], "sliding:", "self"),
-    # One token per second, a bucket of 10^9: every key keeps some debt (its
-    # state outlives the next request), and nothing is ever denied.
-    ("CHECK TOKEN", ["RATELIMIT.CHECK", "token:__rand_int__", "1", "1", "ALGORITHM", "TOKEN", "BURST", "1000000000"],
-     "token:", "self"),
+    # One token per second, a bucket of 10^8 (full in about three years, within
+    # the longest period): the debt never reaches it, nothing is denied.
+    ("CHECK TOKEN", ["RATELIMIT.CHECK", "token:__rand_int__", "1", "1", "ALGORITHM", "TOKEN", "BURST", "100000000"],
+     "token:", ["COST", DEBT]),
     ("PEEK FIXED", ["RATELIMIT.PEEK", "fixed:__rand_int__", BIG, "3600"], "fixed:", "self"),
-    ("THROTTLE", ["RATELIMIT.THROTTLE", "throttle:__rand_int__", "999999999", "1", "1"], "throttle:", "self"),
+    ("THROTTLE", ["RATELIMIT.THROTTLE", "throttle:__rand_int__", "999999999", "1", "1"], "throttle:", [DEBT]),
 ]
 BASELINES = ["INCR (TTL keys)", "INCR", "Lua fixed window"]
 MODULE_COMMANDS = [name for name, *_ in COMMANDS if "CHECK" in name or "PEEK" in name or "THROTTLE" in name]
@@ -186,8 +197,9 @@ def prepare(server, command, prefix, how):
     names = [*keys(prefix), f"{prefix}hot"]
     if how == "ttl":
         server.pipe(["SET", key, "0", "PX", str(TTL_MS)] for key in names)
-    elif how == "self":
-        server.pipe([key if a == f"{prefix}__rand_int__" else a for a in command] for key in names)
+    elif how == "self" or isinstance(how, list):
+        extra = how if isinstance(how, list) else []
+        server.pipe([key if a == f"{prefix}__rand_int__" else a for a in command] + extra for key in names)
 
 
 def benchmark(server, command, pipeline, hot):
