@@ -4,7 +4,8 @@
 //! - [`server`]: the harness, a real `redis-server` per test, killed on drop.
 //! - [`cluster`]: a Redis Cluster of such servers.
 //! - [`reply`]: commands given as text or bytes; typed replies and errors.
-//! - [`commands`]: CHECK, PEEK, THROTTLE and RESET, called one way.
+//! - [`commands`]: CHECK, PEEK, THROTTLE, RESET, MCHECK and MPEEK, called
+//!   one way; calls at one instant of the server's clock.
 //! - [`limiters`]: the table of every kind of limiter.
 //! - [`workload`]: a seeded pseudo-random workload over limiters.
 //! - [`keys`]: what keys hold, down to whole databases.
