@@ -1342,16 +1342,18 @@ fn mcheck_and_mpeek_declare_their_keys() {
     }
 
     let abilities = Abilities::of(&mut con);
-    for (name, flags, key_flags) in [
+    for (name, flags, key_flags, categories) in [
         (
             "ratelimit.mcheck",
             &["write", "denyoom", "fast", "movablekeys"][..],
             &["RW", "access", "update"][..],
+            &["@write", "@fast"][..],
         ),
         (
             "ratelimit.mpeek",
             &["readonly", "fast", "movablekeys"],
             &["RO", "access"],
+            &["@read", "@fast"],
         ),
     ] {
         let info: Value = run(&mut con, &["COMMAND", "INFO", name]);
@@ -1376,6 +1378,14 @@ fn mcheck_and_mpeek_declare_their_keys() {
             [Value::Int(0), Value::Int(0), Value::Int(0)],
             "{name}"
         );
+        if abilities.acl_categories() {
+            let mut expected: BTreeSet<String> = categories.iter().map(|c| c.to_string()).collect();
+            if abilities.own_category() {
+                expected.insert("@ratelimit".to_string());
+            }
+            let shown: BTreeSet<String> = texts(&entry[6]).into_iter().collect();
+            assert_eq!(shown, expected, "{name}: ACL categories");
+        }
         if !abilities.command_info() {
             assert_eq!(entry[1], Value::Int(-1), "{name}");
             continue;
@@ -1394,6 +1404,11 @@ fn mcheck_and_mpeek_declare_their_keys() {
         for (part, value) in [("keynumidx", 0), ("firstkey", 1), ("keystep", 1)] {
             assert_eq!(field(keynum, part), &Value::Int(value), "{name}: {part}");
         }
+    }
+    if !abilities.acl_categories() {
+        eprintln!(
+            "not checked (ACL categories): no RedisModule_SetCommandACLCategories before Redis 7.2"
+        );
     }
     if !abilities.command_info() {
         eprintln!("not checked (arity, key specs, COMMAND DOCS): no RedisModule_SetCommandInfo before Redis 7.0");
