@@ -57,8 +57,9 @@ struct Command {
     flags: &'static CStr,
     /// First key, last key and step: position 1 makes cluster routing
     /// (MOVED), ACL key patterns and `COMMAND GETKEYS` work. MCHECK's keys
-    /// follow `numkeys` (0, 0, 0): its key spec tells the server (7.0+), or
-    /// the command itself does (`getkeys-api`, Redis 6.2).
+    /// follow `numkeys` (0, 0, 0): its key spec tells the server (7.0+),
+    /// and the command itself tells cluster routing, and every server
+    /// without key specs (`getkeys-api`).
     keys: (c_int, c_int, c_int),
     /// Arity, key specs, ACL categories and docs, for servers that take them.
     docs: &'static CommandDocs,
@@ -199,9 +200,11 @@ fn load(ctx: Ctx, args: &[server::RString]) -> Result<(), String> {
     let cl_throttle = config::CL_THROTTLE.load(Relaxed);
     let mut described = load::Described::default();
     for command in COMMANDS.iter().chain(cl_throttle.then_some(&CL_THROTTLE)) {
-        // A server without key specs asks the command where its keys are.
-        let keys_by_count = command.docs.keys.iter().any(KeySpec::is_counted);
-        let ask_for_keys = keys_by_count && !load::has_command_info();
+        // Keys that follow a count are also given by the command itself
+        // (`getkeys-api`): cluster redirection (MOVED, CROSSSLOT) finds keys
+        // through the legacy range or the command, never through key specs,
+        // even where the server takes them (7.0+), and Redis 6.2 has none.
+        let ask_for_keys = command.docs.keys.iter().any(KeySpec::is_counted);
         load::create_command(
             ctx,
             command.name,

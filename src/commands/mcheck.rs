@@ -115,9 +115,15 @@ pub fn key_positions<A: Arg>(args: &[A]) -> std::ops::Range<usize> {
 /// name included. Errors come in argument order: `numkeys`, then each group
 /// (CHECK's messages), then a key named twice.
 pub fn parse<A: Arg>(args: &[A]) -> Result<Request<'_, A>, Error> {
+    // At least `numkeys key LIMIT limit period`: the arity the server checks
+    // itself where it takes command info (7.0+), so that Redis 6.2 gives the
+    // same error for a call cut short.
     let [_, numkeys, rest @ ..] = args else {
         return Err(Error::WrongArity);
     };
+    if rest.len() < 4 {
+        return Err(Error::WrongArity);
+    }
     let count = usize::try_from(bounded(numkeys, &NUMKEYS)?).map_err(|_| Error::InvalidNumKeys)?;
     let (keys, mut groups) = rest.split_at_checked(count).ok_or(Error::GroupPerKey)?;
     let mut limits = [None; MAX_KEYS];
@@ -303,8 +309,8 @@ impl Command for MCheck {
         ))
     }
 
-    fn key_positions(args: &[RString]) -> std::ops::Range<usize> {
-        key_positions(args)
+    fn key_positions(args: &[RString]) -> Option<std::ops::Range<usize>> {
+        Some(key_positions(args))
     }
 }
 
@@ -362,20 +368,24 @@ mod tests {
         // The arguments after the command name, split at spaces.
         #[rustfmt::skip]
         let cases: &[(&str, Error)] = &[
+            // Fewer than `numkeys key LIMIT limit period`, as the server's
+            // arity check (-6) says where it makes one.
             ("", Error::WrongArity),
+            ("1", Error::WrongArity),
+            ("1 a LIMIT 1", Error::WrongArity),
             ("0 k LIMIT 1 1", Error::InvalidNumKeys),
             ("17 k LIMIT 1 1", Error::InvalidNumKeys),
             ("x k LIMIT 1 1", Error::InvalidNumKeys),
             ("-1 k LIMIT 1 1", Error::InvalidNumKeys),
             // More keys than arguments, fewer groups than keys, more groups.
-            ("3 a b", Error::GroupPerKey),
+            ("5 a b c d", Error::GroupPerKey),
             ("2 a b LIMIT 1 1", Error::GroupPerKey),
             ("1 a LIMIT 1 1 LIMIT 2 2", Error::GroupPerKey),
             // A group that does not start with LIMIT.
-            ("1 a 1 1", Error::GroupPerKey),
+            ("1 a 1 1 1", Error::GroupPerKey),
             ("1 a COST 1 1", Error::GroupPerKey),
             // A group cut short.
-            ("1 a LIMIT 1", Error::Syntax),
+            ("2 a b LIMIT 1", Error::Syntax),
             ("2 a b LIMIT 1 LIMIT 1 1", Error::InvalidPeriod),
             // CHECK's own errors, in argument order.
             ("1 a LIMIT 0 1", Error::InvalidLimit),

@@ -37,10 +37,12 @@ pub trait Command {
 
     /// Where the keys are among `args`, for a server that asks the command
     /// itself (a command whose keys a key spec of kind
-    /// [`KeySpec::Counted`](crate::metadata::KeySpec) describes, on Redis
-    /// 6.2, which has no key specs).
-    fn key_positions(_args: &[RString]) -> std::ops::Range<usize> {
-        0..0
+    /// [`KeySpec::Counted`](crate::metadata::KeySpec) describes: in cluster
+    /// routing, and on Redis 6.2, which has no key specs); empty when the
+    /// arguments name no keys the command could use. `None` for a command
+    /// the server never asks.
+    fn key_positions(_args: &[RString]) -> Option<std::ops::Range<usize>> {
+        None
     }
 }
 
@@ -78,10 +80,15 @@ fn denied_event(ctx: Ctx, key: &RString) {
 /// has returned, so a panic cannot leave half a reply behind. An internal
 /// error's cause goes to the server log, once, with the command's name.
 fn dispatch<C: Command>(ctx: Ctx, args: &[RString]) {
-    let keys = C::key_positions(args);
-    if !keys.is_empty() && server::is_keys_position_request(ctx) {
-        keys.for_each(|position| server::key_at(ctx, position));
-        return;
+    // Asked only where the keys are (cluster routing; on Redis 6.2 also
+    // COMMAND GETKEYS and ACL key checks), the command answers and never
+    // runs, even for arguments that name no keys: there is no client then,
+    // and Redis 6.2 dereferences the missing client in `RM_WrongArity`.
+    if let Some(keys) = C::key_positions(args) {
+        if server::is_keys_position_request(ctx) {
+            keys.for_each(|position| server::key_at(ctx, position));
+            return;
+        }
     }
     C::STATS.calls.bump();
     let mut out = Replier::new(ctx);

@@ -53,7 +53,7 @@ impl Command for MPeek {
         ))
     }
 
-    fn key_positions(args: &[RString]) -> std::ops::Range<usize> {
-        key_positions(args)
+    fn key_positions(args: &[RString]) -> Option<std::ops::Range<usize>> {
+        Some(key_positions(args))
     }
 }

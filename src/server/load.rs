@@ -101,11 +101,6 @@ pub unsafe fn load_args<'a>(argv: *mut *mut raw::RedisModuleString, argc: c_int)
     unsafe { super::args(argv, argc) }
 }
 
-/// Whether the server takes command metadata (key specs, docs): Redis 7.0+.
-pub fn has_command_info() -> bool {
-    api!(RedisModule_SetCommandInfo).is_ok()
-}
-
 /// Registers a command with the server; with `ask_for_keys`, the server
 /// asks the command where its keys are (`getkeys-api`).
 pub fn create_command(

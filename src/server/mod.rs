@@ -245,8 +245,9 @@ pub unsafe extern "C" fn entry<H: Handler>(
 }
 
 /// Whether the server asks where a command's keys are instead of running
-/// it: for commands registered with `getkeys-api`, on servers without key
-/// specs (Redis 6.2).
+/// it: for commands registered with `getkeys-api`, in cluster routing, and
+/// for anything else that needs the keys on servers without key specs
+/// (Redis 6.2).
 pub fn is_keys_position_request(ctx: Ctx) -> bool {
     let Ok(is_request) = api!(RedisModule_IsKeysPositionRequest) else {
         return false;

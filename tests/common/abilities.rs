@@ -74,6 +74,14 @@ impl Abilities {
         self.redis >= (7, 2, 0)
     }
 
+    /// The module's clock is the command time the server freezes for a
+    /// whole MULTI/EXEC or script (`RedisModule_CachedMicroseconds`): Redis
+    /// 7.2+, Valkey. Elsewhere it is the wall clock, which moves inside a
+    /// transaction.
+    pub fn frozen_clock(&self) -> bool {
+        self.redis >= (7, 2, 0)
+    }
+
     /// `RedisModule_AddACLCategory`: Redis 7.4+, Valkey 8+.
     pub fn own_category(&self) -> bool {
         match self.valkey {

@@ -1,10 +1,15 @@
 //! The module's commands, called the one way every suite calls them, with
-//! typed replies; and the server's clock around a call, or waited for.
+//! typed replies; the server's clock around a call, or waited for; and
+//! several calls at one instant of it.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use redis::{ConnectionLike, FromRedisValue};
 
-use super::reply::{Decision, Lease, Throttled};
+use redis::Value;
+
+use super::abilities::Abilities;
+use super::keys::dumped;
+use super::reply::{Decision, Lease, Multi, Throttled};
 
 /// A key as text for messages (escaped, so that any bytes show).
 pub fn key_text<K: AsRef<[u8]>>(key: K) -> String {
@@ -225,4 +230,143 @@ pub fn wait_until_past(con: &mut dyn ConnectionLike, at_ms: i64) -> i64 {
             u64::try_from(at_ms - now).unwrap_or(0).clamp(1, 20),
         ));
     }
+}
+
+/// One `LIMIT limit period [options…]` group of MCHECK and MPEEK: what
+/// CHECK takes after its key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Group {
+    pub limit: u64,
+    pub period_s: u64,
+    /// `COST`, `ALGORITHM` and `BURST`, as CHECK takes them.
+    pub options: Vec<String>,
+}
+
+/// The group `LIMIT limit period options…`.
+pub fn group(limit: u64, period_s: u64, options: &[&str]) -> Group {
+    Group {
+        limit,
+        period_s,
+        options: options.iter().map(|o| o.to_string()).collect(),
+    }
+}
+
+impl Group {
+    /// The same group with `COST cost` added.
+    pub fn cost(mut self, cost: u64) -> Group {
+        self.options.extend(["COST".to_string(), cost.to_string()]);
+        self
+    }
+
+    /// Its arguments, `LIMIT` first.
+    pub fn args(&self) -> Vec<String> {
+        let mut args = vec![
+            "LIMIT".to_string(),
+            self.limit.to_string(),
+            self.period_s.to_string(),
+        ];
+        args.extend(self.options.iter().cloned());
+        args
+    }
+
+    /// CHECK of `key` with this group's arguments, as text (for
+    /// [`run`](super::reply::run) or a [`Limiter`](super::limiters::Limiter)
+    /// reply).
+    pub fn check_args(&self, name: &str, key: &str) -> Vec<String> {
+        let mut args = vec![name.to_string(), key.to_string()];
+        args.extend(self.args().into_iter().skip(1));
+        args
+    }
+}
+
+/// `RATELIMIT.<name> numkeys key… LIMIT …` (MCHECK or MPEEK) as a command,
+/// e.g. for a pipeline.
+pub fn multi_command<K: AsRef<[u8]>>(name: &str, keys: &[K], groups: &[Group]) -> redis::Cmd {
+    let mut cmd = redis::cmd(name);
+    cmd.arg(keys.len());
+    for key in keys {
+        cmd.arg(key.as_ref());
+    }
+    for group in groups {
+        cmd.arg(group.args());
+    }
+    cmd
+}
+
+/// The same as text, for [`error`](super::reply::error) and messages.
+pub fn multi_args<K: AsRef<[u8]>>(name: &str, keys: &[K], groups: &[Group]) -> Vec<String> {
+    let mut args = vec![name.to_string(), keys.len().to_string()];
+    args.extend(keys.iter().map(key_text));
+    args.extend(groups.iter().flat_map(Group::args));
+    args
+}
+
+fn multi_call<K: AsRef<[u8]>>(
+    con: &mut dyn ConnectionLike,
+    name: &str,
+    keys: &[K],
+    groups: &[Group],
+) -> Multi {
+    query(con, &multi_command(name, keys, groups), || {
+        multi_args(name, keys, groups).join(" ")
+    })
+}
+
+/// `RATELIMIT.MCHECK numkeys key… LIMIT …`: group `i` applies to key `i`.
+pub fn mcheck<K: AsRef<[u8]>>(con: &mut dyn ConnectionLike, keys: &[K], groups: &[Group]) -> Multi {
+    multi_call(con, "RATELIMIT.MCHECK", keys, groups)
+}
+
+/// `RATELIMIT.MPEEK numkeys key… LIMIT …`.
+pub fn mpeek<K: AsRef<[u8]>>(con: &mut dyn ConnectionLike, keys: &[K], groups: &[Group]) -> Multi {
+    multi_call(con, "RATELIMIT.MPEEK", keys, groups)
+}
+
+/// Attempts [`at_one_instant`] makes before it gives up.
+const INSTANT_ATTEMPTS: usize = 100;
+
+/// Runs `cmds` in one MULTI/EXEC, all at one instant of the module's clock,
+/// and returns their replies.
+///
+/// A server that freezes the command time for a transaction (Redis 7.2+,
+/// Valkey) does that by itself. On others the module reads the wall clock,
+/// so the transaction is bracketed by `TIME`: when both readings fall in the
+/// same millisecond, every call in between read that millisecond. When they
+/// do not, `keys` (every key the calls may change) are put back as they were
+/// (`DUMP`/`RESTORE … ABSTTL`) and the transaction is tried again.
+pub fn at_one_instant(
+    con: &mut dyn ConnectionLike,
+    keys: &[&str],
+    cmds: &[redis::Cmd],
+) -> Vec<Value> {
+    let frozen = Abilities::of(con).frozen_clock();
+    let saved: Vec<_> = keys.iter().map(|k| dumped(con, *k)).collect();
+    for _ in 0..INSTANT_ATTEMPTS {
+        let mut pipe = redis::pipe();
+        pipe.atomic().cmd("TIME");
+        for cmd in cmds {
+            pipe.add_command(cmd.clone());
+        }
+        pipe.cmd("TIME");
+        let mut replies: Vec<Value> = pipe.query(con).unwrap();
+        let after: (i64, i64) = redis::from_redis_value(replies.pop().unwrap()).unwrap();
+        let before: (i64, i64) = redis::from_redis_value(replies.remove(0)).unwrap();
+        let ms = |(s, us): (i64, i64)| s * 1000 + us / 1000;
+        if frozen || ms(before) == ms(after) {
+            return replies;
+        }
+        for (key, (payload, expires_at)) in keys.iter().zip(&saved) {
+            let _: () = redis::cmd("DEL").arg(*key).query(con).unwrap();
+            if let Some(payload) = payload {
+                let _: () = redis::cmd("RESTORE")
+                    .arg(*key)
+                    .arg((*expires_at).max(0))
+                    .arg(payload.as_slice())
+                    .arg("ABSTTL")
+                    .query(con)
+                    .unwrap();
+            }
+        }
+    }
+    panic!("no transaction ran within one millisecond in {INSTANT_ATTEMPTS} attempts");
 }

@@ -183,6 +183,20 @@ impl Limiter {
         }
     }
 
+    /// Its group in an MCHECK or MPEEK, taking `cost` units (a kind CHECK
+    /// takes only).
+    pub fn group(&self, cost: u64) -> super::commands::Group {
+        assert_eq!(
+            self.kind.command,
+            Command::Check,
+            "{} has no group",
+            self.kind.name
+        );
+        let args = self.args();
+        let options: Vec<&str> = args[2..].iter().map(String::as_str).collect();
+        super::commands::group(self.limit, self.period_s, &options).cost(cost)
+    }
+
     /// The command taking one unit from `key`, written without a cost.
     pub fn take_one(&self, key: &str) -> Vec<String> {
         let name = match self.kind.command {

@@ -64,36 +64,50 @@ impl DataDir {
         String::from_utf8_lossy(&contents).to_lowercase()
     }
 
-    /// The commands the AOF has logged since it was last rewritten, in
-    /// order, each as its arguments: on Redis 7.0+ the incremental files the
-    /// manifest lists (the base file is a snapshot); before, the one file,
-    /// which must not have been rewritten (an RDB preamble is no command).
+    /// The commands the AOF holds, in the order the server replays them,
+    /// each as its arguments; parts written as an RDB (a base or preamble
+    /// of Redis 7.0+) are left out. The manifest gives the order of the
+    /// parts where there is one (Redis 7.0+).
     pub fn aof_commands(&self) -> Vec<Vec<Vec<u8>>> {
         let parts = self.path().join("appendonlydir");
-        let files: Vec<PathBuf> = if parts.is_dir() {
-            let manifest = std::fs::read_dir(&parts)
-                .unwrap()
-                .map(|f| f.unwrap().path())
-                .find(|p| p.to_string_lossy().ends_with(".manifest"))
-                .expect("an AOF manifest");
-            // `file <name> seq <n> type <b|h|i>`, one line each, in order.
-            std::fs::read_to_string(manifest)
-                .unwrap()
-                .lines()
-                .filter(|l| l.ends_with("type i"))
-                .map(|l| parts.join(l.split(' ').nth(1).unwrap()))
-                .collect()
-        } else {
-            vec![self.path().join("appendonly.aof")]
+        let files: Vec<PathBuf> = match std::fs::read_dir(&parts) {
+            Err(_) => vec![self.path().join("appendonly.aof")],
+            Ok(entries) => {
+                let manifest = entries
+                    .map(|e| e.unwrap().path())
+                    .find(|p| p.to_string_lossy().ends_with(".manifest"))
+                    .expect("an AOF manifest");
+                // `file <name> seq <n> type <b|h|i>`: the base, then the
+                // increments in order.
+                let mut listed: Vec<(bool, u64, PathBuf)> = std::fs::read_to_string(manifest)
+                    .unwrap()
+                    .lines()
+                    .filter_map(|line| {
+                        let fields: Vec<&str> = line.split_whitespace().collect();
+                        let at = |name: &str| {
+                            let i = fields.iter().position(|f| *f == name)?;
+                            fields.get(i + 1).copied()
+                        };
+                        let kind = at("type")?;
+                        (kind != "h").then(|| {
+                            (
+                                kind == "i",
+                                at("seq").unwrap().parse().unwrap(),
+                                parts.join(at("file").unwrap()),
+                            )
+                        })
+                    })
+                    .collect();
+                listed.sort();
+                listed.into_iter().map(|(_, _, path)| path).collect()
+            }
         };
         let mut commands = Vec::new();
         for file in files {
-            let bytes = std::fs::read(&file).unwrap_or_default();
-            assert!(
-                !bytes.starts_with(b"REDIS"),
-                "{} starts with a snapshot",
-                file.display()
-            );
+            let bytes = std::fs::read(&file).unwrap();
+            if bytes.starts_with(b"REDIS") {
+                continue;
+            }
             commands.extend(parse_resp_commands(&bytes));
         }
         commands
@@ -126,31 +140,32 @@ pub fn wait_for_rewrite(con: &mut dyn ConnectionLike) {
     }
 }
 
-/// Commands in the protocol (`*<n>` then `$<len>` strings), as an AOF
-/// holds them; a command cut short at the end (a write in progress) is left
-/// out.
+/// The commands of a RESP stream (`*<n>` arrays of `$<len>` bulk strings),
+/// as an AOF writes them; stops at a truncated tail.
 pub fn parse_resp_commands(bytes: &[u8]) -> Vec<Vec<Vec<u8>>> {
-    fn line(bytes: &[u8], at: &mut usize, kind: u8) -> Option<usize> {
+    fn line(bytes: &[u8], at: &mut usize, prefix: u8) -> Option<usize> {
         let rest = bytes.get(*at..)?;
+        if rest.first() != Some(&prefix) {
+            return None;
+        }
         let end = rest.windows(2).position(|w| w == b"\r\n")?;
-        assert_eq!(rest[0], kind, "not a {} line at {at}", char::from(kind));
-        let n = std::str::from_utf8(&rest[1..end]).unwrap().parse().unwrap();
+        let number = std::str::from_utf8(&rest[1..end]).ok()?.parse().ok()?;
         *at += end + 2;
-        Some(n)
+        Some(number)
     }
-    let mut commands = Vec::new();
     let mut at = 0;
-    'commands: while at < bytes.len() {
+    let mut commands = Vec::new();
+    while at < bytes.len() {
         let Some(count) = line(bytes, &mut at, b'*') else {
             break;
         };
         let mut args = Vec::with_capacity(count);
         for _ in 0..count {
             let Some(len) = line(bytes, &mut at, b'$') else {
-                break 'commands;
+                return commands;
             };
             let Some(arg) = bytes.get(at..at + len) else {
-                break 'commands;
+                return commands;
             };
             args.push(arg.to_vec());
             at += len + 2;

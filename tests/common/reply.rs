@@ -1,6 +1,7 @@
 //! Commands given as text or bytes, and what they reply: CHECK's and PEEK's
-//! five integers as a [`Decision`], THROTTLE's as a [`Throttled`],
-//! ACQUIRE's six elements as a [`Lease`], an error as its text.
+//! five integers as a [`Decision`], THROTTLE's as a [`Throttled`], MCHECK's
+//! and MPEEK's seven elements as a [`Multi`], ACQUIRE's six as a [`Lease`],
+//! an error as its text.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use redis::{ConnectionLike, FromRedisValue, ParsingError, RedisResult, Value};
@@ -202,6 +203,59 @@ impl FromRedisValue for Lease {
             retry_after_ms,
             reset_after_ms,
             id,
+        })
+    }
+}
+
+/// RATELIMIT.MCHECK's and RATELIMIT.MPEEK's reply: the whole request's
+/// verdict with the binding limit's numbers, that limit's position, and each
+/// limit's own five integers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Multi {
+    /// Whether the whole request was (or would be) admitted.
+    pub allowed: bool,
+    /// The first five elements: `allowed`, then the binding limit's
+    /// remaining, limit, retry_after_ms and reset_after_ms.
+    pub binding: Decision,
+    /// The binding limit's position among the keys, from 1.
+    pub position: i64,
+    /// Each limit's five integers, in key order.
+    pub each: Vec<Decision>,
+}
+
+impl Multi {
+    /// The binding limit's own five integers (its entry in `each`).
+    pub fn binding_each(&self) -> Decision {
+        self.each[usize::try_from(self.position - 1).unwrap()]
+    }
+}
+
+impl FromRedisValue for Multi {
+    fn from_redis_value(value: Value) -> Result<Multi, ParsingError> {
+        let Value::Array(items) = value else {
+            return Err(ParsingError::from(format!(
+                "expected an array of 7, got {value:?}"
+            )));
+        };
+        let [allowed, remaining, limit, retry, reset, position, each]: [Value; 7] =
+            items.try_into().map_err(|items: Vec<Value>| {
+                ParsingError::from(format!("expected 7 elements, got {items:?}"))
+            })?;
+        let head = Value::Array(vec![allowed, remaining, limit, retry, reset]);
+        let binding = Decision::from_redis_value(head)?;
+        let position: i64 = redis::from_redis_value(position)?;
+        let each: Vec<Decision> = redis::from_redis_value(each)?;
+        if !(1..=each.len() as i64).contains(&position) {
+            return Err(ParsingError::from(format!(
+                "binding position {position} among {} limits",
+                each.len()
+            )));
+        }
+        Ok(Multi {
+            allowed: binding.allowed,
+            binding,
+            position,
+            each,
         })
     }
 }
