@@ -1359,3 +1359,60 @@ impl Twins {
         )
     }
 }
+
+/// Runs `steps` seeded steps through the library alone, on the function
+/// twins (`f:{i}`) and the server's clock: a workload of every command for
+/// servers without the module. Returns how many calls succeeded and how
+/// many were refused.
+pub fn library_workload(
+    con: &mut Connection,
+    route: &Route,
+    seed: u64,
+    steps: usize,
+) -> (u64, u64) {
+    let mut generator = Generator::new(seed);
+    let mut made: Vec<Vec<String>> = vec![Vec::new(); generator.homes.len()];
+    let (mut ok, mut refused) = (0, 0);
+    for _ in 0..steps {
+        match generator.next(&made) {
+            Step::Call { verb, keys, args } => {
+                let f_keys: Vec<Vec<u8>> = keys.iter().map(|&i| function_key(i)).collect();
+                let f_args: Vec<Vec<u8>> = args.iter().map(|a| a.as_bytes().to_vec()).collect();
+                match route.cmd(verb, &f_keys, &f_args).query::<Value>(con) {
+                    Ok(Value::Array(reply)) if verb == "acquire" && args.len() == 2 => {
+                        if let Value::BulkString(id) = &reply[5] {
+                            made[keys[0]].push(String::from_utf8(id.clone()).unwrap());
+                        }
+                        ok += 1;
+                    }
+                    Ok(_) => ok += 1,
+                    Err(_) => refused += 1,
+                }
+            }
+            Step::Age { keys, by_ms } => {
+                let mut cmd = redis::cmd("EVAL");
+                cmd.arg(age_script()).arg(keys.len());
+                for &i in &keys {
+                    cmd.arg(function_key(i));
+                }
+                let _: i64 = cmd.arg(by_ms).query(con).unwrap();
+            }
+            Step::Seed { key, commands } => {
+                let mut pipe = redis::pipe();
+                for command in &commands {
+                    let c = pipe.cmd(&command[0]);
+                    for a in &command[1..] {
+                        if a == "{k}" {
+                            c.arg(function_key(key));
+                        } else {
+                            c.arg(a);
+                        }
+                    }
+                }
+                let _: Vec<Value> = pipe.query(con).unwrap();
+                made[key].clear();
+            }
+        }
+    }
+    (ok, refused)
+}
