@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::cluster::Cluster;
-use common::fallback::{library_workload, read_all, unix_ms, KeyState, Route};
+use common::fallback::{library_workload, read_all, unix_ms, KeyState, Route, LIBRARY};
 use common::{attach_replicas, error_of, replication_master, wait_replicas, DataDir, Server};
 use redis::Value;
 
@@ -147,8 +147,29 @@ fn fallback_in_a_cluster_runs_on_each_keys_master() {
             );
         }
     }
-    for &master in &masters[1..] {
-        Route::for_server(&mut cluster.connect(master));
+    // On every master: functions with redis-cli, as the documentation
+    // says; the script (whose text redis-cli would take for options there)
+    // master by master.
+    match &route {
+        Route::Function => {
+            let node = format!("127.0.0.1:{}", masters[0]);
+            let loaded = cluster.redis_cli(&[
+                "--cluster",
+                "call",
+                &node,
+                "FUNCTION",
+                "LOAD",
+                "REPLACE",
+                LIBRARY,
+                "--cluster-only-masters",
+            ]);
+            assert!(loaded.success, "{}{}", loaded.stdout, loaded.stderr);
+        }
+        Route::Eval { .. } => {
+            for &master in &masters[1..] {
+                Route::eval(&mut cluster.connect(master));
+            }
+        }
     }
     for key in &keys {
         let tagged_module = format!("{{{key}}}:module");
