@@ -19,6 +19,12 @@
 //! A step whose instant cannot be pinned is not compared: the module twin
 //! is copied over the function twin (DUMP/RESTORE with its expiry) and the
 //! run goes on. Runs assert how many steps they compared.
+//!
+//! Time moves on by itself (periods of 1 to 3 s turn over during a run),
+//! and further by ageing both twins alike: their expiries and lease
+//! deadlines moved back by up to 10 s, which is what that much waiting
+//! would leave them, so windows end, buckets refill and leases lapse
+//! without a sleep.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
