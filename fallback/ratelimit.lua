@@ -234,6 +234,9 @@ local function expiry_of(ctx, key)
     if ttl < 0 then return nil end
     local after = ctx.clock()
     at = after + ttl
+    -- 0: the expiry has passed (a script sees keys as of its start), by
+    -- an unknown amount; as of the call's instant, the state has ended.
+    if ttl == 0 then return math.min(at, ctx.now()) end
     if before == after then break end
   end
   return at
@@ -716,10 +719,15 @@ local function open_leases(key)
   return { key = key, changed = false }
 end
 
+-- Counted first: a write command called at all makes Redis 6.2 propagate
+-- a MULTI/EXEC around the script's effects, even an empty one.
 local function prune(set, now_ms)
-  local pruned = redis.call('ZREMRANGEBYSCORE', set.key, '-inf', fmt(now_ms))
-  if pruned > 0 then set.changed = true end
-  return pruned
+  local ended = redis.call('ZCOUNT', set.key, '-inf', fmt(now_ms))
+  if ended > 0 then
+    redis.call('ZREMRANGEBYSCORE', set.key, '-inf', fmt(now_ms))
+    set.changed = true
+  end
+  return ended
 end
 
 local function nth_deadline(set, n)

@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 
 use common::cluster::Cluster;
 use common::fallback::{library_workload, read_all, unix_ms, KeyState, Route, LIBRARY};
-use common::{attach_replicas, error_of, replication_master, wait_replicas, DataDir, Server};
+use common::{
+    attach_replicas, error_of, propagated_by, replication_master, wait_replicas, DataDir, Server,
+};
 use redis::Value;
 
 /// Calls of the workload replicated and persisted.
@@ -208,4 +210,56 @@ fn fallback_in_a_cluster_runs_on_each_keys_master() {
     let spread = ["user:0", "user:1", "user:2", "user:3"];
     let crossing = route.call(&mut con, "reset", &spread, &[]);
     assert!(error_of(crossing).starts_with("CROSSSLOT"));
+}
+
+/// Where the module writes nothing (a denied request, COST 0, PEEK, a
+/// RELEASE of no live lease), neither does the library: nothing reaches the
+/// replicas or the AOF.
+#[test]
+fn fallback_propagates_nothing_where_the_module_writes_nothing() {
+    let master = replication_master(Server::builder());
+    let _replicas = attach_replicas(&master, vec![Server::builder()]);
+    let mut con = master.connect();
+    let route = Route::for_server(&mut con);
+    let full: [(&str, &[&str]); 4] = [
+        ("check", &["1", "60"]),
+        ("check", &["1", "60", "ALGORITHM", "SLIDING"]),
+        ("check", &["1", "60", "ALGORITHM", "TOKEN"]),
+        ("throttle", &["0", "1", "60"]),
+    ];
+    for (n, (verb, args)) in full.into_iter().enumerate() {
+        let (module_key, library_key) = (format!("m:{n}"), format!("f:{n}"));
+        let mut first = redis::cmd(&format!("ratelimit.{verb}"));
+        first.arg(&module_key).arg(args);
+        let _: Value = first.query(&mut con).unwrap();
+        route.call(&mut con, verb, &[&library_key], args).unwrap();
+        let mut look = args.to_vec();
+        if verb == "check" {
+            look.extend(["COST", "0"]);
+        } else {
+            look.push("0");
+        }
+        // Denied now, a look, and (for CHECK's algorithms) a PEEK.
+        let mut nothing = vec![(verb, args.to_vec()), (verb, look)];
+        if verb == "check" {
+            nothing.push(("peek", args.to_vec()));
+        }
+        for (verb, args) in nothing {
+            let by_module = propagated_by(&mut con, |con| {
+                let mut cmd = redis::cmd(&format!("ratelimit.{verb}"));
+                cmd.arg(&module_key).arg(&args);
+                let _: Value = cmd.query(con).unwrap();
+            });
+            let by_library = propagated_by(&mut con, |con| {
+                route.call(con, verb, &[&library_key], &args).unwrap();
+            });
+            assert_eq!((by_module, by_library), (0, 0), "{verb} {args:?}");
+        }
+    }
+    let released = propagated_by(&mut con, |con| {
+        route
+            .call(con, "release", &["leases"], &["nobody"])
+            .unwrap();
+    });
+    assert_eq!(released, 0);
 }
