@@ -819,9 +819,13 @@ COMMANDS.reset = {
         fail(ERR.wrongtype)
       end
     end
+    -- A key named twice is gone the second time; DEL only what is there
+    -- (on Redis 6.2 any write command called propagates a MULTI/EXEC).
     local removed = 0
     for _, key in ipairs(args) do
-      removed = removed + redis.call('DEL', key)
+      if redis.call('EXISTS', key) == 1 then
+        removed = removed + redis.call('DEL', key)
+      end
     end
     return removed
   end,

@@ -213,8 +213,8 @@ fn fallback_in_a_cluster_runs_on_each_keys_master() {
 }
 
 /// Where the module writes nothing (a denied request, COST 0, PEEK, a
-/// RELEASE of no live lease), neither does the library: nothing reaches the
-/// replicas or the AOF.
+/// RELEASE of no live lease, a RESET of missing keys), neither does the
+/// library: nothing reaches the replicas or the AOF.
 #[test]
 fn fallback_propagates_nothing_where_the_module_writes_nothing() {
     let master = replication_master(Server::builder());
@@ -262,4 +262,8 @@ fn fallback_propagates_nothing_where_the_module_writes_nothing() {
             .unwrap();
     });
     assert_eq!(released, 0);
+    let reset = propagated_by(&mut con, |con| {
+        route.call(con, "reset", &["gone", "gone"], &[]).unwrap();
+    });
+    assert_eq!(reset, 0);
 }
