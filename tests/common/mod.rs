@@ -13,6 +13,9 @@
 //! - [`replication`], [`persistence`]: replicas, restarts and the AOF.
 //! - [`abilities`], [`counters`], [`events`]: what the server can do, the
 //!   module's INFO counters, keyspace events.
+//! - [`fallback`]: the script fallback beside the module, and the
+//!   differential runs between them (its names are used through
+//!   `common::fallback::…`).
 #![allow(dead_code, unused_imports)]
 
 pub mod abilities;
@@ -20,6 +23,7 @@ pub mod cluster;
 pub mod commands;
 pub mod counters;
 pub mod events;
+pub mod fallback;
 pub mod keys;
 pub mod limiters;
 pub mod persistence;
