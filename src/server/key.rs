@@ -220,28 +220,6 @@ impl<'a> Key<'a> {
         Ok(found)
     }
 
-    /// Whether some member has a score above `score`.
-    pub fn zset_any_above(&self, score: f64) -> Result<bool, Error> {
-        if self.ptr.is_null() {
-            return Ok(false);
-        }
-        let (start, at_end, stop) = (
-            api!(RedisModule_ZsetFirstInScoreRange)?,
-            api!(RedisModule_ZsetRangeEndReached)?,
-            api!(RedisModule_ZsetRangeStop)?,
-        );
-        // SAFETY: `self.ptr` is an open key; the range opened is stopped
-        // before returning; no element is fetched.
-        unsafe {
-            if start(self.ptr, score, f64::INFINITY, 1, 0) != super::OK {
-                return Ok(false);
-            }
-            let found = at_end(self.ptr) == 0;
-            stop(self.ptr);
-            Ok(found)
-        }
-    }
-
     /// The highest score.
     pub fn zset_last_score(&self) -> Result<Option<f64>, Error> {
         let mut found = None;

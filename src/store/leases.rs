@@ -18,11 +18,10 @@ use crate::server::{self, Ctx, Key, OwnedString, Value};
 
 /// The leases at an open key, for the lease logic.
 ///
-/// The module keeps the key's expiry at its last deadline, so the last
-/// deadline is known without walking the set, once no member is seen above
-/// the expiry (a member added by hand can be), and while it only grows; a
-/// walk happens only when the lease holding it ends or moves earlier, or
-/// when the expiry cannot be trusted.
+/// The last deadline is read from the set at most once per call, and
+/// followed through the call's changes: a new key's is the one lease put in
+/// it, and it is read again only when the lease holding it ends or moves
+/// earlier.
 pub struct KeyLeases<'k, 'a> {
     ctx: Ctx,
     key: &'k mut Key<'a>,
@@ -42,14 +41,10 @@ impl<'k, 'a> KeyLeases<'k, 'a> {
     pub fn open(ctx: Ctx, key: &'k mut Key<'a>) -> Result<Self, Error> {
         let (expiry_ms, last) = match key.value()? {
             Value::Empty => (None, Some(None)),
-            Value::SortedSet => {
-                let expiry_ms = key.expires_at_ms()?;
-                let trusted = match expiry_ms {
-                    Some(at_ms) => !key.zset_any_above(score(at_ms))?,
-                    None => false,
-                };
-                (expiry_ms, expiry_ms.filter(|_| trusted).map(Some))
-            }
+            // The expiry of a set made or changed by hand need not be its
+            // last deadline: that is read from the set the first time it is
+            // needed.
+            Value::SortedSet => (key.expires_at_ms()?, None),
             Value::String(_) | Value::Other => return Err(Error::WrongType),
         };
         Ok(KeyLeases {
