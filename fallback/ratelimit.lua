@@ -929,6 +929,9 @@ COMMANDS.mcheck = {
   keys_counted = true,
   run = function(ctx, args)
     check_arity('ratelimit.mcheck', args, -6)
+    -- numkeys key LIMIT limit period at least, on every server: the module
+    -- checks it itself where the server does not (Redis 6.2).
+    if #args < 5 then arity_error('ratelimit.mcheck') end
     local allowed, binding, asked = ask_all(ctx, args)
     for _, a in ipairs(asked) do
       -- When denied, only what a denying limit stores by itself (a counter
@@ -947,6 +950,7 @@ COMMANDS.mpeek = {
   flags = { 'no-writes' },
   run = function(ctx, args)
     check_arity('ratelimit.mpeek', args, -6)
+    if #args < 5 then arity_error('ratelimit.mpeek') end
     return multi_reply(ask_all(ctx, args))
   end,
 }
