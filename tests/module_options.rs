@@ -254,6 +254,15 @@ fn module_options_bad_option_refuses_the_load_with_a_reason() {
             "cl-throttle yes fast yes",
             "unknown module option fast (known: cl-throttle, denied-events)",
         ),
+        // A repeated option is refused, not decided by the last one.
+        (
+            "cl-throttle yes cl-throttle no",
+            "module option cl-throttle is given twice",
+        ),
+        (
+            "denied-events no DENIED-EVENTS no",
+            "module option DENIED-EVENTS is given twice",
+        ),
     ];
     let dir = tempfile::tempdir().unwrap();
     for (i, (args, reason)) in cases.into_iter().enumerate() {
