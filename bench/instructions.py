@@ -55,8 +55,10 @@ FALLBACK = ROOT / "fallback" / "ratelimit.lua"
 # A debt of about 28 hours: the state outlives any run.
 DEBT = "100000"
 # One token per second in a bucket of 10^8 (it refills in about 3 years,
-# within the longest period): the debt never reaches it.
-TOKEN_BURST = "100000000"
+# within the longest period), said as 10^8 tokens per 10^8 seconds, the
+# bucket as large as the limit: no BURST argument, so the request has
+# CHECK's shape plus ALGORITHM. The debt never reaches it.
+TOKEN_RATE = ["100000000", "100000000"]
 
 
 def resp(args):
@@ -253,8 +255,8 @@ def cases():
         ("CHECK SLIDING", [["RATELIMIT.CHECK", k, BIG, "86400", "ALGORITHM", "SLIDING"] for k in keys("sliding:")],
          cycle("sliding:", lambda k: [["RATELIMIT.CHECK", k, BIG, "86400", "ALGORITHM", "SLIDING"]])),
         ("CHECK TOKEN",
-         [["RATELIMIT.CHECK", k, "1", "1", "ALGORITHM", "TOKEN", "BURST", TOKEN_BURST, "COST", DEBT] for k in keys("token:")],
-         cycle("token:", lambda k: [["RATELIMIT.CHECK", k, "1", "1", "ALGORITHM", "TOKEN", "BURST", TOKEN_BURST]])),
+         [["RATELIMIT.CHECK", k, *TOKEN_RATE, "ALGORITHM", "TOKEN", "COST", DEBT] for k in keys("token:")],
+         cycle("token:", lambda k: [["RATELIMIT.CHECK", k, *TOKEN_RATE, "ALGORITHM", "TOKEN"]])),
         ("THROTTLE",
          [["RATELIMIT.THROTTLE", k, "999999999", "1", "1", DEBT] for k in keys("throttle:")],
          cycle("throttle:", lambda k: [["RATELIMIT.THROTTLE", k, "999999999", "1", "1"]])),
@@ -281,10 +283,9 @@ def cases():
              cycle("ffixed:", lambda k: [["FCALL", "ratelimit_check", "1", k, BIG, "86400"]])),
             ("FCALL ratelimit_check TOKEN",
              [["FUNCTION", "LOAD", "REPLACE", FALLBACK.read_text()]]
-             + [["FCALL", "ratelimit_check", "1", k, "1", "1", "ALGORITHM", "TOKEN", "BURST", TOKEN_BURST, "COST", DEBT]
+             + [["FCALL", "ratelimit_check", "1", k, *TOKEN_RATE, "ALGORITHM", "TOKEN", "COST", DEBT]
                 for k in keys("ftoken:")],
-             cycle("ftoken:", lambda k: [["FCALL", "ratelimit_check", "1", k, "1", "1", "ALGORITHM", "TOKEN",
-                                          "BURST", TOKEN_BURST]])),
+             cycle("ftoken:", lambda k: [["FCALL", "ratelimit_check", "1", k, *TOKEN_RATE, "ALGORITHM", "TOKEN"]])),
         ]
     return out
 

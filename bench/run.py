@@ -85,8 +85,9 @@ COMMANDS = [
     ("CHECK FIXED COST 0", ["RATELIMIT.CHECK", "fixed:__rand_int__", BIG, "3600", "COST", "0"], "fixed:", "self"),
     ("CHECK SLIDING", ["RATELIMIT.CHECK", "sliding:__rand_int__", BIG, "3600", "ALGORITHM", "SLIDING"], "sliding:", "self"),
     # One token per second, a bucket of 10^8 (full in about three years, within
-    # the longest period): the debt never reaches it, nothing is denied.
-    ("CHECK TOKEN", ["RATELIMIT.CHECK", "token:__rand_int__", "1", "1", "ALGORITHM", "TOKEN", "BURST", "100000000"],
+    # the longest period), said as 10^8 per 10^8 s with the bucket as large as
+    # the limit: the debt never reaches it, nothing is denied.
+    ("CHECK TOKEN", ["RATELIMIT.CHECK", "token:__rand_int__", "100000000", "100000000", "ALGORITHM", "TOKEN"],
      "token:", ["COST", DEBT]),
     ("PEEK FIXED", ["RATELIMIT.PEEK", "fixed:__rand_int__", BIG, "3600"], "fixed:", "self"),
     ("THROTTLE", ["RATELIMIT.THROTTLE", "throttle:__rand_int__", "999999999", "1", "1"], "throttle:", [DEBT]),

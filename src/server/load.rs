@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use redis_module::raw;
 
-use super::{status, Ctx, RString, ERR, OK, PXAT};
+use super::{status, Ctx, Held, RString, ERR, HELD, OK};
 use crate::error::Error;
 use crate::limiter::Chosen;
 use crate::metadata::{ArgDocs, ArgKind, CommandDocs, KeySpec};
@@ -72,23 +72,30 @@ pub fn missing_functions() -> Vec<&'static str> {
 /// Makes the strings propagation holds for the module's lifetime.
 pub fn hold_strings() -> Result<(), Error> {
     let create = api!(RedisModule_CreateString)?;
-    // SAFETY: a NULL context is allowed; the string lives until unload.
-    let pxat = unsafe { create(ptr::null_mut(), c"PXAT".as_ptr(), 4) };
-    if pxat.is_null() {
-        return Err(Error::Internal("CreateString failed"));
-    }
     release_strings();
-    PXAT.store(pxat, Relaxed);
+    for (held, text) in Held::ALL {
+        let bytes = text.to_bytes();
+        // SAFETY: a NULL context is allowed; the string lives until unload.
+        let string = unsafe { create(ptr::null_mut(), bytes.as_ptr().cast(), bytes.len()) };
+        if string.is_null() {
+            return Err(Error::Internal("CreateString failed"));
+        }
+        if let Some(slot) = HELD.get(held as usize) {
+            slot.store(string, Relaxed);
+        }
+    }
     Ok(())
 }
 
 /// Frees the held strings; called at unload.
 pub fn release_strings() {
-    let pxat = PXAT.swap(ptr::null_mut(), Relaxed);
-    if let (false, Ok(free)) = (pxat.is_null(), api!(RedisModule_FreeString)) {
-        // SAFETY: made by `hold_strings` with a NULL context, and taken out
-        // of `PXAT` before being freed, once.
-        unsafe { free(ptr::null_mut(), pxat) };
+    for slot in &HELD {
+        let string = slot.swap(ptr::null_mut(), Relaxed);
+        if let (false, Ok(free)) = (string.is_null(), api!(RedisModule_FreeString)) {
+            // SAFETY: made by `hold_strings` with a NULL context, and taken
+            // out of its slot before being freed, once.
+            unsafe { free(ptr::null_mut(), string) };
+        }
     }
 }
 

@@ -374,13 +374,41 @@ pub fn notify(ctx: Ctx, event: &CStr, key: &RString) {
     unsafe { notify(ctx.0, class, event.as_ptr(), key.0) };
 }
 
-/// `PXAT`, made once at load ([`load::hold_strings`]) and passed by
-/// reference (`s` in RM_Replicate's format) by every propagated SET, which
-/// then allocates only what changes.
+/// Words every propagated SET carries, made once at load
+/// ([`load::hold_strings`]) and passed by reference (`s` in RM_Replicate's
+/// format), so that an effect allocates only what changes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Held {
+    Pxat,
+    KeepTtl,
+}
+
+impl Held {
+    /// Each word and its text.
+    pub(crate) const ALL: [(Held, &'static CStr); 2] =
+        [(Held::Pxat, c"PXAT"), (Held::KeepTtl, c"KEEPTTL")];
+
+    /// The string, made at load.
+    fn get(self) -> Result<*mut raw::RedisModuleString, Error> {
+        let held = HELD
+            .get(self as usize)
+            .map(|slot| slot.load(Relaxed))
+            .unwrap_or(std::ptr::null_mut());
+        if held.is_null() {
+            return Err(Error::Internal("a propagated word was not made at load"));
+        }
+        Ok(held)
+    }
+}
+
+/// The strings of [`Held`], by its order.
 ///
-/// An atomic pointer rather than a once-set cell: after `MODULE UNLOAD` the
-/// library may stay mapped, and a later load must not find the freed string.
-static PXAT: AtomicPtr<raw::RedisModuleString> = AtomicPtr::new(std::ptr::null_mut());
+/// Atomic pointers rather than once-set cells: after `MODULE UNLOAD` the
+/// library may stay mapped, and a later load must not find a freed string.
+static HELD: [AtomicPtr<raw::RedisModuleString>; 2] = [
+    AtomicPtr::new(std::ptr::null_mut()),
+    AtomicPtr::new(std::ptr::null_mut()),
+];
 
 /// Propagates `SET key value PXAT at_ms` to replicas and the AOF.
 ///
@@ -389,10 +417,7 @@ static PXAT: AtomicPtr<raw::RedisModuleString> = AtomicPtr::new(std::ptr::null_m
 /// its own clock says, and can do so without the module.
 pub fn replicate_set_pxat(ctx: Ctx, key: &RString, value: &[u8], at_ms: u64) -> Result<(), Error> {
     let replicate = api!(RedisModule_Replicate)?;
-    let pxat = PXAT.load(Relaxed);
-    if pxat.is_null() {
-        return Err(Error::Internal("the PXAT string was not made at load"));
-    }
+    let pxat = Held::Pxat.get()?;
     let mut digits = Digits::new();
     let at_ms = digits.of(at_ms);
     // Format: s = module string, b = buffer and length. The time goes as
@@ -418,16 +443,18 @@ pub fn replicate_set_pxat(ctx: Ctx, key: &RString, value: &[u8], at_ms: u64) -> 
 /// Propagates `SET key value KEEPTTL`: a value changed, its expiry did not.
 pub fn replicate_set_keepttl(ctx: Ctx, key: &RString, value: &[u8]) -> Result<(), Error> {
     let replicate = api!(RedisModule_Replicate)?;
-    // SAFETY: a module string, a buffer and its length, a C string.
+    let keepttl = Held::KeepTtl.get()?;
+    // SAFETY: a module string, a buffer and its length, a module string
+    // (`keepttl` lives until unload).
     let code = unsafe {
         replicate(
             ctx.0,
             c"SET".as_ptr(),
-            c"sbc".as_ptr(),
+            c"sbs".as_ptr(),
             key.0,
             value.as_ptr(),
             value.len(),
-            c"KEEPTTL".as_ptr(),
+            keepttl,
         )
     };
     status(code, "the server refused to propagate SET")
