@@ -22,6 +22,12 @@ integers below 2^53: every time is computed relative to now, every product
 that could pass 2^53 is either bounded by the arguments (the fallback's own
 bounds, refused with an error) or only ever compared, where a rounded value
 past 2^53 still compares right against a bound below it.
+
+Every request runs this code, so the common paths make nothing per call but
+the reply: a limit is a few plain values, an algorithm a plain function
+returning its decision, an argument seen before is looked up rather than
+parsed again, and no server command is called that the decision does not
+need. fallback/README.md says what a call costs.
 ]]
 
 local VERSION = '0.2.0'
@@ -92,7 +98,7 @@ local function bind_standard_functions()
 end
 
 -- Errors travel as a table through error() and become the reply at the
--- top (run), with their text exactly as given.
+-- top (serve), with their text exactly as given.
 local function fail(text)
   error({ ratelimit_error = text }, 0)
 end
@@ -162,6 +168,7 @@ end
 -- A string of digits as INCR writes it: no leading zero.
 local function canonical_u64(digits)
   if #digits > 1 and byte(digits) == 48 then return nil end
+  if #digits < #I64_MAX then return tonumber(digits) end
   return digits_at_most(digits, I64_MAX)
 end
 
@@ -223,9 +230,16 @@ end
 ---------------------------------------------------------------------------
 -- Arguments (src/args.rs)
 
--- Keywords match in any case; the usual upper case needs no new string.
+-- Keywords match in any case. They mostly come in upper case, which a
+-- lookup finds without making a new string.
+local KEYWORDS = { COST = 'COST', ALGORITHM = 'ALGORITHM', BURST = 'BURST', LIMIT = 'LIMIT', ID = 'ID', NOW = 'NOW' }
+
+local function keyword(word)
+  return KEYWORDS[word] or upper(word)
+end
+
 local function is_keyword(word, name)
-  return word == name or upper(word) == name
+  return (KEYWORDS[word] or upper(word)) == name
 end
 
 -- An integer argument in low..high, else `err`.
@@ -239,7 +253,7 @@ end
 
 ---------------------------------------------------------------------------
 -- The call's instant: NOW when given, else the server's TIME, read once.
--- Set by run before each call (a call runs alone: nothing else in the
+-- Set by serve before each call (a call runs alone: nothing else in the
 -- library runs until it returns).
 
 local pinned_ms, time_ms
@@ -315,9 +329,12 @@ local function expiry_of(key)
 end
 
 -- The four layouts (src/limiter/*.rs, Layout::decode): each returns the
--- state's fields, nil for a value of another layout.
--- previous, current, and their texts (kept: past 2^53 a count does not
--- survive the trip through a double, and a moved window stores it again).
+-- state's fields, nil for a value of another layout. FIXED's is the count
+-- itself (decode_u64).
+
+-- SLIDING's: previous, current, and their texts (kept: past 2^53 a count
+-- does not survive the trip through a double, and a moved window stores
+-- it again).
 local function decode_sliding(value)
   local previous_text, current_text = match(value, '^S(%d+):(%d+)$')
   if previous_text == nil then return nil end
@@ -326,15 +343,17 @@ local function decode_sliding(value)
   return previous, current, previous_text, current_text
 end
 
--- How early the stored instant is, before the key's expiry: the digits
--- after the layout's letter (`tag`, as a byte), leading zeros allowed, at
--- most u64::MAX.
+-- TOKEN's and THROTTLE's: how early the stored instant is, before the
+-- key's expiry: the digits after the layout's letter (`tag`, as a byte),
+-- leading zeros allowed, at most u64::MAX.
 local function decode_early(value, tag)
-  if byte(value) ~= tag then return nil end
-  local digits = match(value, '^.0*([1-9]%d*)$')
-  if digits ~= nil then return digits_at_most(digits, U64_MAX) end
-  if find(value, '^.0+$') then return 0 end
-  return nil
+  if byte(value) ~= tag or #value < 2 then return nil end
+  -- The digits after the zeros: none when all are zeros.
+  local digits = match(value, '^.0*(%d*)$')
+  if digits == nil then return nil end
+  if digits == '' then return 0 end
+  if #digits < #U64_MAX then return tonumber(digits) end
+  return digits_at_most(digits, U64_MAX)
 end
 
 local function decode_token(value)
@@ -372,9 +391,8 @@ end
 -- key's expiry, then the layout's fields. Another kind's state is refused
 -- with both kinds named; anything else with the standard WRONGTYPE.
 local function load(key, kind)
-  local value = redis_pcall('GET', key)
-  if not value then return nil end
-  if type(value) == 'table' then refuse_type(value) end
+  local value = get_string(key)
+  if value == nil then return nil end
   local a, b, c, d = DECODE[kind](value)
   if a == nil then
     local held = kind_of_value(value)
@@ -640,15 +658,14 @@ local function parse_limit(args, first, last)
   local period_s = bounded(args[first + 1], 1, MAX_PERIOD_S, ERR.period)
   local cost, cost_text, kind, burst
   for i = first + 2, last, 2 do
-    local option = args[i]
     if i + 1 > last then fail(ERR.syntax) end
-    local value = args[i + 1]
-    if cost == nil and is_keyword(option, 'COST') then
+    local option, value = keyword(args[i]), args[i + 1]
+    if option == 'COST' and cost == nil then
       cost, cost_text = bounded(value, 0, MAX_COST, ERR.cost), value
-    elseif kind == nil and is_keyword(option, 'ALGORITHM') then
+    elseif option == 'ALGORITHM' and kind == nil then
       kind = ALGORITHM_NAMES[value] or ALGORITHM_NAMES[upper(value)]
       if kind == nil then fail(ERR.algorithm) end
-    elseif burst == nil and is_keyword(option, 'BURST') then
+    elseif option == 'BURST' and burst == nil then
       burst = bounded(value, 1, MAX_LIMIT, ERR.burst)
     else
       fail(ERR.syntax)
@@ -970,6 +987,15 @@ COMMANDS.acquire = {
     local now_ms = now()
     local changed = prune(key, now_ms)
     local live = redis_call('ZCARD', key)
+    if live == 0 then
+      -- No live lease: Redis deletes an empty set, so the key is gone and
+      -- the new lease is all of the new one, its deadline the expiry.
+      local granted = id or new_id(key, now_ms)
+      local deadline = fmt(now_ms + lease_ms)
+      redis_call('ZADD', key, deadline, granted)
+      redis_call('PEXPIREAT', key, deadline)
+      return { 1, max_leases - 1, max_leases, -1, lease_ms, granted }
+    end
     -- Below max_leases any id is granted; at max, only a live one, renewed.
     local granted
     if live < max_leases or (id ~= nil and redis_call('ZSCORE', key, id)) then
