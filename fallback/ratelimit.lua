@@ -22,6 +22,12 @@ integers below 2^53: every time is computed relative to now, every product
 that could pass 2^53 is either bounded by the arguments (the fallback's own
 bounds, refused with an error) or only ever compared, where a rounded value
 past 2^53 still compares right against a bound below it.
+
+Every request runs this code, so the common paths make nothing per call but
+the reply: a limit is a few plain values, an algorithm a plain function
+returning its decision, an argument seen before is looked up rather than
+parsed again, and no server command is called that the decision does not
+need. fallback/README.md says what a call costs.
 ]]
 
 local VERSION = '0.2.0'
@@ -43,11 +49,12 @@ local NS_PER_S = 1e9
 local EXACT = 2 ^ 53
 local MAX_NOW_MS = 1e15
 
--- Declared arities (src/commands/*.rs DOCS), which servers with
--- SetCommandInfo (7.0+) check before the module sees a call.
-local DECLARED_ARITY = redis.REDIS_VERSION_NUM ~= nil
 -- PEXPIRETIME arrived with 7.0; Redis 6.2 only has PTTL.
 local HAS_PEXPIRETIME = redis.REDIS_VERSION_NUM ~= nil
+-- Redis 6.2 propagates a MULTI/EXEC around a script's effects as soon as
+-- it calls a write command, even one that changes nothing; 7.0+ propagate
+-- only what changed.
+local EMPTY_WRITES_PROPAGATE = redis.REDIS_VERSION_NUM == nil
 
 local ERR = {
   syntax = 'ERR syntax error',
@@ -79,8 +86,19 @@ local ERR = {
   no_time = 'ERR the server refused TIME in a script: pass NOW unix_ms',
 }
 
+-- The standard functions the library calls on every request, bound at its
+-- first call (the chunk that loads a library sees only `redis`): a local
+-- costs far less than looking a global up, then its field, on each use.
+local find, match, byte, upper, rep, format, fmod, floor, max, min, redis_call, redis_pcall
+
+local function bind_standard_functions()
+  find, match, byte, upper, rep, format = string.find, string.match, string.byte, string.upper, string.rep, string.format
+  fmod, floor, max, min = math.fmod, math.floor, math.max, math.min
+  redis_call, redis_pcall = redis.call, redis.pcall
+end
+
 -- Errors travel as a table through error() and become the reply at the
--- top (run), with their text exactly as given.
+-- top (serve), with their text exactly as given.
 local function fail(text)
   error({ ratelimit_error = text }, 0)
 end
@@ -95,133 +113,201 @@ end
 -- floor(a / b) and ceil(a / b) for a >= 0, b > 0 integers: fmod is exact,
 -- and so is dividing the exact multiple it leaves.
 local function fdiv(a, b)
-  return (a - math.fmod(a, b)) / b
+  return (a - fmod(a, b)) / b
 end
 
 local function cdiv(a, b)
-  local r = math.fmod(a, b)
+  local r = fmod(a, b)
   return (a - r) / b + (r > 0 and 1 or 0)
 end
 
+-- An integer in decimal. Only integers below 2^53 are ever written, which
+-- '%d' (a C long) prints exactly, at half the cost of '%.0f'.
 local function fmt(n)
-  return string.format('%.0f', n)
+  return format('%d', n)
 end
 
+-- The value of a string of digits with no leading zero (or '0'), at most
+-- `most`, the largest such integer written out: nil past it.
+local function digits_at_most(digits, most)
+  local len = #digits
+  if len >= #most and (len > #most or digits > most) then return nil end
+  return tonumber(digits)
+end
+
+local I64_MAX = '9223372036854775807'
+local I64_MIN_MAGNITUDE = '9223372036854775808'
+local U64_MAX = '18446744073709551615'
+
 -- An i64 with Redis' string2ll rules: optional '-', no '+', no spaces, no
--- leading zeros. Exact below 2^53; larger values keep their order.
+-- leading zeros. Exact below 2^53; larger values keep their order. One
+-- anchored pattern rejects every other form tonumber would take ('+5',
+-- ' 5', '1e3', '0x10', '05'); tonumber then converts what is left.
 local function parse_i64(s)
-  local negative = false
-  local digits = s
-  if string.sub(s, 1, 1) == '-' then
-    negative = true
-    digits = string.sub(s, 2)
-  end
-  if digits == '' or not string.find(digits, '^%d+$') then
+  if not find(s, '^%-?[1-9]%d*$') then
+    if s == '0' then return 0 end
     return nil
   end
-  if digits == '0' then
-    if negative then return nil end
-    return 0
+  if byte(s) == 45 then
+    local magnitude = digits_at_most(string.sub(s, 2), I64_MIN_MAGNITUDE)
+    return magnitude and -magnitude
   end
-  if string.sub(digits, 1, 1) == '0' then return nil end
-  if #digits > 19 then return nil end
-  if #digits == 19 then
-    local max = negative and '9223372036854775808' or '9223372036854775807'
-    if digits > max then return nil end
-  end
-  local value = tonumber(digits)
-  if negative then return -value end
-  return value
+  return digits_at_most(s, I64_MAX)
 end
 
 -- A non-negative i64 as INCR writes it.
 local function decode_u64(s)
-  local value = parse_i64(s)
-  if value == nil or value < 0 then return nil end
-  return value
+  if find(s, '^[1-9]%d*$') then
+    if #s < #I64_MAX then return tonumber(s) end
+    return digits_at_most(s, I64_MAX)
+  end
+  if s == '0' then return 0 end
+  return nil
 end
 
--- One or more digits, leading zeros allowed, at most u64::MAX.
-local function parse_padded_u64(s)
-  if s == '' or not string.find(s, '^%d+$') then return nil end
-  local digits = string.gsub(s, '^0+', '')
-  if digits == '' then return 0 end
-  if #digits > 20 then return nil end
-  if #digits == 20 and digits > '18446744073709551615' then return nil end
-  return tonumber(digits)
+-- A string of digits as INCR writes it: no leading zero.
+local function canonical_u64(digits)
+  if #digits > 1 and byte(digits) == 48 then return nil end
+  if #digits < #I64_MAX then return tonumber(digits) end
+  return digits_at_most(digits, I64_MAX)
 end
 
 -- `n` in decimal, zero-padded to `width` digits.
 local function padded(n, width)
   local digits = fmt(n)
   if #digits < width then
-    digits = string.rep('0', width - #digits) .. digits
+    digits = rep('0', width - #digits) .. digits
   end
   return digits
 end
 
--- Exact products of two non-negative integers below 10^21, as limbs of
--- 10^7, for the comparisons whose sides pass 2^53.
-local LIMB = 1e7
+-- Arguments repeat from call to call (an application asks the same limits
+-- over and over): a table lookup by the argument's text costs far less
+-- than checking and converting its digits again. Only integers are kept,
+-- and the table starts over when full, so it stays small.
+local ARGUMENTS_KEPT = 1024
+local parsed_arguments, arguments_kept = {}, 0
 
-local function wide(a, b)
-  local x, y = {}, {}
-  for i = 1, 3 do
-    x[i] = math.fmod(a, LIMB)
-    a = (a - x[i]) / LIMB
-    y[i] = math.fmod(b, LIMB)
-    b = (b - y[i]) / LIMB
+local function parse_argument(s)
+  local value = parse_i64(s)
+  if value == nil then return nil end
+  if arguments_kept >= ARGUMENTS_KEPT then
+    parsed_arguments, arguments_kept = {}, 0
   end
-  local r = { 0, 0, 0, 0, 0, 0, 0 }
-  for i = 1, 3 do
-    for j = 1, 3 do
-      r[i + j - 1] = r[i + j - 1] + x[i] * y[j]
-    end
-  end
-  for i = 1, 6 do
-    local low = math.fmod(r[i], LIMB)
-    r[i + 1] = r[i + 1] + (r[i] - low) / LIMB
-    r[i] = low
-  end
-  return r
+  parsed_arguments[s] = value
+  arguments_kept = arguments_kept + 1
+  return value
 end
 
--- a × b < c × d, exactly.
+-- The rounding error of the double product x = a × b: a × b = x + that,
+-- exactly (Dekker's product, each factor split in halves of 26 bits whose
+-- partial products doubles hold exactly).
+local SPLITTER = 2 ^ 27 + 1
+
+local function split(a)
+  local t = SPLITTER * a
+  local high = t - (t - a)
+  return high, a - high
+end
+
+local function product_error(a, b, x)
+  local a_high, a_low = split(a)
+  local b_high, b_low = split(b)
+  return ((a_high * b_high - x) + a_high * b_low + a_low * b_high) + a_low * b_low
+end
+
+-- a × b < c × d, exactly, for non-negative integers below 10^21. Doubles
+-- round each product once, and rounding keeps order: the rounded products
+-- decide whenever they differ, and equal ones below 2^53 are exact. Equal
+-- ones above differ by their rounding errors alone.
 local function product_less(a, b, c, d)
-  local x, y = wide(a, b), wide(c, d)
-  for i = 7, 1, -1 do
-    if x[i] ~= y[i] then return x[i] < y[i] end
-  end
-  return false
+  local x, y = a * b, c * d
+  if x ~= y then return x < y end
+  if x < EXACT then return false end
+  return product_error(a, b, x) < product_error(c, d, y)
 end
 
 ---------------------------------------------------------------------------
 -- Arguments (src/args.rs)
 
-local function is_keyword(word, name)
-  return string.upper(word) == name
+-- Keywords match in any case. They mostly come in upper case, which a
+-- lookup finds without making a new string.
+local KEYWORDS = { COST = 'COST', ALGORITHM = 'ALGORITHM', BURST = 'BURST', LIMIT = 'LIMIT', ID = 'ID', NOW = 'NOW' }
+
+local function keyword(word)
+  return KEYWORDS[word] or upper(word)
 end
 
--- An integer argument in min..max, else `err`.
-local function bounded(arg, min, max, err)
-  local value = parse_i64(arg)
-  if value == nil or value < 0 or value < min or value > max then
+local function is_keyword(word, name)
+  return (KEYWORDS[word] or upper(word)) == name
+end
+
+-- An integer argument in low..high, else `err`.
+local function bounded(arg, low, high, err)
+  local value = parsed_arguments[arg] or parse_argument(arg)
+  if value == nil or value < low or value > high then
     fail(err)
   end
   return value
 end
 
 ---------------------------------------------------------------------------
+-- The call's instant: NOW when given, else the server's TIME, read once.
+-- Set by serve before each call (a call runs alone: nothing else in the
+-- library runs until it returns).
+
+local pinned_ms, time_ms
+
+-- TIME's seconds change once a second: the last ones read are kept, as
+-- text and value, which spares converting them on every call.
+local seconds_text, seconds = '', 0
+
+-- TIME in ms, nil when the server refuses it. A whole number of
+-- microseconds below 10^6 divided by 1000 is never within rounding of the
+-- next integer: floor is exact.
+local function server_ms()
+  local t = redis_pcall('TIME')
+  if t.err ~= nil then return nil end
+  if t[1] ~= seconds_text then seconds_text, seconds = t[1], tonumber(t[1]) end
+  return seconds * 1000 + floor(tonumber(t[2]) / 1000)
+end
+
+local function now()
+  if pinned_ms ~= nil then return pinned_ms end
+  if time_ms == nil then
+    time_ms = server_ms()
+    if time_ms == nil then fail(ERR.no_time) end
+  end
+  return time_ms
+end
+
+-- The server's clock as it runs (Redis 6.2's PTTL counts from it).
+local function clock()
+  return server_ms() or now()
+end
+
+---------------------------------------------------------------------------
 -- Keys: what they hold, and writing them (src/store/mod.rs)
 
-local function key_type(key)
-  return redis.call('TYPE', key).ok
+-- A command's refusal of a key of another type, as redis.pcall returns it:
+-- the standard WRONGTYPE error; any other error goes on as raised.
+local function refuse_type(reply)
+  if find(reply.err, '^WRONGTYPE') then fail(ERR.wrongtype) end
+  error(reply, 0)
+end
+
+-- The string at `key`, nil for none. GET refuses a key of another type
+-- itself, which spares a TYPE on every call.
+local function get_string(key)
+  local value = redis_pcall('GET', key)
+  if type(value) == 'table' then refuse_type(value) end
+  return value or nil
 end
 
 -- The key's absolute expiry in UNIX ms, nil for none.
-local function expiry_of(ctx, key)
+local function expiry_of(key)
   if HAS_PEXPIRETIME then
-    local at = redis.call('PEXPIRETIME', key)
+    local at = redis_call('PEXPIRETIME', key)
     if at < 0 then return nil end
     return at
   end
@@ -229,22 +315,64 @@ local function expiry_of(ctx, key)
   -- of that clock on each side in the same millisecond pins it.
   local at
   for _ = 1, 5 do
-    local before = ctx.clock()
-    local ttl = redis.call('PTTL', key)
+    local before = clock()
+    local ttl = redis_call('PTTL', key)
     if ttl < 0 then return nil end
-    local after = ctx.clock()
+    local after = clock()
     at = after + ttl
     -- 0: the expiry has passed (a script sees keys as of its start), by
     -- an unknown amount; as of the call's instant, the state has ended.
-    if ttl == 0 then return math.min(at, ctx.now()) end
+    if ttl == 0 then return min(at, now()) end
     if before == after then break end
   end
   return at
 end
 
--- The four layouts (src/limiter/*.rs, Layout::decode) in the order of
--- Id::ALL, which is also the order a value's kind is looked up in.
+-- The four layouts (src/limiter/*.rs, Layout::decode): each returns the
+-- state's fields, nil for a value of another layout. FIXED's is the count
+-- itself (decode_u64).
+
+-- SLIDING's: previous, current, and their texts (kept: past 2^53 a count
+-- does not survive the trip through a double, and a moved window stores
+-- it again).
+local function decode_sliding(value)
+  local previous_text, current_text = match(value, '^S(%d+):(%d+)$')
+  if previous_text == nil then return nil end
+  local previous, current = canonical_u64(previous_text), canonical_u64(current_text)
+  if previous == nil or current == nil then return nil end
+  return previous, current, previous_text, current_text
+end
+
+-- TOKEN's and THROTTLE's: how early the stored instant is, before the
+-- key's expiry: the digits after the layout's letter (`tag`, as a byte),
+-- leading zeros allowed, at most u64::MAX.
+local function decode_early(value, tag)
+  if byte(value) ~= tag or #value < 2 then return nil end
+  -- The digits after the zeros: none when all are zeros.
+  local digits = match(value, '^.0*(%d*)$')
+  if digits == nil then return nil end
+  if digits == '' then return 0 end
+  if #digits < #U64_MAX then return tonumber(digits) end
+  return digits_at_most(digits, U64_MAX)
+end
+
+local function decode_token(value)
+  return decode_early(value, 84) -- 'T'
+end
+
+local function decode_throttle(value)
+  return decode_early(value, 71) -- 'G'
+end
+
+-- In the order of Id::ALL, which is also the order a value's kind is
+-- looked up in.
 local KINDS = { 'FIXED', 'SLIDING', 'TOKEN', 'THROTTLE' }
+local DECODE = {
+  FIXED = decode_u64,
+  SLIDING = decode_sliding,
+  TOKEN = decode_token,
+  THROTTLE = decode_throttle,
+}
 local CHOSEN_BY = {
   FIXED = 'ALGORITHM FIXED',
   SLIDING = 'ALGORITHM SLIDING',
@@ -252,239 +380,166 @@ local CHOSEN_BY = {
   THROTTLE = 'RATELIMIT.THROTTLE',
 }
 
-local DECODE = {
-  FIXED = function(value)
-    local count = decode_u64(value)
-    if count == nil then return nil end
-    return { count = count, count_text = value }
-  end,
-  SLIDING = function(value)
-    if string.sub(value, 1, 1) ~= 'S' then return nil end
-    local colon = string.find(value, ':', 2, true)
-    if colon == nil then return nil end
-    local previous_text = string.sub(value, 2, colon - 1)
-    local current_text = string.sub(value, colon + 1)
-    local previous, current = decode_u64(previous_text), decode_u64(current_text)
-    if previous == nil or current == nil then return nil end
-    return {
-      previous = previous,
-      previous_text = previous_text,
-      current = current,
-      current_text = current_text,
-    }
-  end,
-  TOKEN = function(value)
-    if string.sub(value, 1, 1) ~= 'T' then return nil end
-    local early = parse_padded_u64(string.sub(value, 2))
-    if early == nil then return nil end
-    return { early = early }
-  end,
-  THROTTLE = function(value)
-    if string.sub(value, 1, 1) ~= 'G' then return nil end
-    local early = parse_padded_u64(string.sub(value, 2))
-    if early == nil then return nil end
-    return { early = early }
-  end,
-}
-
 local function kind_of_value(value)
-  for _, kind in ipairs(KINDS) do
-    if DECODE[kind](value) ~= nil then return kind end
+  for i = 1, #KINDS do
+    if DECODE[KINDS[i]](value) ~= nil then return KINDS[i] end
   end
   return nil
 end
 
--- The state of `kind` at `key`: { state = nil or decoded with .expires_at,
--- value = the stored bytes or '' }. Another kind's state is refused with
--- both kinds named; anything else with the standard WRONGTYPE.
-local function load(ctx, key, kind)
-  local t = key_type(key)
-  if t == 'none' then
-    return { state = nil, value = '' }
-  end
-  if t ~= 'string' then fail(ERR.wrongtype) end
-  local value = redis.call('GET', key)
-  local state = DECODE[kind](value)
-  if state == nil then
+-- The state of `kind` at `key`: the stored bytes (nil for none), the
+-- key's expiry, then the layout's fields. Another kind's state is refused
+-- with both kinds named; anything else with the standard WRONGTYPE.
+local function load(key, kind)
+  local value = get_string(key)
+  if value == nil then return nil end
+  local a, b, c, d = DECODE[kind](value)
+  if a == nil then
     local held = kind_of_value(value)
     if held == nil then fail(ERR.wrongtype) end
     fail('WRONGTYPE the key holds ' .. held .. ' limiter state, not ' .. kind
       .. '; use ' .. CHOSEN_BY[held] .. ' or RATELIMIT.RESET it')
   end
-  state.expires_at = expiry_of(ctx, key)
-  return { state = state, value = value }
+  return value, expiry_of(key), a, b, c, d
 end
 
--- Stores `next` ({ value, expires_at, count for FIXED }) over `loaded`
--- with the module's effect: INCRBY for a counter grown in its window, SET
--- KEEPTTL for a new value, PEXPIREAT for a new expiry, SET PXAT for both.
-local function write(key, loaded, next)
-  local previous = loaded.state
-  if previous == nil then
-    redis.call('SET', key, next.value, 'PXAT', fmt(next.expires_at))
-    return
-  end
-  local same_expiry = previous.expires_at == next.expires_at
-  if same_expiry and next.count ~= nil and next.count > previous.count then
-    redis.call('INCRBY', key, fmt(next.count - previous.count))
-  elseif same_expiry then
-    redis.call('SET', key, next.value, 'KEEPTTL')
-  elseif loaded.value == next.value then
-    redis.call('PEXPIREAT', key, fmt(next.expires_at))
+-- Stores `value` expiring at `at` over the key's `old_value` (nil: no key)
+-- and `old_at`, with the module's effect: INCRBY for a counter grown in
+-- its window (`grown`, the growth as text; `value` is then not needed),
+-- SET KEEPTTL for a new value, PEXPIREAT for a new expiry, SET PXAT for
+-- both.
+local function write(key, old_value, old_at, value, at, grown)
+  if old_value == nil then
+    redis_call('SET', key, value, 'PXAT', fmt(at))
+  elseif old_at == at and grown ~= nil then
+    redis_call('INCRBY', key, grown)
+  elseif old_at == at then
+    redis_call('SET', key, value, 'KEEPTTL')
+  elseif old_value == value then
+    redis_call('PEXPIREAT', key, fmt(at))
   else
-    redis.call('SET', key, next.value, 'PXAT', fmt(next.expires_at))
+    redis_call('SET', key, value, 'PXAT', fmt(at))
   end
 end
 
 ---------------------------------------------------------------------------
--- The algorithms (src/limiter/*.rs). Each check(stored, cost, now_ms,
--- replaced_len) returns a decision { allowed, remaining, limit, retry
--- (nil: -1), reset } and the state to store, or nil.
-
-local ALGORITHM = {}
+-- The algorithms (src/limiter/*.rs). Each takes the limit, the request's
+-- cost, the instant and the loaded state (value, expiry, fields), and
+-- returns the decision, allowed, remaining, retry (nil: never, -1 in the
+-- reply), reset, then what to store: the value and its expiry (nil:
+-- nothing), and for a counter grown in its window the growth (write).
+-- Plain values, no tables: these run on every call.
 
 -- Fixed window: the INCR + EXPIRE counter (fixed_window.rs).
-ALGORITHM.FIXED = function(limit, period_ms)
-  local self = {}
-  function self.check(stored, cost, now_ms)
-    local new_end = now_ms + period_ms
-    local count, ends, count_text, fix_expiry = 0, new_end, nil, false
-    if stored ~= nil then
-      local at = stored.expires_at
-      if at ~= nil and at > new_end then
-        count, ends, count_text, fix_expiry = stored.count, new_end, stored.count_text, true
-      elseif at ~= nil and at > now_ms then
-        count, ends, count_text = stored.count, at, stored.count_text
-      elseif at == nil then
-        count, ends, count_text, fix_expiry = stored.count, new_end, stored.count_text, stored.count > 0
-      end
-    end
-    -- A count above the limit (it was lowered) fits nothing.
-    local fits = count <= limit and cost <= limit - count
-    local count_after = count
-    if fits then
-      count_after = count + cost
-      count_text = fmt(count_after)
-    end
-    local store
-    if cost > 0 and (fits or fix_expiry) then
-      store = { value = count_text, count = count_after, expires_at = ends }
-    end
-    local retry
-    if not (fits or cost > limit) then retry = ends - now_ms end
-    local reset = 0
-    if count_after > 0 then reset = ends - now_ms end
-    return {
-      allowed = fits,
-      remaining = math.max(limit - count_after, 0),
-      limit = limit,
-      retry = retry,
-      reset = reset,
-    }, store
+local function fixed_window(limit, period_ms, _, cost, cost_text, now_ms, value, at, count)
+  local new_end = now_ms + period_ms
+  local ends, fix_expiry, in_window = new_end, false, false
+  if value == nil then
+    count = 0
+  elseif at ~= nil and at > new_end then
+    fix_expiry = true
+  elseif at ~= nil and at > now_ms then
+    ends, in_window = at, true
+  elseif at == nil then
+    fix_expiry = count > 0
+  else
+    -- The window ended: a fresh one, whatever was counted.
+    count = 0
   end
-  return self
+  -- A count above the limit (it was lowered) fits nothing.
+  local fits = count <= limit and cost <= limit - count
+  local count_after = count
+  if fits then count_after = count + cost end
+  local store, grown
+  if cost > 0 and fits and in_window then
+    grown = cost_text
+  elseif cost > 0 and fits then
+    store = fmt(count_after)
+  elseif cost > 0 and fix_expiry then
+    store = value
+  end
+  local retry
+  if not (fits or cost > limit) then retry = ends - now_ms end
+  local reset = 0
+  if count_after > 0 then reset = ends - now_ms end
+  return fits, max(limit - count_after, 0), retry, reset, store, ends, grown
 end
 
--- Sliding window counter, in unit-milliseconds (sliding_window.rs).
-ALGORITHM.SLIDING = function(limit, period_ms)
-  local self = {}
-  local budget = limit * period_ms
+-- The sliding window's counts, in unit-milliseconds (sliding_window.rs).
+-- Past 2^53 a weight is inexact, but then it is above the budget too.
+local function weighted(previous, current, elapsed, period_ms)
+  return previous * (period_ms - elapsed) + current * period_ms
+end
 
-  local function counts_at(stored, now_ms)
-    local window = fdiv(now_ms, period_ms)
-    local c = {
-      window = window,
-      elapsed = now_ms - window * period_ms,
-      previous = 0, previous_text = '0',
-      current = 0, current_text = '0',
-      fix_expiry = false,
-    }
-    if stored == nil then return c end
-    local bound = (window + 2) * period_ms
+local function first_fitting_elapsed(previous, room, period_ms)
+  if previous == 0 then return 0 end
+  local allowance = fdiv(room * period_ms, previous)
+  local elapsed = max(period_ms - allowance, 0)
+  if elapsed < period_ms then return elapsed end
+  return nil
+end
+
+local function first_admitting_ms(window, elapsed, previous, current, limit, period_ms, cost)
+  local start = window * period_ms
+  if current <= limit and cost <= limit - current then
+    local e = first_fitting_elapsed(previous, limit - current - cost, period_ms)
+    if e ~= nil then return start + max(e, elapsed) end
+  end
+  local next_start = start + period_ms
+  local e = first_fitting_elapsed(current, max(limit - cost, 0), period_ms)
+  if e ~= nil then return next_start + e end
+  return next_start + period_ms
+end
+
+local function empty_at_ms(window, previous, current, period_ms)
+  local start = window * period_ms
+  if current > 0 then return start + 2 * period_ms end
+  if previous > 0 then return start + period_ms end
+  return 0
+end
+
+-- Sliding window counter (sliding_window.rs).
+local function sliding_window(limit, period_ms, _, cost, _, now_ms, value, at,
+                              stored_previous, stored_current, stored_previous_text, stored_current_text)
+  local window = fdiv(now_ms, period_ms)
+  local elapsed = now_ms - window * period_ms
+  local previous, previous_text, current, current_text = 0, '0', 0, '0'
+  local fix_expiry = false
+  if value ~= nil then
     local stored_window
-    local at = stored.expires_at
-    if at ~= nil and at <= bound then
-      stored_window = math.max(fdiv(math.max(at - 1, 0), period_ms) - 1, 0)
+    if at ~= nil and at <= (window + 2) * period_ms then
+      stored_window = max(fdiv(max(at - 1, 0), period_ms) - 1, 0)
     else
-      c.fix_expiry = true
+      fix_expiry = true
       stored_window = window
     end
     if stored_window == window then
-      c.previous, c.previous_text = stored.previous, stored.previous_text
-      c.current, c.current_text = stored.current, stored.current_text
+      previous, previous_text = stored_previous, stored_previous_text
+      current, current_text = stored_current, stored_current_text
     elseif stored_window + 1 == window then
-      c.previous, c.previous_text = stored.current, stored.current_text
+      previous, previous_text = stored_current, stored_current_text
     end
-    return c
   end
-
-  -- Past 2^53 a weight is inexact, but then it is above the budget too.
-  local function weighted(c)
-    return c.previous * (period_ms - c.elapsed) + c.current * period_ms
+  local budget = limit * period_ms
+  local fits = weighted(previous, current, elapsed, period_ms) + cost * period_ms <= budget
+  local current_after, current_after_text = current, current_text
+  if fits then
+    current_after = current + cost
+    current_after_text = fmt(current_after)
   end
-
-  local function first_fitting_elapsed(previous, room)
-    if previous == 0 then return 0 end
-    local allowance = fdiv(room * period_ms, previous)
-    local elapsed = math.max(period_ms - allowance, 0)
-    if elapsed < period_ms then return elapsed end
-    return nil
+  local used = weighted(previous, current_after, elapsed, period_ms)
+  local remaining = 0
+  if used <= budget then remaining = fdiv(budget - used, period_ms) end
+  local retry
+  if not (fits or cost > limit) then
+    retry = max(first_admitting_ms(window, elapsed, previous, current, limit, period_ms, cost) - now_ms, 0)
   end
-
-  local function first_admitting_ms(c, cost)
-    local start = c.window * period_ms
-    if c.current <= limit and cost <= limit - c.current then
-      local e = first_fitting_elapsed(c.previous, limit - c.current - cost)
-      if e ~= nil then return start + math.max(e, c.elapsed) end
-    end
-    local next_start = start + period_ms
-    local e = first_fitting_elapsed(c.current, math.max(limit - cost, 0))
-    if e ~= nil then return next_start + e end
-    return next_start + period_ms
+  local reset = max(empty_at_ms(window, previous, current_after, period_ms) - now_ms, 0)
+  if cost > 0 and (fits or fix_expiry) then
+    return fits, remaining, retry, reset,
+      'S' .. previous_text .. ':' .. current_after_text, (window + 2) * period_ms
   end
-
-  local function empty_at_ms(c)
-    local start = c.window * period_ms
-    if c.current > 0 then return start + 2 * period_ms end
-    if c.previous > 0 then return start + period_ms end
-    return 0
-  end
-
-  function self.check(stored, cost, now_ms)
-    local c = counts_at(stored, now_ms)
-    local fits = weighted(c) + cost * period_ms <= budget
-    local after = {
-      window = c.window, elapsed = c.elapsed,
-      previous = c.previous, previous_text = c.previous_text,
-      current = c.current, current_text = c.current_text,
-    }
-    if fits then
-      after.current = c.current + cost
-      after.current_text = fmt(after.current)
-    end
-    local store
-    if cost > 0 and (fits or c.fix_expiry) then
-      store = {
-        value = 'S' .. after.previous_text .. ':' .. after.current_text,
-        expires_at = (after.window + 2) * period_ms,
-      }
-    end
-    local used = weighted(after)
-    local remaining = 0
-    if used <= budget then remaining = fdiv(budget - used, period_ms) end
-    local retry
-    if not (fits or cost > limit) then
-      retry = math.max(first_admitting_ms(c, cost) - now_ms, 0)
-    end
-    return {
-      allowed = fits,
-      remaining = remaining,
-      limit = limit,
-      retry = retry,
-      reset = math.max(empty_at_ms(after) - now_ms, 0),
-    }, store
-  end
-  return self
+  return fits, remaining, retry, reset
 end
 
 -- How far past now (in units of 1/per_ms ms) a stored instant is: the key
@@ -496,7 +551,7 @@ local function ahead_of_now(at, early, per_ms, bound, now_ms)
   if at == nil then return 0, false end
   local ms = at - now_ms
   if ms <= 0 then return 0, false end
-  early = math.min(early, per_ms - 1)
+  early = min(early, per_ms - 1)
   if ms > fdiv(bound, per_ms) + 1 then return bound, true end
   local whole = (ms - 1) * per_ms
   local part = per_ms - early
@@ -505,161 +560,129 @@ local function ahead_of_now(at, early, per_ms, bound, now_ms)
 end
 
 -- The state for an instant `ahead` units (of 1/per_ms ms) past now: its
--- expiry rounded up to the ms, and the units it was rounded by.
-local function stored_at(ahead, per_ms, now_ms)
-  local r = math.fmod(ahead, per_ms)
+-- expiry rounded up to the ms, and the units it was rounded by, as the
+-- value `tag` .. early, as wide as the value it replaces.
+local function stored_at(tag, ahead, per_ms, now_ms, replaced)
+  local r = fmod(ahead, per_ms)
   local early = 0
   if r > 0 then early = per_ms - r end
-  return now_ms + cdiv(ahead, per_ms), early
+  local width = 0
+  if replaced ~= nil then width = #replaced - 1 end
+  return tag .. padded(early, width), now_ms + cdiv(ahead, per_ms)
 end
 
 -- Token bucket, in ticks of 1/limit ms (token_bucket.rs).
-ALGORITHM.TOKEN = function(limit, period_ms, burst)
-  local self = {}
+local function token_bucket(limit, period_ms, burst, cost, _, now_ms, value, at, early)
   local capacity = burst * period_ms
-
-  function self.check(stored, cost, now_ms, replaced_len)
-    local full_in, fix_expiry = 0, false
-    if stored ~= nil then
-      full_in, fix_expiry = ahead_of_now(stored.expires_at, stored.early, limit, capacity, now_ms)
-    end
-    local asked
-    if cost <= burst then asked = cost * period_ms end
-    local fits = asked ~= nil and full_in <= capacity - asked
-    local after = full_in
-    if fits then after = full_in + asked end
-    local store
-    if cost > 0 and (fits or fix_expiry) then
-      local at, early = stored_at(after, limit, now_ms)
-      store = { value = 'T' .. padded(early, math.max(replaced_len - 1, 0)), expires_at = at }
-    end
-    local retry
-    if not fits and asked ~= nil then
-      retry = cdiv(full_in - (capacity - asked), limit)
-    end
-    return {
-      allowed = fits,
-      remaining = fdiv(capacity - after, period_ms),
-      limit = limit,
-      retry = retry,
-      reset = cdiv(after, limit),
-    }, store
+  local full_in, fix_expiry = 0, false
+  if value ~= nil then
+    full_in, fix_expiry = ahead_of_now(at, early, limit, capacity, now_ms)
   end
-  return self
+  local asked
+  if cost <= burst then asked = cost * period_ms end
+  local fits = asked ~= nil and full_in <= capacity - asked
+  local after = full_in
+  if fits then after = full_in + asked end
+  local retry
+  if not fits and asked ~= nil then
+    retry = cdiv(full_in - (capacity - asked), limit)
+  end
+  local remaining, reset = fdiv(capacity - after, period_ms), cdiv(after, limit)
+  if cost > 0 and (fits or fix_expiry) then
+    return fits, remaining, retry, reset, stored_at('T', after, limit, now_ms, value)
+  end
+  return fits, remaining, retry, reset
 end
 
--- GCRA as redis-cell's CL.THROTTLE computes it, in ns (gcra.rs).
-local function throttle(max_burst, count_per_period, period_s)
-  local self = {}
+-- CHECK's algorithms by name, each taking (limit, period_ms, burst, cost,
+-- cost_text, now_ms) and the loaded state.
+local ALGORITHMS = { FIXED = fixed_window, SLIDING = sliding_window, TOKEN = token_bucket }
+
+-- GCRA as redis-cell's CL.THROTTLE computes it, in ns (gcra.rs): the
+-- emission interval, the limit and the tolerance τ of a rate.
+local function throttle_rate(max_burst, count_per_period, period_s)
   -- redis-cell: ((ns as f64) / (n as f64)) as i64: a double, truncated.
-  local interval = math.floor((period_s * NS_PER_S) / count_per_period)
+  local interval = floor((period_s * NS_PER_S) / count_per_period)
   if interval <= 0 then fail(ERR.rate_too_high) end
   local limit = max_burst + 1
   if product_less(MAX_TOLERANCE_NS, 1, interval, limit) then fail(ERR.throttle_burst_too_large) end
   local tolerance = interval * limit
   if tolerance >= EXACT then fail(ERR.throttle_exact) end
-
-  -- (τ − ttl) / T in whole microseconds through a double, as redis-cell.
-  local function remaining(next_ns)
-    local interval_us = fdiv(interval, 1000)
-    if interval_us == 0 then return fdiv(next_ns, interval) end
-    return math.floor(fdiv(next_ns, 1000) / interval_us)
-  end
-
-  function self.check(stored, quantity, now_ms, replaced_len)
-    local tat_in, fix_expiry = 0, false
-    if stored ~= nil then
-      tat_in, fix_expiry = ahead_of_now(stored.expires_at, stored.early, NS_PER_MS, tolerance, now_ms)
-    end
-    -- Beyond max_burst + 1 the increment passes τ: limited, never retried.
-    local increment
-    if quantity <= limit then increment = interval * quantity end
-    local limited = increment == nil or tat_in > tolerance - increment
-    local ttl, store_at
-    if limited then
-      ttl = tat_in
-      if quantity > 0 and fix_expiry then store_at = tat_in end
-    else
-      ttl = tat_in + increment
-      if quantity > 0 then store_at = ttl end
-    end
-    local store
-    if store_at ~= nil then
-      local at, early = stored_at(store_at, NS_PER_MS, now_ms)
-      store = { value = 'G' .. padded(early, math.max(replaced_len - 1, 0)), expires_at = at }
-    end
-    local retry
-    if limited and increment ~= nil then retry = tat_in - (tolerance - increment) end
-    return {
-      limited = limited,
-      limit = limit,
-      remaining = math.min(remaining(tolerance - ttl), limit),
-      retry = retry,
-      reset = ttl,
-    }, store
-  end
-  return self
+  return interval, limit, tolerance
 end
 
--- What CHECK would answer for `cost`, storing nothing (Algorithm::peek).
-local function peek(algorithm, stored, cost, now_ms, replaced_len)
-  local asked = algorithm.check(stored, cost, now_ms, replaced_len)
-  local looked = algorithm.check(stored, 0, now_ms, replaced_len)
-  return {
-    allowed = asked.allowed,
-    remaining = looked.remaining,
-    limit = asked.limit,
-    retry = asked.retry,
-    reset = looked.reset,
-  }
+-- (τ − ttl) / T in whole microseconds through a double, as redis-cell.
+local function throttle_remaining(next_ns, interval)
+  local interval_us = fdiv(interval, 1000)
+  if interval_us == 0 then return fdiv(next_ns, interval) end
+  return floor(fdiv(next_ns, 1000) / interval_us)
 end
 
-local function fields(d)
-  return { d.allowed and 1 or 0, d.remaining, d.limit, d.retry or -1, d.reset }
+-- limited, remaining, retry (ns, nil: never), reset (ns), then what to
+-- store as for the algorithms above.
+local function gcra(interval, limit, tolerance, quantity, now_ms, value, at, early)
+  local tat_in, fix_expiry = 0, false
+  if value ~= nil then
+    tat_in, fix_expiry = ahead_of_now(at, early, NS_PER_MS, tolerance, now_ms)
+  end
+  -- Beyond max_burst + 1 the increment passes τ: limited, never retried.
+  local increment
+  if quantity <= limit then increment = interval * quantity end
+  local limited = increment == nil or tat_in > tolerance - increment
+  local ttl, store_at
+  if limited then
+    ttl = tat_in
+    if quantity > 0 and fix_expiry then store_at = tat_in end
+  else
+    ttl = tat_in + increment
+    if quantity > 0 then store_at = ttl end
+  end
+  local retry
+  if limited and increment ~= nil then retry = tat_in - (tolerance - increment) end
+  local remaining = min(throttle_remaining(tolerance - ttl, interval), limit)
+  if store_at ~= nil then
+    return limited, remaining, retry, ttl, stored_at('G', store_at, NS_PER_MS, now_ms, value)
+  end
+  return limited, remaining, retry, ttl
 end
 
 ---------------------------------------------------------------------------
 -- Parsing (src/commands/check.rs, mcheck.rs)
 
-local ALGORITHM_NAMES = { FIXED = true, SLIDING = true, TOKEN = true }
+local ALGORITHM_NAMES = { FIXED = 'FIXED', SLIDING = 'SLIDING', TOKEN = 'TOKEN' }
 
 -- `limit period [COST c] [ALGORITHM …] [BURST b]` from args[first..last]:
--- { kind, algorithm, cost }.
+-- kind, limit, period_ms, burst (TOKEN's), cost and cost as text.
 local function parse_limit(args, first, last)
   local limit = bounded(args[first], 1, MAX_LIMIT, ERR.limit)
   local period_s = bounded(args[first + 1], 1, MAX_PERIOD_S, ERR.period)
-  local cost, kind, burst
-  local i = first + 2
-  while i <= last do
-    local option = args[i]
+  local cost, cost_text, kind, burst
+  for i = first + 2, last, 2 do
     if i + 1 > last then fail(ERR.syntax) end
-    local value = args[i + 1]
-    if is_keyword(option, 'COST') and cost == nil then
-      cost = bounded(value, 0, MAX_COST, ERR.cost)
-    elseif is_keyword(option, 'ALGORITHM') and kind == nil then
-      kind = string.upper(value)
-      if not ALGORITHM_NAMES[kind] then fail(ERR.algorithm) end
-    elseif is_keyword(option, 'BURST') and burst == nil then
+    local option, value = keyword(args[i]), args[i + 1]
+    if option == 'COST' and cost == nil then
+      cost, cost_text = bounded(value, 0, MAX_COST, ERR.cost), value
+    elseif option == 'ALGORITHM' and kind == nil then
+      kind = ALGORITHM_NAMES[value] or ALGORITHM_NAMES[upper(value)]
+      if kind == nil then fail(ERR.algorithm) end
+    elseif option == 'BURST' and burst == nil then
       burst = bounded(value, 1, MAX_LIMIT, ERR.burst)
     else
       fail(ERR.syntax)
     end
-    i = i + 2
   end
   kind = kind or 'FIXED'
   local period_ms = period_s * 1000
-  local algorithm
   if kind == 'TOKEN' then
     burst = burst or limit
     if product_less(MAX_REFILL_MS, limit, burst, period_ms) then fail(ERR.burst_too_large) end
     if burst * period_ms >= EXACT then fail(ERR.token_exact) end
-    algorithm = ALGORITHM.TOKEN(limit, period_ms, burst)
   else
     if burst ~= nil then fail(ERR.burst_without_token) end
     if kind == 'SLIDING' and limit * period_ms >= EXACT then fail(ERR.sliding_exact) end
-    algorithm = ALGORITHM[kind](limit, period_ms)
   end
-  return { kind = kind, algorithm = algorithm, cost = cost or 1 }
+  if cost == nil then cost, cost_text = 1, '1' end
+  return kind, limit, period_ms, burst, cost, cost_text
 end
 
 -- `numkeys key … LIMIT … [LIMIT …]` from args (numkeys first): the keys
@@ -685,7 +708,10 @@ local function parse_multi(args)
     end
     local last = tail + len - 1
     if last > n then last = n end
-    limits[slot] = parse_limit(args, at + 1, last)
+    local kind, limit, period_ms, burst, cost, cost_text = parse_limit(args, at + 1, last)
+    limits[slot] = {
+      kind = kind, limit = limit, period_ms = period_ms, burst = burst, cost = cost, cost_text = cost_text,
+    }
     at = last + 1
   end
   if at <= n then fail(ERR.group_per_key) end
@@ -710,121 +736,116 @@ end
 local function deadline_ms(score)
   local s = tonumber(score)
   if s == nil or s ~= s or s < 0 or s >= 1e19 then return 0 end
-  return math.floor(s)
+  return floor(s)
 end
 
-local function open_leases(key)
-  local t = key_type(key)
-  if t ~= 'none' and t ~= 'zset' then fail(ERR.wrongtype) end
-  return { key = key, changed = false }
-end
-
--- Counted first: a write command called at all makes Redis 6.2 propagate
--- a MULTI/EXEC around the script's effects, even an empty one.
-local function prune(set, now_ms)
-  local ended = redis.call('ZCOUNT', set.key, '-inf', fmt(now_ms))
-  if ended > 0 then
-    redis.call('ZREMRANGEBYSCORE', set.key, '-inf', fmt(now_ms))
-    set.changed = true
+-- Removes the leases ended by now_ms, refusing a key that is not a sorted
+-- set (the command itself does); says whether any were removed. Where a
+-- write that changes nothing propagates (Redis 6.2), they are counted
+-- first.
+local function prune(key, now_ms)
+  local through = fmt(now_ms)
+  if not EMPTY_WRITES_PROPAGATE then
+    local ended = redis_pcall('ZREMRANGEBYSCORE', key, '-inf', through)
+    if type(ended) == 'table' then refuse_type(ended) end
+    return ended > 0
   end
-  return ended
+  local ended = redis_pcall('ZCOUNT', key, '-inf', through)
+  if type(ended) == 'table' then refuse_type(ended) end
+  if ended == 0 then return false end
+  redis_call('ZREMRANGEBYSCORE', key, '-inf', through)
+  return true
 end
 
-local function nth_deadline(set, n)
-  local found = redis.call('ZRANGE', set.key, fmt(n), fmt(n), 'WITHSCORES')
+-- The deadline of the lease at `rank` ('-1': the last), nil for none.
+local function nth_deadline(key, rank)
+  local found = redis_call('ZRANGE', key, rank, rank, 'WITHSCORES')
   if found[2] == nil then return nil end
   return deadline_ms(found[2])
 end
 
-local function put(set, id, deadline)
-  redis.call('ZADD', set.key, fmt(deadline), id)
-  set.changed = true
-end
-
--- Moves the key's expiry to the last deadline when it moved.
-local function finish(ctx, set)
-  if not set.changed then return end
-  local last = nth_deadline(set, -1)
-  if last ~= nil and expiry_of(ctx, set.key) ~= last then
-    redis.call('PEXPIREAT', set.key, fmt(last))
+-- After a change, moves the key's expiry to its `last` deadline when that
+-- moved.
+local function expire_with_last(key, last)
+  if last ~= nil and expiry_of(key) ~= last then
+    redis_call('PEXPIREAT', key, fmt(last))
   end
 end
 
 -- An id for a new lease: 32 hex digits, unlike any live lease's.
-local function new_id(ctx, set, now_ms)
-  local seed = { set.key, fmt(now_ms), ctx.entropy(), tostring(math.random()) }
+local function new_id(key, now_ms)
+  local entropy = ''
+  local t = redis_pcall('TIME')
+  if t.err == nil then entropy = t[1] .. '.' .. t[2] end
+  local seed = { key, fmt(now_ms), entropy, tostring(math.random()) }
   for attempt = 1, 100 do
     seed[#seed + 1] = tostring(attempt)
     local id = string.sub(redis.sha1hex(table.concat(seed, '\0')), 1, 32)
-    if not redis.call('ZSCORE', set.key, id) then return id end
+    if not redis_call('ZSCORE', key, id) then return id end
   end
   fail('ERR could not make a lease id')
 end
 
 ---------------------------------------------------------------------------
--- The commands (src/commands/*.rs). Each takes the call's context and the
--- module's arguments after the command name.
+-- The commands (src/commands/*.rs). Those of one key take it apart from
+-- the module's other arguments, rest[1..n]; the others take the module's
+-- arguments as one list. Each counts its arguments as the module does,
+-- which is also what the server checks against the declared arity where it
+-- has one (7.0+): either way the same wrong-arity error.
 
 local COMMANDS = {}
 
-local function check_arity(name, args, arity)
-  local count = #args + 1
-  if DECLARED_ARITY and ((arity >= 0 and count ~= arity) or (arity < 0 and count < -arity)) then
-    arity_error(name)
-  end
-end
-
--- CHECK and PEEK: key limit period [options].
-local function parse_check(name, args)
-  check_arity(name, args, -4)
-  if #args < 3 then arity_error(name) end
-  return args[1], parse_limit(args, 2, #args)
+local function reply_of(allowed, remaining, limit, retry, reset)
+  return { allowed and 1 or 0, remaining, limit, retry or -1, reset }
 end
 
 COMMANDS.check = {
   name = 'ratelimit.check',
-  run = function(ctx, args)
-    local key, request = parse_check('ratelimit.check', args)
-    local now_ms = ctx.now()
-    local loaded = load(ctx, key, request.kind)
-    local decision, store = request.algorithm.check(loaded.state, request.cost, now_ms, #loaded.value)
-    if store ~= nil then write(key, loaded, store) end
-    return fields(decision)
+  run = function(key, rest, n)
+    if n < 2 then arity_error('ratelimit.check') end
+    local kind, limit, period_ms, burst, cost, cost_text = parse_limit(rest, 1, n)
+    local now_ms = now()
+    local value, at, a, b, c, d = load(key, kind)
+    local allowed, remaining, retry, reset, store, store_at, grown =
+      ALGORITHMS[kind](limit, period_ms, burst, cost, cost_text, now_ms, value, at, a, b, c, d)
+    if store ~= nil or grown ~= nil then write(key, value, at, store, store_at, grown) end
+    return { allowed and 1 or 0, remaining, limit, retry or -1, reset }
   end,
 }
 
+-- What CHECK would answer for `cost`, storing nothing (Algorithm::peek):
+-- the decision for `cost`, with the room and reset of a check of 0.
 COMMANDS.peek = {
   name = 'ratelimit.peek',
   flags = { 'no-writes' },
-  run = function(ctx, args)
-    local key, request = parse_check('ratelimit.peek', args)
-    local now_ms = ctx.now()
-    local loaded = load(ctx, key, request.kind)
-    return fields(peek(request.algorithm, loaded.state, request.cost, now_ms, #loaded.value))
+  run = function(key, rest, n)
+    if n < 2 then arity_error('ratelimit.peek') end
+    local kind, limit, period_ms, burst, cost, cost_text = parse_limit(rest, 1, n)
+    local now_ms = now()
+    local value, at, a, b, c, d = load(key, kind)
+    local algorithm = ALGORITHMS[kind]
+    local allowed, _, retry = algorithm(limit, period_ms, burst, cost, cost_text, now_ms, value, at, a, b, c, d)
+    local _, remaining, _, reset = algorithm(limit, period_ms, burst, 0, '0', now_ms, value, at, a, b, c, d)
+    return reply_of(allowed, remaining, limit, retry, reset)
   end,
 }
 
 COMMANDS.reset = {
   name = 'ratelimit.reset',
   flags = { 'allow-oom' },
-  run = function(ctx, args)
-    check_arity('ratelimit.reset', args, -2)
+  run = function(args)
     if #args < 1 then arity_error('ratelimit.reset') end
     -- Every key is checked before any is removed: all or nothing.
-    for _, key in ipairs(args) do
-      local t = key_type(key)
-      if t == 'string' then
-        if kind_of_value(redis.call('GET', key)) == nil then fail(ERR.wrongtype) end
-      elseif t ~= 'none' then
-        fail(ERR.wrongtype)
-      end
+    for i = 1, #args do
+      local value = get_string(args[i])
+      if value ~= nil and kind_of_value(value) == nil then fail(ERR.wrongtype) end
     end
     -- A key named twice is gone the second time; DEL only what is there
     -- (on Redis 6.2 any write command called propagates a MULTI/EXEC).
     local removed = 0
-    for _, key in ipairs(args) do
-      if redis.call('EXISTS', key) == 1 then
-        removed = removed + redis.call('DEL', key)
+    for i = 1, #args do
+      if redis_call('EXISTS', args[i]) == 1 then
+        removed = removed + redis_call('DEL', args[i])
       end
     end
     return removed
@@ -840,72 +861,65 @@ end
 
 COMMANDS.throttle = {
   name = 'ratelimit.throttle',
-  run = function(ctx, args)
-    check_arity('ratelimit.throttle', args, -5)
-    if #args ~= 4 and #args ~= 5 then arity_error('ratelimit.throttle') end
-    local key = args[1]
-    local max_burst = bounded(args[2], 0, MAX_LIMIT - 1, ERR.max_burst)
-    local count = bounded(args[3], 1, MAX_LIMIT, ERR.count_per_period)
-    local period_s = bounded(args[4], 1, MAX_PERIOD_S, ERR.period)
+  run = function(key, rest, n)
+    if n ~= 3 and n ~= 4 then arity_error('ratelimit.throttle') end
+    local max_burst = bounded(rest[1], 0, MAX_LIMIT - 1, ERR.max_burst)
+    local count = bounded(rest[2], 1, MAX_LIMIT, ERR.count_per_period)
+    local period_s = bounded(rest[3], 1, MAX_PERIOD_S, ERR.period)
     local quantity = 1
-    if args[5] ~= nil then quantity = bounded(args[5], 0, MAX_COST, ERR.quantity) end
-    local gcra = throttle(max_burst, count, period_s)
-    local now_ms = ctx.now()
-    local loaded = load(ctx, key, 'THROTTLE')
-    local verdict, store = gcra.check(loaded.state, quantity, now_ms, #loaded.value)
-    if store ~= nil then write(key, loaded, store) end
-    local retry = -1
-    if verdict.retry ~= nil then retry = seconds_rounded_up(verdict.retry) end
-    return {
-      verdict.limited and 1 or 0,
-      verdict.limit,
-      verdict.remaining,
-      retry,
-      seconds_rounded_up(verdict.reset),
-    }
+    if n == 4 then quantity = bounded(rest[4], 0, MAX_COST, ERR.quantity) end
+    local interval, limit, tolerance = throttle_rate(max_burst, count, period_s)
+    local now_ms = now()
+    local value, at, early = load(key, 'THROTTLE')
+    local limited, remaining, retry, reset, store, store_at =
+      gcra(interval, limit, tolerance, quantity, now_ms, value, at, early)
+    if store ~= nil then write(key, value, at, store, store_at) end
+    if retry ~= nil then retry = seconds_rounded_up(retry) end
+    return { limited and 1 or 0, limit, remaining, retry or -1, seconds_rounded_up(reset) }
   end,
 }
 
 -- Asks every key's limit at one instant (mcheck.rs ask_all, all_of.rs):
--- the verdict, and each limit's answer and write.
-local function ask_all(ctx, args)
+-- the verdict, the binding limit, and each key's answers (charged: for
+-- its cost; looked: what PEEK would answer) and write.
+local function ask_all(args)
   local keys, limits = parse_multi(args)
-  local now_ms = ctx.now()
+  local now_ms = now()
   local asked = {}
-  for i, key in ipairs(keys) do
-    local limit = limits[i]
-    local loaded = load(ctx, key, limit.kind)
-    local charged, store = limit.algorithm.check(loaded.state, limit.cost, now_ms, #loaded.value)
+  for i = 1, #keys do
+    local l = limits[i]
+    local value, at, a, b, c, d = load(keys[i], l.kind)
+    local algorithm = ALGORITHMS[l.kind]
+    local allowed, remaining, retry, reset, store, store_at, grown =
+      algorithm(l.limit, l.period_ms, l.burst, l.cost, l.cost_text, now_ms, value, at, a, b, c, d)
+    local _, looked_remaining, _, looked_reset =
+      algorithm(l.limit, l.period_ms, l.burst, 0, '0', now_ms, value, at, a, b, c, d)
     asked[i] = {
-      key = key,
-      loaded = loaded,
-      store = store,
-      charged = charged,
-      looked = peek(limit.algorithm, loaded.state, limit.cost, now_ms, #loaded.value),
+      key = keys[i], value = value, at = at, limit = l.limit,
+      allowed = allowed, remaining = remaining, retry = retry, reset = reset,
+      looked_remaining = looked_remaining, looked_reset = looked_reset,
+      store = store, store_at = store_at, grown = grown,
     }
   end
   local allowed = true
-  for _, a in ipairs(asked) do
-    if not a.charged.allowed then allowed = false end
+  for i = 1, #asked do
+    if not asked[i].allowed then allowed = false end
   end
   local binding
   if allowed then
     -- The least room left, remaining / limit; the first of equals.
-    for i, a in ipairs(asked) do
-      local d = a.charged
-      if binding == nil then
-        binding = i
-      else
-        local b = asked[binding].charged
-        if product_less(d.remaining, b.limit, b.remaining, d.limit) then binding = i end
-      end
+    binding = 1
+    for i = 2, #asked do
+      local a, b = asked[i], asked[binding]
+      if product_less(a.remaining, b.limit, b.remaining, a.limit) then binding = i end
     end
   else
     -- The latest retry, never retried ranking first; the first of equals.
     local best
-    for i, a in ipairs(asked) do
-      if not a.looked.allowed then
-        local rank = a.looked.retry or math.huge
+    for i = 1, #asked do
+      local a = asked[i]
+      if not a.allowed then
+        local rank = a.retry or math.huge
         if best == nil or rank > best then
           binding, best = i, rank
         end
@@ -917,8 +931,13 @@ end
 
 local function multi_reply(allowed, binding, asked)
   local each = {}
-  for i, a in ipairs(asked) do
-    if allowed then each[i] = fields(a.charged) else each[i] = fields(a.looked) end
+  for i = 1, #asked do
+    local a = asked[i]
+    if allowed then
+      each[i] = reply_of(a.allowed, a.remaining, a.limit, a.retry, a.reset)
+    else
+      each[i] = reply_of(a.allowed, a.looked_remaining, a.limit, a.retry, a.looked_reset)
+    end
   end
   local b = each[binding]
   return { allowed and 1 or 0, b[2], b[3], b[4], b[5], binding, each }
@@ -927,17 +946,16 @@ end
 COMMANDS.mcheck = {
   name = 'ratelimit.mcheck',
   keys_counted = true,
-  run = function(ctx, args)
-    check_arity('ratelimit.mcheck', args, -6)
-    -- numkeys key LIMIT limit period at least, on every server: the module
-    -- checks it itself where the server does not (Redis 6.2).
+  run = function(args)
+    -- numkeys key LIMIT limit period at least.
     if #args < 5 then arity_error('ratelimit.mcheck') end
-    local allowed, binding, asked = ask_all(ctx, args)
-    for _, a in ipairs(asked) do
+    local allowed, binding, asked = ask_all(args)
+    for i = 1, #asked do
+      local a = asked[i]
       -- When denied, only what a denying limit stores by itself (a counter
       -- that had no expiry gets one).
-      if a.store ~= nil and (allowed or not a.charged.allowed) then
-        write(a.key, a.loaded, a.store)
+      if (a.store ~= nil or a.grown ~= nil) and (allowed or not a.allowed) then
+        write(a.key, a.value, a.at, a.store, a.store_at, a.grown)
       end
     end
     return multi_reply(allowed, binding, asked)
@@ -948,171 +966,162 @@ COMMANDS.mpeek = {
   name = 'ratelimit.mpeek',
   keys_counted = true,
   flags = { 'no-writes' },
-  run = function(ctx, args)
-    check_arity('ratelimit.mpeek', args, -6)
+  run = function(args)
     if #args < 5 then arity_error('ratelimit.mpeek') end
-    return multi_reply(ask_all(ctx, args))
+    return multi_reply(ask_all(args))
   end,
 }
 
 COMMANDS.acquire = {
   name = 'ratelimit.acquire',
-  run = function(ctx, args)
-    check_arity('ratelimit.acquire', args, -4)
-    if #args < 3 then arity_error('ratelimit.acquire') end
-    local key = args[1]
-    local max = bounded(args[2], 1, MAX_LEASES, ERR.max_leases)
-    local lease_ms = bounded(args[3], 1, MAX_LEASE_MS, ERR.lease_ms)
+  run = function(key, rest, n)
+    if n < 2 then arity_error('ratelimit.acquire') end
+    local max_leases = bounded(rest[1], 1, MAX_LEASES, ERR.max_leases)
+    local lease_ms = bounded(rest[2], 1, MAX_LEASE_MS, ERR.lease_ms)
     local id
-    if #args == 5 and is_keyword(args[4], 'ID') then
-      id = check_id(args[5])
-    elseif #args ~= 3 then
+    if n == 4 and is_keyword(rest[3], 'ID') then
+      id = check_id(rest[4])
+    elseif n ~= 2 then
       fail(ERR.syntax)
     end
-    local now_ms = ctx.now()
-    local set = open_leases(key)
-    prune(set, now_ms)
-    local deadline = now_ms + lease_ms
-    local live = redis.call('ZCARD', key)
-    local renewed = id ~= nil and redis.call('ZSCORE', key, id) ~= false
-    local granted
-    if renewed or live < max then
-      granted = id or new_id(ctx, set, now_ms)
-      put(set, granted, deadline)
+    local now_ms = now()
+    local changed = prune(key, now_ms)
+    local live = redis_call('ZCARD', key)
+    if live == 0 then
+      -- No live lease: Redis deletes an empty set, so the key is gone and
+      -- the new lease is all of the new one, its deadline the expiry.
+      local granted = id or new_id(key, now_ms)
+      local deadline = fmt(now_ms + lease_ms)
+      redis_call('ZADD', key, deadline, granted)
+      redis_call('PEXPIREAT', key, deadline)
+      return { 1, max_leases - 1, max_leases, -1, lease_ms, granted }
     end
-    local live_after = redis.call('ZCARD', key)
+    -- Below max_leases any id is granted; at max, only a live one, renewed.
+    local granted
+    if live < max_leases or (id ~= nil and redis_call('ZSCORE', key, id)) then
+      granted = id or new_id(key, now_ms)
+      -- ZADD counts a new member; a renewed one is there already.
+      live = live + redis_call('ZADD', key, fmt(now_ms + lease_ms), granted)
+      changed = true
+    end
     local retry = -1
     if granted == nil then
-      -- A slot frees once live - max + 1 leases have ended.
-      retry = math.max(nth_deadline(set, live - max) - now_ms, 0)
+      -- A slot frees once live - max_leases + 1 leases have ended.
+      retry = max(nth_deadline(key, fmt(live - max_leases)) - now_ms, 0)
     end
-    local last = nth_deadline(set, -1)
+    local last = nth_deadline(key, '-1')
     local reset = 0
-    if last ~= nil then reset = math.max(last - now_ms, 0) end
-    finish(ctx, set)
-    return {
-      granted and 1 or 0,
-      math.max(max - live_after, 0),
-      max,
-      retry,
-      reset,
-      granted or false,
-    }
+    if last ~= nil then reset = max(last - now_ms, 0) end
+    if changed then expire_with_last(key, last) end
+    return { granted and 1 or 0, max(max_leases - live, 0), max_leases, retry, reset, granted or false }
   end,
 }
 
 COMMANDS.release = {
   name = 'ratelimit.release',
   flags = { 'allow-oom' },
-  run = function(ctx, args)
-    check_arity('ratelimit.release', args, -3)
-    if #args < 2 then arity_error('ratelimit.release') end
-    local key = args[1]
-    for i = 2, #args do check_id(args[i]) end
-    local now_ms = ctx.now()
-    local set = open_leases(key)
-    prune(set, now_ms)
+  run = function(key, rest, n)
+    if n < 1 then arity_error('ratelimit.release') end
+    for i = 1, n do check_id(rest[i]) end
+    local now_ms = now()
+    local changed = prune(key, now_ms)
     local released = 0
-    for i = 2, #args do
-      if redis.call('ZSCORE', key, args[i]) then
-        redis.call('ZREM', key, args[i])
-        set.changed = true
-        released = released + 1
+    for i = 1, n do
+      if not EMPTY_WRITES_PROPAGATE or redis_call('ZSCORE', key, rest[i]) then
+        released = released + redis_call('ZREM', key, rest[i])
       end
     end
-    finish(ctx, set)
+    if changed or released > 0 then expire_with_last(key, nth_deadline(key, '-1')) end
     return released
   end,
 }
 
 COMMANDS.renew = {
   name = 'ratelimit.renew',
-  run = function(ctx, args)
-    check_arity('ratelimit.renew', args, 4)
-    if #args ~= 3 then arity_error('ratelimit.renew') end
-    local key = args[1]
-    local id = check_id(args[2])
-    local lease_ms = bounded(args[3], 1, MAX_LEASE_MS, ERR.lease_ms)
-    local now_ms = ctx.now()
-    local set = open_leases(key)
-    prune(set, now_ms)
-    local live = redis.call('ZSCORE', key, id) ~= false
-    if live then put(set, id, now_ms + lease_ms) end
-    finish(ctx, set)
+  run = function(key, rest, n)
+    if n ~= 2 then arity_error('ratelimit.renew') end
+    local id = check_id(rest[1])
+    local lease_ms = bounded(rest[2], 1, MAX_LEASE_MS, ERR.lease_ms)
+    local now_ms = now()
+    local changed = prune(key, now_ms)
+    local live = redis_call('ZSCORE', key, id) ~= false
+    if live then
+      redis_call('ZADD', key, fmt(now_ms + lease_ms), id)
+      changed = true
+    end
+    if changed then expire_with_last(key, nth_deadline(key, '-1')) end
     return live and 1 or 0
   end,
 }
 
 -- MODULE LIST's version: major * 10000 + minor * 100 + patch.
 local function module_version()
-  local major, minor, patch = string.match(VERSION, '^(%d+)%.(%d+)%.(%d+)$')
+  local major, minor, patch = match(VERSION, '^(%d+)%.(%d+)%.(%d+)$')
   return tonumber(major) * 10000 + tonumber(minor) * 100 + tonumber(patch)
 end
 
 COMMANDS.version = {
+  name = 'ratelimit.version',
   flags = { 'no-writes' },
+  all_arguments = true,
   run = function()
     return module_version()
   end,
 }
 
+COMMANDS.reset.all_arguments = true
+COMMANDS.mcheck.all_arguments = true
+COMMANDS.mpeek.all_arguments = true
+
 ---------------------------------------------------------------------------
 -- Calls
 
--- The call's clock: NOW when given, else the server's TIME, read once.
-local function context(pinned_ms)
-  local ctx = {}
-  local time_ms
-  local function server_ms()
-    local ok, t = pcall(redis.call, 'TIME')
-    if not ok then return nil end
-    return tonumber(t[1]) * 1000 + fdiv(tonumber(t[2]), 1000)
+-- The module's arguments are FCALL's keys then its arguments up to `last`
+-- (numkeys first for the commands that count their keys).
+local function all_arguments(command, keys, argv, last)
+  local args, n = {}, 0
+  if command.keys_counted then
+    args[1], n = tostring(#keys), 1
   end
-  function ctx.now()
-    if pinned_ms ~= nil then return pinned_ms end
-    if time_ms == nil then
-      time_ms = server_ms()
-      if time_ms == nil then fail(ERR.no_time) end
-    end
-    return time_ms
-  end
-  -- The server's clock as it runs (Redis 6.2's PTTL counts from it).
-  function ctx.clock()
-    return server_ms() or ctx.now()
-  end
-  function ctx.entropy()
-    local ok, t = pcall(redis.call, 'TIME')
-    if ok then return t[1] .. '.' .. t[2] end
-    return ''
-  end
-  return ctx
+  for i = 1, #keys do args[n + i] = keys[i] end
+  n = n + #keys
+  for i = 1, last do args[n + i] = argv[i] end
+  return args
 end
 
--- Runs command `name` for FCALL's keys and arguments: the module's
--- arguments are the keys then the arguments (numkeys first for the
--- commands that count their keys), less a final NOW unix_ms.
-local function run(name, keys, argv)
-  local command = COMMANDS[name]
-  local args = {}
-  if command.keys_counted then args[1] = tostring(#keys) end
-  for _, key in ipairs(keys) do args[#args + 1] = key end
-  local last = #argv
-  local pinned
-  if last >= 2 and is_keyword(argv[last - 1], 'NOW') then
-    last = last - 2
-  end
-  local ok, result = pcall(function()
-    if last < #argv then
-      pinned = bounded(argv[#argv], 0, MAX_NOW_MS, ERR.now)
+-- The function that serves `command`: FCALL's keys then its arguments,
+-- less a final NOW unix_ms, are the module's arguments.
+local function serve(command)
+  return function(keys, argv)
+    if find == nil then bind_standard_functions() end
+    pinned_ms, time_ms = nil, nil
+    local last = #argv
+    if last >= 2 and #argv[last - 1] == 3 and is_keyword(argv[last - 1], 'NOW') then
+      pinned_ms = parsed_arguments[argv[last]] or parse_argument(argv[last])
+      if pinned_ms == nil or pinned_ms < 0 or pinned_ms > MAX_NOW_MS then
+        return redis.error_reply(ERR.now)
+      end
+      last = last - 2
     end
-    for i = 1, last do args[#args + 1] = argv[i] end
-    return command.run(context(pinned), args)
-  end)
-  if ok then return result end
-  if type(result) == 'table' and result.ratelimit_error ~= nil then
-    return redis.error_reply(result.ratelimit_error)
+    local ok, result
+    if command.all_arguments then
+      ok, result = pcall(command.run, all_arguments(command, keys, argv, last))
+    elseif #keys == 1 then
+      ok, result = pcall(command.run, keys[1], argv, last)
+    else
+      -- The key given among the arguments, or more than one: the module's
+      -- first argument is the key whichever list it came in.
+      local args = all_arguments(command, keys, argv, last)
+      local rest = {}
+      for i = 2, #args do rest[i - 1] = args[i] end
+      ok, result = pcall(command.run, args[1], rest, #args - 1)
+    end
+    if ok then return result end
+    if type(result) == 'table' and result.ratelimit_error ~= nil then
+      return redis.error_reply(result.ratelimit_error)
+    end
+    error(result, 0)
   end
-  error(result, 0)
 end
 
 -- Loading a library runs this chunk with little more than the redis table
@@ -1123,11 +1132,11 @@ local VERBS = {
 
 if redis.register_function then
   for i = 1, #VERBS do
-    local verb = VERBS[i]
+    local command = COMMANDS[VERBS[i]]
     redis.register_function({
-      function_name = 'ratelimit_' .. verb,
-      callback = function(keys, argv) return run(verb, keys, argv) end,
-      flags = COMMANDS[verb].flags or {},
+      function_name = 'ratelimit_' .. VERBS[i],
+      callback = serve(command),
+      flags = command.flags or {},
     })
   end
 else
@@ -1139,5 +1148,5 @@ else
   end
   local argv = {}
   for i = 2, #ARGV do argv[i - 1] = ARGV[i] end
-  return run(verb, KEYS, argv)
+  return serve(COMMANDS[verb])(KEYS, argv)
 end
