@@ -59,6 +59,9 @@ DEBT = "100000"
 # bucket as large as the limit: no BURST argument, so the request has
 # CHECK's shape plus ALGORITHM. The debt never reaches it.
 TOKEN_RATE = ["100000000", "100000000"]
+# The same bucket for the script fallback, which needs burst × period_ms
+# below 2^53: one token per second, BURST 10^8.
+FALLBACK_TOKEN = ["1", "1", "ALGORITHM", "TOKEN", "BURST", "100000000"]
 
 
 def resp(args):
@@ -283,9 +286,8 @@ def cases():
              cycle("ffixed:", lambda k: [["FCALL", "ratelimit_check", "1", k, BIG, "86400"]])),
             ("FCALL ratelimit_check TOKEN",
              [["FUNCTION", "LOAD", "REPLACE", FALLBACK.read_text()]]
-             + [["FCALL", "ratelimit_check", "1", k, *TOKEN_RATE, "ALGORITHM", "TOKEN", "COST", DEBT]
-                for k in keys("ftoken:")],
-             cycle("ftoken:", lambda k: [["FCALL", "ratelimit_check", "1", k, *TOKEN_RATE, "ALGORITHM", "TOKEN"]])),
+             + [["FCALL", "ratelimit_check", "1", k, *FALLBACK_TOKEN, "COST", DEBT] for k in keys("ftoken:")],
+             cycle("ftoken:", lambda k: [["FCALL", "ratelimit_check", "1", k, *FALLBACK_TOKEN]])),
         ]
     return out
 
