@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use common::cluster::Cluster;
 use common::{
-    acquire, all_lease_sets, assert_replica_took_everything, attach_replicas, check, counters,
-    dumped, error, error_of, events_during, exists, has_command, lease_id, leases, pexpiretime,
+    acquire, all_lease_sets, assert_fires_exactly, assert_replica_took_everything, attach_replicas,
+    check, counters, dumped, error, error_of, exists, has_command, lease_id, leases, pexpiretime,
     raw, release, renew, replication_master, reset, run, server_ms, stored_leases, throttle, timed,
     try_run, wait_replicas, wait_until_past, Abilities, DataDir, Lcg, Lease, LeaseAction,
     LeasePool, LeaseStep, LeaseWorkload, Server, StoredLeases, Timed, WRONGTYPE,
@@ -1622,30 +1622,9 @@ fn lease_event_workload(
 #[test]
 fn leases_fire_keyspace_events_exactly() {
     for denied_events in [false, true] {
-        let mut builder = Server::builder();
-        if denied_events {
-            builder = builder.module_arg("denied-events", "yes");
-        }
-        let server = builder.start();
-        let mut con = server.connect();
-        let _: () = run(
-            &mut con,
-            &["CONFIG", "SET", "notify-keyspace-events", "KEd"],
-        );
-        let mut fired = Vec::new();
-        let events = events_during(&server, |con| {
-            fired = lease_event_workload(con, "ev", denied_events)
+        assert_fires_exactly(denied_events, "KEd", |con| {
+            lease_event_workload(con, "ev", denied_events)
         });
-        let expected: Vec<(String, String)> = fired
-            .iter()
-            .flat_map(|(key, event)| {
-                [
-                    (format!("__keyspace@0__:{key}"), event.to_string()),
-                    (format!("__keyevent@0__:{event}"), key.clone()),
-                ]
-            })
-            .collect();
-        assert_eq!(events, expected, "denied-events {denied_events}");
     }
 }
 

@@ -17,11 +17,11 @@ use std::time::Duration;
 
 use common::cluster::Cluster;
 use common::{
-    algorithms, assert_replica_took_everything, at_one_instant, check, command, counters, dumped,
-    error, error_of, events_during, exists, get_str, group, master_with_replicas, mcheck, mpeek,
-    multi_args, multi_command, pexpiretime, propagated_by, reset, run, server_ms, stored,
-    wait_for_rewrite, wait_replicas, wrong_algorithm, Abilities, DataDir, Dataset, Decision, Group,
-    Lcg, Limiter, Multi, Server, FIXED, SLIDING, THROTTLE, TOKEN, WRONGTYPE,
+    algorithms, assert_fires_exactly, assert_replica_took_everything, at_one_instant, check,
+    command, counters, dumped, error, error_of, exists, get_str, group, master_with_replicas,
+    mcheck, mpeek, multi_args, multi_command, pexpiretime, propagated_by, reset, run, server_ms,
+    stored, wait_for_rewrite, wait_replicas, wrong_algorithm, Abilities, DataDir, Dataset,
+    Decision, Group, Lcg, Limiter, Multi, Server, FIXED, SLIDING, THROTTLE, TOKEN, WRONGTYPE,
 };
 use redis::{Connection, Value};
 
@@ -1764,19 +1764,6 @@ fn mcheck_info_counts_calls_errors_and_decisions() {
 /// One event: the key and the event name.
 type Fired = (String, &'static str);
 
-/// The messages `notify-keyspace-events KEA` gives for `fired`.
-fn messages(fired: &[Fired]) -> Vec<(String, String)> {
-    fired
-        .iter()
-        .flat_map(|(key, event)| {
-            [
-                (format!("__keyspace@0__:{key}"), event.to_string()),
-                (format!("__keyevent@0__:{event}"), key.clone()),
-            ]
-        })
-        .collect()
-}
-
 /// Calls of every outcome; the events they must fire, with `denied`
 /// events as asked.
 fn event_workload(con: &mut Connection, denied_events: bool) -> Vec<Fired> {
@@ -1831,19 +1818,9 @@ fn event_workload(con: &mut Connection, denied_events: bool) -> Vec<Fired> {
 #[test]
 fn mcheck_keyspace_events_as_check_fires_them() {
     for denied_events in [false, true] {
-        let mut builder = Server::builder();
-        if denied_events {
-            builder = builder.module_arg("denied-events", "yes");
-        }
-        let server = builder.start();
-        let mut con = server.connect();
-        let _: () = run(
-            &mut con,
-            &["CONFIG", "SET", "notify-keyspace-events", "KEA"],
-        );
-        let mut fired = Vec::new();
-        let events = events_during(&server, |con| fired = event_workload(con, denied_events));
-        assert_eq!(events, messages(&fired), "denied-events {denied_events}");
+        assert_fires_exactly(denied_events, "KEA", |con| {
+            event_workload(con, denied_events)
+        });
     }
 }
 

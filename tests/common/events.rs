@@ -48,3 +48,42 @@ pub fn events_during(
         events.push((channel, payload));
     }
 }
+
+/// The messages an event on `key` fires, keyspace channel then keyevent
+/// channel, as [`events_during`] sees them (database 0).
+pub fn messages_of<K: AsRef<str>, E: AsRef<str>>(fired: &[(K, E)]) -> Vec<(String, String)> {
+    fired
+        .iter()
+        .flat_map(|(key, event)| {
+            let (key, event) = (key.as_ref(), event.as_ref());
+            [
+                (format!("__keyspace@0__:{key}"), event.to_string()),
+                (format!("__keyevent@0__:{event}"), key.to_string()),
+            ]
+        })
+        .collect()
+}
+
+/// Runs `workload` on a server of its own, started with the module option
+/// `denied-events` as given and keyspace events `flags`
+/// (`notify-keyspace-events`), and asserts that exactly the events it
+/// returns (key, event) fire, in order.
+pub fn assert_fires_exactly<K: AsRef<str>, E: AsRef<str>>(
+    denied_events: bool,
+    flags: &str,
+    workload: impl FnOnce(&mut Connection) -> Vec<(K, E)>,
+) {
+    let mut builder = Server::builder();
+    if denied_events {
+        builder = builder.module_arg("denied-events", "yes");
+    }
+    let server = builder.start();
+    let mut con = server.connect();
+    let _: () = run(
+        &mut con,
+        &["CONFIG", "SET", "notify-keyspace-events", flags],
+    );
+    let mut fired = Vec::new();
+    let events = events_during(&server, |con| fired = workload(con));
+    assert_eq!(events, messages_of(&fired), "denied-events {denied_events}");
+}
