@@ -130,23 +130,14 @@ impl Command for Acquire {
         let now_ms = server::now_ms()?;
         let mut key = Key::open(ctx, request.key, Access::ReadWrite)?;
         let mut set = KeyLeases::open(ctx, &mut key)?;
-        let mut id_error = None;
         let (acquired, id) = leases::acquire(
             &mut set,
             request.max,
             request.lease_ms,
             request.id,
-            || {
-                new_id().unwrap_or_else(|e| {
-                    id_error = Some(e);
-                    Vec::new()
-                })
-            },
+            new_id,
             now_ms,
         )?;
-        if let Some(error) = id_error {
-            return Err(error);
-        }
         set.finish()?;
         STATS.leases_expired.add(acquired.pruned);
         if acquired.granted.is_some() {

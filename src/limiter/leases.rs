@@ -90,14 +90,15 @@ pub struct Acquired {
 
 /// Grants lease `id` until `now_ms + lease_ms` if fewer than `max` are live,
 /// or renews it if it is live already (taking no second slot). `id` is the
-/// client's, or `new_id` makes one when a new lease is granted. A `max`
-/// below the live count grants nothing and revokes nothing.
+/// client's, or `new_id` makes one when a new lease is granted (its error
+/// fails the call before anything is granted). A `max` below the live count
+/// grants nothing and revokes nothing.
 pub fn acquire<S: LeaseSet>(
     set: &mut S,
     max: u64,
     lease_ms: u64,
     id: Option<&[u8]>,
-    new_id: impl FnOnce() -> Vec<u8>,
+    new_id: impl FnOnce() -> Result<Vec<u8>, Error>,
     now_ms: u64,
 ) -> Result<(Acquired, Option<Vec<u8>>), Error> {
     let pruned = set.prune(now_ms)?;
@@ -110,7 +111,7 @@ pub fn acquire<S: LeaseSet>(
     let granted_id = if renewed || live < max {
         let granted = match id {
             Some(id) => id.to_vec(),
-            None => new_id(),
+            None => new_id()?,
         };
         set.put(&granted, deadline_ms)?;
         Some(granted)
@@ -241,7 +242,7 @@ mod tests {
             max,
             lease_ms,
             id.map(str::as_bytes),
-            || b"new".to_vec(),
+            || Ok(b"new".to_vec()),
             now_ms,
         )
         .unwrap()
@@ -327,6 +328,21 @@ mod tests {
     }
 
     #[test]
+    fn an_id_that_cannot_be_made_grants_nothing() {
+        let mut s = set(&[("a", 11_000)]);
+        let failed = acquire(
+            &mut s,
+            2,
+            1_000,
+            None,
+            || Err(Error::Internal("no randomness")),
+            10_000,
+        );
+        assert_eq!(failed, Err(Error::Internal("no randomness")));
+        assert_eq!(s, set(&[("a", 11_000)]));
+    }
+
+    #[test]
     fn ids_are_one_to_sixty_four_bytes() {
         assert_eq!(check_id(b""), Err(Error::InvalidLeaseId));
         assert!(check_id(&[0u8; 1]).is_ok());
@@ -372,7 +388,7 @@ mod tests {
                         let id = id.map(|i| vec![b'a' + i]);
                         let (a, granted) = acquire(&mut s, max, lease_ms, id.as_deref(), || {
                             generated += 1;
-                            format!("g{generated}").into_bytes()
+                            Ok(format!("g{generated}").into_bytes())
                         }, now_ms).unwrap();
                         prop_assert_eq!(a.granted.is_some(), granted.is_some());
                         if let Some(id) = granted {

@@ -25,7 +25,7 @@ use crate::error::Error;
 use crate::limiter::{Encoded, Id, Kind, Layout, Outcome, Registered};
 use crate::server::{self, Ctx, Key, Value};
 
-/// The state a key holds for kind `K`, with the length of its value.
+/// The state a key holds for kind `K`, with its value as stored.
 pub struct Loaded<'k, S> {
     /// The state; `None` for a missing key.
     pub state: Option<S>,
