@@ -163,7 +163,7 @@ pub unsafe extern "C" fn RedisModule_OnLoad(
         return load::load_status(false);
     };
     // SAFETY: the server passes `argc` valid arguments, live during OnLoad.
-    let args = unsafe { load::load_args(argv, argc) };
+    let args = unsafe { server::args(argv, argc) };
     // A panic here would abort the server as surely as in a command.
     let loaded = std::panic::catch_unwind(|| load(ctx, args))
         .unwrap_or_else(|_| Err("internal error while loading".to_string()));

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use redis_module::raw;
 
-use super::{status, Ctx, Held, RString, ERR, HELD, OK};
+use super::{status, Ctx, Held, ERR, HELD, OK};
 use crate::error::Error;
 use crate::limiter::Chosen;
 use crate::metadata::{ArgDocs, ArgKind, CommandDocs, KeySpec};
@@ -97,15 +97,6 @@ pub fn release_strings() {
             unsafe { free(ptr::null_mut(), string) };
         }
     }
-}
-
-/// Views the module's load-time arguments as a slice.
-///
-/// # Safety
-/// As [`super::args`]: the arguments `OnLoad` was given.
-pub unsafe fn load_args<'a>(argv: *mut *mut raw::RedisModuleString, argc: c_int) -> &'a [RString] {
-    // SAFETY: the caller's promise.
-    unsafe { super::args(argv, argc) }
 }
 
 /// Registers a command with the server; with `ask_for_keys`, the server
