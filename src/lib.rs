@@ -198,7 +198,8 @@ fn load(ctx: Ctx, args: &[server::RString]) -> Result<(), String> {
 
     let own_category = load::add_category(ctx);
     let cl_throttle = config::CL_THROTTLE.load(Relaxed);
-    let mut described = load::Described::default();
+    // What the server took, for every command: the load log says it once.
+    let mut described: Option<load::Described> = None;
     for command in COMMANDS.iter().chain(cl_throttle.then_some(&CL_THROTTLE)) {
         // Keys that follow a count are also given by the command itself
         // (`getkeys-api`): cluster redirection (MOVED, CROSSSLOT) finds keys
@@ -214,11 +215,13 @@ fn load(ctx: Ctx, args: &[server::RString]) -> Result<(), String> {
             ask_for_keys,
         )
         .map_err(|_| format!("could not register {:?}", command.name))?;
-        described = load::describe(ctx, command.name, command.docs, own_category)?;
+        let this = load::describe(ctx, command.name, command.docs, own_category)?;
+        described = Some(described.map_or(this, |so_far| so_far.and(this)));
     }
     load::register_info(ctx, Some(stats::info))
         .map_err(|_| "could not register the INFO section".to_string())?;
 
+    let described = described.unwrap_or_default();
     let said = |b: bool, yes: &'static str, no: &'static str| if b { yes } else { no };
     let found = |b: bool| said(b, "found", "absent");
     let cached = server::has_cached_clock();

@@ -23,7 +23,7 @@
 //! itself), `reset_after_ms` (until the last live lease ends, 0 for none),
 //! and the lease id (nil when not acquired).
 
-use super::{denied_event, Command};
+use super::{denied_event, reply_int, Command};
 use crate::args::{bounded, is_keyword, Arg};
 use crate::error::Error;
 use crate::limiter::leases::{self, check_id, LEASE_MS, MAX};
@@ -129,16 +129,16 @@ impl Command for Acquire {
         let request = parse(args)?;
         let now_ms = server::now_ms()?;
         let mut key = Key::open(ctx, request.key, Access::ReadWrite)?;
-        let mut set = KeyLeases::open(ctx, &mut key)?;
-        let (acquired, id) = leases::acquire(
-            &mut set,
-            request.max,
-            request.lease_ms,
-            request.id,
-            new_id,
-            now_ms,
-        )?;
-        set.finish()?;
+        let (acquired, id) = KeyLeases::change(ctx, &mut key, |set| {
+            leases::acquire(
+                set,
+                request.max,
+                request.lease_ms,
+                request.id,
+                new_id,
+                now_ms,
+            )
+        })?;
         STATS.leases_expired.add(acquired.pruned);
         if acquired.granted.is_some() {
             if acquired.renewed {
@@ -151,14 +151,13 @@ impl Command for Acquire {
             STATS.leases_denied.bump();
             denied_event(ctx, key.name());
         }
-        let int = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         Ok(LeaseReply {
             fields: [
                 i64::from(acquired.granted.is_some()),
-                int(acquired.remaining),
-                int(acquired.max),
-                acquired.retry_after_ms.map_or(-1, int),
-                int(acquired.reset_after_ms),
+                reply_int(acquired.remaining),
+                reply_int(acquired.max),
+                acquired.retry_after_ms.map_or(-1, reply_int),
+                reply_int(acquired.reset_after_ms),
             ],
             id,
         })

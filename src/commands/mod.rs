@@ -18,6 +18,7 @@ use crate::stats::CommandStats;
 
 pub mod acquire;
 pub mod check;
+pub mod limits;
 pub mod mcheck;
 pub mod mpeek;
 pub mod peek;
@@ -52,16 +53,27 @@ impl<C: Command> Handler for C {
     }
 }
 
+/// The largest integer a reply says: 2^53 - 1, the largest that clients
+/// whose numbers are IEEE doubles (JavaScript) read exactly. The accepted
+/// arguments keep every computed value below it; only a state made by hand
+/// can reach past it (a lease held until `+inf`), and then a wait reads as
+/// this many milliseconds, about 285,000 years.
+pub const MAX_REPLY_INT: u64 = (1 << 53) - 1;
+
+/// `v` as a reply integer, at most [`MAX_REPLY_INT`].
+pub fn reply_int(v: u64) -> i64 {
+    i64::try_from(v.min(MAX_REPLY_INT)).unwrap_or(i64::MAX)
+}
+
 /// The five integers of a decision, in reply order; -1 stands for "no retry
-/// time". Values are bounded far below `i64::MAX` by the accepted arguments.
+/// time".
 pub fn decision_fields(d: Decision) -> [i64; 5] {
-    let int = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
     [
         i64::from(d.allowed),
-        int(d.remaining),
-        int(d.limit),
-        d.retry_after_ms.map_or(-1, int),
-        int(d.reset_after_ms),
+        reply_int(d.remaining),
+        reply_int(d.limit),
+        d.retry_after_ms.map_or(-1, reply_int),
+        reply_int(d.reset_after_ms),
     ]
 }
 
@@ -140,6 +152,14 @@ mod tests {
             ..d
         };
         assert_eq!(decision_fields(d), [1, 2, 10, -1, 1500]);
+    }
+
+    #[test]
+    fn reply_integers_stop_at_two_to_the_53_less_one() {
+        assert_eq!(reply_int(MAX_REPLY_INT), 9_007_199_254_740_991);
+        assert_eq!(reply_int(MAX_REPLY_INT + 1), 9_007_199_254_740_991);
+        assert_eq!(reply_int(u64::MAX), 9_007_199_254_740_991);
+        assert_eq!(reply_int(7), 7);
     }
 
     #[test]

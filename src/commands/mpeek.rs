@@ -10,15 +10,17 @@
 //!
 //! # Returns
 //! MCHECK's seven elements for the state as it is: whether the request
-//! would be admitted now, the binding limit, and each limit's numbers as
-//! MCHECK would reply them (as charged when it would be admitted, as a
-//! PEEK when not). Nothing is written.
+//! would be admitted now and the binding limit, as MCHECK would decide
+//! them, and each limit's PEEK for its cost (`remaining` and
+//! `reset_after_ms` with nothing deducted, as every read-only command
+//! replies them). MPEEK of one key is PEEK of that key. Nothing is written.
 
-use super::mcheck::{ask_all, key_positions, parse, MultiReply, MULTI_ARGS};
+use super::limits::{key_positions, parse_multi, Ask, Mode, MultiReply, MULTI_ARGS};
 use super::Command;
 use crate::error::Error;
+use crate::limiter::all_of;
 use crate::metadata::{CommandDocs, KeySpec};
-use crate::server::{self, Access, Ctx, RString};
+use crate::server::{self, Access, Ctx, Key, RString};
 use crate::stats::{CommandStats, STATS};
 use redis_module::raw;
 
@@ -44,13 +46,23 @@ impl Command for MPeek {
     type Reply = MultiReply;
 
     fn run(ctx: Ctx, args: &[RString]) -> Result<MultiReply, Error> {
-        let request = parse(args)?;
+        let request = parse_multi(args)?;
         let now_ms = server::now_ms()?;
-        let (combined, asked) = ask_all(ctx, &request, Access::Read, now_ms)?;
-        Ok(MultiReply::new(
-            combined,
-            asked.iter().map(|(_, a)| &a.each),
-        ))
+        let mut charged = Vec::with_capacity(request.keys.len());
+        let mut shown = Vec::with_capacity(request.keys.len());
+        for (name, limit) in request.pairs() {
+            let key = Key::open(ctx, name, Access::Read)?;
+            let answer = limit.chosen.visit(Ask {
+                key: &key,
+                cost: limit.cost,
+                now_ms,
+                mode: Mode::Look,
+            })?;
+            charged.push(answer.charged);
+            shown.push(answer.look()?);
+        }
+        let combined = all_of::combine(&charged).ok_or(Error::Internal("MPEEK with no limits"))?;
+        Ok(MultiReply::new(combined, shown))
     }
 
     fn key_positions(args: &[RString]) -> Option<std::ops::Range<usize>> {

@@ -14,14 +14,12 @@
 //! request would be admitted (-1 if now, or never), `reset_after_ms` is when
 //! the limiter is empty again.
 
-use super::check::{parse, Request, LIMIT_ARGS};
+use super::limits::{parse, Ask, Mode, Request, LIMIT_ARGS};
 use super::{decision_fields, Command};
 use crate::error::Error;
-use crate::limiter::{Algorithm, Decision, Visit};
 use crate::metadata::{CommandDocs, KeySpec};
 use crate::server::{self, Access, Ctx, Key, RString};
 use crate::stats::{CommandStats, STATS};
-use crate::store;
 
 /// What `COMMAND DOCS` and `COMMAND INFO` say of RATELIMIT.PEEK.
 pub const DOCS: CommandDocs = CommandDocs {
@@ -45,28 +43,13 @@ impl Command for Peek {
         let Request { key, limit } = parse(args)?;
         let now_ms = server::now_ms()?;
         let key = Key::open(ctx, key, Access::Read)?;
-        let decision = limit.chosen.visit(Look {
+        let answer = limit.chosen.visit(Ask {
             key: &key,
             cost: limit.cost,
             now_ms,
+            mode: Mode::Look,
         })?;
         STATS.algorithm(limit.chosen.id()).peeks.bump();
-        Ok(decision_fields(decision))
-    }
-}
-
-/// A look at the key through the chosen algorithm.
-pub(crate) struct Look<'k, 'a> {
-    pub key: &'k Key<'a>,
-    pub cost: u64,
-    pub now_ms: u64,
-}
-
-impl Visit for Look<'_, '_> {
-    type Output = Result<Decision, Error>;
-
-    fn visit<A: Algorithm>(self, algorithm: A) -> Self::Output {
-        let stored = store::load::<A>(self.key)?.state;
-        Ok(algorithm.peek(stored, self.cost, self.now_ms))
+        Ok(decision_fields(answer.look()?))
     }
 }

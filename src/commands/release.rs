@@ -61,14 +61,13 @@ impl Command for Release {
             .collect::<Result<Vec<&[u8]>, Error>>()?;
         let now_ms = server::now_ms()?;
         let mut key = Key::open(ctx, key, Access::ReadWrite)?;
-        let mut set = KeyLeases::open(ctx, &mut key)?;
-        let (released, pruned) = leases::release(&mut set, &ids, now_ms)?;
-        set.finish()?;
+        let (released, pruned) =
+            KeyLeases::change(ctx, &mut key, |set| leases::release(set, &ids, now_ms))?;
         STATS.leases_expired.add(pruned);
         STATS.leases_released.add(released);
         if released > 0 {
             server::notify(ctx, c"ratelimit.release", key.name());
         }
-        Ok(i64::try_from(released).unwrap_or(i64::MAX))
+        Ok(super::reply_int(released))
     }
 }

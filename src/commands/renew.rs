@@ -54,9 +54,9 @@ impl Command for Renew {
         let lease_ms = bounded(lease_ms, &LEASE_MS)?;
         let now_ms = server::now_ms()?;
         let mut key = Key::open(ctx, key, Access::ReadWrite)?;
-        let mut set = KeyLeases::open(ctx, &mut key)?;
-        let (renewed, pruned) = leases::renew(&mut set, id, lease_ms, now_ms)?;
-        set.finish()?;
+        let (renewed, pruned) = KeyLeases::change(ctx, &mut key, |set| {
+            leases::renew(set, id, lease_ms, now_ms)
+        })?;
         STATS.leases_expired.add(pruned);
         if renewed {
             STATS.leases_renewed.bump();

@@ -17,7 +17,7 @@
 //! `reset_after` in seconds, rounded up (`retry_after` is -1 when admitted,
 //! or when the quantity can never fit).
 
-use super::{denied_event, Command};
+use super::{denied_event, reply_int, Command};
 use crate::args::{bounded, Arg};
 use crate::error::Error;
 use crate::limiter::gcra::{
@@ -118,14 +118,13 @@ impl Command for Throttle {
 
 /// CL.THROTTLE's five integers.
 pub fn verdict_fields(v: Verdict) -> [i64; 5] {
-    let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     [
         i64::from(v.limited),
-        int(v.limit),
-        int(v.remaining),
+        reply_int(v.limit),
+        reply_int(v.remaining),
         v.retry_after_ns
-            .map_or(-1, |ns| int(seconds_rounded_up(ns))),
-        int(seconds_rounded_up(v.reset_after_ns)),
+            .map_or(-1, |ns| reply_int(seconds_rounded_up(ns))),
+        reply_int(seconds_rounded_up(v.reset_after_ns)),
     ]
 }
 

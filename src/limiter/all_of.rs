@@ -21,17 +21,6 @@
 
 use super::Decision;
 
-/// What one limit says of the request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Each {
-    /// Its answer as a check: admitted or not, and, when admitted, the
-    /// numbers after charging it.
-    pub charged: Decision,
-    /// Its answer as a look: the same `allowed` and `retry_after_ms`, with
-    /// `remaining` and `reset_after_ms` of the state as it is.
-    pub looked: Decision,
-}
-
 /// The verdict on the whole request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Combined {
@@ -42,41 +31,32 @@ pub struct Combined {
 }
 
 impl Combined {
-    /// What limit `each` replies: as charged when the request is admitted,
-    /// as a look when it is not.
-    pub fn shown(&self, each: &Each) -> Decision {
-        if self.allowed {
-            each.charged
-        } else {
-            each.looked
-        }
-    }
-
-    /// Whether a state limit `each` asked to store is stored: all of them
-    /// when the request is admitted; when it is not, only what a limit that
-    /// denies by itself stores without charging (a fixed-window counter
-    /// that had no expiry gets one, as CHECK gives it).
-    pub fn stores(&self, each: &Each) -> bool {
-        self.allowed || !each.charged.allowed
+    /// Whether the state a limit asked to store, checked alone with the
+    /// answer `charged`, is stored: all of them when the request is
+    /// admitted; when it is not, only what a limit that denies by itself
+    /// stores without charging (a fixed-window counter that had no expiry
+    /// gets one, as CHECK gives it).
+    pub fn stores(&self, charged: &Decision) -> bool {
+        self.allowed || !charged.allowed
     }
 }
 
-/// The verdict on a request of several limits; `None` for no limits.
-pub fn combine(limits: &[Each]) -> Option<Combined> {
-    let allowed = limits.iter().all(|l| l.charged.allowed);
+/// The verdict on a request of several limits, from each limit's answer
+/// as a check of its own cost; `None` for no limits.
+pub fn combine(charged: &[Decision]) -> Option<Combined> {
+    let allowed = charged.iter().all(|d| d.allowed);
     let binding = if allowed {
-        least_room(limits)?
+        least_room(charged)?
     } else {
-        latest_retry(limits)?
+        latest_retry(charged)?
     };
     Some(Combined { allowed, binding })
 }
 
 /// The limit with the smallest `remaining / limit`, the first of equals.
-fn least_room(limits: &[Each]) -> Option<usize> {
+fn least_room(charged: &[Decision]) -> Option<usize> {
     let mut best: Option<(usize, &Decision)> = None;
-    for (i, each) in limits.iter().enumerate() {
-        let d = &each.charged;
+    for (i, d) in charged.iter().enumerate() {
         // remaining / limit < best.remaining / best.limit, cross-multiplied.
         let less = best.is_none_or(|(_, b)| {
             u128::from(d.remaining).saturating_mul(u128::from(b.limit))
@@ -91,15 +71,15 @@ fn least_room(limits: &[Each]) -> Option<usize> {
 
 /// The denying limit with the largest retry time (never outranks any
 /// time), the first of equals.
-fn latest_retry(limits: &[Each]) -> Option<usize> {
+fn latest_retry(charged: &[Decision]) -> Option<usize> {
     // `None` as the largest: u64::MAX, beyond any real wait.
     let rank = |d: &Decision| d.retry_after_ms.unwrap_or(u64::MAX);
     let mut best: Option<(usize, u64)> = None;
-    for (i, each) in limits.iter().enumerate() {
-        if each.looked.allowed {
+    for (i, d) in charged.iter().enumerate() {
+        if d.allowed {
             continue;
         }
-        let r = rank(&each.looked);
+        let r = rank(d);
         if best.is_none_or(|(_, b)| r > b) {
             best = Some((i, r));
         }
@@ -122,27 +102,19 @@ mod tests {
     }
 
     /// A limit that admits with `remaining` of `limit` left.
-    fn admits(remaining: u64, limit: u64) -> Each {
-        let d = decision(true, remaining, limit, None);
-        Each {
-            charged: d,
-            looked: d,
-        }
+    fn admits(remaining: u64, limit: u64) -> Decision {
+        decision(true, remaining, limit, None)
     }
 
     /// A limit that denies, to be retried after `retry` ms (`None`: never).
-    fn denies(retry: Option<u64>) -> Each {
-        let d = decision(false, 0, 10, retry);
-        Each {
-            charged: d,
-            looked: d,
-        }
+    fn denies(retry: Option<u64>) -> Decision {
+        decision(false, 0, 10, retry)
     }
 
     #[test]
     fn binds_as_the_table_says() {
         #[rustfmt::skip]
-        let rows: [(&[Each], bool, usize); 9] = [
+        let rows: [(&[Decision], bool, usize); 9] = [
             // 0: one limit binds itself
             (&[admits(3, 10)], true, 0),
             // 1: admitted: the least room left, as a share of the limit
@@ -203,22 +175,18 @@ mod tests {
         }
 
         impl Visit for Ask<'_> {
-            type Output = (Each, Key);
-            fn visit<A: Algorithm>(self, a: A) -> (Each, Key) {
+            type Output = (Decision, Key);
+            fn visit<A: Algorithm>(self, a: A) -> (Decision, Key) {
                 let stored = self.key.as_ref().map(|(value, expires_at_ms)| {
                     A::State::decode(value, *expires_at_ms).expect("the key holds this kind")
                 });
                 let outcome = a.check(stored, self.cost, self.now_ms);
-                let each = Each {
-                    charged: outcome.decision,
-                    looked: a.peek(stored, self.cost, self.now_ms),
-                };
                 let next = outcome.store.map(|state| {
                     let mut out = Encoded::new();
                     state.encode(&mut out, 0).unwrap();
                     (out.as_bytes().to_vec(), state.expires_at_ms())
                 });
-                (each, next.or_else(|| self.key.clone()))
+                (outcome.decision, next.or_else(|| self.key.clone()))
             }
         }
 
@@ -234,7 +202,7 @@ mod tests {
             limits: &[(Chosen, u64)],
             keys: &[Key],
             now_ms: u64,
-        ) -> (Combined, Vec<Each>, Vec<Key>) {
+        ) -> (Combined, Vec<Decision>, Vec<Key>) {
             let keys = live(keys, now_ms);
             let mut answers = Vec::new();
             let mut after = Vec::new();
@@ -288,7 +256,7 @@ mod tests {
                     now_ms += wait_ms;
                     let (combined, answers, after) = ask(&limits, &keys, now_ms);
                     // Admitted iff each limit admits alone.
-                    prop_assert_eq!(combined.allowed, answers.iter().all(|a| a.charged.allowed));
+                    prop_assert_eq!(combined.allowed, answers.iter().all(|a| a.allowed));
                     if combined.allowed {
                         keys = after;
                         continue;
@@ -296,14 +264,14 @@ mod tests {
                     // Denied: no key changes (these keys all have expiries).
                     prop_assert_eq!(&after, &live(&keys, now_ms));
                     let binding = &answers[combined.binding];
-                    prop_assert!(!binding.looked.allowed);
+                    prop_assert!(!binding.allowed);
                     // The binding retry time is when a replay first admits.
-                    if let Some(retry_ms) = binding.looked.retry_after_ms {
+                    if let Some(retry_ms) = binding.retry_after_ms {
                         prop_assert!(retry_ms >= 1);
                         prop_assert!(!ask(&limits, &keys, now_ms + retry_ms - 1).0.allowed);
                         prop_assert!(ask(&limits, &keys, now_ms + retry_ms).0.allowed);
                     } else {
-                        prop_assert!(answers.iter().any(|a| !a.looked.allowed && a.looked.retry_after_ms.is_none()));
+                        prop_assert!(answers.iter().any(|a| !a.allowed && a.retry_after_ms.is_none()));
                     }
                 }
             }

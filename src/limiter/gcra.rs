@@ -252,6 +252,14 @@ fn narrow(value: i128) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn messages_state_the_bounds_in_force() {
+        for bound in [MAX_BURST, COUNT_PER_PERIOD, QUANTITY] {
+            let text = bound.error.message().unwrap().as_str().to_string();
+            assert!(text.contains(&bound.max.to_string()), "{text}");
+        }
+    }
     use proptest::prelude::*;
 
     const S: u64 = 1_000_000_000;

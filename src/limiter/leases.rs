@@ -15,6 +15,8 @@
 //! now`), then works on the live ones. Nothing here reads a clock or touches
 //! Redis.
 
+use std::borrow::Cow;
+
 use super::Bound;
 use crate::error::Error;
 
@@ -38,9 +40,12 @@ pub const LEASE_MS: Bound = Bound {
     error: Error::InvalidLeaseMs,
 };
 
-/// A lease id as a client gives it: 1 to [`MAX_ID_LEN`] bytes, any bytes.
+/// A lease id as a client gives it: 1 to [`MAX_ID_LEN`] bytes, any bytes
+/// but the word `NOW` in any case. The script fallback takes a final
+/// `NOW <unix_ms>` as its clock; were `NOW` an id, `RELEASE key a NOW 5`
+/// would mean two things.
 pub fn check_id(id: &[u8]) -> Result<&[u8], Error> {
-    if (1..=MAX_ID_LEN).contains(&id.len()) {
+    if (1..=MAX_ID_LEN).contains(&id.len()) && !id.eq_ignore_ascii_case(b"NOW") {
         Ok(id)
     } else {
         Err(Error::InvalidLeaseId)
@@ -90,8 +95,8 @@ pub struct Acquired {
 
 /// Grants lease `id` until `now_ms + lease_ms` if fewer than `max` are live,
 /// or renews it if it is live already (taking no second slot). `id` is the
-/// client's, or `new_id` makes one when a new lease is granted (its error
-/// fails the call before anything is granted). A `max` below the live count
+/// client's, or `new_id` makes one, before anything changes: its error
+/// fails the call with the set untouched. A `max` below the live count
 /// grants nothing and revokes nothing.
 pub fn acquire<S: LeaseSet>(
     set: &mut S,
@@ -101,6 +106,10 @@ pub fn acquire<S: LeaseSet>(
     new_id: impl FnOnce() -> Result<Vec<u8>, Error>,
     now_ms: u64,
 ) -> Result<(Acquired, Option<Vec<u8>>), Error> {
+    let candidate: Cow<[u8]> = match id {
+        Some(id) => Cow::Borrowed(id),
+        None => Cow::Owned(new_id()?),
+    };
     let pruned = set.prune(now_ms)?;
     let deadline_ms = now_ms.saturating_add(lease_ms);
     let live = set.live()?;
@@ -109,10 +118,7 @@ pub fn acquire<S: LeaseSet>(
         None => false,
     };
     let granted_id = if renewed || live < max {
-        let granted = match id {
-            Some(id) => id.to_vec(),
-            None => new_id()?,
-        };
+        let granted = candidate.into_owned();
         set.put(&granted, deadline_ms)?;
         Some(granted)
     } else {
@@ -220,6 +226,15 @@ mod tests {
     use super::testing::Memory;
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn messages_state_the_bounds_in_force() {
+        let text = |e: Error| e.message().unwrap().as_str().to_string();
+        for bound in [MAX, LEASE_MS] {
+            assert!(text(bound.error).ends_with(&bound.max.to_string()));
+        }
+        assert!(text(Error::InvalidLeaseId).contains(&format!("1 to {MAX_ID_LEN} bytes")));
+    }
 
     fn set(leases: &[(&str, u64)]) -> Memory {
         Memory(
@@ -348,6 +363,10 @@ mod tests {
         assert!(check_id(&[0u8; 1]).is_ok());
         assert!(check_id(&[0xffu8; 64]).is_ok());
         assert_eq!(check_id(&[b'a'; 65]), Err(Error::InvalidLeaseId));
+        for now in [&b"NOW"[..], b"now", b"Now"] {
+            assert_eq!(check_id(now), Err(Error::InvalidLeaseId));
+        }
+        assert!(check_id(b"NOWS").is_ok());
     }
 
     /// One step of a schedule: wait, then acquire (with an id or not),

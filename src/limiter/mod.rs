@@ -71,12 +71,19 @@ pub trait Algorithm: Kind + Registered + Copy {
     /// `reset_after_ms` of the state as it is (nothing deducted).
     fn peek(&self, stored: Option<Self::State>, cost: u64, now_ms: u64) -> Decision {
         let asked = self.check(stored, cost, now_ms).decision;
-        let now = self.check(stored, 0, now_ms).decision;
-        Decision {
-            remaining: now.remaining,
-            reset_after_ms: now.reset_after_ms,
-            ..asked
-        }
+        looked(asked, self.check(stored, 0, now_ms).decision)
+    }
+}
+
+/// A look, from the decision of a check of the cost (`asked`) and of a
+/// check of nothing (`as_is`): whether and when the request would pass,
+/// with `remaining` and `reset_after_ms` of the state as it is. This is
+/// what every read-only command (PEEK, MPEEK) replies for a limit.
+pub fn looked(asked: Decision, as_is: Decision) -> Decision {
+    Decision {
+        remaining: as_is.remaining,
+        reset_after_ms: as_is.reset_after_ms,
+        ..asked
     }
 }
 
@@ -153,6 +160,9 @@ macro_rules! kinds {
             /// The names `ALGORITHM` takes.
             pub const NAMES: &'static [&'static str] = &[$(<$alg_ty as Kind>::NAME,)+];
 
+            /// The error for a name `ALGORITHM` does not take.
+            pub const UNKNOWN_NAME: Error = Error::InvalidAlgorithm(Chosen::NAMES);
+
             /// The algorithm named `name` (any case), if CHECK can choose it.
             pub fn named(name: &[u8]) -> Option<Id> {
                 $(if name.eq_ignore_ascii_case(<$alg_ty as Kind>::NAME.as_bytes()) {
@@ -166,7 +176,7 @@ macro_rules! kinds {
                 match id {
                     $(Id::$alg => Ok(Chosen::$alg(<$alg_ty as Algorithm>::new(quota, burst)?)),)+
                     #[allow(unreachable_patterns)]
-                    _ => Err(Error::InvalidAlgorithm),
+                    _ => Err(Chosen::UNKNOWN_NAME),
                 }
             }
 
@@ -210,6 +220,16 @@ impl Id {
     /// The kind whose state `value` is, if any (layouts never overlap).
     pub fn of_value(value: &[u8]) -> Option<Id> {
         Id::ALL.iter().copied().find(|id| id.is_state(value))
+    }
+
+    /// The error for a key that holds this kind's state when a command
+    /// asked for `wanted`'s.
+    pub fn wrong_kind(self, wanted: Id) -> Error {
+        Error::WrongKind {
+            held: self.name(),
+            wanted: wanted.name(),
+            held_chosen_by: self.chosen_by(),
+        }
     }
 }
 
@@ -404,12 +424,16 @@ pub(crate) mod testing {
         start_ms: u64,
         requests: &[(u64, u64)],
     ) -> Result<(), proptest::test_runner::TestCaseError> {
-        use proptest::prop_assert;
+        use proptest::{prop_assert, prop_assert_eq};
         let admits = |state, cost, at_ms| algorithm.check(state, cost, at_ms).decision.allowed;
         for (now_ms, cost, state, outcome) in replay(start_ms, requests, |state, cost, now_ms| {
             algorithm.check(state, cost, now_ms)
         }) {
             let decision = outcome.decision;
+            if !decision.allowed {
+                // A denied check deducts nothing: it says what a look says.
+                prop_assert_eq!(decision, algorithm.peek(state, cost, now_ms));
+            }
             match decision.retry_after_ms {
                 Some(retry_ms) => {
                     prop_assert!(!decision.allowed);
@@ -463,6 +487,27 @@ pub(crate) mod testing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn text(error: Error) -> String {
+        error.message().unwrap().as_str().to_string()
+    }
+
+    #[test]
+    fn messages_state_the_bounds_in_force() {
+        for bound in [LIMIT, PERIOD_S, COST, BURST] {
+            assert!(text(bound.error).contains(&bound.max.to_string()));
+        }
+        assert!(text(Error::BurstTooLarge).contains(&MAX_PERIOD_S.to_string()));
+        assert_eq!(
+            text(Chosen::UNKNOWN_NAME),
+            "ERR ALGORITHM must be FIXED, SLIDING or TOKEN"
+        );
+        assert_eq!(
+            text(Id::Sliding.wrong_kind(Id::Fixed)),
+            "WRONGTYPE the key holds SLIDING limiter state, not FIXED; \
+             use ALGORITHM SLIDING or RATELIMIT.RESET it"
+        );
+    }
 
     #[test]
     fn quota_rejects_out_of_range_values() {
@@ -527,7 +572,7 @@ mod tests {
         assert_eq!(Chosen::named(b"LEAKY"), None);
         assert_eq!(
             Chosen::new(Id::Throttle, quota, None),
-            Err(Error::InvalidAlgorithm)
+            Err(Chosen::UNKNOWN_NAME)
         );
     }
 

@@ -30,9 +30,23 @@ pub unsafe fn init(ctx: *mut raw::RedisModuleCtx, name: &CStr, version: c_int) -
     Some(unsafe { Ctx::from_raw(ctx) })
 }
 
-/// The module API functions the commands need that this server lacks
+/// The module API functions the module calls whenever the server has
+/// them, and does without otherwise (each use says how): the server's
+/// frozen clock, command metadata and ACL categories, module configs.
+pub const OPTIONAL_FUNCTIONS: [&str; 7] = [
+    "RedisModule_CachedMicroseconds",
+    "RedisModule_GetCommand",
+    "RedisModule_SetCommandInfo",
+    "RedisModule_SetCommandACLCategories",
+    "RedisModule_AddACLCategory",
+    "RedisModule_RegisterBoolConfig",
+    "RedisModule_LoadConfigs",
+];
+
+/// The module API functions the module needs that this server lacks
 /// (empty on Redis 6.2.2 and later, whose `SetAbsExpire` and `GetAbsExpire`
-/// are the most recent of them).
+/// are the most recent of them): every function the code calls but those
+/// of [`OPTIONAL_FUNCTIONS`], as a test checks against the source.
 pub fn missing_functions() -> Vec<&'static str> {
     macro_rules! missing {
         ($($name:ident),* $(,)?) => {
@@ -44,28 +58,51 @@ pub fn missing_functions() -> Vec<&'static str> {
         };
     }
     missing!(
-        RedisModule_CreateCommand,
-        RedisModule_StringPtrLen,
-        RedisModule_OpenKey,
+        RedisModule_Call,
+        RedisModule_CallReplyArrayElement,
+        RedisModule_CallReplyStringPtr,
         RedisModule_CloseKey,
-        RedisModule_KeyType,
-        RedisModule_StringDMA,
-        RedisModule_StringTruncate,
-        RedisModule_DeleteKey,
-        RedisModule_GetAbsExpire,
-        RedisModule_SetAbsExpire,
-        RedisModule_Replicate,
-        RedisModule_SignalModifiedKey,
-        RedisModule_SetModuleOptions,
-        RedisModule_Milliseconds,
+        RedisModule_CreateCommand,
         RedisModule_CreateString,
+        RedisModule_DeleteKey,
+        RedisModule_FreeCallReply,
         RedisModule_FreeString,
+        RedisModule_GetAbsExpire,
+        RedisModule_GetRandomBytes,
+        RedisModule_InfoAddFieldULongLong,
+        RedisModule_InfoAddSection,
+        RedisModule_IsKeysPositionRequest,
+        RedisModule_KeyAtPos,
+        RedisModule_KeyType,
+        RedisModule_Log,
+        RedisModule_Milliseconds,
+        RedisModule_NotifyKeyspaceEvent,
+        RedisModule_OpenKey,
+        RedisModule_RegisterInfoFunc,
+        RedisModule_Replicate,
         RedisModule_ReplyWithArray,
-        RedisModule_ReplyWithLongLong,
-        RedisModule_ReplyWithStringBuffer,
-        RedisModule_ReplyWithNull,
         RedisModule_ReplyWithError,
+        RedisModule_ReplyWithLongLong,
+        RedisModule_ReplyWithNull,
+        RedisModule_ReplyWithStringBuffer,
+        RedisModule_SetAbsExpire,
+        RedisModule_SetModuleOptions,
+        RedisModule_SignalModifiedKey,
+        RedisModule_StringDMA,
+        RedisModule_StringPtrLen,
+        RedisModule_StringTruncate,
+        RedisModule_ValueLength,
         RedisModule_WrongArity,
+        RedisModule_ZsetAdd,
+        RedisModule_ZsetFirstInScoreRange,
+        RedisModule_ZsetLastInScoreRange,
+        RedisModule_ZsetRangeCurrentElement,
+        RedisModule_ZsetRangeEndReached,
+        RedisModule_ZsetRangeNext,
+        RedisModule_ZsetRangePrev,
+        RedisModule_ZsetRangeStop,
+        RedisModule_ZsetRem,
+        RedisModule_ZsetScore,
     )
 }
 
@@ -255,6 +292,16 @@ pub struct Described {
     pub command_info: bool,
     /// `SetCommandACLCategories` was there.
     pub acl_categories: bool,
+}
+
+impl Described {
+    /// What was there for every command: this and `other` both.
+    pub fn and(self, other: Described) -> Described {
+        Described {
+            command_info: self.command_info && other.command_info,
+            acl_categories: self.acl_categories && other.acl_categories,
+        }
+    }
 }
 
 /// Adds the `@ratelimit` ACL category, where the server can (Redis 7.4+,
@@ -495,5 +542,45 @@ pub fn load_status(loaded: bool) -> c_int {
         OK
     } else {
         ERR
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_load_check_covers_every_function_the_code_calls() {
+        // Outside a server every function is missing: the check names all
+        // it covers.
+        let checked = missing_functions();
+        let sources = [
+            include_str!("mod.rs"),
+            include_str!("key.rs"),
+            include_str!("load.rs"),
+        ];
+        let mut called = std::collections::BTreeSet::new();
+        for source in sources {
+            for (at, _) in source.match_indices("api!(RedisModule_") {
+                let name: String = source[at + "api!(".len()..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                // This test's own pattern names nothing.
+                if name != "RedisModule_" {
+                    called.insert(name);
+                }
+            }
+        }
+        assert!(called.len() > 40, "{called:?}");
+        for name in &called {
+            assert!(
+                checked.contains(&name.as_str()) || OPTIONAL_FUNCTIONS.contains(&name.as_str()),
+                "{name} is called but not checked at load"
+            );
+        }
+        for name in checked.iter().chain(&OPTIONAL_FUNCTIONS) {
+            assert!(called.contains(*name), "{name} is checked but never called");
+        }
     }
 }

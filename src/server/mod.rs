@@ -12,12 +12,15 @@
 //!
 //! A function pointer the server did not provide becomes
 //! [`Error::Internal`] naming it, never a panic. `OnLoad` refuses to load on
-//! a server that lacks any of them ([`load::missing_functions`]), so in
-//! practice those branches are not taken.
+//! a server that lacks any the module needs ([`load::missing_functions`];
+//! a test checks that list against every call in this folder), so in
+//! practice those branches are not taken; the few it can do without are
+//! [`load::OPTIONAL_FUNCTIONS`].
 //!
-//! Nothing on the command path allocates: arguments are read in place,
-//! strings are written through direct memory access, replies are written
-//! field by field.
+//! The string limiters' path (CHECK, PEEK, THROTTLE) allocates nothing of
+//! its own: arguments are read in place, strings are written through direct
+//! memory access, replies are written field by field. MCHECK and MPEEK keep
+//! their keys in one vector; leases make a string per member they touch.
 
 use std::ffi::{c_int, CStr, CString};
 use std::sync::atomic::{AtomicPtr, Ordering::Relaxed};
@@ -201,6 +204,62 @@ pub fn replicate(ctx: Ctx, command: &CStr, key: &RString, args: &[&[u8]]) -> Res
         }
     };
     status(code, "the server refused to propagate an effect")
+}
+
+/// The score of the member at `rank` (0 for the lowest) of the sorted set
+/// at `key`, through `ZRANGE key rank rank WITHSCORES`: the server's own
+/// rank lookup, O(log N). The module API can only walk a range from one
+/// end, one new string per member, which is O(rank).
+pub fn zset_score_at_rank(ctx: Ctx, key: &RString, rank: u64) -> Result<Option<f64>, Error> {
+    let call = api!(RedisModule_Call)?;
+    let element = api!(RedisModule_CallReplyArrayElement)?;
+    let string = api!(RedisModule_CallReplyStringPtr)?;
+    let free = api!(RedisModule_FreeCallReply)?;
+    let rank =
+        std::ffi::c_longlong::try_from(rank).map_err(|_| Error::Internal("a rank beyond i64"))?;
+    // SAFETY: the format's conversions match the arguments one for one:
+    // `s` the key, `l` two long longs, `c` a NUL-terminated string.
+    let reply = unsafe {
+        call(
+            ctx.0,
+            c"ZRANGE".as_ptr(),
+            c"sllc".as_ptr(),
+            key.0,
+            rank,
+            rank,
+            c"WITHSCORES".as_ptr(),
+        )
+    };
+    if reply.is_null() {
+        return Err(Error::Internal("ZRANGE by rank failed"));
+    }
+    // SAFETY: `reply` is live until freed below. Its element 1 is the
+    // score (RESP2: member, score), or NULL when the rank is out of range
+    // or the reply is no array; a score's text is valid while the reply
+    // is, and is read before it is freed.
+    let score = unsafe {
+        let item = element(reply, 1);
+        let mut len = 0;
+        let ptr = if item.is_null() {
+            std::ptr::null()
+        } else {
+            string(item, &mut len)
+        };
+        // The server writes `inf` and `-inf` as Rust reads them.
+        (!ptr.is_null()).then(|| {
+            std::str::from_utf8(std::slice::from_raw_parts(ptr.cast::<u8>(), len))
+                .ok()
+                .and_then(|text| text.parse::<f64>().ok())
+        })
+    };
+    // SAFETY: made by the call above, freed once; nothing refers to it now.
+    unsafe { free(reply) };
+    match score {
+        None => Ok(None),
+        Some(score) => score
+            .map(Some)
+            .ok_or(Error::Internal("ZRANGE gave a score that is no number")),
+    }
 }
 
 /// Views the `argv`/`argc` pair of a call as a slice.

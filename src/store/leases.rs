@@ -3,12 +3,13 @@
 //! lease, so an idle key vanishes and `ZRANGE key 0 -1 WITHSCORES` shows
 //! who holds what until when.
 //!
-//! Every change is made on the key and propagated as its effect with
+//! Every change is made on the key, then propagated as its effect with
 //! absolute times, in the order made: `ZREMRANGEBYSCORE key -inf <now>` for
 //! the leases pruned, `ZADD key <deadline> <id>`, `ZREM key <id>`, then
 //! `PEXPIREAT key <last deadline>` when the last deadline moved (the server
 //! wraps several in MULTI/EXEC). A replica or an AOF replay then holds the
-//! master's set and expiry and never judges a deadline by its own clock.
+//! master's set and expiry and never judges a deadline by its own clock;
+//! a change the server refused is never propagated.
 
 use crate::args::Arg;
 use crate::decimal::Digits;
@@ -26,7 +27,8 @@ pub struct KeyLeases<'k, 'a> {
     ctx: Ctx,
     key: &'k mut Key<'a>,
     changed: bool,
-    /// The key's expiry when opened.
+    /// The key's expiry: as opened, and `None` once the set has been left
+    /// empty (the server then deletes the key, expiry and all).
     expiry_ms: Option<u64>,
     /// The last deadline, when known without a scan.
     last: Option<Option<u64>>,
@@ -57,16 +59,33 @@ impl<'k, 'a> KeyLeases<'k, 'a> {
         })
     }
 
+    /// Opens the leases at `key`, lets `work` change them and ends the
+    /// changes ([`KeyLeases::finish`]) whatever `work` answers, so that
+    /// whatever was changed is followed by its expiry and told to WATCH.
+    pub fn change<R>(
+        ctx: Ctx,
+        key: &'k mut Key<'a>,
+        work: impl FnOnce(&mut Self) -> Result<R, Error>,
+    ) -> Result<R, Error> {
+        let mut set = KeyLeases::open(ctx, key)?;
+        let answer = work(&mut set);
+        let finished = set.finish();
+        let answer = answer?;
+        finished?;
+        Ok(answer)
+    }
+
     /// Ends the changes: moves the key's expiry to the last deadline when it
     /// moved, and tells WATCH. Whether anything changed.
-    pub fn finish(mut self) -> Result<bool, Error> {
+    fn finish(mut self) -> Result<bool, Error> {
         if !self.changed {
             return Ok(false);
         }
-        // A set left empty is deleted by the server when the key closes, on
-        // the master as on a replica applying the same removals.
+        // A set left empty is deleted by the server, on the master as on a
+        // replica applying the same removals.
         if let Some(last_ms) = self.last_deadline()? {
             if self.expiry_ms != Some(last_ms) {
+                self.key.set_expires_at_ms(last_ms)?;
                 let mut digits = Digits::new();
                 server::replicate(
                     self.ctx,
@@ -74,19 +93,28 @@ impl<'k, 'a> KeyLeases<'k, 'a> {
                     self.key.name(),
                     &[digits.of(last_ms)],
                 )?;
-                self.key.set_expires_at_ms(last_ms)?;
             }
         }
         server::signal_modified(self.ctx, self.key.name())?;
         Ok(true)
     }
 
+    /// After members left the set: whether it is now empty, and so gone
+    /// with its expiry. A lease put in it next makes a new key, whose
+    /// expiry must be set whatever the old one was.
+    fn emptied(&mut self) -> Result<bool, Error> {
+        let empty = self.key.zset_len()? == 0;
+        if empty {
+            self.last = Some(None);
+            self.expiry_ms = None;
+        }
+        Ok(empty)
+    }
+
     /// After a lease with `deadline_ms` left the set (or moved from it):
     /// the last deadline is no longer known if it was that one.
     fn forget_last_if(&mut self, deadline_ms: u64) -> Result<(), Error> {
-        if self.key.zset_len()? == 0 {
-            self.last = Some(None);
-        } else if self.last.flatten().is_none_or(|last| last <= deadline_ms) {
+        if !self.emptied()? && self.last.flatten().is_none_or(|last| last <= deadline_ms) {
             self.last = None;
         }
         Ok(())
@@ -132,12 +160,21 @@ fn deadline_ms(score: f64) -> u64 {
     ms
 }
 
+/// Ranks up to which the `n`-th deadline is found by walking the set from
+/// its earliest (one new string per member passed); beyond, by the
+/// server's rank lookup, O(log N) however far.
+const WALK_AT_MOST: u64 = 8;
+
 impl LeaseSet for KeyLeases<'_, '_> {
     fn prune(&mut self, now_ms: u64) -> Result<u64, Error> {
         let ended = self.key.zset_up_to(score(now_ms))?;
         if ended.is_empty() {
             return Ok(0);
         }
+        for (member, _) in &ended {
+            self.key.zset_rem(member)?;
+        }
+        self.changed = true;
         let mut digits = Digits::new();
         server::replicate(
             self.ctx,
@@ -145,14 +182,8 @@ impl LeaseSet for KeyLeases<'_, '_> {
             self.key.name(),
             &[b"-inf", digits.of(now_ms)],
         )?;
-        for (member, _) in &ended {
-            self.key.zset_rem(member)?;
-        }
-        self.changed = true;
         // Every remaining deadline is later than now, later than any pruned.
-        if self.key.zset_len()? == 0 {
-            self.last = Some(None);
-        }
+        self.emptied()?;
         u64::try_from(ended.len()).map_err(|_| Error::Internal("a length beyond u64"))
     }
 
@@ -166,7 +197,12 @@ impl LeaseSet for KeyLeases<'_, '_> {
     }
 
     fn nth_deadline(&mut self, n: u64) -> Result<Option<u64>, Error> {
-        Ok(self.key.zset_nth_score(n)?.map(deadline_ms))
+        let score = if n < WALK_AT_MOST {
+            self.key.zset_nth_score(n)?
+        } else {
+            server::zset_score_at_rank(self.ctx, self.key.name(), n)?
+        };
+        Ok(score.map(deadline_ms))
     }
 
     fn last_deadline(&mut self) -> Result<Option<u64>, Error> {
@@ -184,6 +220,9 @@ impl LeaseSet for KeyLeases<'_, '_> {
             Some(Some(last)) if deadline < last => self.deadline(id)?,
             _ => None,
         };
+        let member = member(&mut self.member, id)?;
+        self.key.zset_add(score(deadline), member)?;
+        self.changed = true;
         let mut digits = Digits::new();
         server::replicate(
             self.ctx,
@@ -191,9 +230,6 @@ impl LeaseSet for KeyLeases<'_, '_> {
             self.key.name(),
             &[digits.of(deadline), id],
         )?;
-        self.key
-            .zset_add(score(deadline), member(&mut self.member, id)?)?;
-        self.changed = true;
         if let Some(old) = replaced {
             self.forget_last_if(old)?;
         }
@@ -208,9 +244,9 @@ impl LeaseSet for KeyLeases<'_, '_> {
         let Some(old) = self.deadline(id)? else {
             return Ok(false);
         };
-        server::replicate(self.ctx, c"ZREM", self.key.name(), &[id])?;
         self.key.zset_rem(member(&mut self.member, id)?)?;
         self.changed = true;
+        server::replicate(self.ctx, c"ZREM", self.key.name(), &[id])?;
         self.forget_last_if(old)?;
         Ok(true)
     }

@@ -47,10 +47,7 @@ pub fn load<'k, K: Kind + Registered>(key: &'k Key) -> Result<Loaded<'k, K::Stat
                 value: bytes,
             }),
             None => Err(match Id::of_value(bytes) {
-                Some(held) => Error::WrongKind {
-                    held,
-                    wanted: K::ID,
-                },
+                Some(held) => held.wrong_kind(K::ID),
                 None => Error::WrongType,
             }),
         },
@@ -135,17 +132,11 @@ impl Write {
         })
     }
 
-    /// Makes the change at `key` (open for writing) and propagates it.
+    /// Makes the change at `key` (open for writing), then propagates it:
+    /// a change the server refused is never propagated. Everything that can
+    /// fail for the data (decoding, encoding) happened in [`Write::plan`].
     pub fn apply(&self, ctx: Ctx, key: &mut Key) -> Result<(), Error> {
-        // Queue the propagation first: if the server refuses it, nothing has
-        // changed yet, and master and replicas still agree.
-        let (name, value) = (key.name(), self.value.as_bytes());
-        match self.effect {
-            Effect::IncrBy(by) => server::replicate_incr_by(ctx, name, by)?,
-            Effect::SetKeepTtl => server::replicate_set_keepttl(ctx, name, value)?,
-            Effect::ExpireAt => server::replicate_pexpireat(ctx, name, self.expires_at_ms)?,
-            Effect::SetPxat => server::replicate_set_pxat(ctx, name, value, self.expires_at_ms)?,
-        }
+        let value = self.value.as_bytes();
         if self.effect != Effect::ExpireAt {
             key.write_string(value)?;
         }
@@ -153,6 +144,13 @@ impl Write {
         if matches!(self.effect, Effect::ExpireAt | Effect::SetPxat) {
             key.set_expires_at_ms(self.expires_at_ms)?;
         }
-        server::signal_modified(ctx, key.name())
+        let name = key.name();
+        match self.effect {
+            Effect::IncrBy(by) => server::replicate_incr_by(ctx, name, by)?,
+            Effect::SetKeepTtl => server::replicate_set_keepttl(ctx, name, value)?,
+            Effect::ExpireAt => server::replicate_pexpireat(ctx, name, self.expires_at_ms)?,
+            Effect::SetPxat => server::replicate_set_pxat(ctx, name, value, self.expires_at_ms)?,
+        }
+        server::signal_modified(ctx, name)
     }
 }
