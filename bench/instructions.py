@@ -274,6 +274,16 @@ def cases():
                     + ["LIMIT", BIG, "86400"] * 4]),
         ("ZADD+ZREM pair", [],
          cycle("zset:", lambda k: [["ZADD", k, "1800000000000", "x"], ["ZREM", k, "x"]])),
+        ("MPEEK 2 limits",
+         [["RATELIMIT.CHECK", k, BIG, "86400"] for k in keys("{p}a:") + keys("{p}b:")],
+         lambda i: [["RATELIMIT.MPEEK", "2", f"{{p}}a:{i % KEYS}", f"{{p}}b:{i % KEYS}",
+                     "LIMIT", BIG, "86400", "LIMIT", BIG, "86400"]]),
+        # A max lowered far below the live leases: the slot that frees first
+        # is found by rank, not by walking 100,000 members.
+        ("ACQUIRE denied, 100,000 live",
+         [["ZADD", "crowd"] + [x for j in range(c, c + 1000) for x in ("4102444800000", f"m{j}")]
+          for c in range(0, 100_000, 1000)],
+         lambda i: [["RATELIMIT.ACQUIRE", "crowd", "1", "1000"]]),
         ("ACQUIRE+RELEASE pair", [],
          cycle("lease:", lambda k: [["RATELIMIT.ACQUIRE", k, "1000", "60000", "ID", "x"],
                                     ["RATELIMIT.RELEASE", k, "x"]])),

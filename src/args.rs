@@ -5,7 +5,6 @@
 
 use crate::decimal::parse_i64;
 use crate::error::Error;
-use crate::limiter::Bound;
 
 /// A command argument seen as bytes. Keys need not be UTF-8.
 pub trait Arg {
@@ -22,6 +21,30 @@ impl Arg for &str {
 impl Arg for &[u8] {
     fn bytes(&self) -> &[u8] {
         self
+    }
+}
+
+/// The accepted range of an integer argument, and the error for any other
+/// value: the one source of the range rules, for the parser (which reports
+/// the first bad argument in argument order) and for the constructors.
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    /// Smallest accepted value.
+    pub min: u64,
+    /// Largest accepted value.
+    pub max: u64,
+    /// The error for anything else, also for what is not an integer.
+    pub error: Error,
+}
+
+impl Bound {
+    /// `value` if it is in range.
+    pub fn check(&self, value: u64) -> Result<u64, Error> {
+        if (self.min..=self.max).contains(&value) {
+            Ok(value)
+        } else {
+            Err(self.error)
+        }
     }
 }
 

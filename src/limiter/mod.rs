@@ -40,6 +40,7 @@ pub mod token_bucket;
 
 pub use layout::{Encoded, Layout};
 
+pub use crate::args::Bound;
 use crate::error::Error;
 pub use fixed_window::FixedWindow;
 pub use sliding_window::SlidingWindow;
@@ -256,30 +257,6 @@ pub const MAX_COST: u64 = MAX_LIMIT;
 
 /// Largest accepted `period`, in seconds: 10^9 s, about 31.7 years.
 pub const MAX_PERIOD_S: u64 = 1_000_000_000;
-
-/// The accepted range of an integer argument, and the error for any other
-/// value: the one source of the range rules, for the parser (which reports
-/// the first bad argument in argument order) and for the constructors.
-#[derive(Debug, Clone, Copy)]
-pub struct Bound {
-    /// Smallest accepted value.
-    pub min: u64,
-    /// Largest accepted value.
-    pub max: u64,
-    /// The error for anything else, also for what is not an integer.
-    pub error: Error,
-}
-
-impl Bound {
-    /// `value` if it is in range.
-    pub fn check(&self, value: u64) -> Result<u64, Error> {
-        if (self.min..=self.max).contains(&value) {
-            Ok(value)
-        } else {
-            Err(self.error)
-        }
-    }
-}
 
 /// CHECK's `limit`.
 pub const LIMIT: Bound = Bound {
