@@ -19,8 +19,14 @@ pub enum Error {
     /// Too few (or too many) arguments; replied with the server's standard
     /// "wrong number of arguments for '<command>' command".
     WrongArity,
-    /// An unknown, repeated or incomplete option.
-    Syntax,
+    /// A word where an option belongs that names none the command takes.
+    UnknownOption(Word),
+    /// An option given twice; its keyword.
+    RepeatedOption(&'static str),
+    /// An option without its value; its keyword.
+    MissingValue(&'static str),
+    /// A `LIMIT` group of MCHECK or MPEEK cut short before its period.
+    ShortGroup,
     /// `limit` is not an integer in `1..=MAX_LIMIT`.
     InvalidLimit,
     /// `period` is not an integer in `1..=MAX_PERIOD_S`.
@@ -56,10 +62,12 @@ pub enum Error {
     InvalidMaxLeases,
     /// `lease_ms` is not an integer in `1..=MAX_LEASE_MS`.
     InvalidLeaseMs,
-    /// A lease id is empty or longer than `MAX_ID_LEN` bytes.
+    /// A lease id is empty, longer than `MAX_ID_LEN` bytes, or `NOW`.
     InvalidLeaseId,
-    /// The key holds another type, or a string that is no limiter's state.
+    /// The key holds another type.
     WrongType,
+    /// The key holds a string that is no limiter's state.
+    NotLimiterState,
     /// The key holds the state of limiter `held`, and the command asked for
     /// `wanted` (names as `ALGORITHM` takes them).
     WrongKind {
@@ -83,7 +91,14 @@ impl Error {
         // A message longer than the buffer is cut, never lost.
         let _ = match self {
             Error::WrongArity => return None,
-            Error::Syntax => m.write_str("ERR syntax error"),
+            Error::UnknownOption(word) => {
+                write!(m, "ERR syntax error: unknown option '{word}'")
+            }
+            Error::RepeatedOption(keyword) => {
+                write!(m, "ERR syntax error: {keyword} given twice")
+            }
+            Error::MissingValue(keyword) => write!(m, "ERR syntax error: {keyword} needs a value"),
+            Error::ShortGroup => m.write_str("ERR syntax error: LIMIT needs a limit and a period"),
             Error::InvalidLimit => {
                 m.write_str("ERR limit must be a positive integer (at most 1000000000000000)")
             }
@@ -129,6 +144,9 @@ impl Error {
             Error::WrongType => {
                 m.write_str("WRONGTYPE Operation against a key holding the wrong kind of value")
             }
+            Error::NotLimiterState => {
+                m.write_str("WRONGTYPE the key holds a string that is not limiter state")
+            }
             Error::WrongKind {
                 held,
                 wanted,
@@ -140,6 +158,49 @@ impl Error {
             Error::Internal(_) => m.write_str("ERR internal error in the ratelimit module"),
         };
         Some(m)
+    }
+}
+
+/// A word of the client's, as an error message quotes it: at most
+/// [`Word::SHOWN`] bytes, printable ASCII as given and any other byte as
+/// `?`, with `...` after a longer word. A copy, so that the error owns it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Word {
+    bytes: [u8; Word::SHOWN],
+    len: usize,
+    cut: bool,
+}
+
+impl Word {
+    /// Bytes of a word a message shows.
+    pub const SHOWN: usize = 32;
+
+    /// The word `bytes` as a message shows it.
+    pub fn of(bytes: &[u8]) -> Word {
+        let mut word = Word {
+            bytes: [b'?'; Word::SHOWN],
+            len: 0,
+            cut: bytes.len() > Word::SHOWN,
+        };
+        for (slot, &b) in word.bytes.iter_mut().zip(bytes) {
+            if (0x20..0x7f).contains(&b) {
+                *slot = b;
+            }
+            word.len = word.len.saturating_add(1);
+        }
+        word
+    }
+}
+
+impl fmt::Display for Word {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shown = self.bytes.get(..self.len).unwrap_or_default();
+        // Printable ASCII or `?`: always UTF-8.
+        f.write_str(std::str::from_utf8(shown).unwrap_or("?"))?;
+        if self.cut {
+            f.write_str("...")?;
+        }
+        Ok(())
     }
 }
 
@@ -215,8 +276,11 @@ mod tests {
     /// Every error but the ones whose text follows a list or a value, with
     /// its exact text.
     #[rustfmt::skip]
-    const PINNED: [(Error, &str); 21] = [
-        (Error::Syntax, "ERR syntax error"),
+    const PINNED: [(Error, &str); 24] = [
+        (Error::RepeatedOption("COST"), "ERR syntax error: COST given twice"),
+        (Error::MissingValue("ALGORITHM"), "ERR syntax error: ALGORITHM needs a value"),
+        (Error::ShortGroup, "ERR syntax error: LIMIT needs a limit and a period"),
+        (Error::NotLimiterState, "WRONGTYPE the key holds a string that is not limiter state"),
         (Error::InvalidLimit, "ERR limit must be a positive integer (at most 1000000000000000)"),
         (Error::InvalidPeriod, "ERR period must be a positive integer number of seconds (at most 1000000000)"),
         (Error::InvalidCost, "ERR cost must be a non-negative integer (at most 1000000000000000)"),
@@ -257,6 +321,24 @@ mod tests {
             assert!(t.starts_with("ERR ") || t.starts_with("WRONGTYPE "), "{t}");
         }
         assert!(Error::WrongArity.message().is_none());
+    }
+
+    #[test]
+    fn an_unknown_option_is_quoted_printable_and_cut() {
+        let said = |word: &[u8]| text(Error::UnknownOption(Word::of(word)));
+        assert_eq!(
+            said(b"ALGORITM"),
+            "ERR syntax error: unknown option 'ALGORITM'"
+        );
+        assert_eq!(
+            said(b"a\r\n\xffb"),
+            "ERR syntax error: unknown option 'a???b'"
+        );
+        assert_eq!(
+            said(&[b'x'; 40]),
+            format!("ERR syntax error: unknown option '{}...'", "x".repeat(32))
+        );
+        assert_eq!(said(b""), "ERR syntax error: unknown option ''");
     }
 
     #[test]

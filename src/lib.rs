@@ -160,6 +160,8 @@ pub unsafe extern "C" fn RedisModule_OnLoad(
 ) -> c_int {
     // SAFETY: the server's load context.
     let Some(ctx) = (unsafe { load::init(ctx, c"ratelimit", MODULE_VERSION) }) else {
+        // SAFETY: the server's load context, which init just refused.
+        unsafe { load::explain_refused_init(ctx, c"ratelimit") };
         return load::load_status(false);
     };
     // SAFETY: the server passes `argc` valid arguments, live during OnLoad.

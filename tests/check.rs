@@ -15,8 +15,8 @@ use std::thread::sleep;
 use std::time::Duration;
 
 use common::{
-    all_keys, check, dumped, error_of, exists, get, get_str, pexpiretime, pttl, raw, run,
-    server_ms, timed, Decision, Server, Timed, WRONGTYPE,
+    all_keys, check, dumped, error_of, exists, get, get_str, not_a_limiter, pexpiretime, pttl, raw,
+    run, server_ms, timed, Decision, Server, Timed,
 };
 use redis::{Connection, Value};
 
@@ -27,7 +27,6 @@ const ERR_LIMIT: &str = "ERR limit must be a positive integer (at most 100000000
 const ERR_PERIOD: &str =
     "ERR period must be a positive integer number of seconds (at most 1000000000)";
 const ERR_COST: &str = "ERR cost must be a non-negative integer (at most 1000000000000000)";
-const ERR_SYNTAX: &str = "ERR syntax error";
 const ERR_ARITY: &str = "ERR wrong number of arguments for 'ratelimit.check' command";
 
 // ---------------------------------------------------------------------------
@@ -419,7 +418,7 @@ fn check_refuses_keys_that_are_not_counters() {
             args.extend(extra.iter().map(|a| a.as_bytes()));
             assert_eq!(
                 error_of(check_raw(&mut con, &args)),
-                WRONGTYPE,
+                not_a_limiter(&mut con, key),
                 "{key} {extra:?}"
             );
         }
@@ -486,16 +485,46 @@ fn check_rejects_malformed_arguments_with_exact_errors() {
         ),
         (&[k, b"5", b"60", b"cost", b"\xfe\xff"], ERR_COST),
         // Options.
-        (&[k, b"5", b"60", b"COST"], ERR_SYNTAX),
-        (&[k, b"5", b"60", b"cost"], ERR_SYNTAX),
-        (&[k, b"5", b"60", b"COST", b"1", b"COST", b"1"], ERR_SYNTAX),
-        (&[k, b"5", b"60", b"COST", b"1", b"cost", b"2"], ERR_SYNTAX),
-        (&[k, b"5", b"60", b"WEIGHT", b"1"], ERR_SYNTAX),
-        (&[k, b"5", b"60", b"COSTS", b"1"], ERR_SYNTAX),
-        (&[k, b"5", b"60", b"1"], ERR_SYNTAX),
-        (&[k, b"5", b"60", b"COST", b"1", b"extra"], ERR_SYNTAX),
-        (&[k, b"5", b"60", b"\xff\xfe"], ERR_SYNTAX),
-        (&[k, b"5", b"60", b""], ERR_SYNTAX),
+        (
+            &[k, b"5", b"60", b"COST"],
+            "ERR syntax error: COST needs a value",
+        ),
+        (
+            &[k, b"5", b"60", b"cost"],
+            "ERR syntax error: COST needs a value",
+        ),
+        (
+            &[k, b"5", b"60", b"COST", b"1", b"COST", b"1"],
+            "ERR syntax error: COST given twice",
+        ),
+        (
+            &[k, b"5", b"60", b"COST", b"1", b"cost", b"2"],
+            "ERR syntax error: COST given twice",
+        ),
+        (
+            &[k, b"5", b"60", b"WEIGHT", b"1"],
+            "ERR syntax error: unknown option 'WEIGHT'",
+        ),
+        (
+            &[k, b"5", b"60", b"COSTS", b"1"],
+            "ERR syntax error: unknown option 'COSTS'",
+        ),
+        (
+            &[k, b"5", b"60", b"1"],
+            "ERR syntax error: unknown option '1'",
+        ),
+        (
+            &[k, b"5", b"60", b"COST", b"1", b"extra"],
+            "ERR syntax error: unknown option 'extra'",
+        ),
+        (
+            &[k, b"5", b"60", b"\xff\xfe"],
+            "ERR syntax error: unknown option '??'",
+        ),
+        (
+            &[k, b"5", b"60", b""],
+            "ERR syntax error: unknown option ''",
+        ),
     ];
     for (args, expected) in cases {
         assert_eq!(

@@ -19,15 +19,14 @@ use std::thread::sleep;
 use std::time::Duration;
 
 use common::{
-    algorithms, check, dumped, error_of, exists, get_str, make_one_of_each, pexpiretime, raw, run,
-    server_ms, timed, wrong_algorithm, Decision, Server, Timed, FIXED, WRONGTYPE,
+    algorithms, check, dumped, error_of, exists, get_str, make_one_of_each, not_a_limiter,
+    pexpiretime, raw, run, server_ms, timed, wrong_algorithm, Decision, Server, Timed, FIXED,
 };
 use redis::{Connection, Value};
 
 /// Added to a server-given wait so that the instant has surely passed.
 const MARGIN_MS: i64 = 30;
 
-const ERR_SYNTAX: &str = "ERR syntax error";
 const ERR_ALGORITHM: &str = "ERR ALGORITHM must be FIXED, SLIDING or TOKEN";
 const ERR_BURST_WITHOUT_TOKEN: &str = "ERR BURST is only valid with ALGORITHM TOKEN";
 const ERR_BURST: &str = "ERR burst must be a positive integer (at most 1000000000000000)";
@@ -742,7 +741,10 @@ fn check_refuses_keys_of_another_algorithm() {
             if *held == Some(wanted) {
                 continue;
             }
-            let expected = held.map_or(WRONGTYPE.to_string(), |held| wrong_algorithm(held, wanted));
+            let expected = match held {
+                Some(held) => wrong_algorithm(held, wanted),
+                None => not_a_limiter(&mut con, key),
+            };
             for cost in [1, 0, 1000] {
                 let args = limiter.take(key, cost);
                 let bytes: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
@@ -768,18 +770,36 @@ fn check_rejects_bad_options_with_exact_errors() {
     let mut con = server.connect();
     let k = "opts";
     let cases: &[(&[&str], &str)] = &[
-        (&["ALGORITHM"], ERR_SYNTAX),
-        (&["algorithm"], ERR_SYNTAX),
-        (&["ALGORITHM", "TOKEN", "BURST"], ERR_SYNTAX),
-        (&["ALGORITHM", "TOKEN", "ALGORITHM", "TOKEN"], ERR_SYNTAX),
-        (&["ALGORITHM", "FIXED", "algorithm", "SLIDING"], ERR_SYNTAX),
+        (&["ALGORITHM"], "ERR syntax error: ALGORITHM needs a value"),
+        (&["algorithm"], "ERR syntax error: ALGORITHM needs a value"),
+        (
+            &["ALGORITHM", "TOKEN", "BURST"],
+            "ERR syntax error: BURST needs a value",
+        ),
+        (
+            &["ALGORITHM", "TOKEN", "ALGORITHM", "TOKEN"],
+            "ERR syntax error: ALGORITHM given twice",
+        ),
+        (
+            &["ALGORITHM", "FIXED", "algorithm", "SLIDING"],
+            "ERR syntax error: ALGORITHM given twice",
+        ),
         (
             &["ALGORITHM", "TOKEN", "BURST", "5", "burst", "5"],
-            ERR_SYNTAX,
+            "ERR syntax error: BURST given twice",
         ),
-        (&["ALGORITHM", "TOKEN", "BURSTS", "5"], ERR_SYNTAX),
-        (&["ALGORITHM", "SLIDING", "WINDOW", "5"], ERR_SYNTAX),
-        (&["ALGORITHM", "SLIDING", "COST"], ERR_SYNTAX),
+        (
+            &["ALGORITHM", "TOKEN", "BURSTS", "5"],
+            "ERR syntax error: unknown option 'BURSTS'",
+        ),
+        (
+            &["ALGORITHM", "SLIDING", "WINDOW", "5"],
+            "ERR syntax error: unknown option 'WINDOW'",
+        ),
+        (
+            &["ALGORITHM", "SLIDING", "COST"],
+            "ERR syntax error: COST needs a value",
+        ),
         (&["ALGORITHM", "LEAKY"], ERR_ALGORITHM),
         (&["ALGORITHM", "TOKENS"], ERR_ALGORITHM),
         (&["ALGORITHM", ""], ERR_ALGORITHM),

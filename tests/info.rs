@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use common::{
     check, counters, error, exists, parse_section, peek, ratelimit_section, reset, run, throttle,
-    wrong_algorithm, Abilities, Server, FIELDS, FIXED, THROTTLE, WRONGTYPE,
+    wrong_algorithm, Abilities, Server, FIELDS, FIXED, NOT_LIMITER_STATE, THROTTLE, WRONGTYPE,
 };
 
 #[test]
@@ -111,7 +111,7 @@ fn info_counts_calls_errors_and_decisions_exactly() {
         // A limiter and a string that is not one: nothing is removed.
         (
             &["RATELIMIT.RESET", "info:token", "info:text"],
-            WRONGTYPE.into(),
+            NOT_LIMITER_STATE.into(),
         ),
         (
             &["RATELIMIT.THROTTLE", "info:list", "0", "1", "60"],

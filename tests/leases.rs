@@ -1254,7 +1254,6 @@ fn leases_refuse_every_bad_argument_with_its_exact_error() {
     let max = "ERR max must be an integer from 1 to 100000";
     let lease = "ERR lease_ms must be an integer from 1 to 86400000";
     let id = "ERR id must be 1 to 64 bytes and not NOW";
-    let syntax = "ERR syntax error";
     let arity =
         |name: &str| format!("ERR wrong number of arguments for 'ratelimit.{name}' command");
     let long = "x".repeat(65);
@@ -1282,15 +1281,21 @@ fn leases_refuse_every_bad_argument_with_its_exact_error() {
         (vec!["ACQUIRE", "k", "1", "1s"], lease.into()),
         (vec!["ACQUIRE", "k", "1", "1", "ID", ""], id.into()),
         (vec!["ACQUIRE", "k", "1", "1", "ID", &long], id.into()),
-        (vec!["ACQUIRE", "k", "1", "1", "ID"], syntax.into()),
-        (vec!["ACQUIRE", "k", "1", "1", "NAME", "x"], syntax.into()),
+        (
+            vec!["ACQUIRE", "k", "1", "1", "ID"],
+            "ERR syntax error: ID needs a value".into(),
+        ),
+        (
+            vec!["ACQUIRE", "k", "1", "1", "NAME", "x"],
+            "ERR syntax error: unknown option 'NAME'".into(),
+        ),
         (
             vec!["ACQUIRE", "k", "1", "1", "ID", "a", "ID", "b"],
-            syntax.into(),
+            "ERR syntax error: ID given twice".into(),
         ),
         (
             vec!["ACQUIRE", "k", "1", "1", "ID", "a", "extra"],
-            syntax.into(),
+            "ERR syntax error: unknown option 'extra'".into(),
         ),
         (vec!["RELEASE", "k"], arity("release")),
         (vec!["RELEASE", "k", ""], id.into()),

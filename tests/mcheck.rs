@@ -21,14 +21,14 @@ use common::{
     command, counters, dumped, error, error_of, exists, get_str, group, master_with_replicas,
     mcheck, mpeek, multi_args, multi_command, pexpiretime, propagated_by, reset, run, server_ms,
     stored, wait_for_rewrite, wait_replicas, wrong_algorithm, Abilities, DataDir, Dataset,
-    Decision, Group, Lcg, Limiter, Multi, Server, FIXED, SLIDING, THROTTLE, TOKEN, WRONGTYPE,
+    Decision, Group, Lcg, Limiter, Multi, Server, FIXED, NOT_LIMITER_STATE, SLIDING, THROTTLE,
+    TOKEN, WRONGTYPE,
 };
 use redis::{Connection, Value};
 
 const ERR_NUMKEYS: &str = "ERR numkeys must be an integer from 1 to 16";
 const ERR_GROUPS: &str = "ERR expected one LIMIT group per key, in the order of the keys";
 const ERR_DUPLICATE: &str = "ERR each key may appear only once";
-const ERR_SYNTAX: &str = "ERR syntax error";
 const ERR_LIMIT: &str = "ERR limit must be a positive integer (at most 1000000000000000)";
 const ERR_PERIOD: &str =
     "ERR period must be a positive integer number of seconds (at most 1000000000)";
@@ -310,24 +310,37 @@ fn mcheck_binds_the_latest_retry_when_denied() {
     assert!(!exists(&mut con, "never:a") && !exists(&mut con, "never:b"));
 }
 
-/// Asserts that MPEEK, then MCHECK, at one instant, give the same reply;
-/// returns MCHECK's.
+/// Asserts, at one instant, that MPEEK gives MCHECK's verdict and binding
+/// limit, that each of its limits is that limit's PEEK (nothing deducted),
+/// and that a denied MCHECK replies exactly what MPEEK does; returns
+/// MCHECK's reply.
 fn assert_mpeek_says_what_mcheck_does(
     con: &mut Connection,
     what: &str,
     keys: &[&str],
     groups: &[Group],
 ) -> Multi {
-    let replies = at_one_instant(
-        con,
-        keys,
-        &[
-            multi_command("RATELIMIT.MPEEK", keys, groups),
-            multi_command("RATELIMIT.MCHECK", keys, groups),
-        ],
+    let mut cmds = vec![multi_command("RATELIMIT.MPEEK", keys, groups)];
+    for (key, group) in keys.iter().zip(groups) {
+        let mut peek = redis::cmd("RATELIMIT.PEEK");
+        peek.arg(group.check_args("", key).split_off(1));
+        cmds.push(peek);
+    }
+    cmds.push(multi_command("RATELIMIT.MCHECK", keys, groups));
+    let replies = at_one_instant(con, keys, &cmds);
+    let peeked: Multi = parse(&replies[0]);
+    let checked: Multi = parse(replies.last().unwrap());
+    let looks: Vec<Decision> = replies[1..replies.len() - 1].iter().map(parse).collect();
+    assert_eq!(
+        (peeked.allowed, peeked.position),
+        (checked.allowed, checked.position),
+        "{what}"
     );
-    let (peeked, checked): (Multi, Multi) = (parse(&replies[0]), parse(&replies[1]));
-    assert_eq!(peeked, checked, "{what}");
+    assert_eq!(peeked.each, looks, "{what}: MPEEK's limits are their PEEKs");
+    assert_eq!(peeked.binding, peeked.binding_each(), "{what}");
+    if !checked.allowed {
+        assert_eq!(peeked, checked, "{what}");
+    }
     checked
 }
 
@@ -1004,7 +1017,8 @@ fn mpeek_runs_on_replicas_and_in_read_only_scripts() {
     assert!(charged.allowed);
     wait_replicas(&mut con, 1);
 
-    // What MCHECK would answer: admitted, with the numbers after charging.
+    // MCHECK's verdict, with each limit's PEEK: what is left, nothing
+    // deducted.
     let mut rcon = replicas[0].connect();
     let on_replica = mpeek(&mut rcon, &keys, &groups);
     assert_eq!(
@@ -1013,7 +1027,7 @@ fn mpeek_runs_on_replicas_and_in_read_only_scripts() {
             .iter()
             .map(Decision::counts)
             .collect::<Vec<_>>(),
-        [(true, 3, 5), (true, 1, 3)]
+        [(true, 4, 5), (true, 2, 3)]
     );
     let err = error(&mut rcon, &multi_args("RATELIMIT.MCHECK", &keys, &groups));
     assert!(err.starts_with("READONLY"), "{err}");
@@ -1032,7 +1046,7 @@ fn mpeek_runs_on_replicas_and_in_read_only_scripts() {
         .unwrap();
     assert_eq!(
         peeked.each.iter().map(Decision::counts).collect::<Vec<_>>(),
-        [(true, 3, 5), (true, 1, 3)]
+        [(true, 4, 5), (true, 2, 3)]
     );
     let refused = error_of(
         redis::cmd("EVAL_RO")
@@ -1083,7 +1097,7 @@ fn cluster_mcheck_needs_one_slot_and_its_node() {
         assert!(cluster.holds(owner, key), "{key} not on {owner}");
     }
     let peeked = mpeek(&mut con, &keys, &groups);
-    assert_eq!(peeked.each[0].counts(), (true, 58, 60));
+    assert_eq!(peeked.each[0].counts(), (true, 59, 60));
 
     // Keys of two slots, served by this node or another: CROSSSLOT,
     // nothing counted anywhere.
@@ -1264,7 +1278,7 @@ fn mcheck_acl_key_patterns_apply_to_every_key() {
     let mut reader = connect_as(&server, "reader");
     assert_eq!(
         mpeek(&mut reader, &keys, &groups).each[1].counts(),
-        (true, 3, 5)
+        (true, 4, 5)
     );
     let err = error(&mut reader, &multi_args("RATELIMIT.MCHECK", &keys, &groups));
     assert!(err.starts_with("NOPERM"), "{err}");
@@ -1545,23 +1559,35 @@ fn mcheck_rejects_malformed_calls_with_exact_errors() {
         ("2 {e}:a {e}:b COST 1 LIMIT 10 60 LIMIT 10 60", ERR_GROUPS),
         // A group cut short, or words where its options go.
         ("2 {e}:a {e}:b LIMIT 10 LIMIT 10 60", ERR_PERIOD),
-        ("2 {e}:a {e}:b LIMIT 10 60 10 60", ERR_SYNTAX),
+        (
+            "2 {e}:a {e}:b LIMIT 10 60 10 60",
+            "ERR syntax error: unknown option '10'",
+        ),
         // CHECK's own errors, in either group.
         ("1 {e}:a LIMIT 0 60", ERR_LIMIT),
         ("1 {e}:a LIMIT ten 60", ERR_LIMIT),
         ("1 {e}:a LIMIT 10 0", ERR_PERIOD),
         ("2 {e}:a {e}:b LIMIT 10 60 LIMIT 10 1000000001", ERR_PERIOD),
         ("2 {e}:a {e}:b LIMIT 10 60 LIMIT 10 60 COST -1", ERR_COST),
-        ("1 {e}:a LIMIT 10 60 COST", ERR_SYNTAX),
-        ("1 {e}:a LIMIT 10 60 COST 1 cost 1", ERR_SYNTAX),
-        ("1 {e}:a LIMIT 10 60 WEIGHT 1", ERR_SYNTAX),
+        (
+            "1 {e}:a LIMIT 10 60 COST",
+            "ERR syntax error: COST needs a value",
+        ),
+        (
+            "1 {e}:a LIMIT 10 60 COST 1 cost 1",
+            "ERR syntax error: COST given twice",
+        ),
+        (
+            "1 {e}:a LIMIT 10 60 WEIGHT 1",
+            "ERR syntax error: unknown option 'WEIGHT'",
+        ),
         (
             "2 {e}:a {e}:b LIMIT 10 60 ALGORITHM LEAKY LIMIT 10 60",
             ERR_ALGORITHM,
         ),
         (
             "1 {e}:a LIMIT 10 60 ALGORITHM TOKEN ALGORITHM TOKEN",
-            ERR_SYNTAX,
+            "ERR syntax error: ALGORITHM given twice",
         ),
         ("1 {e}:a LIMIT 10 60 BURST 5", ERR_BURST_WITHOUT_TOKEN),
         ("1 {e}:a LIMIT 10 60 ALGORITHM TOKEN BURST 0", ERR_BURST),
@@ -1646,7 +1672,7 @@ fn mcheck_refuses_keys_of_another_kind_and_changes_nothing() {
     );
     let cases: [(&str, Group, String); 6] = [
         ("{w}:hash", fixed(5, 60), WRONGTYPE.to_string()),
-        ("{w}:text", sliding(5, 60), WRONGTYPE.to_string()),
+        ("{w}:text", sliding(5, 60), NOT_LIMITER_STATE.to_string()),
         (
             "{w}:sliding",
             fixed(5, 60),

@@ -324,3 +324,27 @@ fn module_options_unload_and_load_again() {
     let aof = data.aof_contents();
     assert!(aof.contains("u:b") && aof.contains("pxat"), "{aof}");
 }
+
+#[test]
+fn module_options_a_second_load_is_refused_with_the_reason_in_the_log() {
+    // The module loaded twice at start-up, as two `loadmodule` lines would:
+    // the server refuses the second and stops, and the log says why.
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("twice.conf");
+    let line = format!("loadmodule {}\n", common::module_path().display());
+    std::fs::write(&conf, line).unwrap();
+    let started = Server::builder()
+        .arg("include", conf.to_str().unwrap())
+        .try_start();
+    match started {
+        Ok(server) => panic!(
+            "the server started with the module twice:\n{}",
+            server.log()
+        ),
+        Err(log) => assert!(
+            log.contains("a module named ratelimit is loaded already")
+                && log.contains("MODULE UNLOAD ratelimit first"),
+            "log:\n{log}"
+        ),
+    }
+}

@@ -12,8 +12,8 @@ use std::collections::BTreeSet;
 
 use common::{
     algorithms, check, dumped, error_of, exists, get_str, make_one_of_each, master_with_replicas,
-    peek, pexpiretime, raw, run, timed, wait_replicas, wrong_algorithm, Decision, Limiter, Server,
-    Timed, WRONGTYPE,
+    not_a_limiter, peek, pexpiretime, raw, run, timed, wait_replicas, wrong_algorithm, Decision,
+    Limiter, Server, Timed,
 };
 use redis::{ConnectionLike, Value};
 
@@ -463,7 +463,10 @@ fn peek_refuses_bad_arguments_and_foreign_keys() {
             if *held == Some(wanted) {
                 continue;
             }
-            let expected = held.map_or(WRONGTYPE.to_string(), |held| wrong_algorithm(held, wanted));
+            let expected = match held {
+                Some(held) => wrong_algorithm(held, wanted),
+                None => not_a_limiter(&mut con, key),
+            };
             for cost in [0, 1] {
                 let args = limiter.look(key, cost);
                 let bytes: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
@@ -485,7 +488,7 @@ fn peek_refuses_bad_arguments_and_foreign_keys() {
         ),
         (
             &[b"RATELIMIT.PEEK", b"pk:x", b"5", b"60", b"COST"],
-            "ERR syntax error",
+            "ERR syntax error: COST needs a value",
         ),
         (
             &[

@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 
 use common::{
     all_keys, assert_replica_took_everything, check, dumped, error_of, exists, get_str,
-    make_one_of_each, master_with_replicas, raw, reset, run, throttle, wait_replicas, Decision,
-    Server, Throttled, WRONGTYPE,
+    make_one_of_each, master_with_replicas, not_a_limiter, raw, reset, run, throttle,
+    wait_replicas, Decision, Server, Throttled,
 };
 use redis::{Connection, Value};
 
@@ -117,7 +117,8 @@ fn reset_removes_nothing_when_one_key_is_not_a_limiter() {
         for order in orders {
             let mut args: Vec<&[u8]> = vec![b"RATELIMIT.RESET"];
             args.extend(order.iter().map(|k| k.as_bytes()));
-            assert_eq!(error_of(raw(&mut con, &args)), WRONGTYPE, "{order:?}");
+            let expected = not_a_limiter(&mut con, bad);
+            assert_eq!(error_of(raw(&mut con, &args)), expected, "{order:?}");
         }
     }
     assert_eq!(

@@ -5,8 +5,8 @@
 mod common;
 
 use common::{
-    all_keys, dumped, error_of, exists, get, get_str, make_one_of_each, pexpiretime, raw, run,
-    server_ms, throttle, wrong_algorithm, Server, Throttled, THROTTLE, WRONGTYPE,
+    all_keys, dumped, error_of, exists, get, get_str, make_one_of_each, not_a_limiter, pexpiretime,
+    raw, run, server_ms, throttle, wrong_algorithm, Server, Throttled, NOT_LIMITER_STATE, THROTTLE,
 };
 use redis::{Connection, Value};
 
@@ -249,7 +249,7 @@ fn throttle_refuses_foreign_values_without_crashing() {
                 &mut con,
                 &[command.as_bytes(), b"k", b"15", b"30", b"60"]
             )),
-            WRONGTYPE
+            NOT_LIMITER_STATE
         );
         assert_eq!(run::<String>(&mut con, &["PING"]), "PONG");
     }
@@ -268,9 +268,10 @@ fn throttle_refuses_foreign_values_without_crashing() {
     keys.extend(["g-bad", "g-empty", "list"].map(|k| (k.to_string(), None)));
     let before: Vec<_> = keys.iter().map(|(k, _)| dumped(&mut con, k)).collect();
     for (key, held) in &keys {
-        let expected = held.map_or(WRONGTYPE.to_string(), |held| {
-            wrong_algorithm(held, THROTTLE.name)
-        });
+        let expected = match held {
+            Some(held) => wrong_algorithm(held, THROTTLE.name),
+            None => not_a_limiter(&mut con, key),
+        };
         for quantity in ["0", "1", "100"] {
             for command in ["RATELIMIT.THROTTLE", "CL.THROTTLE"] {
                 let args: [&[u8]; 6] = [

@@ -23,8 +23,9 @@
 //! itself), `reset_after_ms` (until the last live lease ends, 0 for none),
 //! and the lease id (nil when not acquired).
 
+use super::limits::option_keyword;
 use super::{denied_event, reply_int, Command};
-use crate::args::{bounded, is_keyword, Arg};
+use crate::args::{bounded, Arg};
 use crate::error::Error;
 use crate::limiter::leases::{self, check_id, LEASE_MS, MAX};
 use crate::metadata::{ArgDocs, ArgKind, CommandDocs, KeySpec};
@@ -72,8 +73,17 @@ pub fn parse<A: Arg>(args: &[A]) -> Result<Request<'_, A>, Error> {
     let lease_ms = bounded(lease_ms, &LEASE_MS)?;
     let id = match options {
         [] => None,
-        [option, id] if is_keyword(option.bytes(), "ID") => Some(check_id(id.bytes())?),
-        _ => return Err(Error::Syntax),
+        [option, rest @ ..] => {
+            let keyword = option_keyword(option.bytes(), &["ID"])?;
+            match rest {
+                [] => return Err(Error::MissingValue(keyword)),
+                [id] => Some(check_id(id.bytes())?),
+                [_, extra, ..] => {
+                    option_keyword(extra.bytes(), &["ID"])?;
+                    return Err(Error::RepeatedOption(keyword));
+                }
+            }
+        }
     };
     Ok(Request {
         key,
@@ -172,6 +182,8 @@ mod tests {
         parse(args)
     }
 
+    use crate::error::Word;
+
     #[test]
     fn parses_with_and_without_an_id() {
         let r = parse_strs(&["RATELIMIT.ACQUIRE", "k", "5", "30000"]).unwrap();
@@ -191,9 +203,10 @@ mod tests {
             ("k 100001 1", Error::InvalidMaxLeases),
             ("k 1 0", Error::InvalidLeaseMs),
             ("k 1 86400001", Error::InvalidLeaseMs),
-            ("k 1 1 ID", Error::Syntax),
-            ("k 1 1 NAME x", Error::Syntax),
-            ("k 1 1 ID a ID b", Error::Syntax),
+            ("k 1 1 ID", Error::MissingValue("ID")),
+            ("k 1 1 NAME x", Error::UnknownOption(Word::of(b"NAME"))),
+            ("k 1 1 ID a ID b", Error::RepeatedOption("ID")),
+            ("k 1 1 ID a extra", Error::UnknownOption(Word::of(b"extra"))),
             (&long, Error::InvalidLeaseId),
         ];
         for (args, expected) in cases {

@@ -10,7 +10,7 @@
 //! key is CHECK and MPEEK of one key is PEEK by construction.
 
 use crate::args::{bounded, is_keyword, Arg};
-use crate::error::Error;
+use crate::error::{Error, Word};
 use crate::limiter::all_of::Combined;
 use crate::limiter::{
     self, Algorithm, Bound, Chosen, Decision, Quota, Visit, BURST, COST, DEFAULT_ALGORITHM, LIMIT,
@@ -109,22 +109,37 @@ pub fn parse_limit<A: Arg>(limit: &A, period: &A, options: &[A]) -> Result<Limit
     let (mut cost, mut algorithm, mut burst) = (None, None, None);
     let mut options = options.iter();
     while let Some(option) = options.next() {
-        let value = options.next().ok_or(Error::Syntax)?;
-        let option = option.bytes();
-        if is_keyword(option, "COST") && cost.is_none() {
-            cost = Some(bounded(value, &COST)?);
-        } else if is_keyword(option, "ALGORITHM") && algorithm.is_none() {
-            algorithm = Some(Chosen::named(value.bytes()).ok_or(Chosen::UNKNOWN_NAME)?);
-        } else if is_keyword(option, "BURST") && burst.is_none() {
-            burst = Some(bounded(value, &BURST)?);
-        } else {
-            return Err(Error::Syntax);
+        let keyword = option_keyword(option.bytes(), &["COST", "ALGORITHM", "BURST"])?;
+        let given = match keyword {
+            "COST" => cost.is_some(),
+            "ALGORITHM" => algorithm.is_some(),
+            _ => burst.is_some(),
+        };
+        if given {
+            return Err(Error::RepeatedOption(keyword));
+        }
+        let value = options.next().ok_or(Error::MissingValue(keyword))?;
+        match keyword {
+            "COST" => cost = Some(bounded(value, &COST)?),
+            "ALGORITHM" => {
+                algorithm = Some(Chosen::named(value.bytes()).ok_or(Chosen::UNKNOWN_NAME)?);
+            }
+            _ => burst = Some(bounded(value, &BURST)?),
         }
     }
     Ok(Limit {
         chosen: Chosen::new(algorithm.unwrap_or(DEFAULT_ALGORITHM), quota, burst)?,
         cost: cost.unwrap_or(1),
     })
+}
+
+/// Which of `keywords` (any case) `word` is, or the error that names it.
+pub fn option_keyword(word: &[u8], keywords: &[&'static str]) -> Result<&'static str, Error> {
+    keywords
+        .iter()
+        .find(|keyword| is_keyword(word, keyword))
+        .copied()
+        .ok_or(Error::UnknownOption(Word::of(word)))
 }
 
 /// The parsed arguments of an MCHECK or MPEEK call.
@@ -175,7 +190,7 @@ pub fn parse_multi<A: Arg>(args: &[A]) -> Result<MultiRequest<'_, A>, Error> {
     for slot in limits.iter_mut().take(count) {
         let [keyword, limit, period, tail @ ..] = groups else {
             return Err(match groups.first() {
-                Some(word) if is_keyword(word.bytes(), "LIMIT") => Error::Syntax,
+                Some(word) if is_keyword(word.bytes(), "LIMIT") => Error::ShortGroup,
                 _ => Error::GroupPerKey,
             });
         };
@@ -412,19 +427,27 @@ mod tests {
             assert_eq!(parse_strs(args).unwrap_err(), *expected, "{args:?}");
         }
         let options: &[(&[&'static str], Error)] = &[
-            (&["COST"], Error::Syntax),
+            (&["COST"], Error::MissingValue("COST")),
             (&["COST", "-1"], Error::InvalidCost),
             (&["COST", "x"], Error::InvalidCost),
             (&["COST", "1000000000000001"], Error::InvalidCost),
-            (&["COST", "1", "COST", "1"], Error::Syntax),
-            (&["WEIGHT", "1"], Error::Syntax),
-            (&["1"], Error::Syntax),
-            (&["ALGORITHM"], Error::Syntax),
+            (&["COST", "1", "COST", "1"], Error::RepeatedOption("COST")),
+            (&["cost", "1", "Cost"], Error::RepeatedOption("COST")),
+            (&["WEIGHT", "1"], Error::UnknownOption(Word::of(b"WEIGHT"))),
+            (
+                &["ALGORITM", "SLIDING"],
+                Error::UnknownOption(Word::of(b"ALGORITM")),
+            ),
+            (&["1"], Error::UnknownOption(Word::of(b"1"))),
+            (&["ALGORITHM"], Error::MissingValue("ALGORITHM")),
             (&["ALGORITHM", "LEAKY"], Chosen::UNKNOWN_NAME),
-            (&["ALGORITHM", "TOKEN", "ALGORITHM", "TOKEN"], Error::Syntax),
+            (
+                &["ALGORITHM", "TOKEN", "ALGORITHM", "TOKEN"],
+                Error::RepeatedOption("ALGORITHM"),
+            ),
             (
                 &["ALGORITHM", "FIXED", "algorithm", "SLIDING"],
-                Error::Syntax,
+                Error::RepeatedOption("ALGORITHM"),
             ),
             (&["BURST", "5"], Error::BurstWithoutToken),
             (
@@ -438,7 +461,7 @@ mod tests {
             ),
             (
                 &["ALGORITHM", "TOKEN", "BURST", "5", "BURST", "5"],
-                Error::Syntax,
+                Error::RepeatedOption("BURST"),
             ),
             // 10 per minute refills 10^14 tokens in 1.9 million years.
             (
@@ -523,17 +546,17 @@ mod tests {
             ("1 a 1 1 1", Error::GroupPerKey),
             ("1 a COST 1 1", Error::GroupPerKey),
             // A group cut short.
-            ("2 a b LIMIT 1", Error::Syntax),
+            ("2 a b LIMIT 1", Error::ShortGroup),
             ("2 a b LIMIT 1 LIMIT 1 1", Error::InvalidPeriod),
             // CHECK's own errors, in argument order.
             ("1 a LIMIT 0 1", Error::InvalidLimit),
             ("1 a LIMIT 1 0", Error::InvalidPeriod),
-            ("1 a LIMIT 1 1 COST", Error::Syntax),
+            ("1 a LIMIT 1 1 COST", Error::MissingValue("COST")),
             ("1 a LIMIT 1 1 COST -1", Error::InvalidCost),
-            ("1 a LIMIT 1 1 COST 1 COST 1", Error::Syntax),
+            ("1 a LIMIT 1 1 COST 1 COST 1", Error::RepeatedOption("COST")),
             ("1 a LIMIT 1 1 ALGORITHM LEAKY", Chosen::UNKNOWN_NAME),
             ("1 a LIMIT 1 1 BURST 5", Error::BurstWithoutToken),
-            ("1 a LIMIT 1 1 WEIGHT 5", Error::Syntax),
+            ("1 a LIMIT 1 1 WEIGHT 5", Error::UnknownOption(Word::of(b"WEIGHT"))),
             ("2 a b LIMIT 1 1 LIMIT x 1", Error::InvalidLimit),
             // The same key twice, once the groups are read.
             ("2 a a LIMIT 1 1 LIMIT 1 1", Error::DuplicateKey),

@@ -53,9 +53,7 @@ impl Command for Reset {
         }
         // Check every key before removing any: all or nothing.
         for name in keys {
-            if !store::holds_limiter_state_or_nothing(&Key::open(ctx, name, Access::Read)?)? {
-                return Err(Error::WrongType);
-            }
+            store::holds_limiter_state_or_nothing(&Key::open(ctx, name, Access::Read)?)?;
         }
         let mut removed: i64 = 0;
         for name in keys {
@@ -64,8 +62,8 @@ impl Command for Reset {
             if matches!(key.value()?, Value::Empty) {
                 continue;
             }
-            server::replicate_del(ctx, name)?;
             key.delete()?;
+            server::replicate_del(ctx, name)?;
             server::signal_modified(ctx, name)?;
             server::notify(ctx, c"ratelimit.reset", name);
             removed = removed.saturating_add(1);

@@ -30,11 +30,42 @@ pub unsafe fn init(ctx: *mut raw::RedisModuleCtx, name: &CStr, version: c_int) -
     Some(unsafe { Ctx::from_raw(ctx) })
 }
 
+/// Says in the server log why `RedisModule_Init` refused the load, where
+/// the server can tell: a module of the same name is loaded already (a
+/// second `--loadmodule` or `MODULE LOAD`). The server itself logs only
+/// that the load failed.
+///
+/// # Safety
+/// `ctx` must be the context the server passed to `OnLoad`, after
+/// [`init`] refused it (the API is set up before the name is checked).
+pub unsafe fn explain_refused_init(ctx: *mut raw::RedisModuleCtx, name: &CStr) {
+    let Ok(busy) = api!(RedisModule_IsModuleNameBusy) else {
+        return;
+    };
+    // SAFETY: a NUL-terminated name, read during the call only.
+    if unsafe { busy(name.as_ptr()) } == 0 {
+        return;
+    }
+    // SAFETY: the caller's promise.
+    let ctx = unsafe { Ctx::from_raw(ctx) };
+    let name = name.to_string_lossy();
+    super::log(
+        ctx,
+        super::LogLevel::Warning,
+        &format!(
+            "not loaded: a module named {name} is loaded already (MODULE LIST shows it); \
+             load it once, or MODULE UNLOAD {name} first"
+        ),
+    );
+}
+
 /// The module API functions the module calls whenever the server has
 /// them, and does without otherwise (each use says how): the server's
-/// frozen clock, command metadata and ACL categories, module configs.
-pub const OPTIONAL_FUNCTIONS: [&str; 7] = [
+/// frozen clock, command metadata and ACL categories, module configs, and
+/// saying why a second load is refused.
+pub const OPTIONAL_FUNCTIONS: [&str; 8] = [
     "RedisModule_CachedMicroseconds",
+    "RedisModule_IsModuleNameBusy",
     "RedisModule_GetCommand",
     "RedisModule_SetCommandInfo",
     "RedisModule_SetCommandACLCategories",

@@ -34,7 +34,9 @@ pub struct Loaded<'k, S> {
 }
 
 /// Reads the state of kind `K` at `key`: `None` for a missing key; an error
-/// naming both kinds for another kind's state, `WRONGTYPE` for anything else.
+/// naming both kinds for another kind's state, `WRONGTYPE` saying so for a
+/// string that is no limiter's state, and the server's `WRONGTYPE` for any
+/// other type.
 pub fn load<'k, K: Kind + Registered>(key: &'k Key) -> Result<Loaded<'k, K::State>, Error> {
     match key.value()? {
         Value::Empty => Ok(Loaded {
@@ -48,7 +50,7 @@ pub fn load<'k, K: Kind + Registered>(key: &'k Key) -> Result<Loaded<'k, K::Stat
             }),
             None => Err(match Id::of_value(bytes) {
                 Some(held) => held.wrong_kind(K::ID),
-                None => Error::WrongType,
+                None => Error::NotLimiterState,
             }),
         },
         Value::SortedSet | Value::Other => Err(Error::WrongType),
@@ -56,13 +58,14 @@ pub fn load<'k, K: Kind + Registered>(key: &'k Key) -> Result<Loaded<'k, K::Stat
 }
 
 /// Whether `key` holds limiter state of any kind, or nothing (what
-/// RATELIMIT.RESET may delete).
-pub fn holds_limiter_state_or_nothing(key: &Key) -> Result<bool, Error> {
-    Ok(match key.value()? {
-        Value::Empty => true,
-        Value::String(value) => Id::of_value(value).is_some(),
-        Value::SortedSet | Value::Other => false,
-    })
+/// RATELIMIT.RESET may delete); the error that says what it holds instead.
+pub fn holds_limiter_state_or_nothing(key: &Key) -> Result<(), Error> {
+    match key.value()? {
+        Value::Empty => Ok(()),
+        Value::String(value) if Id::of_value(value).is_some() => Ok(()),
+        Value::String(_) => Err(Error::NotLimiterState),
+        Value::SortedSet | Value::Other => Err(Error::WrongType),
+    }
 }
 
 /// Reads the state at `key`, lets `decide` compute the outcome, stores and

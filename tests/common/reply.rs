@@ -10,6 +10,21 @@ use redis::{ConnectionLike, FromRedisValue, ParsingError, RedisResult, Value};
 /// limiter (a hash, a list, "hello").
 pub const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";
 
+/// The WRONGTYPE error for a key that holds a string that is no limiter's
+/// state ("hello", "007").
+pub const NOT_LIMITER_STATE: &str = "WRONGTYPE the key holds a string that is not limiter state";
+
+/// The error a limiter command replies for `key`, which holds no limiter:
+/// [`NOT_LIMITER_STATE`] for a string, [`WRONGTYPE`] for another type.
+pub fn not_a_limiter(con: &mut dyn ConnectionLike, key: &str) -> String {
+    let kind: String = redis::cmd("TYPE").arg(key).query(con).unwrap();
+    match kind.as_str() {
+        "string" => NOT_LIMITER_STATE,
+        _ => WRONGTYPE,
+    }
+    .to_string()
+}
+
 /// The error for a command of kind `wanted` (FIXED, SLIDING, TOKEN,
 /// THROTTLE) on a key holding a limiter of kind `held`.
 pub fn wrong_algorithm(held: &str, wanted: &str) -> String {
