@@ -70,6 +70,50 @@ pub enum Backend {
     Script { sha: String },
 }
 
+/// A backend as a caller names it, for [`Limiter::with_backend`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Named {
+    /// The module.
+    Module,
+    /// The library as Redis functions.
+    Functions,
+    /// The library as a script.
+    Script,
+}
+
+/// Whether the server has the module, and whether it has functions: from
+/// `COMMAND INFO`, or, where the user may not run it, from the commands
+/// themselves.
+fn offered<C: ConnectionLike>(con: &mut C) -> RedisResult<(bool, bool)> {
+    let info: RedisResult<(Value, Value)> = redis::cmd("COMMAND")
+        .arg("INFO")
+        .arg("ratelimit.check")
+        .arg("fcall")
+        .query(con);
+    match info {
+        Ok((module, functions)) => Ok((module != Value::Nil, functions != Value::Nil)),
+        Err(e) if e.code() == Some("NOPERM") => {
+            // A key that is never written: PEEK only reads.
+            let mut peek = redis::cmd("RATELIMIT.PEEK");
+            peek.arg("ratelimit:backend-probe").arg(1).arg(1);
+            let mut version = redis::cmd("FCALL_RO");
+            version.arg("ratelimit_version").arg(0);
+            Ok((has(con, &peek)?, has(con, &version)?))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether the server knows `cmd`: an unknown command is refused before
+/// ACLs are consulted, so any other answer, NOPERM included, means it does.
+fn has<C: ConnectionLike>(con: &mut C, cmd: &Cmd) -> RedisResult<bool> {
+    match cmd.query::<Value>(con) {
+        Ok(_) => Ok(true),
+        Err(e) if e.is_io_error() || e.is_timeout() => Err(e),
+        Err(e) => Ok(!e.to_string().to_lowercase().contains("unknown command")),
+    }
+}
+
 impl fmt::Display for Backend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -92,15 +136,26 @@ impl Limiter {
     /// server has none or one of another version; else (Redis 6.2) the
     /// library as a script, loaded with `SCRIPT LOAD`. Prints the choice on
     /// stderr.
+    ///
+    /// A user whose ACL refuses `COMMAND INFO` (docs/operations.md's
+    /// recipes give a client only what its backend needs) is served all the
+    /// same: the commands themselves are tried instead.
     pub fn new<C: ConnectionLike>(con: &mut C) -> RedisResult<Limiter> {
-        let (module, functions): (Value, Value) = redis::cmd("COMMAND")
-            .arg("INFO")
-            .arg("ratelimit.check")
-            .arg("fcall")
-            .query(con)?;
-        let (backend, how) = if module != Value::Nil {
+        let (module, functions) = offered(con)?;
+        Limiter::on(con, module, functions)
+    }
+
+    /// The limiter on the backend the caller names, asking the server
+    /// nothing about what it offers. With [`Named::Functions`], a user that
+    /// may not `FUNCTION LOAD` needs the library loaded beforehand.
+    pub fn with_backend<C: ConnectionLike>(con: &mut C, named: Named) -> RedisResult<Limiter> {
+        Limiter::on(con, named == Named::Module, named == Named::Functions)
+    }
+
+    fn on<C: ConnectionLike>(con: &mut C, module: bool, functions: bool) -> RedisResult<Limiter> {
+        let (backend, how) = if module {
             (Backend::Module, "RATELIMIT.* commands".to_string())
-        } else if functions != Value::Nil {
+        } else if functions {
             let loaded = load_library(con)?;
             let how = format!("fallback/ratelimit.lua through FCALL, {loaded}");
             (Backend::Functions, how)
@@ -858,6 +913,113 @@ mod tests {
             .unwrap()
     }
 
+    /// The commands the fallback library runs: a function or script runs
+    /// them with its caller's permissions.
+    const LIBRARY_COMMANDS: [&str; 16] = [
+        "+time",
+        "+get",
+        "+set",
+        "+incrby",
+        "+del",
+        "+exists",
+        "+pttl",
+        "+pexpireat",
+        "+pexpiretime",
+        "+zadd",
+        "+zcard",
+        "+zcount",
+        "+zrange",
+        "+zrem",
+        "+zremrangebyscore",
+        "+zscore",
+    ];
+
+    /// A connection of a user who may run only what docs/operations.md's
+    /// recipe for `backend` gives (no `COMMAND INFO`), after what an
+    /// administrator does first (the library loaded, for functions).
+    fn as_recipe_user(target: &Target, admin: &mut redis::Connection) -> redis::Connection {
+        let mut recipe: Vec<&str> = match target.backend {
+            "module" => vec![
+                "+ratelimit.check",
+                "+ratelimit.peek",
+                "+ratelimit.mcheck",
+                "+ratelimit.mpeek",
+                "+ratelimit.reset",
+                "+ratelimit.throttle",
+                "+ratelimit.acquire",
+                "+ratelimit.release",
+                "+ratelimit.renew",
+            ],
+            "functions" => {
+                function_load(admin, LIBRARY);
+                vec!["+fcall", "+fcall_ro"]
+            }
+            _ => vec!["+evalsha", "+script|load"],
+        };
+        if target.backend != "module" {
+            // Redis 6.2 (the script's server here) has no PEXPIRETIME.
+            let has_pexpiretime = has_command(admin, "PEXPIRETIME");
+            recipe.extend(
+                LIBRARY_COMMANDS
+                    .iter()
+                    .filter(|c| has_pexpiretime || **c != "+pexpiretime"),
+            );
+        }
+        redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg("app")
+            .arg(&["reset", "on", ">secret", "~*", "-@all"][..])
+            .arg(&recipe[..])
+            .exec(admin)
+            .unwrap();
+        let url = format!("redis://app:secret@127.0.0.1:{}/", target.port());
+        redis::Client::open(url).unwrap().get_connection().unwrap()
+    }
+
+    #[test]
+    fn a_user_of_the_recipe_is_served_though_command_info_is_refused() {
+        for target in targets() {
+            let mut admin = target.connect();
+            let mut con = as_recipe_user(&target, &mut admin);
+            let refused = redis::cmd("COMMAND")
+                .arg("INFO")
+                .arg("ratelimit.check")
+                .query::<Value>(&mut con)
+                .unwrap_err();
+            assert_eq!(refused.code(), Some("NOPERM"), "{refused}");
+            let named = match target.backend {
+                "module" => Named::Module,
+                "functions" => Named::Functions,
+                _ => Named::Script,
+            };
+            for limiter in [
+                Limiter::new(&mut con).unwrap(),
+                Limiter::with_backend(&mut con, named).unwrap(),
+            ] {
+                assert_eq!(limiter.backend().to_string(), target.backend);
+                let d = limiter.check(&mut con, "k", 5, 60).unwrap();
+                assert!(d.allowed, "{}: {d:?}", target.backend);
+                let lease = limiter.concurrency(&mut con, "jobs", 1, 60_000).unwrap();
+                drop(lease);
+            }
+            assert_eq!(
+                limiter_remaining(&mut admin),
+                3,
+                "{}: two checks, one limiter",
+                target.backend
+            );
+        }
+    }
+
+    /// What is left of `k` (5 per minute), asked as an administrator.
+    fn limiter_remaining(admin: &mut redis::Connection) -> u64 {
+        Limiter::new(admin)
+            .unwrap()
+            .peek(admin, "k", 5, 60)
+            .unwrap()
+            .remaining
+    }
+
     #[test]
     fn functions_replace_a_library_of_another_version_and_keep_their_own() {
         let server = Server::builder().without_module().start();
@@ -866,13 +1028,18 @@ mod tests {
             eprintln!("not run: this server has no functions (Redis < 7.0)");
             return;
         }
-        let older = LIBRARY.replace("local VERSION = '0.2.0'", "local VERSION = '0.1.0'");
+        let current = library_version(LIBRARY).unwrap();
+        let declared = LIBRARY
+            .lines()
+            .find(|line| line.starts_with("local VERSION = '"))
+            .unwrap();
+        let older = LIBRARY.replace(declared, "local VERSION = '0.1.0'");
         assert_ne!(older, LIBRARY);
         function_load(&mut con, &older);
         assert_eq!(loaded_version(&mut con), 100);
         let limiter = Limiter::new(&mut con).unwrap();
         assert_eq!(limiter.backend(), &Backend::Functions);
-        assert_eq!(loaded_version(&mut con), 200);
+        assert_eq!(loaded_version(&mut con), current);
         assert_eq!(loaded_library(&mut con), LIBRARY);
 
         // The same version, told apart by a comment: left as it is.

@@ -158,6 +158,13 @@ export class RateLimiter {
    * `algorithm` is FIXED, SLIDING or TOKEN (`burst`: the token bucket's
    * size, default `limit`). The arguments are not checked here: the server
    * checks them, and a bad one throws an ErrorReply on first use.
+   *
+   * The defaults are the module's, as in the Python example: a fixed
+   * window, on the key as given. So `check('user:42')` and
+   * `RATELIMIT.CHECK user:42 100 60` from redis-cli count against the same
+   * limiter. `prefix` is put before every key (e.g. 'ratelimit:') to keep
+   * limiters apart from other keys; every user of one key must agree on its
+   * algorithm, since a key made by one algorithm is WRONGTYPE to another.
    */
   constructor({
     client,
@@ -165,11 +172,11 @@ export class RateLimiter {
     socket = {},
     limit,
     periodSeconds,
-    algorithm = 'SLIDING',
+    algorithm = 'FIXED',
     burst,
     onError = 'open',
     timeoutMs = 200,
-    prefix = 'ratelimit:',
+    prefix = '',
   }) {
     if (onError !== 'open' && onError !== 'closed') {
       throw new RangeError('onError must be "open" or "closed"');

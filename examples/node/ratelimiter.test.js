@@ -4,15 +4,15 @@
 // directory, and kills it when done, also when the test fails.
 //
 // - REDIS_SERVER: the server binary (default: redis-server on PATH).
-// - RATELIMIT_MODULE: the module (default: debug/libredis_ratelimit.so in
-//   cargo's target directory, CARGO_TARGET_DIR or target/ under the
-//   repository root, which `cargo build` makes).
+// - RATELIMIT_MODULE: the module (default: whichever build exists, as
+//   scripts/module-path chooses: the debug build, else the release build
+//   that `make run` makes, in CARGO_TARGET_DIR or target/).
 //
 // Run: node --test examples/node/ratelimiter.test.js (after `npm ci` in
 // examples/node), or examples/node/run-tests, which does both.
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, openSync, closeSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -41,14 +41,13 @@ process.on('exit', () => {
   }
 });
 
+/**
+ * The module to load, as scripts/module-path chooses it for every example:
+ * RATELIMIT_MODULE, else the debug build, else the release build (all that
+ * `make run` makes), else a debug build made now.
+ */
 function modulePath() {
-  if (process.env.RATELIMIT_MODULE) {
-    return process.env.RATELIMIT_MODULE;
-  }
-  // A relative CARGO_TARGET_DIR is taken from the repository root, where make
-  // runs cargo.
-  const target = resolve(REPO, process.env.CARGO_TARGET_DIR ?? 'target');
-  return join(target, 'debug', 'libredis_ratelimit.so');
+  return execFileSync(join(REPO, 'scripts', 'module-path'), { cwd: REPO, encoding: 'utf8' }).trim();
 }
 
 /** A port that was free a moment ago on 127.0.0.1. */
@@ -261,12 +260,22 @@ test('allows up to the limit, then denies', { timeout: TEST_TIMEOUT_MS }, async 
   }
 });
 
-test('the state is a prefixed key', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+test('the defaults are the module\'s: the key as given, a fixed window', { timeout: TEST_TIMEOUT_MS }, async (t) => {
   const { admin, limiter } = await setUp(t);
-  await (await limiter({ algorithm: 'FIXED' })).check('user:1');
-  assert.equal(await admin.get('ratelimit:user:1'), '1');
-  const ttl = await admin.pTTL('ratelimit:user:1');
+  await (await limiter()).check('user:1');
+  // What redis-cli's RATELIMIT.CHECK user:1 3 60 counts against.
+  assert.equal(await admin.get('user:1'), '1');
+  const ttl = await admin.pTTL('user:1');
   assert.ok(ttl > 0 && ttl <= 60_000, String(ttl));
+  const fromCli = await admin.sendCommand(['RATELIMIT.CHECK', 'user:1', '3', '60']);
+  assert.deepEqual(fromCli.slice(0, 3), [1, 1, 3]);
+});
+
+test('a prefix is put before every key', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  const { admin, limiter } = await setUp(t);
+  await (await limiter({ prefix: 'ratelimit:' })).check('user:1');
+  assert.equal(await admin.get('ratelimit:user:1'), '1');
+  assert.equal(await admin.exists('user:1'), 0);
 });
 
 test('remaining does not consume', { timeout: TEST_TIMEOUT_MS }, async (t) => {
@@ -274,7 +283,7 @@ test('remaining does not consume', { timeout: TEST_TIMEOUT_MS }, async (t) => {
   const l = await limiter();
   assert.equal(await l.remaining('k'), 3);
   assert.equal(await l.remaining('k'), 3);
-  assert.equal(await admin.exists('ratelimit:k'), 0);
+  assert.equal(await admin.exists('k'), 0);
   assert.equal((await l.check('k')).remaining, 2);
   assert.equal(await l.remaining('k'), 2);
   assert.equal(await l.remaining('k'), 2);

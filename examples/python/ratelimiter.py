@@ -54,6 +54,16 @@ its choice once (logger "ratelimiter", INFO); `limiter.backend` says it:
 The three answer alike, with the same replies, errors and keys: nothing
 else in this file, nor in the application, depends on the choice.
 
+The choice asks `COMMAND INFO`. A user whose ACL refuses it (the recipes
+of docs/operations.md give a client only what its backend needs) is
+served all the same: the limiter then tries the commands themselves
+(`RATELIMIT.PEEK` on a key that is never written, `FCALL_RO
+ratelimit_version`); a server that lacks a command says so before it
+consults ACLs, so any other answer, NOPERM included, means it has it. Or
+name the backend (`backend="module"`, `"functions"` or `"script"`), and
+nothing is asked: with "functions", a user that may not `FUNCTION LOAD`
+needs the library loaded beforehand, in this version.
+
 `concurrency` limits work in flight rather than a rate: at most `max`
 holders of a key at once, each lease given back when its `with` block
 ends, and ending by itself after `lease_ms` if the process dies holding it:
@@ -82,6 +92,9 @@ from redis.retry import Retry
 # redis-py raises TimeoutError for a socket timeout; it is not a subclass
 # of ConnectionError, so both are listed.
 UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+# What can run the limits, in the order the limiter prefers them.
+BACKENDS = ("module", "functions", "script")
 
 # The fallback library, where it is in the repository.
 LIBRARY = Path(__file__).resolve().parent / ".." / ".." / "fallback" / "ratelimit.lua"
@@ -198,6 +211,7 @@ class RateLimiter:
         timeout_s: float = 0.2,
         prefix: str = "",
         library: Union[str, Path] = LIBRARY,
+        backend: Optional[str] = None,
         **connection_kwargs,
     ):
         """Either pass `client` (with `socket_timeout` set), or connection
@@ -217,9 +231,14 @@ class RateLimiter:
 
         `library` is the path of `fallback/ratelimit.lua`, read when the
         server has no module.
+
+        `backend` ("module", "functions" or "script") skips finding out
+        what the server offers; by default the first call finds out.
         """
         if on_error not in ("open", "closed"):
             raise ValueError('on_error must be "open" or "closed"')
+        if backend not in (None, *BACKENDS):
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, or None to find out")
         if client is None:
             client = redis.Redis(
                 socket_timeout=timeout_s,
@@ -245,6 +264,7 @@ class RateLimiter:
         self.prefix = prefix
         self.library = Path(library)
         self._backend: Optional[str] = None
+        self._named_backend = backend
         self._choosing = threading.Lock()
         # The options after `limit period`, the same for every call.
         self._options = ["ALGORITHM", algorithm]
@@ -325,13 +345,38 @@ class RateLimiter:
                 self._backend = self._choose_backend()
             return self._backend
 
+    def _offered(self):
+        """Whether the server has the module, and whether it has functions:
+        from COMMAND INFO, or, where the user may not run it, from the
+        commands themselves."""
+        try:
+            module, functions = self.client.execute_command("COMMAND INFO", "ratelimit.check", "fcall")
+            return module is not None, functions is not None
+        except redis.exceptions.NoPermissionError:
+            # A key that is never written: PEEK only reads.
+            return (self._has("RATELIMIT.PEEK", "ratelimit:backend-probe", 1, 1),
+                    self._has("FCALL_RO", "ratelimit_version", 0))
+
+    def _has(self, *command) -> bool:
+        """Whether the server knows `command`: an unknown command is refused
+        before ACLs are consulted, so any other answer means it does."""
+        try:
+            self.client.execute_command(*command)
+        except redis.exceptions.ResponseError as e:
+            return "unknown command" not in str(e).lower()
+        return True
+
     def _choose_backend(self) -> str:
-        module, functions = self.client.execute_command("COMMAND INFO", "ratelimit.check", "fcall")
-        if module is not None:
+        if self._named_backend is not None:
+            module = self._named_backend == "module"
+            functions = self._named_backend == "functions"
+        else:
+            module, functions = self._offered()
+        if module:
             log.info("rate limits on the module (RATELIMIT.* commands)")
             return "module"
         text = self.library.read_text()
-        if functions is not None:
+        if functions:
             self._library = text
             loaded = self._load_library()
             log.info("rate limits on the library %s through FCALL (no module on the server): %s",

@@ -21,6 +21,7 @@ import math
 import os
 import signal
 import shutil
+import re
 import socket
 import subprocess
 import sys
@@ -33,7 +34,7 @@ from typing import Optional
 
 import redis
 
-from ratelimiter import LIBRARY, Busy, Decision, RateLimiter
+from ratelimiter import LIBRARY, Busy, Decision, RateLimiter, library_version
 
 REPO = Path(__file__).resolve().parents[2]
 START_DEADLINE_S = 15
@@ -156,6 +157,13 @@ class Server:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+class RecipeTest(unittest.TestCase):
+    def test_the_library_runs_no_command_the_recipes_leave_out(self):
+        called = set(re.findall(r"redis_p?call\('([A-Z]+)'", LIBRARY.read_text()))
+        self.assertTrue(called)
+        self.assertEqual({f"+{c.lower()}" for c in called} - set(LIBRARY_COMMANDS), set())
+
+
 class DecisionTest(unittest.TestCase):
     """The reply and header mapping alone, no server."""
 
@@ -190,12 +198,24 @@ class DecisionTest(unittest.TestCase):
         self.assertEqual(d.headers()["RateLimit-Reset"], "2")
 
 
+# The commands the fallback library runs, which a script or function runs
+# with its caller's permissions.
+LIBRARY_COMMANDS = ["+time", "+get", "+set", "+incrby", "+del", "+exists", "+pttl", "+pexpireat",
+                    "+pexpiretime", "+zadd", "+zcard", "+zcount", "+zrange", "+zrem",
+                    "+zremrangebyscore", "+zscore"]
+
+
 class RateLimiterTest(unittest.TestCase):
     """Every test on a server with the module; the classes below run them
     all again on servers without it."""
 
     # What the limiter should choose on this class's servers.
     BACKEND = "module"
+    # What a user needs for that backend, as docs/operations.md's ACL
+    # recipes give it: the module's commands, and nothing else.
+    RECIPE = ["+ratelimit.check", "+ratelimit.peek", "+ratelimit.mcheck", "+ratelimit.mpeek",
+              "+ratelimit.reset", "+ratelimit.throttle", "+ratelimit.acquire",
+              "+ratelimit.release", "+ratelimit.renew"]
 
     def start_server(self) -> Server:
         return Server(debug_command_args(server_binary()))
@@ -498,6 +518,39 @@ class RateLimiterTest(unittest.TestCase):
         with self.assertRaises(ValueError):
             self.limiter(on_error="maybe")
 
+    def prepare_for_a_user(self):
+        """What an administrator does before a user of RECIPE can start."""
+
+    def user_limiter(self, **kwargs) -> RateLimiter:
+        """A limiter of a user who may run RECIPE's commands and no others
+        (no COMMAND INFO)."""
+        self.prepare_for_a_user()
+        self.admin.execute_command("ACL", "SETUSER", "app", "reset", "on", ">secret", "~*",
+                                   "-@all", *self.RECIPE)
+        limiter = RateLimiter(host="127.0.0.1", port=self.server.port, username="app",
+                              password="secret", limit=3, period_s=60, **kwargs)
+        self.addCleanup(limiter.client.close)
+        return limiter
+
+    def assert_serves(self, limiter: RateLimiter):
+        self.assertEqual(limiter.is_allowed("k").remaining, 2)
+        self.assertEqual(limiter.backend, self.BACKEND)
+        self.assertEqual(limiter.remaining("k"), 2)
+        with limiter.concurrency("jobs", max=1, lease_ms=1_000) as lease:
+            self.assertTrue(limiter.renew(lease, 1_000))
+
+    def test_a_user_of_the_recipe_is_served_though_command_info_is_refused(self):
+        limiter = self.user_limiter()
+        with self.assertRaises(redis.exceptions.NoPermissionError):
+            limiter.client.execute_command("COMMAND", "INFO", "ratelimit.check")
+        self.assert_serves(limiter)
+
+    def test_a_named_backend_is_used_without_asking_the_server(self):
+        limiter = self.user_limiter(backend=self.BACKEND)
+        self.assert_serves(limiter)
+        with self.assertRaises(ValueError):
+            self.limiter(backend="lua")
+
     def test_chooses_its_backend_at_the_first_call_and_logs_it_once(self):
         limiters = [self.limiter() for _ in range(2)]
         with self.assertLogs("ratelimiter", logging.INFO) as logs:
@@ -524,6 +577,12 @@ class FunctionsTest(RateLimiterTest):
     limiter loads the library and calls it with FCALL."""
 
     BACKEND = "functions"
+    # The library is loaded beforehand, by an administrator. A function runs
+    # its commands with its caller's permissions: the user needs those too.
+    RECIPE = ["+fcall", "+fcall_ro", *LIBRARY_COMMANDS]
+
+    def prepare_for_a_user(self):
+        self.admin.function_load(LIBRARY.read_text(), replace=True)
 
     @classmethod
     def setUpClass(cls):
@@ -548,12 +607,14 @@ class FunctionsTest(RateLimiterTest):
         self.assertEqual(self.library_code(), LIBRARY.read_text())
 
     def test_replaces_a_library_of_another_version(self):
-        older = LIBRARY.read_text().replace("local VERSION = '0.2.0'", "local VERSION = '0.1.0'")
+        current = library_version(LIBRARY.read_text())
+        older = re.sub(r"^local VERSION = '[0-9.]+'", "local VERSION = '0.1.0'",
+                       LIBRARY.read_text(), flags=re.MULTILINE)
         self.assertNotEqual(older, LIBRARY.read_text())
         self.admin.function_load(older, replace=True)
         self.assertEqual(self.admin.fcall_ro("ratelimit_version", 0), 100)
         self.assertEqual(self.limiter().backend, "functions")
-        self.assertEqual(self.admin.fcall_ro("ratelimit_version", 0), 200)
+        self.assertEqual(self.admin.fcall_ro("ratelimit_version", 0), current)
         self.assertEqual(self.library_code(), LIBRARY.read_text())
 
     def test_keeps_a_library_of_its_version(self):
@@ -581,6 +642,8 @@ class ScriptTest(RateLimiterTest):
     library less its first line, as a script through EVALSHA."""
 
     BACKEND = "script"
+    # Redis 6.2 has no PEXPIRETIME, which the script then does without.
+    RECIPE = ["+evalsha", "+script|load", *(c for c in LIBRARY_COMMANDS if c != "+pexpiretime")]
 
     @classmethod
     def setUpClass(cls):

@@ -29,7 +29,15 @@ pub fn module_path() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
-    target.join("debug").join("libredis_ratelimit.so")
+    // The debug build (`cargo build`, `make test`), else the release build
+    // (all `make run` makes), as scripts/module-path chooses for the other
+    // examples.
+    let debug = target.join("debug").join("libredis_ratelimit.so");
+    let release = target.join("release").join("libredis_ratelimit.so");
+    if !debug.exists() && release.exists() {
+        return release;
+    }
+    debug
 }
 
 /// The server binary.
