@@ -57,7 +57,6 @@ local HAS_PEXPIRETIME = redis.REDIS_VERSION_NUM ~= nil
 local EMPTY_WRITES_PROPAGATE = redis.REDIS_VERSION_NUM == nil
 
 local ERR = {
-  syntax = 'ERR syntax error',
   limit = 'ERR limit must be a positive integer (at most 1000000000000000)',
   period = 'ERR period must be a positive integer number of seconds (at most 1000000000)',
   cost = 'ERR cost must be a non-negative integer (at most 1000000000000000)',
@@ -75,8 +74,10 @@ local ERR = {
   duplicate_key = 'ERR each key may appear only once',
   max_leases = 'ERR max must be an integer from 1 to 100000',
   lease_ms = 'ERR lease_ms must be an integer from 1 to 86400000',
-  lease_id = 'ERR id must be 1 to 64 bytes',
+  lease_id = 'ERR id must be 1 to 64 bytes and not NOW',
   wrongtype = 'WRONGTYPE Operation against a key holding the wrong kind of value',
+  not_limiter_state = 'WRONGTYPE the key holds a string that is not limiter state',
+  short_group = 'ERR syntax error: LIMIT needs a limit and a period',
   -- The fallback's own.
   now = 'ERR NOW must be a UNIX time in milliseconds, an integer from 0 to 1000000000000000',
   sliding_exact = 'ERR limit x period is too large for the script fallback: a SLIDING window needs limit x period_ms below 2^53',
@@ -123,8 +124,14 @@ end
 
 -- An integer in decimal. Only integers below 2^53 are ever written, which
 -- '%d' (a C long) prints exactly, at half the cost of '%.0f'.
+local NEVER = 2 ^ 63
 local function fmt(n)
+  if n >= NEVER then return '9223372036854775807' end
   return format('%d', n)
+end
+local function cap(n)
+  if n ~= nil and n > EXACT - 1 then return EXACT - 1 end
+  return n
 end
 
 -- The value of a string of digits with no leading zero (or '0'), at most
@@ -240,6 +247,27 @@ end
 
 local function is_keyword(word, name)
   return (KEYWORDS[word] or upper(word)) == name
+end
+
+-- A client's word as an error quotes it (src/error.rs, Word): at most 32
+-- bytes, printable ASCII as given and any other byte as `?`, with `...`
+-- after a longer word.
+local function shown(word)
+  local text = string.gsub(string.sub(word, 1, 32), '[^\32-\126]', '?')
+  if #word > 32 then text = text .. '...' end
+  return text
+end
+
+local function unknown_option(word)
+  fail("ERR syntax error: unknown option '" .. shown(word) .. "'")
+end
+
+local function repeated_option(name)
+  fail('ERR syntax error: ' .. name .. ' given twice')
+end
+
+local function missing_value(name)
+  fail('ERR syntax error: ' .. name .. ' needs a value')
 end
 
 -- An integer argument in low..high, else `err`.
@@ -396,7 +424,7 @@ local function load(key, kind)
   local a, b, c, d = DECODE[kind](value)
   if a == nil then
     local held = kind_of_value(value)
-    if held == nil then fail(ERR.wrongtype) end
+    if held == nil then fail(ERR.not_limiter_state) end
     fail('WRONGTYPE the key holds ' .. held .. ' limiter state, not ' .. kind
       .. '; use ' .. CHOSEN_BY[held] .. ' or RATELIMIT.RESET it')
   end
@@ -567,7 +595,7 @@ local function stored_at(tag, ahead, per_ms, now_ms, replaced)
   local early = 0
   if r > 0 then early = per_ms - r end
   local width = 0
-  if replaced ~= nil then width = #replaced - 1 end
+  if replaced ~= nil then width = min(#replaced - 1, 20) end
   return tag .. padded(early, width), now_ms + cdiv(ahead, per_ms)
 end
 
@@ -657,18 +685,30 @@ local function parse_limit(args, first, last)
   local limit = bounded(args[first], 1, MAX_LIMIT, ERR.limit)
   local period_s = bounded(args[first + 1], 1, MAX_PERIOD_S, ERR.period)
   local cost, cost_text, kind, burst
+  -- As the module: an unknown option first, then one given twice, then
+  -- one without its value.
   for i = first + 2, last, 2 do
-    if i + 1 > last then fail(ERR.syntax) end
-    local option, value = keyword(args[i]), args[i + 1]
-    if option == 'COST' and cost == nil then
+    local option = keyword(args[i])
+    local given
+    if option == 'COST' then
+      given = cost ~= nil
+    elseif option == 'ALGORITHM' then
+      given = kind ~= nil
+    elseif option == 'BURST' then
+      given = burst ~= nil
+    else
+      unknown_option(args[i])
+    end
+    if given then repeated_option(option) end
+    if i + 1 > last then missing_value(option) end
+    local value = args[i + 1]
+    if option == 'COST' then
       cost, cost_text = bounded(value, 0, MAX_COST, ERR.cost), value
-    elseif option == 'ALGORITHM' and kind == nil then
+    elseif option == 'ALGORITHM' then
       kind = ALGORITHM_NAMES[value] or ALGORITHM_NAMES[upper(value)]
       if kind == nil then fail(ERR.algorithm) end
-    elseif option == 'BURST' and burst == nil then
-      burst = bounded(value, 1, MAX_LIMIT, ERR.burst)
     else
-      fail(ERR.syntax)
+      burst = bounded(value, 1, MAX_LIMIT, ERR.burst)
     end
   end
   kind = kind or 'FIXED'
@@ -696,7 +736,7 @@ local function parse_multi(args)
   local n = #args
   for slot = 1, count do
     if n - at + 1 < 3 then
-      if at <= n and is_keyword(args[at], 'LIMIT') then fail(ERR.syntax) end
+      if at <= n and is_keyword(args[at], 'LIMIT') then fail(ERR.short_group) end
       fail(ERR.group_per_key)
     end
     if not is_keyword(args[at], 'LIMIT') then fail(ERR.group_per_key) end
@@ -728,14 +768,15 @@ end
 -- member = id, score = deadline in UNIX ms, expiring with its last lease.
 
 local function check_id(id)
-  if #id < 1 or #id > MAX_ID_LEN then fail(ERR.lease_id) end
+  if #id < 1 or #id > MAX_ID_LEN or upper(id) == 'NOW' then fail(ERR.lease_id) end
   return id
 end
 
 -- A score read back as a deadline: cut to the ms; 0 when not a time.
 local function deadline_ms(score)
   local s = tonumber(score)
-  if s == nil or s ~= s or s < 0 or s >= 1e19 then return 0 end
+  if s == nil or s ~= s or s < 0 then return 0 end
+  if s >= NEVER then return NEVER end
   return floor(s)
 end
 
@@ -838,7 +879,7 @@ COMMANDS.reset = {
     -- Every key is checked before any is removed: all or nothing.
     for i = 1, #args do
       local value = get_string(args[i])
-      if value ~= nil and kind_of_value(value) == nil then fail(ERR.wrongtype) end
+      if value ~= nil and kind_of_value(value) == nil then fail(ERR.not_limiter_state) end
     end
     -- A key named twice is gone the second time; DEL only what is there
     -- (on Redis 6.2 any write command called propagates a MULTI/EXEC).
@@ -929,11 +970,11 @@ local function ask_all(args)
   return allowed, binding, asked
 end
 
-local function multi_reply(allowed, binding, asked)
+local function multi_reply(allowed, binding, asked, peek)
   local each = {}
   for i = 1, #asked do
     local a = asked[i]
-    if allowed then
+    if allowed and not peek then
       each[i] = reply_of(a.allowed, a.remaining, a.limit, a.retry, a.reset)
     else
       each[i] = reply_of(a.allowed, a.looked_remaining, a.limit, a.retry, a.looked_reset)
@@ -968,7 +1009,8 @@ COMMANDS.mpeek = {
   flags = { 'no-writes' },
   run = function(args)
     if #args < 5 then arity_error('ratelimit.mpeek') end
-    return multi_reply(ask_all(args))
+    local allowed, binding, asked = ask_all(args)
+    return multi_reply(allowed, binding, asked, true)
   end,
 }
 
@@ -979,10 +1021,14 @@ COMMANDS.acquire = {
     local max_leases = bounded(rest[1], 1, MAX_LEASES, ERR.max_leases)
     local lease_ms = bounded(rest[2], 1, MAX_LEASE_MS, ERR.lease_ms)
     local id
-    if n == 4 and is_keyword(rest[3], 'ID') then
+    if n >= 3 then
+      if not is_keyword(rest[3], 'ID') then unknown_option(rest[3]) end
+      if n == 3 then missing_value('ID') end
+      if n >= 5 then
+        if not is_keyword(rest[5], 'ID') then unknown_option(rest[5]) end
+        repeated_option('ID')
+      end
       id = check_id(rest[4])
-    elseif n ~= 2 then
-      fail(ERR.syntax)
     end
     local now_ms = now()
     local changed = prune(key, now_ms)
@@ -1013,7 +1059,7 @@ COMMANDS.acquire = {
     local reset = 0
     if last ~= nil then reset = max(last - now_ms, 0) end
     if changed then expire_with_last(key, last) end
-    return { granted and 1 or 0, max(max_leases - live, 0), max_leases, retry, reset, granted or false }
+    return { granted and 1 or 0, max(max_leases - live, 0), max_leases, cap(retry), cap(reset), granted or false }
   end,
 }
 
@@ -1070,6 +1116,8 @@ COMMANDS.version = {
 }
 
 COMMANDS.reset.all_arguments = true
+COMMANDS.check.least, COMMANDS.peek.least, COMMANDS.acquire.least, COMMANDS.renew.least = 3, 3, 3, 3
+COMMANDS.throttle.least, COMMANDS.release.least, COMMANDS.mcheck.least, COMMANDS.mpeek.least, COMMANDS.reset.least = 4, 2, 5, 5, 1
 COMMANDS.mcheck.all_arguments = true
 COMMANDS.mpeek.all_arguments = true
 
@@ -1096,7 +1144,8 @@ local function serve(command)
     if find == nil then bind_standard_functions() end
     pinned_ms, time_ms = nil, nil
     local last = #argv
-    if last >= 2 and #argv[last - 1] == 3 and is_keyword(argv[last - 1], 'NOW') then
+    local counted = (command.keys_counted and 1 or 0) + #keys + last - 2
+    if last >= 2 and #argv[last - 1] == 3 and is_keyword(argv[last - 1], 'NOW') and counted >= (command.least or 0) then
       pinned_ms = parsed_arguments[argv[last]] or parse_argument(argv[last])
       if pinned_ms == nil or pinned_ms < 0 or pinned_ms > MAX_NOW_MS then
         return redis.error_reply(ERR.now)
