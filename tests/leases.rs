@@ -18,6 +18,7 @@ use std::thread;
 use std::time::Duration;
 
 use common::cluster::Cluster;
+use common::fallback::{Route, MAX_EXACT};
 use common::{
     acquire, all_lease_sets, assert_fires_exactly, assert_replica_took_everything, attach_replicas,
     check, counters, dumped, error, error_of, exists, has_command, lease_id, leases, pexpiretime,
@@ -536,8 +537,6 @@ fn renew_keeps_a_lease_past_its_first_deadline_and_refuses_an_ended_one() {
 /// 64-bit ms.
 const NEVER_MS: i64 = i64::MAX;
 
-/// The largest integer a reply says: 2^53 - 1.
-const MAX_REPLY: i64 = (1 << 53) - 1;
 
 /// Asserts `key` expires at [`NEVER_MS`]. Without PEXPIRETIME (Redis 6.2)
 /// the kit reads the expiry through a script, whose numbers are doubles:
@@ -556,6 +555,110 @@ fn assert_expires_never(con: &mut dyn ConnectionLike, key: &str, what: &str) {
     );
 }
 
+/// Where a lease test sends its calls: the module, or the fallback library
+/// with `NOW` pinned to the server's clock (its "now" is then known
+/// exactly). Each has its own keys.
+enum Backend {
+    Module,
+    Fallback(Route),
+}
+
+impl Backend {
+    fn name(&self) -> &'static str {
+        match self {
+            Backend::Module => "module",
+            Backend::Fallback(_) => "fallback",
+        }
+    }
+
+    /// `key` as this backend's own key.
+    fn key(&self, key: &str) -> String {
+        format!("{}:{key}", self.name())
+    }
+
+    fn acquire(
+        &self,
+        con: &mut Connection,
+        key: &str,
+        max: u64,
+        lease_ms: u64,
+        id: Option<&[u8]>,
+    ) -> Timed<Lease> {
+        match self {
+            Backend::Module => timed(con, |c| acquire(c, key, max, lease_ms, id)),
+            Backend::Fallback(route) => {
+                let now = server_ms(con);
+                let mut args = vec![
+                    max.to_string().into_bytes(),
+                    lease_ms.to_string().into_bytes(),
+                ];
+                if let Some(id) = id {
+                    args.extend([b"ID".to_vec(), id.to_vec()]);
+                }
+                args.extend([b"NOW".to_vec(), now.to_string().into_bytes()]);
+                let reply: Lease = route
+                    .cmd("acquire", &[key.as_bytes().to_vec()], &args)
+                    .query(con)
+                    .unwrap_or_else(|e| panic!("fallback ACQUIRE {key}: {e}"));
+                Timed {
+                    reply,
+                    before: now,
+                    after: now,
+                }
+            }
+        }
+    }
+
+    fn release(&self, con: &mut Connection, key: &str, ids: &[&str]) -> i64 {
+        match self {
+            Backend::Module => release(con, key, ids),
+            Backend::Fallback(route) => {
+                let now = server_ms(con).to_string();
+                let mut args = ids.to_vec();
+                args.extend(["NOW", &now]);
+                let released = route
+                    .call(con, "release", &[key], &args)
+                    .unwrap_or_else(|e| panic!("fallback RELEASE {key}: {e}"));
+                redis::from_redis_value(released).unwrap()
+            }
+        }
+    }
+
+    /// The error of `RATELIMIT.<verb> key args…` (the fallback's without a
+    /// clock pair, then with one).
+    fn errors(&self, con: &mut Connection, verb: &str, key: &str, args: &[&str]) -> Vec<String> {
+        let text = |result: redis::RedisResult<Value>| match result {
+            Ok(reply) => format!("no error but {reply:?}"),
+            Err(_) => error_of(result),
+        };
+        match self {
+            Backend::Module => {
+                let mut call = vec![format!("RATELIMIT.{verb}"), key.to_string()];
+                call.extend(args.iter().map(|a| a.to_string()));
+                vec![text(try_run(con, &call))]
+            }
+            Backend::Fallback(route) => {
+                let verb = verb.to_lowercase();
+                let now = server_ms(con).to_string();
+                let mut pinned = args.to_vec();
+                pinned.extend(["NOW", &now]);
+                vec![
+                    text(route.call(con, &verb, &[key], args)),
+                    text(route.call(con, &verb, &[key], &pinned)),
+                ]
+            }
+        }
+    }
+}
+
+/// Sets lease `id` of `key` to have ended a second ago (as if its holder
+/// had crashed that long since), without touching the key's expiry.
+fn end_lease(con: &mut Connection, key: &str, id: &str) {
+    let ended = (server_ms(con) - 1_000).to_string();
+    let changed: i64 = run(con, &["ZADD", key, "XX", "CH", &ended, id]);
+    assert_eq!(changed, 1, "{key} holds no lease {id}");
+}
+
 #[test]
 fn leases_a_slot_held_by_hand_until_released_keeps_the_key_and_its_leases() {
     // The set is a plain sorted set, so an operator can hold a slot by hand
@@ -563,51 +666,266 @@ fn leases_a_slot_held_by_hand_until_released_keeps_the_key_and_its_leases() {
     // member used to read as a deadline of 0, so the next grant set the
     // key's expiry to 0 and deleted the whole set, the lease it had just
     // acknowledged included; a score between 2^63 and 10^19 made the grant
-    // fail after it had changed the set.
+    // fail after it had changed the set. The fallback deleted the set on
+    // the next ACQUIRE, RELEASE or RENEW, and replied waits past 2^53 that
+    // a double cannot hold. Every score from 2^63 up, +inf included, is a
+    // slot held until released: the key expires at 2^63 - 1, and a wait
+    // until then is replied as 2^53 - 1.
     let master = replication_master(Server::builder());
     let replicas = attach_replicas(&master, vec![Server::builder()]);
     let mut con = master.connect();
     let mut rcon = replicas[0].connect();
-    for (key, score) in [("pool:inf", "+inf"), ("pool:huge", "9.5e18")] {
-        assert!(acquire(&mut con, key, 3, 60_000, Some(b"a")).acquired);
-        let a = deadline_of(&mut con, key, b"a");
-        let added: i64 = run(&mut con, &["ZADD", key, score, "maintenance"]);
-        assert_eq!(added, 1);
+    let route = Route::for_server(&mut con);
+    for backend in [Backend::Module, Backend::Fallback(route)] {
+        let who = backend.name();
+        for (name, score) in [
+            ("inf", "+inf"),
+            ("2^63", "9223372036854775808"),
+            ("9.5e18", "9.5e18"),
+        ] {
+            let key = &backend.key(&format!("pool:{name}"));
+            assert!(
+                backend
+                    .acquire(&mut con, key, 3, 60_000, Some(b"a"))
+                    .reply
+                    .acquired
+            );
+            let added: i64 = run(&mut con, &["ZADD", key, score, "maintenance"]);
+            assert_eq!(added, 1);
 
-        let t = timed(&mut con, |c| acquire(c, key, 3, 30_000, Some(b"b")));
-        let now = granted_at(&mut con, key, &t, 30_000);
-        let b = now + 30_000;
-        // The member holds its slot and never ends by itself: a wait
-        // longer than any reply integer says is replied as the largest.
-        assert_eq!(t.reply, Lease::acquired(0, 3, MAX_REPLY, b"b"), "{key}");
+            // Granted beside it; the set now lasts until released.
+            let t = backend.acquire(&mut con, key, 3, 30_000, Some(b"b"));
+            assert!(
+                exists(&mut con, key),
+                "{who} {key}: the grant deleted the set: {:?}",
+                t.reply
+            );
+            let now = granted_at(&mut con, key, &t, 30_000);
+            let b = now + 30_000;
+            assert_eq!(
+                t.reply,
+                Lease::acquired(0, 3, MAX_EXACT, b"b"),
+                "{who} {key}"
+            );
+            assert_eq!(
+                ids(&mut con, key),
+                [b"b".to_vec(), b"a".to_vec(), b"maintenance".to_vec()],
+                "{who} {key}"
+            );
+            assert_expires_never(&mut con, key, &format!("{who} {key}"));
+            // A replica takes the same expiry.
+            wait_replicas(&mut con, 1);
+            assert_expires_never(&mut rcon, key, &format!("{who} {key} on the replica"));
+            assert_eq!(
+                ids(&mut rcon, key),
+                ids(&mut con, key),
+                "{who} {key} on the replica"
+            );
+
+            // Full: the first slot frees when b ends; with max 1 (3 live),
+            // never by itself.
+            let t = backend.acquire(&mut con, key, 3, 1_000, None);
+            assert_eq!(
+                (t.reply.counts(), t.reply.reset_after_ms),
+                ((false, 0, 3), MAX_EXACT),
+                "{who} {key}: {:?}",
+                t.reply
+            );
+            assert!(
+                (b - t.after..=b - t.before).contains(&t.reply.retry_after_ms),
+                "{who} {key}: {:?}, b ends at {b}, asked from {} to {}",
+                t.reply,
+                t.before,
+                t.after
+            );
+            let t = backend.acquire(&mut con, key, 1, 1_000, None);
+            assert_eq!(
+                t.reply,
+                Lease::denied(0, 1, MAX_EXACT, MAX_EXACT),
+                "{who} {key}"
+            );
+
+            // RELEASE of another lease, and one that prunes an ended lease,
+            // keep the key and its held slot.
+            assert_eq!(backend.release(&mut con, key, &["b"]), 1, "{who} {key}");
+            assert_expires_never(&mut con, key, &format!("{who} {key} after RELEASE"));
+            end_lease(&mut con, key, "a");
+            assert_eq!(
+                backend.release(&mut con, key, &["nobody"]),
+                0,
+                "{who} {key}"
+            );
+            assert_eq!(ids(&mut con, key), [b"maintenance".to_vec()], "{who} {key}");
+            assert_expires_never(&mut con, key, &format!("{who} {key} after pruning"));
+
+            // Released, the key expires with its last lease again.
+            let t = backend.acquire(&mut con, key, 3, 40_000, Some(b"c"));
+            let c = granted_at(&mut con, key, &t, 40_000) + 40_000;
+            assert_eq!(backend.release(&mut con, key, &["maintenance"]), 1);
+            assert_eq!(pexpiretime(&mut con, key), c, "{who} {key}");
+            assert_eq!(ids(&mut con, key), [b"c".to_vec()], "{who} {key}");
+        }
+
+        // A set made by hand without a TTL, holding only such a slot: a
+        // grant gives it the expiry of a set held until released.
+        let key = &backend.key("pool:bare");
+        let _: i64 = run(&mut con, &["ZADD", key, "+inf", "maintenance"]);
+        let t = backend.acquire(&mut con, key, 2, 10_000, Some(b"x"));
+        assert_eq!(t.reply, Lease::acquired(0, 2, MAX_EXACT, b"x"), "{who}");
+        assert_expires_never(&mut con, key, &format!("{who} {key}"));
+    }
+}
+
+#[test]
+fn leases_refuse_now_as_an_id_in_any_case_in_the_module_and_the_fallback() {
+    // The fallback reads a trailing `NOW unix_ms` as its clock, so a lease
+    // named NOW could not be released through it the way the module
+    // releases it (`RELEASE k job NOW 5` would release job at instant 5):
+    // neither takes NOW as an id, in any case, and both say so alike.
+    let server = Server::start();
+    let mut con = server.connect();
+    let route = Route::for_server(&mut con);
+    let refused = "ERR id must be 1 to 64 bytes and not NOW";
+    for backend in [Backend::Module, Backend::Fallback(route)] {
+        let who = backend.name();
+        let key = &backend.key("k");
+        assert!(
+            backend
+                .acquire(&mut con, key, 5, 60_000, Some(b"held"))
+                .reply
+                .acquired
+        );
+        let before = stored_leases(&mut con, key);
+        let cases: [(&str, &[&str]); 10] = [
+            ("ACQUIRE", &["5", "1000", "ID", "NOW"]),
+            ("ACQUIRE", &["5", "1000", "ID", "now"]),
+            ("ACQUIRE", &["5", "1000", "id", "Now"]),
+            ("ACQUIRE", &["5", "1000", "ID", "nOw"]),
+            ("RELEASE", &["NOW"]),
+            ("RELEASE", &["now"]),
+            // One such id among good ones: nothing is released.
+            ("RELEASE", &["held", "NoW"]),
+            ("RELEASE", &["NOW", "5"]),
+            ("RENEW", &["NOW", "1000"]),
+            ("RENEW", &["now", "1000"]),
+        ];
+        for (verb, args) in cases {
+            for error in backend.errors(&mut con, verb, key, args) {
+                assert_eq!(error, refused, "{who}: {verb} {args:?}");
+            }
+        }
         assert_eq!(
-            ids(&mut con, key)[..2],
-            [b"b".to_vec(), b"a".to_vec()],
+            stored_leases(&mut con, key),
+            before,
+            "{who}: a refused call changed the leases"
+        );
+        // Ids that merely contain it, or other keywords, are ids.
+        for id in ["NOWHERE", "LIMIT", "ID", "now!"] {
+            let t = backend.acquire(&mut con, key, 5, 60_000, Some(id.as_bytes()));
+            assert!(t.reply.acquired, "{who}: {id}: {:?}", t.reply);
+            assert_eq!(backend.release(&mut con, key, &[id]), 1, "{who}: {id}");
+        }
+    }
+}
+
+#[test]
+fn leases_a_set_emptied_by_pruning_keeps_an_expiry_on_the_master_and_a_replica() {
+    // A set whose leases have all ended, under a TTL that happens to be the
+    // new lease's deadline: pruning empties the set, and the server deletes
+    // it, TTL and all; the new lease makes a new set. The module judged the
+    // expiry by the one it had read when it opened the key, found it equal
+    // to the new deadline and set none: the set then never expired (PTTL
+    // -1), on the master and on its replicas. A script makes the case at
+    // one instant: the module's clock is the script's TIME there (a
+    // millisecond later now and then, which sets the expiry anyway: those
+    // tries are retried).
+    let master = replication_master(Server::builder());
+    let replicas = attach_replicas(&master, vec![Server::builder()]);
+    let mut con = master.connect();
+    let mut rcon = replicas[0].connect();
+    let script = "local t = redis.call('TIME') \
+                  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) \
+                  redis.call('ZADD', KEYS[1], string.format('%d', now - 5000), 'old') \
+                  redis.call('PEXPIREAT', KEYS[1], string.format('%d', now + 3000)) \
+                  local granted = redis.call('RATELIMIT.ACQUIRE', KEYS[1], 5, 3000, 'ID', 'new') \
+                  return {now, granted[1], redis.call('PTTL', KEYS[1]), \
+                          redis.call('ZSCORE', KEYS[1], 'new')}";
+    let mut cases = Vec::new();
+    for attempt in 0..200 {
+        let key = format!("emptied:{attempt}");
+        let (now, granted, pttl, deadline): (i64, i64, i64, i64) = redis::cmd("EVAL")
+            .arg(script)
+            .arg(1)
+            .arg(&key)
+            .query(&mut con)
+            .unwrap();
+        assert_eq!(granted, 1, "{key}");
+        assert!(
+            pttl > 0,
+            "{key}: PTTL {pttl} after the grant (deadline {deadline})"
+        );
+        assert_eq!(pexpiretime(&mut con, &key), deadline, "{key}");
+        if deadline == now + 3000 {
+            cases.push(key);
+            if cases.len() == 5 {
+                break;
+            }
+        }
+    }
+    assert!(
+        !cases.is_empty(),
+        "the module's clock was never the script's"
+    );
+
+    // The fallback, at a pinned instant, in one transaction.
+    let route = Route::for_server(&mut con);
+    let now = server_ms(&mut con);
+    let key = "emptied:fallback";
+    let mut pipe = redis::pipe();
+    pipe.atomic()
+        .cmd("ZADD")
+        .arg(key)
+        .arg(now - 5000)
+        .arg("old")
+        .ignore()
+        .cmd("PEXPIREAT")
+        .arg(key)
+        .arg(now + 3000)
+        .ignore()
+        .add_command(route.cmd(
+            "acquire",
+            &[key.as_bytes().to_vec()],
+            &[
+                b"5".to_vec(),
+                b"3000".to_vec(),
+                b"ID".to_vec(),
+                b"new".to_vec(),
+                b"NOW".to_vec(),
+                now.to_string().into_bytes(),
+            ],
+        ))
+        .ignore()
+        .cmd("PTTL")
+        .arg(key);
+    let (pttl,): (i64,) = pipe.query(&mut con).unwrap();
+    assert!(pttl > 0, "fallback: PTTL {pttl}");
+    assert_eq!(pexpiretime(&mut con, key), now + 3000, "fallback");
+    cases.push(key.to_string());
+
+    wait_replicas(&mut con, 1);
+    for key in &cases {
+        let on_master = stored_leases(&mut con, key.as_str());
+        assert_eq!(on_master.leases.len(), 1, "{key}: {on_master:?}");
+        assert_eq!(
+            on_master.expires_at,
+            on_master.last_deadline().unwrap(),
             "{key}"
         );
-        assert_eq!(ids(&mut con, key).len(), 3, "{key}");
-        assert_expires_never(&mut con, key, key);
-        // A replica takes the same expiry.
-        wait_replicas(&mut con, 1);
-        assert_expires_never(&mut rcon, key, &format!("{key} on the replica"));
         assert_eq!(
-            ids(&mut rcon, key),
-            ids(&mut con, key),
+            stored_leases(&mut rcon, key.as_str()),
+            on_master,
             "{key} on the replica"
         );
-        // Full: the first slot frees when b ends; with max 1 (3 live),
-        // never by itself.
-        let t = timed(&mut con, |c| acquire(c, key, 3, 1_000, None));
-        let now = b - t.reply.retry_after_ms;
-        assert!((t.before..=t.after).contains(&now), "{key}: {:?}", t.reply);
-        assert_eq!(t.reply, Lease::denied(0, 3, b - now, MAX_REPLY), "{key}");
-        let t = timed(&mut con, |c| acquire(c, key, 1, 1_000, None));
-        assert_eq!(t.reply, Lease::denied(0, 1, MAX_REPLY, MAX_REPLY), "{key}");
-
-        // Released by hand (or by RELEASE), the key expires with a again.
-        assert_eq!(release(&mut con, key, &["maintenance"]), 1);
-        assert_eq!(pexpiretime(&mut con, key), a, "{key}");
-        assert_eq!(ids(&mut con, key), [b"b".to_vec(), b"a".to_vec()], "{key}");
     }
 }
 

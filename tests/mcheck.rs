@@ -16,13 +16,14 @@ use std::thread::sleep;
 use std::time::Duration;
 
 use common::cluster::Cluster;
+use common::fallback::{module_cmd, Route};
 use common::{
-    algorithms, assert_fires_exactly, assert_replica_took_everything, at_one_instant, check,
-    command, counters, dumped, error, error_of, exists, get_str, group, master_with_replicas,
-    mcheck, mpeek, multi_args, multi_command, pexpiretime, propagated_by, reset, run, server_ms,
-    stored, wait_for_rewrite, wait_replicas, wrong_algorithm, Abilities, DataDir, Dataset,
-    Decision, Group, Lcg, Limiter, Multi, Server, FIXED, NOT_LIMITER_STATE, SLIDING, THROTTLE,
-    TOKEN, WRONGTYPE,
+    algorithms, assert_fires_exactly, assert_replica_took_everything, at_a_pinned_instant,
+    at_one_instant, check, command, counters, dumped, error, error_of, exists, get_str, group,
+    master_with_replicas, mcheck, mpeek, multi_args, multi_command, pexpiretime, propagated_by,
+    reset, run, server_ms, stored, try_run, wait_for_rewrite, wait_replicas, wrong_algorithm,
+    Abilities, DataDir, Dataset, Decision, Group, Lcg, Limiter, Multi, Server, FIXED,
+    NOT_LIMITER_STATE, SLIDING, THROTTLE, TOKEN, WRONGTYPE,
 };
 use redis::{Connection, Value};
 
@@ -310,42 +311,44 @@ fn mcheck_binds_the_latest_retry_when_denied() {
     assert!(!exists(&mut con, "never:a") && !exists(&mut con, "never:b"));
 }
 
-/// Asserts, at one instant, that MPEEK gives MCHECK's verdict and binding
-/// limit, that each of its limits is that limit's PEEK (nothing deducted),
-/// and that a denied MCHECK replies exactly what MPEEK does; returns
+/// Runs PEEK of each key with its group, MPEEK, then MCHECK, at one
+/// instant, and asserts MPEEK's rule: each limit's numbers are its PEEK
+/// (nothing deducted, admitted or not), the verdict and binding limit are
+/// MCHECK's, and the head's numbers are the binding limit's PEEK. Returns
 /// MCHECK's reply.
-fn assert_mpeek_says_what_mcheck_does(
+fn assert_mpeek_is_each_peek_with_mchecks_verdict(
     con: &mut Connection,
     what: &str,
     keys: &[&str],
     groups: &[Group],
 ) -> Multi {
-    let mut cmds = vec![multi_command("RATELIMIT.MPEEK", keys, groups)];
-    for (key, group) in keys.iter().zip(groups) {
-        let mut peek = redis::cmd("RATELIMIT.PEEK");
-        peek.arg(group.check_args("", key).split_off(1));
-        cmds.push(peek);
-    }
+    let mut cmds: Vec<redis::Cmd> = keys
+        .iter()
+        .zip(groups)
+        .map(|(key, group)| command(&group.check_args("RATELIMIT.PEEK", key)))
+        .collect();
+    cmds.push(multi_command("RATELIMIT.MPEEK", keys, groups));
     cmds.push(multi_command("RATELIMIT.MCHECK", keys, groups));
     let replies = at_one_instant(con, keys, &cmds);
-    let peeked: Multi = parse(&replies[0]);
-    let checked: Multi = parse(replies.last().unwrap());
-    let looks: Vec<Decision> = replies[1..replies.len() - 1].iter().map(parse).collect();
+    let peeks: Vec<Decision> = replies[..keys.len()].iter().map(parse).collect();
+    let (peeked, checked): (Multi, Multi) =
+        (parse(&replies[keys.len()]), parse(&replies[keys.len() + 1]));
+    assert_eq!(peeked.each, peeks, "{what}: MPEEK's limits are their PEEKs");
     assert_eq!(
         (peeked.allowed, peeked.position),
         (checked.allowed, checked.position),
-        "{what}"
+        "{what}: MPEEK's verdict is MCHECK's: {peeked:?} {checked:?}"
     );
-    assert_eq!(peeked.each, looks, "{what}: MPEEK's limits are their PEEKs");
-    assert_eq!(peeked.binding, peeked.binding_each(), "{what}");
-    if !checked.allowed {
-        assert_eq!(peeked, checked, "{what}");
-    }
+    assert_eq!(
+        peeked.binding,
+        peeks[usize::try_from(peeked.position - 1).unwrap()],
+        "{what}: MPEEK's head is the binding limit's PEEK"
+    );
     checked
 }
 
 #[test]
-fn mpeek_says_what_mcheck_would() {
+fn mpeek_answers_each_limits_peek_with_the_verdict_mcheck_would_give() {
     let server = Server::start();
     let mut con = server.connect();
     wait_for_room_in_the_hour(&mut con, 30_000);
@@ -375,7 +378,7 @@ fn mpeek_says_what_mcheck_would() {
         ([1, 1, 0], false),
     ];
     for (i, (costs, admitted)) in steps.into_iter().enumerate() {
-        let reply = assert_mpeek_says_what_mcheck_does(
+        let reply = assert_mpeek_is_each_peek_with_mchecks_verdict(
             &mut con,
             &format!("step {i}, costs {costs:?}"),
             &keys,
@@ -387,7 +390,7 @@ fn mpeek_says_what_mcheck_would() {
     // A counter without an expiry that denies by itself, next to a fresh
     // limit; a window longer than the period allows, admitted.
     let _: () = run(&mut con, &["SET", "{p}:bare", "9"]);
-    let reply = assert_mpeek_says_what_mcheck_does(
+    let reply = assert_mpeek_is_each_peek_with_mchecks_verdict(
         &mut con,
         "a bare counter",
         &["{p}:bare", "{p}:fresh"],
@@ -396,7 +399,7 @@ fn mpeek_says_what_mcheck_would() {
     assert_eq!((reply.allowed, reply.position), (false, 1));
     let far = (server_ms(&mut con) + 1_000_000_000).to_string();
     let _: () = run(&mut con, &["SET", "{p}:long", "1", "PXAT", &far]);
-    let reply = assert_mpeek_says_what_mcheck_does(
+    let reply = assert_mpeek_is_each_peek_with_mchecks_verdict(
         &mut con,
         "a long window",
         &["{p}:long", "{p}:fresh"],
@@ -542,6 +545,185 @@ fn mcheck_of_one_key_is_check() {
             "{value}: the expiry was not brought in"
         );
     }
+}
+
+/// Where the one-key comparisons run: the module, or the fallback library
+/// with `NOW` pinned to the instant of its transaction.
+enum Backend {
+    Module,
+    Fallback(Route),
+}
+
+/// One call: the command (`check`, `mpeek`, …), its keys, its arguments
+/// after them.
+type Call = (&'static str, Vec<String>, Vec<String>);
+
+impl Backend {
+    fn name(&self) -> &'static str {
+        match self {
+            Backend::Module => "module",
+            Backend::Fallback(_) => "fallback",
+        }
+    }
+
+    /// Runs `calls` in one MULTI/EXEC at one instant: the module's clock,
+    /// or the fallback's NOW, which is the server's then.
+    fn at_one_instant(&self, con: &mut Connection, keys: &[&str], calls: &[Call]) -> Vec<Value> {
+        let bytes =
+            |v: &[String]| -> Vec<Vec<u8>> { v.iter().map(|s| s.as_bytes().to_vec()).collect() };
+        match self {
+            Backend::Module => {
+                let cmds: Vec<redis::Cmd> = calls
+                    .iter()
+                    .map(|(verb, keys, args)| module_cmd(verb, &bytes(keys), &bytes(args)))
+                    .collect();
+                at_one_instant(con, keys, &cmds)
+            }
+            Backend::Fallback(route) => at_a_pinned_instant(con, keys, |now| {
+                calls
+                    .iter()
+                    .map(|(verb, keys, args)| {
+                        let mut args = bytes(args);
+                        args.extend([b"NOW".to_vec(), now.to_string().into_bytes()]);
+                        route.cmd(verb, &bytes(keys), &args)
+                    })
+                    .collect()
+            }),
+        }
+    }
+}
+
+/// A random group of `kind`: a limit of 1 to 6 per 1 to 3 s, a cost of 0
+/// to 2 past it, a token bucket's burst its limit or 1 to 8.
+fn random_group(rng: &mut Lcg, kind: &str) -> Vec<String> {
+    let limit = 1 + rng.below(6);
+    let mut args = vec![limit.to_string(), (1 + rng.below(3)).to_string()];
+    args.extend(["COST".to_string(), rng.below(limit + 3).to_string()]);
+    args.extend(["ALGORITHM".to_string(), kind.to_string()]);
+    if kind == "TOKEN" && rng.below(2) == 0 {
+        args.extend(["BURST".to_string(), (1 + rng.below(8)).to_string()]);
+    }
+    args
+}
+
+/// A state of `kind` as a hand, or another client, may leave it: its
+/// value, and its absolute expiry (`None`: none).
+fn random_state(rng: &mut Lcg, kind: &str, now: i64) -> (String, Option<i64>) {
+    let value = match kind {
+        "FIXED" => rng.below(9).to_string(),
+        "SLIDING" => format!("S{}:{}", rng.below(7), rng.below(7)),
+        _ if rng.below(4) == 0 => format!("T{}", "0".repeat(1 + rng.index(20))),
+        _ => format!("T{}", rng.below(3_000_000)),
+    };
+    let expires_at = match rng.below(5) {
+        0 => None,
+        1 => Some(now + 1_000_000_000),
+        _ => Some(now + 1 + rng.below(6_000) as i64),
+    };
+    (value, expires_at)
+}
+
+#[test]
+fn mpeek_and_mcheck_of_one_key_are_peek_and_check_from_random_states() {
+    // MPEEK of one key is that key's PEEK, and MCHECK of one key its CHECK,
+    // for every algorithm and from any state: a random sequence of calls,
+    // states set by hand and time passing (expiries moved back, as waiting
+    // would leave them) on twin keys, compared at one instant after every
+    // step. MPEEK used to answer an admitted limit as charged.
+    let server = Server::start();
+    let mut con = server.connect();
+    let route = Route::for_server(&mut con);
+    let mut rng = Lcg::new(0x0e_0001);
+    let mut compared = 0;
+    for backend in [Backend::Module, Backend::Fallback(route)] {
+        let who = backend.name();
+        for kind in ["FIXED", "SLIDING", "TOKEN"] {
+            let (a, b) = (format!("{who}:{kind}:a"), format!("{who}:{kind}:b"));
+            let keys = [a.as_str(), b.as_str()];
+            let one = |verb: &'static str, key: &str, group: &[String]| -> Call {
+                (verb, vec![key.to_string()], group.to_vec())
+            };
+            let multi = |verb: &'static str, key: &str, group: &[String]| -> Call {
+                let mut args = vec!["LIMIT".to_string()];
+                args.extend(group.iter().cloned());
+                (verb, vec![key.to_string()], args)
+            };
+            for step in 0..120 {
+                let group = random_group(&mut rng, kind);
+                let what = format!("{who} {kind} step {step}, {group:?}");
+                match rng.below(10) {
+                    // The same CHECK on both.
+                    0..=4 => {
+                        let replies = backend.at_one_instant(
+                            &mut con,
+                            &keys,
+                            &[one("check", &a, &group), one("check", &b, &group)],
+                        );
+                        assert_eq!(replies[0], replies[1], "{what}");
+                    }
+                    5 => {
+                        let (value, at) = random_state(&mut rng, kind, server_ms(&mut con));
+                        set_both(&mut con, keys, &value, at);
+                    }
+                    6 => {
+                        let by = 1 + rng.below(3_000) as i64;
+                        let at = pexpiretime(&mut con, &a);
+                        if at > 0 {
+                            for key in keys {
+                                let _: () =
+                                    run(&mut con, &["PEXPIREAT", key, &(at - by).to_string()]);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+                assert_eq!(stored(&mut con, &a), stored(&mut con, &b), "{what}");
+
+                let replies = backend.at_one_instant(
+                    &mut con,
+                    &keys,
+                    &[one("peek", &a, &group), multi("mpeek", &b, &group)],
+                );
+                let (peeked, multi_peeked): (Decision, Multi) =
+                    (parse(&replies[0]), parse(&replies[1]));
+                assert_eq!(
+                    multi_peeked,
+                    Multi {
+                        allowed: peeked.allowed,
+                        binding: peeked,
+                        position: 1,
+                        each: vec![peeked],
+                    },
+                    "{what}: MPEEK of one key is its PEEK"
+                );
+
+                let replies = backend.at_one_instant(
+                    &mut con,
+                    &keys,
+                    &[one("check", &a, &group), multi("mcheck", &b, &group)],
+                );
+                let (checked, multi_checked): (Decision, Multi) =
+                    (parse(&replies[0]), parse(&replies[1]));
+                assert_eq!(
+                    multi_checked,
+                    Multi {
+                        allowed: checked.allowed,
+                        binding: checked,
+                        position: 1,
+                        each: vec![checked],
+                    },
+                    "{what}: MCHECK of one key is its CHECK"
+                );
+                assert_eq!(
+                    stored(&mut con, &a),
+                    stored(&mut con, &b),
+                    "{what}: MCHECK of one key stores what CHECK does"
+                );
+                compared += 1;
+            }
+        }
+    }
+    assert_eq!(compared, 2 * 3 * 120);
 }
 
 // ---------------------------------------------------------------------------
@@ -1017,8 +1199,7 @@ fn mpeek_runs_on_replicas_and_in_read_only_scripts() {
     assert!(charged.allowed);
     wait_replicas(&mut con, 1);
 
-    // MCHECK's verdict, with each limit's PEEK: what is left, nothing
-    // deducted.
+    // Admitted, each limit's numbers its PEEK: nothing deducted.
     let mut rcon = replicas[0].connect();
     let on_replica = mpeek(&mut rcon, &keys, &groups);
     assert_eq!(
@@ -1096,6 +1277,7 @@ fn cluster_mcheck_needs_one_slot_and_its_node() {
     for key in keys {
         assert!(cluster.holds(owner, key), "{key} not on {owner}");
     }
+    // MPEEK: each limit's PEEK, nothing deducted.
     let peeked = mpeek(&mut con, &keys, &groups);
     assert_eq!(peeked.each[0].counts(), (true, 59, 60));
 
@@ -1139,6 +1321,29 @@ fn cluster_mcheck_needs_one_slot_and_its_node() {
     let reply = mcheck(&mut client, &keys, &groups);
     assert_eq!(reply.each[0].counts(), (true, 58, 60));
     assert_eq!(get_str(&mut con, keys[1]).as_deref(), Some("1500"));
+}
+
+#[test]
+fn cluster_mcheck_whose_numkeys_the_arguments_cannot_hold_gets_its_own_error() {
+    // a and b live in different slots: read as keys, they made the call
+    // CROSSSLOT. Named no keys, it runs on the node asked and is refused as
+    // on a single server.
+    let single = Server::start();
+    let mut alone = single.connect();
+    let cluster = Cluster::start(3, 0);
+    assert_ne!(cluster.keyslot("a"), cluster.keyslot("b"));
+    for line in [
+        "RATELIMIT.MCHECK 3 a b LIMIT 1 1",
+        "RATELIMIT.MPEEK 3 a b LIMIT 1 1",
+        "RATELIMIT.MCHECK 2 a b LIMIT 1 1",
+    ] {
+        let expected = error(&mut alone, &words(line));
+        assert!(expected.starts_with("ERR"), "{line}: {expected}");
+        for port in cluster.masters() {
+            let refused = error(&mut cluster.connect(port), &words(line));
+            assert_eq!(refused, expected, "{line} on node {port}");
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1524,6 +1729,41 @@ fn mcheck_keys_position_requests_never_run_the_command() {
         "mpeek_errors",
     ] {
         assert_eq!(after[name] - before[name], calls, "{name}");
+    }
+}
+
+#[test]
+fn mcheck_numkeys_the_arguments_cannot_hold_names_no_keys() {
+    // Each key needs its own `LIMIT limit period` after the keys: a numkeys
+    // the arguments cannot hold names no keys. It used to name what
+    // followed it, `LIMIT` or a number included (`3 a b LIMIT 1 1` named a,
+    // b and LIMIT), so that in a cluster the malformed call was refused
+    // with CROSSSLOT, or sent to the node of a key that is none, instead of
+    // getting its own error.
+    let server = Server::start();
+    let mut con = server.connect();
+    for name in ["RATELIMIT.MCHECK", "RATELIMIT.MPEEK"] {
+        let cases: [(&str, &[&str]); 7] = [
+            ("3 a b LIMIT 1 1", &[]),
+            ("2 a b LIMIT 1 1", &[]),
+            ("2 a LIMIT 1 1 LIMIT", &[]),
+            ("4 a b c d LIMIT 1 1 LIMIT 1 1 LIMIT 1 1", &[]),
+            // Just enough: every key has its group.
+            ("2 a b LIMIT 1 1 LIMIT 2 2", &["a", "b"]),
+            ("1 a LIMIT 1 60 COST 2", &["a"]),
+            // A key named LIMIT is a key.
+            ("1 LIMIT LIMIT 1 1", &["LIMIT"]),
+        ];
+        for (args, expected) in cases {
+            let line = format!("COMMAND GETKEYS {name} {args}");
+            let found: Vec<String> = match try_run(&mut con, &words(&line)) {
+                Ok(keys) => redis::from_redis_value(keys).unwrap(),
+                // No keys: the server's error for a command without any.
+                Err(_) => Vec::new(),
+            };
+            assert_eq!(found, expected, "{line}");
+            assert_eq!(run::<String>(&mut con, &["PING"]), "PONG", "after {line}");
+        }
     }
 }
 

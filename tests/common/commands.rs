@@ -340,19 +340,54 @@ pub fn at_one_instant(
     cmds: &[redis::Cmd],
 ) -> Vec<Value> {
     let frozen = Abilities::of(con).frozen_clock();
+    in_one_millisecond(
+        con,
+        keys,
+        false,
+        |_| cmds.to_vec(),
+        |before, after, _| frozen || before == after,
+    )
+}
+
+/// Runs the commands `cmds(ms)` makes for the instant `ms` (the fallback's
+/// `NOW ms`) in one MULTI/EXEC that runs within that millisecond of the
+/// server's clock, so that what the server does by its own clock (keys
+/// expiring) agrees with them; tried again, as [`at_one_instant`], when the
+/// clock moves.
+pub fn at_a_pinned_instant(
+    con: &mut dyn ConnectionLike,
+    keys: &[&str],
+    cmds: impl Fn(i64) -> Vec<redis::Cmd>,
+) -> Vec<Value> {
+    in_one_millisecond(con, keys, true, cmds, |before, after, planned| {
+        before == planned && after == planned
+    })
+}
+
+/// The transaction of `cmds(planned)` between two readings of `TIME`
+/// until `held(before, after, planned)`; `planned` is the server's clock
+/// read just before it when `plan`, else 0.
+fn in_one_millisecond(
+    con: &mut dyn ConnectionLike,
+    keys: &[&str],
+    plan: bool,
+    cmds: impl Fn(i64) -> Vec<redis::Cmd>,
+    held: impl Fn(i64, i64, i64) -> bool,
+) -> Vec<Value> {
     let saved: Vec<_> = keys.iter().map(|k| dumped(con, *k)).collect();
     for _ in 0..INSTANT_ATTEMPTS {
+        let planned = if plan { server_ms(con) } else { 0 };
         let mut pipe = redis::pipe();
         pipe.atomic().cmd("TIME");
-        for cmd in cmds {
-            pipe.add_command(cmd.clone());
+        for cmd in cmds(planned) {
+            pipe.add_command(cmd);
         }
         pipe.cmd("TIME");
         let mut replies: Vec<Value> = pipe.query(con).unwrap();
         let after: (i64, i64) = redis::from_redis_value(replies.pop().unwrap()).unwrap();
         let before: (i64, i64) = redis::from_redis_value(replies.remove(0)).unwrap();
         let ms = |(s, us): (i64, i64)| s * 1000 + us / 1000;
-        if frozen || ms(before) == ms(after) {
+        if held(ms(before), ms(after), planned) {
             return replies;
         }
         for (key, (payload, expires_at)) in keys.iter().zip(&saved) {

@@ -4,27 +4,38 @@
 //! to the library on twin keys of one server, at one instant, and compares
 //! replies, error texts, values and absolute expiries.
 //!
-//! Each logical key `i` has a module twin `m:{i}` and a function twin
-//! `f:{i}`. The module always reads the server's clock; the instant is
-//! revealed by `RATELIMIT.PEEK probe 10 1000000000` on a counter whose
-//! expiry is known (its `reset_after_ms` is the expiry minus now), which
-//! changes nothing. Two ways to give the library that same instant:
+//! Each logical key `i` has a module twin and a function twin ([`Naming`]):
+//! `m:{i}` and `f:{i}` side by side, or one name (any bytes, a keyword too)
+//! in database 0 for the module and database 1 for the library. The module
+//! always reads the server's clock; the instant is revealed by
+//! `RATELIMIT.PEEK probe 10 1000000000` on a counter whose expiry is known
+//! (its `reset_after_ms` is the expiry minus now), which changes nothing.
+//! Two ways to give the library that same instant:
 //!
 //! - [`Clock::Pinned`]: the module call runs in MULTI between two probes;
 //!   when they agree, the library is called with `NOW` at that instant.
 //! - [`Clock::Server`]: the library reads TIME itself, in the same
 //!   MULTI as the module call, between probes of both clocks; the step
-//!   counts when all of them name one millisecond.
+//!   counts when all of them name one millisecond. A call whose last two
+//!   arguments the library would take for its `NOW unix_ms` pair
+//!   ([`reads_as_clock_pair`]) cannot be compared so, and is not run.
 //!
 //! A step whose instant cannot be pinned is not compared: the module twin
-//! is copied over the function twin (DUMP/RESTORE with its expiry) and the
-//! run goes on. Runs assert how many steps they compared.
+//! is copied over the function twin (COPY, with its expiry) and the run
+//! goes on. Runs assert how many steps they compared.
 //!
 //! Time moves on by itself (periods of 1 to 3 s turn over during a run),
 //! and further by ageing both twins alike: their expiries and lease
 //! deadlines moved back by up to 10 s, which is what that much waiting
 //! would leave them, so windows end, buckets refill and leases lapse
 //! without a sleep.
+//!
+//! Keys are also set by hand to what no limiter writes ([`hostile_seeds`]):
+//! lease sets scored `+inf`, `-inf`, 2^63, 9.5e18, past 2^53, below zero
+//! and between milliseconds, members named like keywords, with and without
+//! a TTL; limiter values wider than any the module writes. Every compared
+//! reply must also be exact in a double: no integer in it above
+//! [`MAX_EXACT`].
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
@@ -161,9 +172,35 @@ pub fn unix_ms() -> i64 {
         .as_millis() as i64
 }
 
+/// The largest integer a reply may hold: every integer up to it is exact
+/// in a double (a Lua number, a JavaScript number), so a client reading
+/// replies through one reads them unchanged. A longer wait is replied as
+/// this.
+pub const MAX_EXACT: i64 = (1 << 53) - 1;
+
+/// Every integer in a reply, nested arrays included.
+pub fn reply_integers(reply: &Value, out: &mut Vec<i64>) {
+    match reply {
+        Value::Int(n) => out.push(*n),
+        Value::Array(items) | Value::Set(items) => {
+            for item in items {
+                reply_integers(item, out);
+            }
+        }
+        Value::Map(pairs) => {
+            for (k, v) in pairs {
+                reply_integers(k, out);
+                reply_integers(v, out);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// A script prelude: `expiry(key)`, the absolute expiry in ms (-1 none, -2
 /// no key), with PEXPIRETIME where the server has it, else TIME, PTTL, TIME
-/// until both readings of the clock name one millisecond.
+/// until both readings of the clock name one millisecond. A Lua number is
+/// a double: past 2^53 the expiry it gives is rounded.
 const EXPIRY_LUA: &str = r#"
 local function expiry(key)
   if redis.REDIS_VERSION_NUM then return redis.call('PEXPIRETIME', key) end
@@ -181,7 +218,10 @@ end
 "#;
 
 /// Reads every key of KEYS at one instant: {type, value, expiry} each; the
-/// value of a sorted set is ZRANGE WITHSCORES, of another type its name.
+/// value of a sorted set is ZRANGE WITHSCORES (scores as the server writes
+/// them), of another type its name. The expiry passes through a double:
+/// where the server has PEXPIRETIME, [`add_reader`] reads it exactly
+/// beside the script.
 fn reader_script() -> String {
     format!(
         "{EXPIRY_LUA}
@@ -198,46 +238,54 @@ return out"
     )
 }
 
-/// Copies KEYS[2i-1] over KEYS[2i], with its absolute expiry; a key about
-/// to expire (PEXPIREAT would delete the copy at once) goes from both.
+/// Copies KEYS[2i-1] over KEYS[2i] with COPY, which keeps the absolute
+/// expiry exactly (even 2^63 - 1, which no double holds), into database
+/// ARGV[1] (empty: the same one; ARGV[2] is the source's). A key about to
+/// expire (its copy would go at once, or not) goes from both.
 fn copy_script() -> String {
     format!(
         "{EXPIRY_LUA}
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local to_db, from_db = ARGV[1], ARGV[2]
 for i = 1, #KEYS, 2 do
-  local dump = redis.call('DUMP', KEYS[i])
-  redis.call('DEL', KEYS[i + 1])
-  if dump then
-    local at = expiry(KEYS[i])
-    if at > 0 and at <= now_ms + 1 then
-      redis.call('DEL', KEYS[i])
-    else
-      redis.call('RESTORE', KEYS[i + 1], 0, dump)
-      if at > 0 then redis.call('PEXPIREAT', KEYS[i + 1], at) end
-    end
+  local at = expiry(KEYS[i])
+  if at > 0 and at <= now_ms + 1 then
+    redis.call('DEL', KEYS[i])
+    at = -2
+  end
+  if at == -2 then
+    if to_db ~= '' then redis.call('SELECT', to_db) end
+    redis.call('DEL', KEYS[i + 1])
+    if to_db ~= '' then redis.call('SELECT', from_db) end
+  elseif to_db ~= '' then
+    redis.call('COPY', KEYS[i], KEYS[i + 1], 'DB', to_db, 'REPLACE')
+  else
+    redis.call('COPY', KEYS[i], KEYS[i + 1], 'REPLACE')
   end
 end
 return 1"
     )
 }
 
-/// Moves every key of KEYS ARGV[1] ms back in time: its expiry, and the
-/// scores of a sorted set (lease deadlines), as if that much time had
-/// passed.
+/// Moves every key of KEYS ARGV[1] ms back in time: the scores of a sorted
+/// set (lease deadlines, with a TTL or not) and the key's expiry, as if
+/// that much time had passed. An expiry past 2^53 (a set held until
+/// released expires at 2^63 - 1) is left as it is: a double cannot hold
+/// it, and ten seconds are nothing to it.
 fn age_script() -> String {
     format!(
         "{EXPIRY_LUA}
 local by = tonumber(ARGV[1])
 for _, key in ipairs(KEYS) do
   local at = expiry(key)
-  if at > 0 then
-    if redis.call('TYPE', key).ok == 'zset' then
-      local members = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
-      for i = 1, #members, 2 do
-        redis.call('ZADD', key, string.format('%.17g', tonumber(members[i + 1]) - by), members[i])
-      end
+  if at ~= -2 and redis.call('TYPE', key).ok == 'zset' then
+    local members = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+    for i = 1, #members, 2 do
+      redis.call('ZADD', key, string.format('%.17g', tonumber(members[i + 1]) - by), members[i])
     end
+  end
+  if at > 0 and at < 2^53 then
     redis.call('PEXPIREAT', key, string.format('%d', at - by))
   end
 end
@@ -246,7 +294,7 @@ return 1"
 }
 
 /// What a key holds, read exactly.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct KeyState {
     /// `TYPE`.
     pub kind: String,
@@ -255,6 +303,17 @@ pub struct KeyState {
     pub value: Vec<Vec<u8>>,
     /// PEXPIRETIME: UNIX ms, -1 for none, -2 for no key.
     pub expires_at: i64,
+}
+
+impl std::fmt::Debug for KeyState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let value: Vec<String> = self
+            .value
+            .iter()
+            .map(|v| v.escape_ascii().to_string())
+            .collect();
+        write!(f, "{} {value:?} expiring at {}", self.kind, self.expires_at)
+    }
 }
 
 fn key_state(v: &Value) -> KeyState {
@@ -279,17 +338,6 @@ fn key_state(v: &Value) -> KeyState {
     }
 }
 
-/// Reads `keys` at one instant.
-pub fn read_keys(con: &mut dyn ConnectionLike, keys: &[Vec<u8>]) -> Vec<KeyState> {
-    let mut cmd = redis::cmd("EVAL");
-    cmd.arg(reader_script()).arg(keys.len());
-    for key in keys {
-        cmd.arg(key);
-    }
-    let states: Vec<Value> = cmd.query(con).unwrap();
-    states.iter().map(key_state).collect()
-}
-
 fn reader_cmd(keys: &[Vec<u8>]) -> Cmd {
     let mut cmd = redis::cmd("EVAL");
     cmd.arg(reader_script()).arg(keys.len());
@@ -297,6 +345,55 @@ fn reader_cmd(keys: &[Vec<u8>]) -> Cmd {
         cmd.arg(key);
     }
     cmd
+}
+
+/// Adds to `pipe` (a MULTI/EXEC) the commands that read `keys` at one
+/// instant, and returns how many it added: the reader script, then, where
+/// the server has PEXPIRETIME (`exact`), PEXPIRETIME of each key.
+fn add_reader(pipe: &mut redis::Pipeline, keys: &[Vec<u8>], exact: bool) -> usize {
+    pipe.add_command(reader_cmd(keys));
+    if !exact {
+        return 1;
+    }
+    for key in keys {
+        pipe.cmd("PEXPIRETIME").arg(key);
+    }
+    1 + keys.len()
+}
+
+/// The states of `count` keys from the replies to [`add_reader`]'s
+/// commands. A key that expired between the script and its PEXPIRETIME is
+/// read as gone.
+fn parse_reader(replies: &[Value], count: usize, exact: bool) -> Vec<KeyState> {
+    let Value::Array(states) = &replies[0] else {
+        panic!("reading the keys failed: {:?}", replies[0])
+    };
+    let mut states: Vec<KeyState> = states.iter().map(key_state).collect();
+    assert_eq!(states.len(), count, "{states:?}");
+    if exact {
+        for (n, state) in states.iter_mut().enumerate() {
+            state.expires_at = redis::from_redis_value_ref(&replies[1 + n])
+                .unwrap_or_else(|e| panic!("PEXPIRETIME replied {:?}: {e}", replies[1 + n]));
+            if state.expires_at == -2 {
+                *state = KeyState {
+                    kind: "none".into(),
+                    value: Vec::new(),
+                    expires_at: -2,
+                };
+            }
+        }
+    }
+    states
+}
+
+/// Reads `keys` at one instant.
+pub fn read_keys(con: &mut dyn ConnectionLike, keys: &[Vec<u8>]) -> Vec<KeyState> {
+    let exact = has_command(con, "PEXPIRETIME");
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    let added = add_reader(&mut pipe, keys, exact);
+    let replies: Vec<Value> = pipe.query(con).unwrap();
+    parse_reader(&replies[..added], keys.len(), exact)
 }
 
 /// Every key of the current database, read at one instant, by name. A key
@@ -321,17 +418,23 @@ pub struct Probe {
 impl Probe {
     pub fn set(con: &mut dyn ConnectionLike, key: &str) -> Probe {
         let expires_at = unix_ms() + 100_000_000_000;
-        let _: () = redis::cmd("SET")
-            .arg(key)
-            .arg(1)
-            .arg("PXAT")
-            .arg(expires_at)
-            .query(con)
-            .unwrap();
-        Probe {
+        let probe = Probe {
             key: key.to_string(),
             expires_at,
-        }
+        };
+        probe.set_again(con);
+        probe
+    }
+
+    /// The same counter, with the same expiry, in the current database.
+    pub fn set_again(&self, con: &mut dyn ConnectionLike) {
+        let _: () = redis::cmd("SET")
+            .arg(&self.key)
+            .arg(1)
+            .arg("PXAT")
+            .arg(self.expires_at)
+            .query(con)
+            .unwrap();
     }
 
     const ARGS: [&'static str; 2] = ["10", "1000000000"];
@@ -364,6 +467,34 @@ pub enum Clock {
     Pinned,
     /// The server's TIME, read by the library itself.
     Server,
+}
+
+/// The least number of arguments each command takes after its name (the
+/// module's arity; MCHECK's and MPEEK's count `numkeys`).
+fn least_arguments(verb: &str) -> usize {
+    match verb {
+        "check" | "peek" | "acquire" | "renew" => 3,
+        "throttle" => 4,
+        "release" => 2,
+        "mcheck" | "mpeek" => 5,
+        "reset" => 1,
+        _ => 0,
+    }
+}
+
+/// Whether the library takes the last two of `args` (its arguments after
+/// the `keys` keys) for its `NOW unix_ms` clock pair: the next to last is
+/// `NOW` in any case, and what comes before still makes the command's
+/// least number of arguments. The module reads the same two as its own (an
+/// option, lease ids): such a call means something else to each unless the
+/// library is given a clock pair after them.
+pub fn reads_as_clock_pair(verb: &str, keys: usize, args: &[Vec<u8>]) -> bool {
+    let n = args.len();
+    if n < 2 || !args[n - 2].eq_ignore_ascii_case(b"NOW") {
+        return false;
+    }
+    let numkeys = usize::from(matches!(verb, "mcheck" | "mpeek"));
+    numkeys + keys + n - 2 >= least_arguments(verb)
 }
 
 /// What each logical key is mostly used as.
@@ -448,19 +579,194 @@ pub enum Step {
     /// Both twins of `keys` aged by `by_ms`.
     Age { keys: Vec<usize>, by_ms: u64 },
     /// Both twins of `key` set to what no limiter (or a limiter, by hand)
-    /// wrote: the commands, with `{k}` for the key.
+    /// wrote: the commands, with `{k}` for the key. `label` names the kind
+    /// of state, for the run's account of what it compared after it.
     Seed {
         key: usize,
+        label: String,
         commands: Vec<Vec<String>>,
     },
 }
 
+/// A key's state set by hand: the commands (`{k}` for the key), what they
+/// make, and whether it is a lease set (else a string for any limiter).
+#[derive(Clone, Debug)]
+pub struct Seeding {
+    pub label: String,
+    pub commands: Vec<Vec<String>>,
+    pub lease_set: bool,
+}
+
+/// 2^53: past it a double no longer holds every integer.
+const TWO_POW_53: u64 = 1 << 53;
+
+/// States no command writes, as an operator or another client could leave
+/// them, relative to `now_ms`:
+///
+/// - lease sets whose scores read as the deadlines the rules give them:
+///   `+inf`, 2^63 and 9.5e18 (held until released: the key expires at
+///   2^63 - 1), `-inf` and below zero (ended), 2^53 + k (past what a
+///   double holds exactly), between milliseconds (cut to the ms); members
+///   named `NOW`, `now`, `LIMIT`, `ID`; a set whose leases all ended under
+///   a later TTL; each without a TTL, with one before its last deadline,
+///   one after it, and one far away;
+/// - limiter values wider than 21 bytes for every tag: `T` and `G` with 25
+///   digits (read, and written back at most 20 wide), and ones no limiter
+///   reads (too large, zero-padded counts, padded sliding counts).
+pub fn hostile_seeds(now_ms: i64) -> Vec<Seeding> {
+    let at = |ms: i64| (now_ms + ms).to_string();
+    let later = at(2_500);
+    let past = at(-2_500);
+    let sets: Vec<(&str, Vec<(String, &str)>)> = vec![
+        (
+            "+inf slot",
+            vec![("+inf".into(), "hold"), (later.clone(), "job-1")],
+        ),
+        (
+            "-inf",
+            vec![("-inf".into(), "gone"), (later.clone(), "job-1")],
+        ),
+        (
+            "2^63",
+            vec![
+                ("9223372036854775808".into(), "huge"),
+                (later.clone(), "job-2"),
+            ],
+        ),
+        ("9.5e18", vec![("9.5e18".into(), "huge")]),
+        (
+            "2^53+k",
+            vec![
+                (TWO_POW_53.to_string(), "big-0"),
+                ((TWO_POW_53 + 1).to_string(), "big-1"),
+                ((TWO_POW_53 + 3).to_string(), "big-3"),
+                (later.clone(), "job-0"),
+            ],
+        ),
+        (
+            "negative",
+            vec![
+                ("-3".into(), "neg"),
+                ("-0.5".into(), "half"),
+                (later.clone(), "job-1"),
+            ],
+        ),
+        (
+            "fractional",
+            vec![
+                (format!("{later}.5"), "frac"),
+                (format!("{past}.25"), "past"),
+                (format!("{}.75", at(300)), "soon"),
+            ],
+        ),
+        (
+            "keyword ids",
+            vec![
+                (later.clone(), "NOW"),
+                (at(2_600), "now"),
+                (at(2_700), "LIMIT"),
+                (at(2_800), "ID"),
+            ],
+        ),
+        (
+            "only ended",
+            vec![(past.clone(), "old"), (at(-10), "older")],
+        ),
+    ];
+    let ttls: [(&str, Option<String>); 4] = [
+        ("without a TTL", None),
+        ("TTL before the last deadline", Some(at(800))),
+        ("TTL after the last deadline", Some(at(6_000))),
+        ("TTL far away", Some(at(4_000_000_000))),
+    ];
+    let mut seeds = Vec::new();
+    for (name, members) in &sets {
+        for (ttl_name, ttl) in &ttls {
+            let mut zadd = vec!["ZADD".to_string(), "{k}".into()];
+            for (score, member) in members {
+                zadd.push(score.clone());
+                zadd.push(member.to_string());
+            }
+            let mut commands = vec![vec!["DEL".to_string(), "{k}".into()], zadd];
+            if let Some(ttl) = ttl {
+                commands.push(vec!["PEXPIREAT".into(), "{k}".into(), ttl.clone()]);
+            }
+            seeds.push(Seeding {
+                label: format!("lease set {name}, {ttl_name}"),
+                commands,
+                lease_set: true,
+            });
+        }
+    }
+    let zeros = |n: usize| "0".repeat(n);
+    let strings: Vec<(&str, String, Option<String>)> = vec![
+        (
+            "T 25 digits",
+            format!("T{}", zeros(25)),
+            Some(later.clone()),
+        ),
+        (
+            "T 25 digits far",
+            format!("T{}12345", zeros(20)),
+            Some(at(4_000_000_000)),
+        ),
+        ("T 25 digits no TTL", format!("T{}7", zeros(24)), None),
+        (
+            "T past u64",
+            format!("T{}18446744073709551616", zeros(5)),
+            Some(later.clone()),
+        ),
+        (
+            "G 25 digits",
+            format!("G{}7", zeros(24)),
+            Some(later.clone()),
+        ),
+        (
+            "G 25 digits far",
+            format!("G{}999", zeros(22)),
+            Some(at(4_000_000_000)),
+        ),
+        (
+            "S 40 bytes",
+            "S9223372036854775807:9223372036854775807".into(),
+            Some(later.clone()),
+        ),
+        (
+            "S zero-padded",
+            format!("S{}1:2", zeros(22)),
+            Some(later.clone()),
+        ),
+        ("count zero-padded", format!("{}5", zeros(24)), None),
+        (
+            "count past i64",
+            "92233720368547758079999999".into(),
+            Some(later.clone()),
+        ),
+    ];
+    for (name, value, ttl) in strings {
+        let mut set = vec!["SET".to_string(), "{k}".into(), value];
+        if let Some(ttl) = ttl {
+            set.extend(["PXAT".to_string(), ttl]);
+        }
+        seeds.push(Seeding {
+            label: format!("value {name}"),
+            commands: vec![set],
+            lease_set: false,
+        });
+    }
+    seeds
+}
+
 /// Seeded calls over [`homes`]: every command, algorithm and option,
-/// cost 0, denials, changed parameters, foreign values and every error
-/// form.
+/// cost 0, denials, changed parameters, foreign and hostile values, lease
+/// ids named like keywords, and every error form.
 pub struct Generator {
     rng: Lcg,
     pub homes: Vec<Home>,
+    /// Steps in 100 that set a key by hand.
+    seed_share: u64,
+    /// Seeds in 4 that are [`hostile_seeds`].
+    hostile_share: u64,
 }
 
 fn pick<'a, T>(rng: &mut Lcg, items: &'a [T]) -> &'a T {
@@ -496,11 +802,28 @@ const NOT_INTEGERS: [&str; 12] = [
     "٣",
 ];
 
+/// Lease ids a client may give that read like the commands' keywords.
+const KEYWORD_IDS: [&str; 6] = ["NOW", "now", "Now", "LIMIT", "ID", "id"];
+
 impl Generator {
+    /// The mix the differential runs use: a key set by hand in about one
+    /// step in 33, half the time to a hostile state.
     pub fn new(seed: u64) -> Generator {
         Generator {
             rng: Lcg::new(seed),
             homes: homes(),
+            seed_share: 3,
+            hostile_share: 2,
+        }
+    }
+
+    /// A mix that sets keys to [`hostile_seeds`] in one step in 8, so that
+    /// every such state meets every command in a short run.
+    pub fn hostile(seed: u64) -> Generator {
+        Generator {
+            seed_share: 12,
+            hostile_share: 3,
+            ..Generator::new(seed)
         }
     }
 
@@ -626,12 +949,13 @@ impl Generator {
         args
     }
 
-    /// A lease id: a client's, one the module made for this key, or
-    /// unknown.
+    /// A lease id: a client's, one the module made for this key, unknown,
+    /// or named like a keyword (`NOW` is refused; the others are ids).
     fn lease_id(&mut self, made: &[String]) -> String {
-        match self.rng.below(6) {
+        match self.rng.below(8) {
             0 | 1 if !made.is_empty() => pick(&mut self.rng, made).clone(),
             5 => "nobody".into(),
+            6 => pick(&mut self.rng, &KEYWORD_IDS).to_string(),
             _ => format!("job-{}", self.rng.below(4)),
         }
     }
@@ -646,12 +970,15 @@ impl Generator {
     /// The next step; `made[i]` holds the lease ids the module made for
     /// logical key `i`.
     pub fn next(&mut self, made: &[Vec<String>]) -> Step {
+        if self.rng.below(100) < self.seed_share {
+            return self.seed();
+        }
         let all: Vec<usize> = (0..self.homes.len()).collect();
         let checks = self.keys_where(|h| matches!(h, Home::Check { .. }));
         let counted = self.keys_where(|h| matches!(h, Home::Check { .. } | Home::Foreign));
         let throttles = self.keys_where(|h| matches!(h, Home::Throttle { .. }));
         let leases = self.keys_where(|h| matches!(h, Home::Leases { .. }));
-        let roll = self.rng.below(100);
+        let roll = self.rng.below(97);
         // A key of another home now and then: its value is refused.
         let stray = self.rng.below(50) == 0;
         let one = |g: &mut Generator, pool: &[usize]| -> usize {
@@ -753,7 +1080,7 @@ impl Generator {
                 }
             }
             77..=89 => self.malformed(),
-            90..=96 => {
+            _ => {
                 let keys = self.distinct(&all, 2);
                 let by_ms = match self.rng.below(3) {
                     0 => 1 + self.rng.below(50),
@@ -762,13 +1089,30 @@ impl Generator {
                 };
                 Step::Age { keys, by_ms }
             }
-            _ => self.seed(),
         }
     }
 
-    /// Both twins of a key set by hand: foreign values, and limiter state
-    /// the module would read (no expiry, odd widths, stale expiries).
+    /// Both twins of a key set by hand: a [hostile state](hostile_seeds)
+    /// (lease sets on a key of leases, mostly), or foreign values and
+    /// limiter state the module would read (no expiry, odd widths, stale
+    /// expiries).
     fn seed(&mut self) -> Step {
+        if self.rng.below(4) < self.hostile_share {
+            let now = unix_ms() - self.rng.below(2_000) as i64;
+            let seeds = hostile_seeds(now);
+            let seeding = pick(&mut self.rng, &seeds).clone();
+            let leases = self.keys_where(|h| matches!(h, Home::Leases { .. }));
+            let key = if seeding.lease_set && self.rng.below(8) != 0 {
+                *pick(&mut self.rng, &leases)
+            } else {
+                self.rng.index(self.homes.len())
+            };
+            return Step::Seed {
+                key,
+                label: seeding.label,
+                commands: seeding.commands,
+            };
+        }
         let key = self.rng.index(self.homes.len());
         let later = (unix_ms() + 1 + self.rng.below(5000) as i64).to_string();
         let far = (unix_ms() + 4_000_000_000 + self.rng.below(1000) as i64).to_string();
@@ -820,16 +1164,21 @@ impl Generator {
             ],
             _ => vec![vec!["DEL".into(), "{k}".into()]],
         };
-        Step::Seed { key, commands }
+        Step::Seed {
+            key,
+            label: "plain".into(),
+            commands,
+        }
     }
 
-    /// A call that is refused: every error form of every command.
+    /// A call that is refused: every error form of every command, and
+    /// arguments that end like the library's `NOW unix_ms` pair.
     fn malformed(&mut self) -> Step {
         let rng = &mut self.rng;
         let key = rng.index(self.homes.len());
         let not_int = pick(rng, &NOT_INTEGERS).to_string();
         let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<String>>();
-        let (verb, keys, args): (&'static str, Vec<usize>, Vec<String>) = match rng.below(40) {
+        let (verb, keys, args): (&'static str, Vec<usize>, Vec<String>) = match rng.below(42) {
             0 => ("check", vec![key], s(&["10"])),
             1 => ("check", vec![], s(&[])),
             2 => ("check", vec![key], vec![not_int, "60".into()]),
@@ -946,6 +1295,26 @@ impl Generator {
                 3 => ("release", vec![key], s(&[])),
                 _ => ("release", vec![key], vec!["a".into(), "x".repeat(65)]),
             },
+            // Lease ids NOW, and arguments ending in NOW x: a clock pair
+            // to the library only where what comes before makes the
+            // command's arity (see reads_as_clock_pair).
+            39 => match rng.below(6) {
+                0 => ("acquire", vec![key], s(&["2", "1000", "ID", "NOW"])),
+                1 => ("acquire", vec![key], s(&["2", "1000", "id", "now"])),
+                2 => ("release", vec![key], s(&["NOW"])),
+                3 => ("release", vec![key], s(&["job-1", "now"])),
+                4 => ("renew", vec![key], s(&["NOW", "1000"])),
+                _ => ("renew", vec![key], s(&["Now", "1000"])),
+            },
+            40 => match rng.below(7) {
+                0 => ("release", vec![key], s(&["NOW", "5"])),
+                1 => ("renew", vec![key], s(&["NOW", "5", "1000"])),
+                2 => ("check", vec![key], s(&["NOW", "5"])),
+                3 => ("check", vec![key], s(&["10", "NOW", "5"])),
+                4 => ("throttle", vec![key], s(&["1", "NOW", "5"])),
+                5 => ("acquire", vec![key], s(&["2", "NOW", "5"])),
+                _ => ("mcheck", vec![key], s(&["LIMIT", "NOW", "5"])),
+            },
             _ => match rng.below(5) {
                 0 => ("renew", vec![key], s(&["job-1"])),
                 1 => ("renew", vec![key], s(&["job-1", "1000", "x"])),
@@ -958,12 +1327,71 @@ impl Generator {
     }
 }
 
-/// Whether any key state in a reader's reply expires at an instant `at`
-/// for which `expiring(at)`.
-fn states_expiring(states: &Value, expiring: impl Fn(i64) -> bool) -> bool {
-    match states {
-        Value::Array(states) => states.iter().any(|s| expiring(key_state(s).expires_at)),
-        _ => false,
+/// What the errors of the fallback's own bounds say: arguments for which
+/// the module computes past 2^53, and the library refuses.
+pub const BEYOND_THE_FALLBACK: &str = "for the script fallback";
+
+/// Which twin of a logical key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Side {
+    Module,
+    Library,
+}
+
+/// Where the twins of the logical keys live.
+#[derive(Clone, Debug)]
+pub enum Naming {
+    /// `m:{i}` for the module and `f:{i}` for the library, in the current
+    /// database.
+    Prefixed,
+    /// Key `i` named `names[i]` on both sides, the module's twin in
+    /// database 0 and the library's in database 1: a key may be named
+    /// anything, a keyword or binary bytes, and both sides see that name.
+    Databases(Vec<Vec<u8>>),
+}
+
+impl Naming {
+    fn key(&self, side: Side, i: usize) -> Vec<u8> {
+        match (self, side) {
+            (Naming::Prefixed, Side::Module) => format!("m:{i}").into_bytes(),
+            (Naming::Prefixed, Side::Library) => format!("f:{i}").into_bytes(),
+            (Naming::Databases(names), _) => names[i].clone(),
+        }
+    }
+
+    fn db(&self, side: Side) -> Option<u8> {
+        match (self, side) {
+            (Naming::Prefixed, _) => None,
+            (Naming::Databases(_), Side::Module) => Some(0),
+            (Naming::Databases(_), Side::Library) => Some(1),
+        }
+    }
+}
+
+/// A MULTI/EXEC being built, each command's place in the replies kept.
+struct Tx {
+    pipe: redis::Pipeline,
+    len: usize,
+}
+
+impl Tx {
+    fn new() -> Tx {
+        let mut pipe = redis::pipe();
+        pipe.atomic().ignore_errors();
+        Tx { pipe, len: 0 }
+    }
+
+    /// Adds `cmd`; its reply's index.
+    fn add(&mut self, cmd: Cmd) -> usize {
+        self.pipe.add_command(cmd);
+        self.len += 1;
+        self.len - 1
+    }
+
+    fn run(&self, con: &mut Connection) -> Vec<Value> {
+        let replies: Vec<Value> = self.pipe.query(con).unwrap();
+        assert_eq!(replies.len(), self.len, "{replies:?}");
+        replies
     }
 }
 
@@ -971,30 +1399,33 @@ fn states_expiring(states: &Value, expiring: impl Fn(i64) -> bool) -> bool {
 pub struct Twins {
     pub route: Route,
     pub clock: Clock,
+    naming: Naming,
+    /// Whether PEXPIRETIME reads expiries (exactly, even past 2^53).
+    exact_expiry: bool,
     probe: Probe,
     generator: Generator,
     /// Per logical key: lease ids the module made, and the library's id
     /// for each.
-    ids: Vec<BTreeMap<String, String>>,
+    ids: Vec<BTreeMap<Vec<u8>, Vec<u8>>>,
     /// The function twins' expiries as last read (pinned runs only).
     last_expiry: Vec<i64>,
+    /// Per logical key: the label of the hostile state it was last set to
+    /// by hand (none after a plain one), whatever calls made of it since.
+    seeded: Vec<Option<String>>,
     /// Calls compared, and steps whose instant could not be pinned.
     pub compared: u64,
     pub resynced: u64,
     /// Steps compared, by verb and outcome (error or not).
     pub seen: BTreeMap<String, u64>,
+    /// Calls compared on a key set to a hostile state, by `label / verb`.
+    pub after_seed: BTreeMap<String, u64>,
+    /// Calls not run: on the server's clock, their last two arguments
+    /// would be the library's clock pair.
+    pub ambiguous: u64,
     /// Alternate the function twin between the module and the library:
     /// each key is handed over at every other call.
     pub handover: bool,
     turn: u64,
-}
-
-fn module_key(i: usize) -> Vec<u8> {
-    format!("m:{i}").into_bytes()
-}
-
-fn function_key(i: usize) -> Vec<u8> {
-    format!("f:{i}").into_bytes()
 }
 
 fn error_text(v: &Value) -> Option<String> {
@@ -1007,24 +1438,95 @@ fn error_text(v: &Value) -> Option<String> {
     }
 }
 
+/// Arguments as text for messages, any bytes shown.
+fn shown(args: &[Vec<u8>]) -> String {
+    let args: Vec<String> = args.iter().map(|a| a.escape_ascii().to_string()).collect();
+    format!("{args:?}")
+}
+
 impl Twins {
+    /// A run of [`Generator::new`]`(seed)` on `m:{i}` and `f:{i}`.
     pub fn new(con: &mut Connection, route: Route, clock: Clock, seed: u64) -> Twins {
-        let probe = Probe::set(con, "probe");
-        let generator = Generator::new(seed);
-        let n = generator.homes.len();
-        Twins {
+        Twins::with_generator(con, route, clock, Generator::new(seed))
+    }
+
+    /// A run of `generator`'s steps on `m:{i}` and `f:{i}`.
+    pub fn with_generator(
+        con: &mut Connection,
+        route: Route,
+        clock: Clock,
+        generator: Generator,
+    ) -> Twins {
+        let keys = generator.homes.len();
+        Twins::build(con, route, clock, Naming::Prefixed, keys, generator)
+    }
+
+    /// Twins for calls the caller makes ([`Twins::call`],
+    /// [`Twins::step`]) on keys named by `naming`: with
+    /// [`Naming::Databases`], the module's in database 0 and the library's
+    /// in database 1 (the connection is left in database 0).
+    pub fn with_naming(con: &mut Connection, route: Route, clock: Clock, naming: Naming) -> Twins {
+        let keys = match &naming {
+            Naming::Prefixed => homes().len(),
+            Naming::Databases(names) => names.len(),
+        };
+        Twins::build(con, route, clock, naming, keys, Generator::new(0))
+    }
+
+    fn build(
+        con: &mut Connection,
+        route: Route,
+        clock: Clock,
+        naming: Naming,
+        keys: usize,
+        generator: Generator,
+    ) -> Twins {
+        let exact_expiry = has_command(con, "PEXPIRETIME");
+        let twins = Twins {
             route,
             clock,
-            probe,
+            probe: Probe::set(con, "probe"),
+            naming,
+            exact_expiry,
             generator,
-            ids: vec![BTreeMap::new(); n],
-            last_expiry: vec![-2; n],
+            ids: vec![BTreeMap::new(); keys],
+            last_expiry: vec![-2; keys],
+            seeded: vec![None; keys],
             compared: 0,
             resynced: 0,
             seen: BTreeMap::new(),
+            after_seed: BTreeMap::new(),
+            ambiguous: 0,
             handover: false,
             turn: 0,
+        };
+        twins.set_probes(con);
+        twins
+    }
+
+    /// The probe on each side's database.
+    fn set_probes(&self, con: &mut Connection) {
+        for side in [Side::Module, Side::Library] {
+            self.use_db(con, side);
+            self.probe.set_again(con);
         }
+        self.use_db(con, Side::Module);
+    }
+
+    /// Empties both sides (FLUSHALL) and starts over, the probe set again.
+    pub fn clear(&mut self, con: &mut Connection) {
+        let _: () = redis::cmd("FLUSHALL").query(con).unwrap();
+        self.set_probes(con);
+        let keys = self.ids.len();
+        self.ids = vec![BTreeMap::new(); keys];
+        self.last_expiry = vec![-2; keys];
+        self.seeded = vec![None; keys];
+    }
+
+    /// The lease ids the module made for logical key `key` (and the
+    /// library made for its twin), in byte order.
+    pub fn made_ids(&self, key: usize) -> Vec<Vec<u8>> {
+        self.ids[key].keys().cloned().collect()
     }
 
     /// Runs steps until `calls` calls were compared.
@@ -1040,33 +1542,101 @@ impl Twins {
             let made: Vec<Vec<String>> = self
                 .ids
                 .iter()
-                .map(|m| m.keys().cloned().collect())
+                .map(|m| {
+                    m.keys()
+                        .map(|id| String::from_utf8_lossy(id).into_owned())
+                        .collect()
+                })
                 .collect();
             let step = self.generator.next(&made);
             self.step(con, step);
         }
     }
 
-    fn both(&self, keys: &[usize]) -> Vec<Vec<u8>> {
-        keys.iter()
-            .flat_map(|&i| [module_key(i), function_key(i)])
-            .collect()
+    fn key(&self, side: Side, i: usize) -> Vec<u8> {
+        self.naming.key(side, i)
+    }
+
+    fn keys_of(&self, side: Side, keys: &[usize]) -> Vec<Vec<u8>> {
+        keys.iter().map(|&i| self.key(side, i)).collect()
+    }
+
+    fn select(&self, tx: &mut Tx, side: Side) {
+        if let Some(db) = self.naming.db(side) {
+            tx.add(redis::cmd("SELECT").arg(db).clone());
+        }
+    }
+
+    fn use_db(&self, con: &mut Connection, side: Side) {
+        if let Some(db) = self.naming.db(side) {
+            let _: () = redis::cmd("SELECT").arg(db).query(con).unwrap();
+        }
+    }
+
+    /// Adds the reading of `keys` on `side`; the index of its first reply.
+    fn add_reader(&self, tx: &mut Tx, side: Side, keys: &[usize]) -> usize {
+        self.select(tx, side);
+        let first = tx.len;
+        let added = add_reader(&mut tx.pipe, &self.keys_of(side, keys), self.exact_expiry);
+        tx.len += added;
+        first
+    }
+
+    fn parse_reader(&self, replies: &[Value], first: usize, count: usize) -> Vec<KeyState> {
+        parse_reader(&replies[first..], count, self.exact_expiry)
+    }
+
+    /// Both twins of `keys` read at one instant: (module's, library's).
+    fn read_both(&self, con: &mut Connection, keys: &[usize]) -> (Vec<KeyState>, Vec<KeyState>) {
+        let mut tx = Tx::new();
+        let m = self.add_reader(&mut tx, Side::Module, keys);
+        let f = self.add_reader(&mut tx, Side::Library, keys);
+        self.select(&mut tx, Side::Module);
+        let replies = tx.run(con);
+        (
+            self.parse_reader(&replies, m, keys.len()),
+            self.parse_reader(&replies, f, keys.len()),
+        )
     }
 
     pub fn step(&mut self, con: &mut Connection, step: Step) {
         match step {
-            Step::Call { verb, keys, args } => self.call(con, verb, &keys, &args),
+            Step::Call { verb, keys, args } => {
+                let args: Vec<Vec<u8>> = args.into_iter().map(String::into_bytes).collect();
+                self.call(con, verb, &keys, &args)
+            }
             Step::Age { keys, by_ms } => {
-                let mut cmd = redis::cmd("EVAL");
-                cmd.arg(age_script()).arg(keys.len() * 2);
-                for k in self.both(&keys) {
-                    cmd.arg(k);
+                let sides: Vec<Vec<Vec<u8>>> = match self.naming {
+                    // One script for both, at one instant.
+                    Naming::Prefixed => vec![keys
+                        .iter()
+                        .flat_map(|&i| [self.key(Side::Module, i), self.key(Side::Library, i)])
+                        .collect()],
+                    Naming::Databases(_) => vec![
+                        self.keys_of(Side::Module, &keys),
+                        self.keys_of(Side::Library, &keys),
+                    ],
+                };
+                for (n, twins) in sides.iter().enumerate() {
+                    self.use_db(con, if n == 0 { Side::Module } else { Side::Library });
+                    let mut cmd = redis::cmd("EVAL");
+                    cmd.arg(age_script()).arg(twins.len());
+                    for k in twins {
+                        cmd.arg(k);
+                    }
+                    let _: i64 = cmd.arg(by_ms).query(con).unwrap();
                 }
-                let _: i64 = cmd.arg(by_ms).query(con).unwrap();
+                self.use_db(con, Side::Module);
                 self.compare_keys(con, &keys, "age");
             }
-            Step::Seed { key, commands } => {
-                for twin in [module_key(key), function_key(key)] {
+            Step::Seed {
+                key,
+                label,
+                commands,
+            } => {
+                for side in [Side::Module, Side::Library] {
+                    let twin = self.key(side, key);
+                    self.use_db(con, side);
                     let mut pipe = redis::pipe();
                     for command in &commands {
                         let c = pipe.cmd(&command[0]);
@@ -1080,7 +1650,9 @@ impl Twins {
                     }
                     let _: Vec<Value> = pipe.query(con).unwrap();
                 }
+                self.use_db(con, Side::Module);
                 self.ids[key].clear();
+                self.seeded[key] = (label != "plain").then_some(label);
                 self.compare_keys(con, &[key], "seed");
             }
         }
@@ -1088,57 +1660,90 @@ impl Twins {
 
     /// The library's arguments: lease ids the module made, as the library
     /// made them.
-    fn library_args(&self, verb: &str, keys: &[usize], args: &[String]) -> Vec<Vec<u8>> {
+    fn library_args(&self, verb: &str, keys: &[usize], args: &[Vec<u8>]) -> Vec<Vec<u8>> {
         let ids = keys.first().map(|&k| &self.ids[k]);
-        let map = |id: &String| -> Vec<u8> {
-            ids.and_then(|m| m.get(id))
-                .unwrap_or(id)
-                .as_bytes()
-                .to_vec()
-        };
+        let map = |id: &Vec<u8>| -> Vec<u8> { ids.and_then(|m| m.get(id)).unwrap_or(id).clone() };
         args.iter()
             .enumerate()
             .map(|(i, a)| match verb {
                 "acquire" if i == 3 => map(a),
                 "release" => map(a),
                 "renew" if i == 0 => map(a),
-                _ => a.as_bytes().to_vec(),
+                _ => a.clone(),
             })
             .collect()
     }
 
-    fn call(&mut self, con: &mut Connection, verb: &'static str, keys: &[usize], args: &[String]) {
-        let m_keys: Vec<Vec<u8>> = keys.iter().map(|&i| module_key(i)).collect();
-        let f_keys: Vec<Vec<u8>> = keys.iter().map(|&i| function_key(i)).collect();
-        let m_args: Vec<Vec<u8>> = args.iter().map(|a| a.as_bytes().to_vec()).collect();
+    /// `RATELIMIT.<verb>` on the module twins of `keys` (MCHECK's and
+    /// MPEEK's `numkeys` is their count) and the library's on the function
+    /// twins, at one instant, compared: replies, error texts, values and
+    /// expiries, and every reply integer at most [`MAX_EXACT`].
+    pub fn call(
+        &mut self,
+        con: &mut Connection,
+        verb: &'static str,
+        keys: &[usize],
+        args: &[Vec<u8>],
+    ) {
+        let m_keys = self.keys_of(Side::Module, keys);
+        let f_keys = self.keys_of(Side::Library, keys);
         let f_args = self.library_args(verb, keys, args);
         let mut distinct: Vec<usize> = keys.to_vec();
         distinct.sort_unstable();
         distinct.dedup();
-        let read = self.both(&distinct);
         self.turn += 1;
         let by_module = self.handover && self.turn % 2 == 0;
+        let context = format!("{verb} {} {}", shown(&m_keys), shown(args));
+        // On the server's clock the library gets no clock pair of ours:
+        // arguments ending like one mean something else to it.
+        if self.clock == Clock::Server
+            && !by_module
+            && reads_as_clock_pair(verb, keys.len(), &f_args)
+        {
+            self.ambiguous += 1;
+            return;
+        }
+        // The library takes a clock pair only after the command's least
+        // number of arguments: a call cut shorter is refused before any
+        // clock is read, and is given none.
+        let numkeys = usize::from(matches!(verb, "mcheck" | "mpeek"));
+        let takes_a_clock = numkeys + keys.len() + args.len() >= least_arguments(verb);
+        let pinned_args = |at: i64| {
+            let mut pinned = f_args.clone();
+            if takes_a_clock {
+                pinned.push(b"NOW".to_vec());
+                pinned.push(at.to_string().into_bytes());
+            }
+            pinned
+        };
 
-        let context = format!("{verb} {keys:?} {args:?}");
         // A call the server refuses by its declared arity is refused when
         // queued in MULTI (then discarded, unrun); such a refusal depends on
         // no clock.
         let queued: Vec<Value> = redis::pipe()
             .ignore_errors()
             .cmd("MULTI")
-            .add_command(module_cmd(verb, &m_keys, &m_args))
+            .add_command(module_cmd(verb, &m_keys, args))
             .cmd("DISCARD")
             .query(con)
             .unwrap();
         if let Some(refused) = error_text(&queued[1]) {
-            let module = module_cmd(verb, &m_keys, &m_args)
+            let module = module_cmd(verb, &m_keys, args)
                 .query::<Value>(con)
                 .unwrap_err();
+            let library_args = match self.clock {
+                Clock::Pinned => pinned_args(unix_ms()),
+                Clock::Server => f_args.clone(),
+            };
+            self.use_db(con, Side::Library);
             let library = self
                 .route
-                .cmd(verb, &f_keys, &f_args)
-                .query::<Value>(con)
-                .unwrap_err();
+                .cmd(verb, &f_keys, &library_args)
+                .query::<Value>(con);
+            self.use_db(con, Side::Module);
+            let library = library.err().unwrap_or_else(|| {
+                panic!("the server refuses the module's call ({refused}), the library runs it: {context}")
+            });
             assert_eq!(
                 (module.code(), module.detail()),
                 (library.code(), library.detail()),
@@ -1149,38 +1754,37 @@ impl Twins {
             *self.seen.entry(format!("{verb} arity")).or_default() += 1;
             return;
         }
-        let (module_reply, library_reply, states, pinned) = match self.clock {
+        let (module_reply, library_reply, m_states, f_states, pinned) = match self.clock {
             Clock::Pinned => {
-                let first: Vec<Value> = redis::pipe()
-                    .atomic()
-                    .ignore_errors()
-                    .add_command(self.probe.module())
-                    .add_command(module_cmd(verb, &m_keys, &m_args))
-                    .add_command(self.probe.module())
-                    .query(con)
-                    .unwrap();
-                let (t1, t2) = (self.probe.instant(&first[0]), self.probe.instant(&first[2]));
+                let mut first = Tx::new();
+                self.select(&mut first, Side::Module);
+                let p1 = first.add(self.probe.module());
+                let m = first.add(module_cmd(verb, &m_keys, args));
+                let p2 = first.add(self.probe.module());
+                let first = first.run(con);
+                let (t1, t2) = (
+                    self.probe.instant(&first[p1]),
+                    self.probe.instant(&first[p2]),
+                );
                 let library = if by_module {
                     module_cmd(verb, &f_keys, &f_args)
                 } else {
-                    let mut pinned_args = f_args.clone();
-                    pinned_args.push(b"NOW".to_vec());
-                    pinned_args.push(t1.to_string().into_bytes());
-                    self.route.cmd(verb, &f_keys, &pinned_args)
+                    self.route.cmd(verb, &f_keys, &pinned_args(t1))
                 };
-                let second: Vec<Value> = redis::pipe()
-                    .atomic()
-                    .ignore_errors()
-                    .add_command(self.probe.module())
-                    .add_command(library)
-                    .add_command(self.probe.module())
-                    .add_command(reader_cmd(&read))
-                    .query(con)
-                    .unwrap();
+                let mut second = Tx::new();
+                self.select(&mut second, Side::Library);
+                let p3 = second.add(self.probe.module());
+                let f = second.add(library);
+                let p4 = second.add(self.probe.module());
+                let f_read = self.add_reader(&mut second, Side::Library, &distinct);
+                let m_read = self.add_reader(&mut second, Side::Module, &distinct);
+                let second = second.run(con);
                 let (t3, t4) = (
-                    self.probe.instant(&second[0]),
-                    self.probe.instant(&second[2]),
+                    self.probe.instant(&second[p3]),
+                    self.probe.instant(&second[p4]),
                 );
+                let m_states = self.parse_reader(&second, m_read, distinct.len());
+                let f_states = self.parse_reader(&second, f_read, distinct.len());
                 // The library runs later than the module, at the module's
                 // instant: a twin expiring in between is there for one and
                 // gone for the other (the module's transaction may have
@@ -1190,35 +1794,39 @@ impl Twins {
                 // time the library writes it.
                 let expiring = |at: i64| at >= t1 - 1 && at <= t4 + 1;
                 let lost = distinct.iter().any(|&i| expiring(self.last_expiry[i]))
-                    || states_expiring(&second[3], expiring);
+                    || m_states
+                        .iter()
+                        .chain(&f_states)
+                        .any(|s| expiring(s.expires_at));
                 let pinned = t1 == t2 && !lost && (!by_module || (t3 == t1 && t4 == t1));
                 (
-                    first[1].clone(),
-                    second[1].clone(),
-                    second[3].clone(),
+                    first[m].clone(),
+                    second[f].clone(),
+                    m_states,
+                    f_states,
                     pinned,
                 )
             }
             Clock::Server => {
                 let library = if by_module {
-                    module_cmd(verb, &f_keys, &m_args)
+                    module_cmd(verb, &f_keys, &f_args)
                 } else {
                     self.route.cmd(verb, &f_keys, &f_args)
                 };
-                let replies: Vec<Value> = redis::pipe()
-                    .atomic()
-                    .ignore_errors()
-                    .add_command(self.probe.module())
-                    .add_command(module_cmd(verb, &m_keys, &m_args))
-                    .add_command(library)
-                    .add_command(self.probe.library(&self.route))
-                    .add_command(self.probe.module())
-                    .add_command(reader_cmd(&read))
-                    .query(con)
-                    .unwrap();
-                let t1 = self.probe.instant(&replies[0]);
-                let f = self.probe.instant(&replies[3]);
-                let t2 = self.probe.instant(&replies[4]);
+                let mut tx = Tx::new();
+                self.select(&mut tx, Side::Module);
+                let p1 = tx.add(self.probe.module());
+                let m = tx.add(module_cmd(verb, &m_keys, args));
+                self.select(&mut tx, Side::Library);
+                let f = tx.add(library);
+                let pf = tx.add(self.probe.library(&self.route));
+                let p2 = tx.add(self.probe.module());
+                let f_read = self.add_reader(&mut tx, Side::Library, &distinct);
+                let m_read = self.add_reader(&mut tx, Side::Module, &distinct);
+                let replies = tx.run(con);
+                let t1 = self.probe.instant(&replies[p1]);
+                let at_f = self.probe.instant(&replies[pf]);
+                let t2 = self.probe.instant(&replies[p2]);
                 // Expiries are judged from the transaction's start, which
                 // may be a millisecond before the probe, and a key of
                 // another kind is refused even when its time is up: a twin
@@ -1226,26 +1834,42 @@ impl Twins {
                 // other.
                 let expiring = |at: i64| at >= t1 - 1 && at <= t1;
                 let lost = distinct.iter().any(|&i| expiring(self.last_expiry[i]));
-                let pinned = t1 == t2 && t1 == f && !lost;
+                let pinned = t1 == t2 && t1 == at_f && !lost;
                 (
-                    replies[1].clone(),
-                    replies[2].clone(),
-                    replies[5].clone(),
+                    replies[m].clone(),
+                    replies[f].clone(),
+                    self.parse_reader(&replies, m_read, distinct.len()),
+                    self.parse_reader(&replies, f_read, distinct.len()),
                     pinned,
                 )
             }
         };
-        let Value::Array(states) = states else {
-            panic!("reading the keys failed: {states:?}")
-        };
-        let states: Vec<KeyState> = states.iter().map(key_state).collect();
         if !pinned {
+            self.resync(con, &distinct);
+            return;
+        }
+        // Arguments the library refuses with an error of its own (a product
+        // past 2^53 that the module computes exactly) are outside what it
+        // stands in for.
+        if error_text(&library_reply).is_some_and(|e| e.contains(BEYOND_THE_FALLBACK)) {
+            *self
+                .seen
+                .entry(format!("{verb} beyond the fallback"))
+                .or_default() += 1;
             self.resync(con, &distinct);
             return;
         }
         self.compare_replies(verb, keys, args, &module_reply, &library_reply, &context);
         for (n, &i) in distinct.iter().enumerate() {
-            self.compare_states(i, &states[2 * n], &states[2 * n + 1], &context);
+            self.compare_states(i, &m_states[n], &f_states[n], &context);
+        }
+        for (side, reply) in [("module", &module_reply), ("library", &library_reply)] {
+            let mut integers = Vec::new();
+            reply_integers(reply, &mut integers);
+            assert!(
+                integers.iter().all(|&n| n <= MAX_EXACT),
+                "the {side} replied an integer above 2^53 - 1: {reply:?} to {context}"
+            );
         }
         self.compared += 1;
         let outcome = match error_text(&module_reply) {
@@ -1254,13 +1878,21 @@ impl Twins {
             None => "ok",
         };
         *self.seen.entry(format!("{verb} {outcome}")).or_default() += 1;
+        for &i in &distinct {
+            if let Some(label) = &self.seeded[i] {
+                *self
+                    .after_seed
+                    .entry(format!("{label} / {verb}"))
+                    .or_default() += 1;
+            }
+        }
     }
 
     fn compare_replies(
         &mut self,
         verb: &str,
         keys: &[usize],
-        args: &[String],
+        args: &[Vec<u8>],
         module: &Value,
         library: &Value,
         context: &str,
@@ -1277,25 +1909,21 @@ impl Twins {
                 match (&m[5], &l[5]) {
                     (Value::Nil, Value::Nil) => {}
                     (Value::BulkString(mid), Value::BulkString(lid)) => {
-                        let (mid, lid) = (
-                            String::from_utf8(mid.clone()).unwrap(),
-                            String::from_utf8(lid.clone()).unwrap(),
-                        );
-                        let asked = args.get(3).cloned();
-                        if asked.is_none() {
-                            for id in [&mid, &lid] {
+                        if args.len() < 4 {
+                            for id in [mid, lid] {
                                 assert!(
                                     id.len() == 32
                                         && id
-                                            .bytes()
+                                            .iter()
                                             .all(|b| b.is_ascii_hexdigit()
                                                 && !b.is_ascii_uppercase()),
-                                    "a made id is 32 lower-case hex digits: {id} ({context})"
+                                    "a made id is 32 lower-case hex digits: {} ({context})",
+                                    id.escape_ascii()
                                 );
                             }
-                            self.ids[key].insert(mid, lid);
+                            self.ids[key].insert(mid.clone(), lid.clone());
                         } else {
-                            let expected = self.ids[key].get(&mid).cloned().unwrap_or(mid);
+                            let expected = self.ids[key].get(mid).unwrap_or(mid);
                             assert_eq!(expected, lid, "ids differ: {context}");
                         }
                     }
@@ -1313,29 +1941,26 @@ impl Twins {
         self.last_expiry[i] = f.expires_at;
         let mut f = f.clone();
         if f.kind == "zset" {
-            let back: BTreeMap<&String, &String> =
+            let back: BTreeMap<&Vec<u8>, &Vec<u8>> =
                 self.ids[i].iter().map(|(m, l)| (l, m)).collect();
             for member in f.value.iter_mut().step_by(2) {
-                if let Some(mid) = String::from_utf8(member.clone())
-                    .ok()
-                    .and_then(|l| back.get(&l).copied())
-                {
-                    *member = mid.clone().into_bytes();
+                if let Some(mid) = back.get(member) {
+                    *member = (*mid).clone();
                 }
             }
-            let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = f
-                .value
-                .chunks(2)
-                .map(|c| (c[1].clone(), c[0].clone()))
-                .collect();
-            let mut m_pairs: Vec<(Vec<u8>, Vec<u8>)> = m
-                .value
-                .chunks(2)
-                .map(|c| (c[1].clone(), c[0].clone()))
-                .collect();
-            pairs.sort();
-            m_pairs.sort();
-            assert_eq!(m_pairs, pairs, "lease sets differ for key {i}: {context}");
+            let pairs = |value: &[Vec<u8>]| {
+                let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = value
+                    .chunks(2)
+                    .map(|c| (c[1].clone(), c[0].clone()))
+                    .collect();
+                pairs.sort();
+                pairs
+            };
+            assert_eq!(
+                (m.kind.as_str(), pairs(&m.value)),
+                ("zset", pairs(&f.value)),
+                "lease sets differ for key {i}: {context}"
+            );
             assert_eq!(
                 m.expires_at, f.expires_at,
                 "expiries differ for key {i}: {context}"
@@ -1349,9 +1974,9 @@ impl Twins {
         let mut distinct = keys.to_vec();
         distinct.sort_unstable();
         distinct.dedup();
-        let states = read_keys(con, &self.both(&distinct));
+        let (m_states, f_states) = self.read_both(con, &distinct);
         for (n, &i) in distinct.iter().enumerate() {
-            self.compare_states(i, &states[2 * n], &states[2 * n + 1], context);
+            self.compare_states(i, &m_states[n], &f_states[n], context);
         }
     }
 
@@ -1360,9 +1985,14 @@ impl Twins {
     fn resync(&mut self, con: &mut Connection, keys: &[usize]) {
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(copy_script()).arg(keys.len() * 2);
-        for k in self.both(keys) {
-            cmd.arg(k);
+        for &i in keys {
+            cmd.arg(self.key(Side::Module, i))
+                .arg(self.key(Side::Library, i));
         }
+        match (self.naming.db(Side::Library), self.naming.db(Side::Module)) {
+            (Some(to), Some(from)) => cmd.arg(to).arg(from),
+            _ => cmd.arg("").arg(""),
+        };
         let _: i64 = cmd.query(con).unwrap();
         for &i in keys {
             self.ids[i].clear();
@@ -1374,8 +2004,8 @@ impl Twins {
     /// A summary line for the test's output.
     pub fn summary(&self) -> String {
         format!(
-            "{} calls compared, {} steps resynced; {:?}",
-            self.compared, self.resynced, self.seen
+            "{} calls compared, {} steps resynced, {} not run (a clock pair to the library); {:?}",
+            self.compared, self.resynced, self.ambiguous, self.seen
         )
     }
 }
@@ -1417,22 +2047,148 @@ pub fn library_workload(
                 }
                 let _: i64 = cmd.arg(by_ms).query(con).unwrap();
             }
-            Step::Seed { key, commands } => {
-                let mut pipe = redis::pipe();
-                for command in &commands {
-                    let c = pipe.cmd(&command[0]);
-                    for a in &command[1..] {
-                        if a == "{k}" {
-                            c.arg(function_key(key));
-                        } else {
-                            c.arg(a);
-                        }
-                    }
-                }
-                let _: Vec<Value> = pipe.query(con).unwrap();
+            Step::Seed { key, commands, .. } => {
+                run_seed(con, &function_key(key), &commands);
                 made[key].clear();
             }
         }
     }
     (ok, refused)
+}
+
+fn module_key(i: usize) -> Vec<u8> {
+    Naming::Prefixed.key(Side::Module, i)
+}
+
+fn function_key(i: usize) -> Vec<u8> {
+    Naming::Prefixed.key(Side::Library, i)
+}
+
+/// Runs a seed's commands on `key`.
+fn run_seed(con: &mut Connection, key: &[u8], commands: &[Vec<String>]) {
+    let mut pipe = redis::pipe();
+    for command in commands {
+        let c = pipe.cmd(&command[0]);
+        for a in &command[1..] {
+            if a == "{k}" {
+                c.arg(key);
+            } else {
+                c.arg(a);
+            }
+        }
+    }
+    let _: Vec<Value> = pipe.query(con).unwrap();
+}
+
+/// What [`audit_reply_integers`] found.
+#[derive(Debug, Default)]
+pub struct Audit {
+    /// Replies read, and integers in them, per side (module, library).
+    pub replies: [u64; 2],
+    pub integers: [u64; 2],
+    /// The largest integer each side replied.
+    pub largest: [i64; 2],
+    /// Replies holding an integer above [`MAX_EXACT`]: side, call, reply.
+    pub over: Vec<String>,
+    /// Calls on a key set to a hostile state, by `label / verb`.
+    pub after_seed: BTreeMap<String, u64>,
+}
+
+/// Runs `steps` of `generator` on the module twins and, separately, on the
+/// function twins through the library on the server's clock, comparing
+/// nothing between them: every integer of every reply of both sides is
+/// recorded, so that an inexact one is found whatever else differs.
+pub fn audit_reply_integers(
+    con: &mut Connection,
+    route: &Route,
+    mut generator: Generator,
+    steps: usize,
+) -> Audit {
+    let keys = generator.homes.len();
+    // Ids each side made, in the order made: the library's i-th id stands
+    // for the module's i-th.
+    let mut made: Vec<Vec<String>> = vec![Vec::new(); keys];
+    let mut library_made: Vec<Vec<String>> = vec![Vec::new(); keys];
+    let mut seeded: Vec<Option<String>> = vec![None; keys];
+    let mut audit = Audit::default();
+    let record = |audit: &mut Audit, side: usize, reply: &Value, context: &str| {
+        audit.replies[side] += 1;
+        let mut integers = Vec::new();
+        reply_integers(reply, &mut integers);
+        audit.integers[side] += integers.len() as u64;
+        for n in integers {
+            audit.largest[side] = audit.largest[side].max(n);
+            if n > MAX_EXACT {
+                let name = ["module", "library"][side];
+                audit.over.push(format!("{name}: {context} -> {reply:?}"));
+            }
+        }
+    };
+    for _ in 0..steps {
+        match generator.next(&made) {
+            Step::Call { verb, keys, args } => {
+                let m_keys: Vec<Vec<u8>> = keys.iter().map(|&i| module_key(i)).collect();
+                let f_keys: Vec<Vec<u8>> = keys.iter().map(|&i| function_key(i)).collect();
+                let m_args: Vec<Vec<u8>> = args.iter().map(|a| a.as_bytes().to_vec()).collect();
+                let f_args: Vec<Vec<u8>> = args
+                    .iter()
+                    .map(|a| {
+                        let known = keys.first().and_then(|&k| {
+                            let at = made[k].iter().position(|m| m == a)?;
+                            library_made[k].get(at).cloned()
+                        });
+                        known.unwrap_or_else(|| a.clone()).into_bytes()
+                    })
+                    .collect();
+                let context = format!("{verb} {keys:?} {args:?}");
+                // An error holds no integer.
+                let module: Value = module_cmd(verb, &m_keys, &m_args)
+                    .query::<Value>(con)
+                    .unwrap_or(Value::Nil);
+                let library: Value = route
+                    .cmd(verb, &f_keys, &f_args)
+                    .query::<Value>(con)
+                    .unwrap_or(Value::Nil);
+                record(&mut audit, 0, &module, &context);
+                record(&mut audit, 1, &library, &context);
+                if verb == "acquire" && args.len() == 2 {
+                    for (reply, ids) in [(&module, &mut made), (&library, &mut library_made)] {
+                        if let Value::Array(items) = reply {
+                            if let Some(Value::BulkString(id)) = items.get(5) {
+                                ids[keys[0]].push(String::from_utf8_lossy(id).into_owned());
+                            }
+                        }
+                    }
+                }
+                for &i in &keys {
+                    if let Some(label) = &seeded[i] {
+                        *audit
+                            .after_seed
+                            .entry(format!("{label} / {verb}"))
+                            .or_default() += 1;
+                    }
+                }
+            }
+            Step::Age { keys, by_ms } => {
+                let mut cmd = redis::cmd("EVAL");
+                cmd.arg(age_script()).arg(keys.len() * 2);
+                for &i in &keys {
+                    cmd.arg(module_key(i)).arg(function_key(i));
+                }
+                let _: i64 = cmd.arg(by_ms).query(con).unwrap();
+            }
+            Step::Seed {
+                key,
+                label,
+                commands,
+            } => {
+                run_seed(con, &module_key(key), &commands);
+                run_seed(con, &function_key(key), &commands);
+                made[key].clear();
+                library_made[key].clear();
+                seeded[key] = (label != "plain").then_some(label);
+            }
+        }
+    }
+    audit
 }
