@@ -326,8 +326,11 @@ fn run_prints_the_hint_once_the_module_answers_and_stops_on_ctrl_c() {
     let status = script.wait();
     let output = script.text();
     assert!(status.success(), "exit {status} after Ctrl-C:\n{output}");
+    // The server gets the same Ctrl-C as the script: it may have exited
+    // cleanly before the script's own handler ran.
     assert!(
-        output.contains("ready to exit") && output.contains("stopped"),
+        output.contains("ready to exit")
+            && (output.contains("stopped") || output.contains("exited (status 0)")),
         "no clean shutdown in:\n{output}"
     );
     assert!(

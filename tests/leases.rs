@@ -537,7 +537,6 @@ fn renew_keeps_a_lease_past_its_first_deadline_and_refuses_an_ended_one() {
 /// 64-bit ms.
 const NEVER_MS: i64 = i64::MAX;
 
-
 /// Asserts `key` expires at [`NEVER_MS`]. Without PEXPIRETIME (Redis 6.2)
 /// the kit reads the expiry through a script, whose numbers are doubles:
 /// there PTTL, read directly, must be NEVER_MS less the server's clock.

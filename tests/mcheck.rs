@@ -1754,7 +1754,15 @@ fn mcheck_numkeys_the_arguments_cannot_hold_names_no_keys() {
             // A key named LIMIT is a key.
             ("1 LIMIT LIMIT 1 1", &["LIMIT"]),
         ];
+        // Where the server has key specs (7.0+), COMMAND GETKEYS reads the
+        // keys off MCHECK's `numkeys` key spec, which cannot check the
+        // groups; cluster routing asks the command itself (the test
+        // below). Without key specs (6.2), GETKEYS asks the command too.
+        let asks_the_command = !Abilities::of(&mut con).command_info();
         for (args, expected) in cases {
+            if !asks_the_command && expected.is_empty() {
+                continue;
+            }
             let line = format!("COMMAND GETKEYS {name} {args}");
             let found: Vec<String> = match try_run(&mut con, &words(&line)) {
                 Ok(keys) => redis::from_redis_value(keys).unwrap(),
