@@ -1,8 +1,8 @@
 //! The first steps of a new user: `make run` (scripts/run) against real
-//! servers and real ports, the README's redis-cli sessions replayed against
-//! a real server, the links between the documents, `make help`,
-//! `make clean`, and which build the client examples load
-//! (scripts/module-path).
+//! servers and real ports (its hint's command gives the reply the README
+//! shows first), `make help`, `make clean`, and which build the client
+//! examples load (scripts/module-path). The documents' sessions and links
+//! are tested by tests/docs.rs.
 //!
 //! scripts/run is started the way `make run` starts it, with the module and
 //! port from the environment (`RATELIMIT_MODULE`, `PORT`): here the debug
@@ -12,6 +12,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+mod markdown;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{TcpListener, TcpStream};
@@ -23,6 +24,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{module_path, run, server_binary, Server};
+use markdown::{assert_reply_matches, code_blocks, Kind, Shown};
 
 /// How long scripts/run may take to print its hint, or to fail.
 const RUN_DEADLINE: Duration = Duration::from_secs(30);
@@ -308,17 +310,12 @@ fn run_prints_the_hint_once_the_module_answers_and_stops_on_ctrl_c() {
     );
 
     // README's first example is this command, and shows this reply.
-    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
-    let first = readme_sessions(&readme)
-        .into_iter()
-        .flatten()
-        .next()
-        .expect("README shows no redis-cli command");
+    let first = readme_first_command();
     assert_eq!(
         first.command, HINT_COMMAND,
         "README's first example is not the hint's command"
     );
-    assert_reply_matches(&first, &reply);
+    assert_reply_matches(&format!("README.md:{}", first.line), &first, &reply);
 
     // Ctrl-C.
     let pid = server_pid(port);
@@ -387,6 +384,17 @@ fn server_pid(port: u16) -> u32 {
         .unwrap()
 }
 
+/// The first command of the first session the README shows.
+fn readme_first_command() -> Shown {
+    code_blocks(&markdown::read("README.md"))
+        .iter()
+        .find_map(|block| match markdown::kind(block) {
+            Ok(Kind::Replayed(_, shown)) => shown.into_iter().next(),
+            _ => None,
+        })
+        .expect("README shows no redis-cli session")
+}
+
 /// `redis-cli -p PORT <command>`, formatted as redis-cli shows it in a
 /// terminal (`--no-raw`).
 fn redis_cli(port: u16, command: &str) -> String {
@@ -397,151 +405,6 @@ fn redis_cli(port: u16, command: &str) -> String {
         .expect("run redis-cli");
     assert!(output.status.success(), "redis-cli {command}: {output:?}");
     String::from_utf8(output.stdout).unwrap()
-}
-
-// ---------------------------------------------------------------------------
-// README's redis-cli sessions
-// ---------------------------------------------------------------------------
-
-/// One command shown in README, and the reply shown after it.
-#[derive(Debug)]
-struct Shown {
-    command: String,
-    reply: Vec<String>,
-}
-
-/// The commands of each code block that shows a redis-cli session: lines
-/// after a `127.0.0.1:6379> ` prompt, or `$ redis-cli …`. A reply line may
-/// carry a `# comment` after its value.
-fn readme_sessions(readme: &str) -> Vec<Vec<Shown>> {
-    let mut blocks = Vec::new();
-    let mut block: Option<Vec<Shown>> = None;
-    for line in readme.lines() {
-        if line.starts_with("```") {
-            match block.take() {
-                Some(shown) => {
-                    if !shown.is_empty() {
-                        blocks.push(shown);
-                    }
-                }
-                None => block = Some(Vec::new()),
-            }
-            continue;
-        }
-        let Some(shown) = block.as_mut() else {
-            continue;
-        };
-        let command = line
-            .strip_prefix("127.0.0.1:6379> ")
-            .or_else(|| line.strip_prefix("$ redis-cli "));
-        match (command, shown.last_mut()) {
-            (Some(command), _) => shown.push(Shown {
-                command: command.trim().to_string(),
-                reply: Vec::new(),
-            }),
-            (None, Some(last)) => {
-                let value = line.split(" #").next().unwrap().trim_end();
-                if !value.is_empty() {
-                    last.reply.push(value.to_string());
-                }
-            }
-            (None, None) => {}
-        }
-    }
-    blocks
-}
-
-/// Whether the reply line at `index` (0-based) of `command` is a time,
-/// which depends on the moment the command runs, and how far it may be
-/// from the one shown.
-fn time_tolerance(command: &str, index: usize) -> Option<i64> {
-    let words: Vec<&str> = command.split_whitespace().collect();
-    let name = words[0].to_ascii_uppercase();
-    match name.as_str() {
-        "PTTL" => Some(1_000),
-        "RATELIMIT.CHECK" | "RATELIMIT.PEEK" if index >= 3 => {
-            if command.to_ascii_uppercase().contains("SLIDING") {
-                // Windows are aligned to the epoch: the times depend on
-                // where in the period the session runs.
-                let period_s: i64 = words[3].parse().unwrap();
-                Some(2 * period_s * 1000)
-            } else {
-                Some(1_000)
-            }
-        }
-        "RATELIMIT.THROTTLE" if index >= 3 => Some(1),
-        _ => None,
-    }
-}
-
-/// The integer of a line such as `4) (integer) 59996` or `(integer) 59983`.
-fn integer_of(line: &str) -> Option<i64> {
-    line.split_once("(integer) ")?.1.trim().parse().ok()
-}
-
-fn assert_reply_matches(shown: &Shown, actual: &str) {
-    let actual: Vec<&str> = actual.lines().collect();
-    let report = || {
-        format!(
-            "README shows for `{}`:\n{}\nthe server replies:\n{}",
-            shown.command,
-            shown.reply.join("\n"),
-            actual.join("\n")
-        )
-    };
-    assert_eq!(shown.reply.len(), actual.len(), "{}", report());
-    for (index, (want, got)) in shown.reply.iter().zip(&actual).enumerate() {
-        match (time_tolerance(&shown.command, index), integer_of(want)) {
-            (Some(tolerance), Some(want_ms)) => {
-                let got_ms = integer_of(got).unwrap_or_else(|| panic!("{}", report()));
-                let same_kind = (want_ms < 0) == (got_ms < 0);
-                let close = if want_ms < 0 {
-                    want_ms == got_ms
-                } else {
-                    (want_ms - got_ms).abs() <= tolerance
-                };
-                assert!(same_kind && close, "line {}: {}", index + 1, report());
-            }
-            _ => assert_eq!(want, got, "line {}: {}", index + 1, report()),
-        }
-    }
-}
-
-/// Every redis-cli command README shows, pasted in order into one fresh
-/// server (as a reader following the README would), replies what README
-/// shows, the times within a tolerance.
-#[test]
-fn readme_sessions_reply_what_readme_shows() {
-    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
-    let blocks = readme_sessions(&readme);
-    assert!(blocks.len() >= 3, "README's sessions not found: {blocks:?}");
-    let server = Server::start();
-    let mut con = server.connect();
-    for block in &blocks {
-        // A session with a sliding window must stay in one window of it:
-        // near the end of one, wait for the next to begin.
-        if let Some(shown) = block
-            .iter()
-            .find(|s| s.command.to_ascii_uppercase().contains("SLIDING"))
-        {
-            let period_ms: i64 = shown
-                .command
-                .split_whitespace()
-                .nth(3)
-                .unwrap()
-                .parse::<i64>()
-                .unwrap()
-                * 1000;
-            let into_window = common::server_ms(&mut con).rem_euclid(period_ms);
-            if period_ms - into_window < 5_000 {
-                thread::sleep(Duration::from_millis((period_ms - into_window + 10) as u64));
-            }
-        }
-        for shown in block {
-            let actual = redis_cli(server.port(), &shown.command);
-            assert_reply_matches(shown, &actual);
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -668,91 +531,4 @@ fn examples_load_whichever_build_exists() {
     let (ok, _, stderr) = module_path_script(&target, Some(&target.join("missing.so")));
     assert!(!ok);
     assert!(stderr.contains("missing.so"), "{stderr}");
-}
-
-// ---------------------------------------------------------------------------
-// Links between the documents
-// ---------------------------------------------------------------------------
-
-/// The anchor GitHub gives a heading: lower case, punctuation dropped,
-/// spaces as hyphens.
-fn anchor_of(heading: &str) -> String {
-    heading
-        .trim()
-        .to_lowercase()
-        .chars()
-        .filter(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_'))
-        .map(|c| if c == ' ' { '-' } else { c })
-        .collect()
-}
-
-/// The anchors of a Markdown file's headings (outside code blocks).
-fn anchors(markdown: &str) -> Vec<String> {
-    let mut in_code = false;
-    let mut anchors = Vec::new();
-    for line in markdown.lines() {
-        if line.starts_with("```") {
-            in_code = !in_code;
-        } else if !in_code && line.starts_with('#') {
-            anchors.push(anchor_of(line.trim_start_matches('#')));
-        }
-    }
-    anchors
-}
-
-/// The targets of a Markdown file's inline links, `[text](target)`.
-fn link_targets(markdown: &str) -> Vec<String> {
-    markdown
-        .split("](")
-        .skip(1)
-        .filter_map(|rest| rest.split_once(')').map(|(target, _)| target.to_string()))
-        .collect()
-}
-
-/// Every relative link of the README and of docs/ names a file that
-/// exists, and every `#anchor` a heading of the file it points into: the
-/// sections moved out of the README are where the README says they are.
-#[test]
-fn readme_and_docs_links_resolve() {
-    let mut documents = vec![repo().join("README.md")];
-    for entry in std::fs::read_dir(repo().join("docs")).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "md") {
-            documents.push(path);
-        }
-    }
-    let mut checked = 0;
-    for document in &documents {
-        let text = std::fs::read_to_string(document).unwrap();
-        for target in link_targets(&text) {
-            if target.contains("://") || target.starts_with("mailto:") {
-                continue;
-            }
-            let (file, anchor) = match target.split_once('#') {
-                Some((file, anchor)) => (file, Some(anchor)),
-                None => (target.as_str(), None),
-            };
-            let file = if file.is_empty() {
-                document.clone()
-            } else {
-                document.parent().unwrap().join(file)
-            };
-            assert!(
-                file.exists(),
-                "{}: the link {target} names a missing file",
-                document.display()
-            );
-            if let Some(anchor) = anchor {
-                let headings = anchors(&std::fs::read_to_string(&file).unwrap());
-                assert!(
-                    headings.iter().any(|h| h == anchor),
-                    "{}: the link {target} names no heading of {} (it has {headings:?})",
-                    document.display(),
-                    file.display()
-                );
-            }
-            checked += 1;
-        }
-    }
-    assert!(checked > 20, "only {checked} links found");
 }
