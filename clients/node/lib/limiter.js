@@ -133,7 +133,11 @@ export class RateLimiter {
   async close() {
     clearInterval(this.watcher);
     this.watcher = null;
-    if (this.ownsClient && this.client.isOpen) await this.client.close().catch(() => this.client.destroy?.());
+    if (!this.ownsClient || !this.client.isOpen) return;
+    // close() waits for the server to answer what is pending: a client
+    // that is reconnecting to a server that is gone is destroyed instead.
+    if (this.client.isReady) await this.client.close().catch(() => this.client.destroy());
+    else this.client.destroy();
   }
 
   // -- the commands ------------------------------------------------------

@@ -105,12 +105,12 @@ export class Server {
   }
 
   stop() {
-    if (this.child && this.child.exitCode === null) this.child.kill('SIGKILL');
+    if (this.child && this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
     running.delete(this.child);
   }
 
   async stopped() {
-    if (this.child && this.child.exitCode === null) {
+    if (this.child && this.child.exitCode === null && this.child.signalCode === null) {
       const exited = new Promise((ok) => this.child.once('exit', ok));
       this.stop();
       await exited;
