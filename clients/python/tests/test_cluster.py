@@ -1,0 +1,58 @@
+"""Redis Cluster (3 masters on loopback): every call routed to its key's
+master, the library loaded on every master, plans in one slot per subject."""
+
+import asyncio
+
+import redis
+from redis.cluster import RedisCluster
+
+from redis_ratelimit_client import AsyncRateLimiter, RateLimiter
+from redis_ratelimit_client._core import library_version, library_text
+
+
+def exercise(limiter: RateLimiter, backend: str):
+    for i in range(30):  # keys on every master
+        assert limiter.check(f"user:{i}", 2, 60).remaining == 1
+    assert limiter.backend == backend
+    assert limiter.mcheck([("{u}:a", "1 60"), ("{u}:b", "2 60")]).allowed
+    assert not limiter.mcheck([("{u}:a", "1 60"), ("{u}:b", "2 60")]).allowed
+    assert limiter.peek("user:0", 2, 60).remaining == 1
+    a = limiter.acquire("jobs", 1, 5000)
+    assert a.acquired and limiter.renew("jobs", a.id, 5000) and limiter.release("jobs", a.id) == 1
+    assert limiter.throttle("t", 0, 1, 60).allowed
+    assert limiter.reset("user:0") == 1
+    admin = limiter.policy_admin()
+    admin.set_policy("rpm", "2 60")
+    admin.set_policy("tpd", "10 86400")
+    admin.set_plan("pro", "rpm tpd")
+    for subject in ("a", "b", "c", "d"):
+        assert limiter.check_plan("pro", subject, cost={"tpd": 3}).each[1].remaining == 7
+
+
+def test_module_backend_on_a_cluster(cluster):
+    limiter = RateLimiter(url=cluster.url(), timeout_s=2)
+    exercise(limiter, "module")
+    limiter.close()
+
+
+def test_functions_backend_on_a_cluster_loads_the_library_on_every_master(bare_cluster):
+    limiter = RateLimiter(RedisCluster(host="127.0.0.1", port=bare_cluster.ports()[0], socket_timeout=2))
+    exercise(limiter, "functions")
+    for port in bare_cluster.ports():
+        node = redis.Redis(port=port)
+        assert node.fcall_ro("ratelimit_version", 0) == library_version(library_text())
+        node.close()
+    limiter.close()
+
+
+def test_async_on_a_cluster(cluster):
+    async def scenario():
+        limiter = AsyncRateLimiter(url=cluster.url(), timeout_s=2)
+        for i in range(20):
+            assert (await limiter.check(f"async:{i}", 2, 60)).remaining == 1
+        assert (await limiter.mcheck([("{v}:a", "1 60"), ("{v}:b", "2 60")])).allowed
+        async with limiter.lease("ajobs", 1, 5000):
+            pass
+        await limiter.aclose()
+
+    asyncio.run(scenario())
