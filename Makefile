@@ -11,13 +11,13 @@ PACKAGE_DIR ?= target/package
 MODULE_BUILD := $(if $(filter command line,$(origin MODULE)),,build)
 
 .DEFAULT_GOAL := help
-.PHONY: help deps build run test test-matrix lint bench bench-instructions check-instructions package install clean
+.PHONY: help deps build run test test-matrix lint bench bench-instructions check-instructions package package-clients install clean
 
 # The descriptions are the `## ` comments below, with $(PORT) shown as the
 # port it stands for.
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/\$$(PORT)/$(PORT)/g' | \
-		awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+		awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
 
 deps: ## Install redis-server and libclang when missing (apt-get)
 	@scripts/install-deps
@@ -34,6 +34,7 @@ test: deps ## Run every test: unit, property and against real servers
 	$(CARGO) test
 	examples/python/run-tests
 	examples/node/run-tests
+	clients/run-tests
 
 test-matrix: deps ## Run the tests against Redis 7.0, Valkey 8.1, Redis 6.2, 7.4 and 8.2 (SERVERS=… to pick)
 	@scripts/install-deps --venv
@@ -64,9 +65,12 @@ check-instructions: build ## Fail when a case costs over 5% more instructions th
 package: $(MODULE_BUILD) ## Release tarball and SHA256SUMS in target/package/ (module, README, LICENSE, CHANGELOG)
 	@scripts/package $(MODULE) $(PACKAGE_DIR)
 
-install: $(MODULE_BUILD) ## Install the release module into PREFIX/lib/redis/modules/ (PREFIX=/usr/local)
+install: $(MODULE_BUILD) ## Install the release module, stripped, into PREFIX/lib/redis/modules/ (PREFIX=/usr/local)
 	install -d $(DESTDIR)$(PREFIX)/lib/redis/modules
-	install -m 0755 $(MODULE) $(DESTDIR)$(PREFIX)/lib/redis/modules/libredis_ratelimit.so
+	install -s -m 0755 $(MODULE) $(DESTDIR)$(PREFIX)/lib/redis/modules/libredis_ratelimit.so
 
-clean: ## Remove target/: the builds, the virtualenvs, the servers of make test-matrix, make run's logs
-	rm -rf target
+package-clients: ## The client packages' Python wheel and sdist and npm tarball (target/clients/dist)
+	clients/build
+
+clean: ## Remove target/ (builds, virtualenvs, the servers of make test-matrix, logs) and the examples' and clients' node_modules
+	rm -rf target examples/node/node_modules clients/node/node_modules
