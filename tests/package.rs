@@ -206,10 +206,20 @@ fn install_puts_the_module_under_prefix_lib_redis_modules() {
     let installed = prefix
         .path()
         .join("lib/redis/modules/libredis_ratelimit.so");
+    // Installed stripped, as the release tarball ships it.
+    let stripped = prefix.path().join("stripped.so");
+    let status = std::process::Command::new("strip")
+        .arg("-o")
+        .arg(&stripped)
+        .arg(&module)
+        .status()
+        .unwrap();
+    assert!(status.success());
     assert_eq!(
         std::fs::read(&installed).unwrap(),
-        std::fs::read(&module).unwrap()
+        std::fs::read(&stripped).unwrap()
     );
+    std::fs::remove_file(&stripped).unwrap();
     // Redis 7 refuses to load a module file without execute permission.
     let mode = std::fs::metadata(&installed).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o755);
