@@ -723,6 +723,12 @@ fn docs_load_log_line_is_the_servers() {
     let server = Server::start();
     let mut con = server.connect();
     let abilities = Abilities::of(&mut con);
+    if !abilities.command_info() {
+        // Before 7.0 there are no module configs: the line says
+        // load-time arguments only, where the docs show 7.0's.
+        eprintln!("not run on this server: the docs show the load line of Redis 7.0+");
+        return;
+    }
     let log = server.log();
     let logged = log
         .lines()
