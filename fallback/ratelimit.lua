@@ -73,7 +73,6 @@ local HAS_PEXPIRETIME = redis.REDIS_VERSION_NUM ~= nil
 local EMPTY_WRITES_PROPAGATE = redis.REDIS_VERSION_NUM == nil
 
 local ERR = {
-  syntax = 'ERR syntax error',
   limit = 'ERR limit must be a positive integer (at most 1000000000000000)',
   period = 'ERR period must be a positive integer number of seconds (at most 1000000000)',
   cost = 'ERR cost must be a non-negative integer (at most 1000000000000000)',
@@ -92,6 +91,8 @@ local ERR = {
   lease_ms = 'ERR lease_ms must be an integer from 1 to 86400000',
   lease_id = 'ERR id must be 1 to 64 bytes and not NOW',
   wrongtype = 'WRONGTYPE Operation against a key holding the wrong kind of value',
+  not_limiter_state = 'WRONGTYPE the key holds a string that is not limiter state',
+  short_group = 'ERR syntax error: LIMIT needs a limit and a period',
   -- The fallback's own.
   now = 'ERR NOW must be a UNIX time in milliseconds, an integer from 0 to 1000000000000000',
   sliding_exact = 'ERR limit x period is too large for the script fallback: a SLIDING window needs limit x period_ms below 2^53',
@@ -260,6 +261,27 @@ end
 
 local function is_keyword(word, name)
   return (KEYWORDS[word] or upper(word)) == name
+end
+
+-- A client's word as an error quotes it (src/error.rs, Word): at most 32
+-- bytes, printable ASCII as given and any other byte as `?`, with `...`
+-- after a longer word.
+local function shown(word)
+  local text = string.gsub(string.sub(word, 1, 32), '[^\32-\126]', '?')
+  if #word > 32 then text = text .. '...' end
+  return text
+end
+
+local function unknown_option(word)
+  fail("ERR syntax error: unknown option '" .. shown(word) .. "'")
+end
+
+local function repeated_option(name)
+  fail('ERR syntax error: ' .. name .. ' given twice')
+end
+
+local function missing_value(name)
+  fail('ERR syntax error: ' .. name .. ' needs a value')
 end
 
 -- An integer argument in low..high, else `err`.
@@ -676,7 +698,7 @@ local function load(key, kind)
   local a, b, c, d = kind.decode(value)
   if a == nil then
     local held = kind_of_value(value)
-    if held == nil then fail(ERR.wrongtype) end
+    if held == nil then fail(ERR.not_limiter_state) end
     fail('WRONGTYPE the key holds ' .. held.name .. ' limiter state, not ' .. kind.name
       .. '; use ' .. held.chosen_by .. ' or RATELIMIT.RESET it')
   end
@@ -693,18 +715,30 @@ local function parse_limit(args, first, last)
   local limit = bounded(args[first], 1, MAX_LIMIT, ERR.limit)
   local period_s = bounded(args[first + 1], 1, MAX_PERIOD_S, ERR.period)
   local cost, cost_text, kind, burst
+  -- As the module: an unknown option first, then one given twice, then
+  -- one without its value.
   for i = first + 2, last, 2 do
-    if i + 1 > last then fail(ERR.syntax) end
-    local option, value = keyword(args[i]), args[i + 1]
-    if option == 'COST' and cost == nil then
+    local option = keyword(args[i])
+    local given
+    if option == 'COST' then
+      given = cost ~= nil
+    elseif option == 'ALGORITHM' then
+      given = kind ~= nil
+    elseif option == 'BURST' then
+      given = burst ~= nil
+    else
+      unknown_option(args[i])
+    end
+    if given then repeated_option(option) end
+    if i + 1 > last then missing_value(option) end
+    local value = args[i + 1]
+    if option == 'COST' then
       cost, cost_text = bounded(value, 0, MAX_COST, ERR.cost), value
-    elseif option == 'ALGORITHM' and kind == nil then
+    elseif option == 'ALGORITHM' then
       kind = CHOSEN[value] or CHOSEN[upper(value)]
       if kind == nil then fail(ERR.algorithm) end
-    elseif option == 'BURST' and burst == nil then
-      burst = bounded(value, 1, MAX_LIMIT, ERR.burst)
     else
-      fail(ERR.syntax)
+      burst = bounded(value, 1, MAX_LIMIT, ERR.burst)
     end
   end
   kind = kind or DEFAULT_ALGORITHM
@@ -732,7 +766,7 @@ local function parse_multi(args)
   local n = #args
   for slot = 1, count do
     if n - at + 1 < 3 then
-      if at <= n and is_keyword(args[at], 'LIMIT') then fail(ERR.syntax) end
+      if at <= n and is_keyword(args[at], 'LIMIT') then fail(ERR.short_group) end
       fail(ERR.group_per_key)
     end
     if not is_keyword(args[at], 'LIMIT') then fail(ERR.group_per_key) end
@@ -917,7 +951,7 @@ COMMANDS.reset = {
     -- Every key is checked before any is removed: all or nothing.
     for i = 1, #args do
       local value = get_string(args[i])
-      if value ~= nil and kind_of_value(value) == nil then fail(ERR.wrongtype) end
+      if value ~= nil and kind_of_value(value) == nil then fail(ERR.not_limiter_state) end
     end
     -- A key named twice is gone the second time; DEL only what is there
     -- (on Redis 6.2 any write command called propagates a MULTI/EXEC).
@@ -1067,10 +1101,14 @@ COMMANDS.acquire = {
     local max_leases = bounded(rest[1], 1, MAX_LEASES, ERR.max_leases)
     local lease_ms = bounded(rest[2], 1, MAX_LEASE_MS, ERR.lease_ms)
     local id
-    if n == 4 and is_keyword(rest[3], 'ID') then
+    if n >= 3 then
+      if not is_keyword(rest[3], 'ID') then unknown_option(rest[3]) end
+      if n == 3 then missing_value('ID') end
+      if n >= 5 then
+        if not is_keyword(rest[5], 'ID') then unknown_option(rest[5]) end
+        repeated_option('ID')
+      end
       id = check_id(rest[4])
-    elseif n ~= 2 then
-      fail(ERR.syntax)
     end
     local now_ms = now()
     local changed = prune(key, now_ms)
