@@ -12,16 +12,20 @@ Every RATELIMIT.<VERB> is the function ratelimit_<verb>; the keys go in
 FCALL's key list, the other arguments follow as the module takes them. MCHECK
 and MPEEK take their keys the same way, FCALL's numkeys standing for theirs:
 FCALL ratelimit_mcheck 2 k1 k2 LIMIT … LIMIT …. Any call may end with
-NOW <unix_ms>, the instant to decide at; without it the server's TIME is read
-once. Without redis.register_function (EVAL, Redis 6.2) the same code runs
-as a script: ARGV[1] names the function, the rest is as for FCALL.
+NOW <unix_ms>, the instant to decide at, taken so when the arguments before
+it still make the command's arity (no lease id may be NOW); without it the
+server's TIME is read once. Without redis.register_function (EVAL, Redis
+6.2) the same code runs as a script: ARGV[1] names the function, the rest
+is as for FCALL.
 
 The module's sources are the specification; the names below follow them
 (src/commands, src/limiter, src/store). Lua numbers are doubles, exact for
 integers below 2^53: every time is computed relative to now, every product
 that could pass 2^53 is either bounded by the arguments (the fallback's own
 bounds, refused with an error) or only ever compared, where a rounded value
-past 2^53 still compares right against a bound below it.
+past 2^53 still compares right against a bound below it. Replies hold no
+integer above 2^53 - 1 (MAX_REPLY), as the module's: every one is bounded
+by the arguments but a wait for a lease slot held by hand, which is capped.
 
 Every request runs this code, so the common paths make nothing per call but
 the reply: a limit is a few plain values, an algorithm a plain function
@@ -49,6 +53,18 @@ local NS_PER_S = 1e9
 local EXACT = 2 ^ 53
 local MAX_NOW_MS = 1e15
 
+-- The largest integer any reply holds, the module's MAX_REPLY: exact in a
+-- double, so in every client. A longer wait (a lease slot held by hand
+-- until released) is replied as this.
+local MAX_REPLY = EXACT - 1
+
+-- The module's NEVER_MS, 2^63 - 1, the latest expiry Redis keeps: a lease
+-- deadline for a score of 2^63 or more (+inf: a slot held by hand until
+-- released). A double rounds it to 2^63, which stands for it here and is
+-- written out as NEVER_TEXT.
+local NEVER_MS = 2 ^ 63
+local NEVER_TEXT = '9223372036854775807'
+
 -- PEXPIRETIME arrived with 7.0; Redis 6.2 only has PTTL.
 local HAS_PEXPIRETIME = redis.REDIS_VERSION_NUM ~= nil
 -- Redis 6.2 propagates a MULTI/EXEC around a script's effects as soon as
@@ -60,7 +76,6 @@ local ERR = {
   limit = 'ERR limit must be a positive integer (at most 1000000000000000)',
   period = 'ERR period must be a positive integer number of seconds (at most 1000000000)',
   cost = 'ERR cost must be a non-negative integer (at most 1000000000000000)',
-  algorithm = 'ERR ALGORITHM must be FIXED, SLIDING or TOKEN',
   burst = 'ERR burst must be a positive integer (at most 1000000000000000)',
   burst_too_large = 'ERR burst is too large for this rate: a full bucket must refill within 1000000000 seconds',
   burst_without_token = 'ERR BURST is only valid with ALGORITHM TOKEN',
@@ -122,16 +137,11 @@ local function cdiv(a, b)
   return (a - r) / b + (r > 0 and 1 or 0)
 end
 
--- An integer in decimal. Only integers below 2^53 are ever written, which
--- '%d' (a C long) prints exactly, at half the cost of '%.0f'.
-local NEVER = 2 ^ 63
+-- An integer in decimal, at half the cost of '%.0f'. '%d' (a C long)
+-- prints every integer below 2^63 exactly: all those below 2^53, and the
+-- lease deadlines past it, read from scores that are integers there.
 local function fmt(n)
-  if n >= NEVER then return '9223372036854775807' end
   return format('%d', n)
-end
-local function cap(n)
-  if n ~= nil and n > EXACT - 1 then return EXACT - 1 end
-  return n
 end
 
 -- The value of a string of digits with no leading zero (or '0'), at most
@@ -179,10 +189,14 @@ local function canonical_u64(digits)
   return digits_at_most(digits, I64_MAX)
 end
 
--- `n` in decimal, zero-padded to `width` digits.
+-- The most digits a number field is padded to: a u64's 20 (Digits::padded).
+local MAX_PADDED = #U64_MAX
+
+-- `n` in decimal, zero-padded to `width` digits, at most MAX_PADDED.
 local function padded(n, width)
   local digits = fmt(n)
   if #digits < width then
+    if width > MAX_PADDED then width = MAX_PADDED end
     digits = rep('0', width - #digits) .. digits
   end
   return digits
@@ -392,45 +406,6 @@ local function decode_throttle(value)
   return decode_early(value, 71) -- 'G'
 end
 
--- In the order of Id::ALL, which is also the order a value's kind is
--- looked up in.
-local KINDS = { 'FIXED', 'SLIDING', 'TOKEN', 'THROTTLE' }
-local DECODE = {
-  FIXED = decode_u64,
-  SLIDING = decode_sliding,
-  TOKEN = decode_token,
-  THROTTLE = decode_throttle,
-}
-local CHOSEN_BY = {
-  FIXED = 'ALGORITHM FIXED',
-  SLIDING = 'ALGORITHM SLIDING',
-  TOKEN = 'ALGORITHM TOKEN',
-  THROTTLE = 'RATELIMIT.THROTTLE',
-}
-
-local function kind_of_value(value)
-  for i = 1, #KINDS do
-    if DECODE[KINDS[i]](value) ~= nil then return KINDS[i] end
-  end
-  return nil
-end
-
--- The state of `kind` at `key`: the stored bytes (nil for none), the
--- key's expiry, then the layout's fields. Another kind's state is refused
--- with both kinds named; anything else with the standard WRONGTYPE.
-local function load(key, kind)
-  local value = get_string(key)
-  if value == nil then return nil end
-  local a, b, c, d = DECODE[kind](value)
-  if a == nil then
-    local held = kind_of_value(value)
-    if held == nil then fail(ERR.not_limiter_state) end
-    fail('WRONGTYPE the key holds ' .. held .. ' limiter state, not ' .. kind
-      .. '; use ' .. CHOSEN_BY[held] .. ' or RATELIMIT.RESET it')
-  end
-  return value, expiry_of(key), a, b, c, d
-end
-
 -- Stores `value` expiring at `at` over the key's `old_value` (nil: no key)
 -- and `old_at`, with the module's effect: INCRBY for a counter grown in
 -- its window (`grown`, the growth as text; `value` is then not needed),
@@ -595,7 +570,7 @@ local function stored_at(tag, ahead, per_ms, now_ms, replaced)
   local early = 0
   if r > 0 then early = per_ms - r end
   local width = 0
-  if replaced ~= nil then width = min(#replaced - 1, 20) end
+  if replaced ~= nil then width = #replaced - 1 end
   return tag .. padded(early, width), now_ms + cdiv(ahead, per_ms)
 end
 
@@ -621,10 +596,6 @@ local function token_bucket(limit, period_ms, burst, cost, _, now_ms, value, at,
   end
   return fits, remaining, retry, reset
 end
-
--- CHECK's algorithms by name, each taking (limit, period_ms, burst, cost,
--- cost_text, now_ms) and the loaded state.
-local ALGORITHMS = { FIXED = fixed_window, SLIDING = sliding_window, TOKEN = token_bucket }
 
 -- GCRA as redis-cell's CL.THROTTLE computes it, in ns (gcra.rs): the
 -- emission interval, the limit and the tolerance τ of a rate.
@@ -675,12 +646,71 @@ local function gcra(interval, limit, tolerance, quantity, now_ms, value, at, ear
 end
 
 ---------------------------------------------------------------------------
+-- The kinds (src/limiter/mod.rs, kinds!): every kind of limiter state a
+-- key can hold, in the module's order, which is also the order a value's
+-- kind is looked up in. Each has its name (ALGORITHM's keyword), its
+-- layout's decoder, how a request reaches it (for the error that meets its
+-- key elsewhere) and the algorithm CHECK chooses by that name, nil for one
+-- no ALGORITHM chooses. Everything else about kinds is derived from here.
+
+local KINDS = {
+  { name = 'FIXED', decode = decode_u64, chosen_by = 'ALGORITHM FIXED', algorithm = fixed_window },
+  { name = 'SLIDING', decode = decode_sliding, chosen_by = 'ALGORITHM SLIDING', algorithm = sliding_window },
+  { name = 'TOKEN', decode = decode_token, chosen_by = 'ALGORITHM TOKEN', algorithm = token_bucket },
+  { name = 'THROTTLE', decode = decode_throttle, chosen_by = 'RATELIMIT.THROTTLE', algorithm = nil },
+}
+
+-- Every kind by name, and the ones CHECK can choose (Chosen::named); the
+-- error for another name lists those (Chosen::NAMES, OneOf). Plain loops
+-- and `..`: loading sees no table library.
+local KIND, CHOSEN, chosen_names = {}, {}, {}
+for i = 1, #KINDS do
+  local kind = KINDS[i]
+  KIND[kind.name] = kind
+  if kind.algorithm ~= nil then
+    CHOSEN[kind.name] = kind
+    chosen_names[#chosen_names + 1] = kind.name
+  end
+end
+local one_of = chosen_names[1]
+for i = 2, #chosen_names do
+  one_of = one_of .. (i == #chosen_names and ' or ' or ', ') .. chosen_names[i]
+end
+ERR.algorithm = 'ERR ALGORITHM must be ' .. one_of
+
+-- CHECK without ALGORITHM.
+local DEFAULT_ALGORITHM = KIND.FIXED
+
+-- The kind whose state `value` is, nil for none (Id::of_value).
+local function kind_of_value(value)
+  for i = 1, #KINDS do
+    if KINDS[i].decode(value) ~= nil then return KINDS[i] end
+  end
+  return nil
+end
+
+-- The state of `kind` at `key`: the stored bytes (nil for none), the
+-- key's expiry, then the layout's fields. Another kind's state is refused
+-- with both kinds named; anything else with the standard WRONGTYPE.
+local function load(key, kind)
+  local value = get_string(key)
+  if value == nil then return nil end
+  local a, b, c, d = kind.decode(value)
+  if a == nil then
+    local held = kind_of_value(value)
+    if held == nil then fail(ERR.not_limiter_state) end
+    fail('WRONGTYPE the key holds ' .. held.name .. ' limiter state, not ' .. kind.name
+      .. '; use ' .. held.chosen_by .. ' or RATELIMIT.RESET it')
+  end
+  return value, expiry_of(key), a, b, c, d
+end
+
+---------------------------------------------------------------------------
 -- Parsing (src/commands/check.rs, mcheck.rs)
 
-local ALGORITHM_NAMES = { FIXED = 'FIXED', SLIDING = 'SLIDING', TOKEN = 'TOKEN' }
-
 -- `limit period [COST c] [ALGORITHM …] [BURST b]` from args[first..last]:
--- kind, limit, period_ms, burst (TOKEN's), cost and cost as text.
+-- the kind (its entry in KINDS), limit, period_ms, burst (TOKEN's), cost
+-- and cost as text.
 local function parse_limit(args, first, last)
   local limit = bounded(args[first], 1, MAX_LIMIT, ERR.limit)
   local period_s = bounded(args[first + 1], 1, MAX_PERIOD_S, ERR.period)
@@ -705,21 +735,21 @@ local function parse_limit(args, first, last)
     if option == 'COST' then
       cost, cost_text = bounded(value, 0, MAX_COST, ERR.cost), value
     elseif option == 'ALGORITHM' then
-      kind = ALGORITHM_NAMES[value] or ALGORITHM_NAMES[upper(value)]
+      kind = CHOSEN[value] or CHOSEN[upper(value)]
       if kind == nil then fail(ERR.algorithm) end
     else
       burst = bounded(value, 1, MAX_LIMIT, ERR.burst)
     end
   end
-  kind = kind or 'FIXED'
+  kind = kind or DEFAULT_ALGORITHM
   local period_ms = period_s * 1000
-  if kind == 'TOKEN' then
+  if kind.name == 'TOKEN' then
     burst = burst or limit
     if product_less(MAX_REFILL_MS, limit, burst, period_ms) then fail(ERR.burst_too_large) end
     if burst * period_ms >= EXACT then fail(ERR.token_exact) end
   else
     if burst ~= nil then fail(ERR.burst_without_token) end
-    if kind == 'SLIDING' and limit * period_ms >= EXACT then fail(ERR.sliding_exact) end
+    if kind.name == 'SLIDING' and limit * period_ms >= EXACT then fail(ERR.sliding_exact) end
   end
   if cost == nil then cost, cost_text = 1, '1' end
   return kind, limit, period_ms, burst, cost, cost_text
@@ -767,17 +797,44 @@ end
 -- Leases (src/limiter/leases.rs, src/store/leases.rs): a sorted set,
 -- member = id, score = deadline in UNIX ms, expiring with its last lease.
 
+-- A lease id as a client gives it (check_id): 1 to 64 bytes, any bytes,
+-- but not the word NOW in any case, which a call's clock pair could not be
+-- told apart from.
 local function check_id(id)
-  if #id < 1 or #id > MAX_ID_LEN or upper(id) == 'NOW' then fail(ERR.lease_id) end
+  local len = #id
+  if len < 1 or len > MAX_ID_LEN or (len == 3 and is_keyword(id, 'NOW')) then
+    fail(ERR.lease_id)
+  end
   return id
 end
 
--- A score read back as a deadline: cut to the ms; 0 when not a time.
+-- A score read back as a deadline (deadline_ms). A score no command wrote
+-- (a set changed by hand) is cut to the ms; a negative one is an ended
+-- lease, and one of 2^63 or more (+inf) a slot held until released, whose
+-- deadline is NEVER_MS, the latest expiry a key can have. Below 2^63 a
+-- score past 2^53 is an integer already, which fmt prints exactly.
 local function deadline_ms(score)
   local s = tonumber(score)
   if s == nil or s ~= s or s < 0 then return 0 end
-  if s >= NEVER then return NEVER end
+  if s >= NEVER_MS then return NEVER_MS end
   return floor(s)
+end
+
+-- A deadline as PEXPIREAT takes it.
+local function deadline_text(ms)
+  if ms >= NEVER_MS then return NEVER_TEXT end
+  return fmt(ms)
+end
+
+-- The ms from `now_ms` until `deadline`, 0 once it has come, as a reply
+-- gives it: at most MAX_REPLY. The difference of two integers as doubles
+-- is exact whenever it is below 2^53, and any larger one is capped, so
+-- this is the module's exact answer.
+local function wait_ms(deadline, now_ms)
+  local ms = deadline - now_ms
+  if ms <= 0 then return 0 end
+  if ms > MAX_REPLY then return MAX_REPLY end
+  return ms
 end
 
 -- Removes the leases ended by now_ms, refusing a key that is not a sorted
@@ -805,11 +862,21 @@ local function nth_deadline(key, rank)
   return deadline_ms(found[2])
 end
 
--- After a change, moves the key's expiry to its `last` deadline when that
--- moved.
-local function expire_with_last(key, last)
-  if last ~= nil and expiry_of(key) ~= last then
-    redis_call('PEXPIREAT', key, fmt(last))
+-- Ends a command's changes to the leases at `key` (KeyLeases::finish):
+-- when it `changed` anything, moves the key's expiry to the last deadline
+-- when that moved. A set left empty is gone, its expiry with it. `last` is
+-- the last deadline when the caller has read it. The expiry is compared
+-- as the key has it now: pruning may have deleted the set that had one.
+-- Past 2^53 an expiry read as a double may round to the deadline without
+-- being it: such a deadline is always written.
+local function finish(key, changed, last)
+  if not changed then return end
+  if last == nil then
+    last = nth_deadline(key, '-1')
+    if last == nil then return end
+  end
+  if last >= EXACT or expiry_of(key) ~= last then
+    redis_call('PEXPIREAT', key, deadline_text(last))
   end
 end
 
@@ -832,7 +899,9 @@ end
 -- the module's other arguments, rest[1..n]; the others take the module's
 -- arguments as one list. Each counts its arguments as the module does,
 -- which is also what the server checks against the declared arity where it
--- has one (7.0+): either way the same wrong-arity error.
+-- has one (7.0+): either way the same wrong-arity error. `least` is the
+-- fewest arguments the module's arity allows after the command's name
+-- (MCHECK's and MPEEK's numkeys included), for serve.
 
 local COMMANDS = {}
 
@@ -842,13 +911,14 @@ end
 
 COMMANDS.check = {
   name = 'ratelimit.check',
+  least = 3,
   run = function(key, rest, n)
     if n < 2 then arity_error('ratelimit.check') end
     local kind, limit, period_ms, burst, cost, cost_text = parse_limit(rest, 1, n)
     local now_ms = now()
     local value, at, a, b, c, d = load(key, kind)
     local allowed, remaining, retry, reset, store, store_at, grown =
-      ALGORITHMS[kind](limit, period_ms, burst, cost, cost_text, now_ms, value, at, a, b, c, d)
+      kind.algorithm(limit, period_ms, burst, cost, cost_text, now_ms, value, at, a, b, c, d)
     if store ~= nil or grown ~= nil then write(key, value, at, store, store_at, grown) end
     return { allowed and 1 or 0, remaining, limit, retry or -1, reset }
   end,
@@ -858,13 +928,14 @@ COMMANDS.check = {
 -- the decision for `cost`, with the room and reset of a check of 0.
 COMMANDS.peek = {
   name = 'ratelimit.peek',
+  least = 3,
   flags = { 'no-writes' },
   run = function(key, rest, n)
     if n < 2 then arity_error('ratelimit.peek') end
     local kind, limit, period_ms, burst, cost, cost_text = parse_limit(rest, 1, n)
     local now_ms = now()
     local value, at, a, b, c, d = load(key, kind)
-    local algorithm = ALGORITHMS[kind]
+    local algorithm = kind.algorithm
     local allowed, _, retry = algorithm(limit, period_ms, burst, cost, cost_text, now_ms, value, at, a, b, c, d)
     local _, remaining, _, reset = algorithm(limit, period_ms, burst, 0, '0', now_ms, value, at, a, b, c, d)
     return reply_of(allowed, remaining, limit, retry, reset)
@@ -873,6 +944,7 @@ COMMANDS.peek = {
 
 COMMANDS.reset = {
   name = 'ratelimit.reset',
+  least = 1,
   flags = { 'allow-oom' },
   run = function(args)
     if #args < 1 then arity_error('ratelimit.reset') end
@@ -902,6 +974,7 @@ end
 
 COMMANDS.throttle = {
   name = 'ratelimit.throttle',
+  least = 4,
   run = function(key, rest, n)
     if n ~= 3 and n ~= 4 then arity_error('ratelimit.throttle') end
     local max_burst = bounded(rest[1], 0, MAX_LIMIT - 1, ERR.max_burst)
@@ -911,7 +984,7 @@ COMMANDS.throttle = {
     if n == 4 then quantity = bounded(rest[4], 0, MAX_COST, ERR.quantity) end
     local interval, limit, tolerance = throttle_rate(max_burst, count, period_s)
     local now_ms = now()
-    local value, at, early = load(key, 'THROTTLE')
+    local value, at, early = load(key, KIND.THROTTLE)
     local limited, remaining, retry, reset, store, store_at =
       gcra(interval, limit, tolerance, quantity, now_ms, value, at, early)
     if store ~= nil then write(key, value, at, store, store_at) end
@@ -930,7 +1003,7 @@ local function ask_all(args)
   for i = 1, #keys do
     local l = limits[i]
     local value, at, a, b, c, d = load(keys[i], l.kind)
-    local algorithm = ALGORITHMS[l.kind]
+    local algorithm = l.kind.algorithm
     local allowed, remaining, retry, reset, store, store_at, grown =
       algorithm(l.limit, l.period_ms, l.burst, l.cost, l.cost_text, now_ms, value, at, a, b, c, d)
     local _, looked_remaining, _, looked_reset =
@@ -970,6 +1043,10 @@ local function ask_all(args)
   return allowed, binding, asked
 end
 
+-- MCHECK's and MPEEK's reply: the binding limit's numbers, then every
+-- limit's. MCHECK shows a limit as charged when the request is admitted,
+-- as PEEK would when not; MPEEK (`peek`) as PEEK would, always, nothing
+-- deducted. Its verdict and binding limit are still MCHECK's.
 local function multi_reply(allowed, binding, asked, peek)
   local each = {}
   for i = 1, #asked do
@@ -986,6 +1063,7 @@ end
 
 COMMANDS.mcheck = {
   name = 'ratelimit.mcheck',
+  least = 5,
   keys_counted = true,
   run = function(args)
     -- numkeys key LIMIT limit period at least.
@@ -1005,6 +1083,7 @@ COMMANDS.mcheck = {
 
 COMMANDS.mpeek = {
   name = 'ratelimit.mpeek',
+  least = 5,
   keys_counted = true,
   flags = { 'no-writes' },
   run = function(args)
@@ -1016,6 +1095,7 @@ COMMANDS.mpeek = {
 
 COMMANDS.acquire = {
   name = 'ratelimit.acquire',
+  least = 3,
   run = function(key, rest, n)
     if n < 2 then arity_error('ratelimit.acquire') end
     local max_leases = bounded(rest[1], 1, MAX_LEASES, ERR.max_leases)
@@ -1034,8 +1114,9 @@ COMMANDS.acquire = {
     local changed = prune(key, now_ms)
     local live = redis_call('ZCARD', key)
     if live == 0 then
-      -- No live lease: Redis deletes an empty set, so the key is gone and
-      -- the new lease is all of the new one, its deadline the expiry.
+      -- No live lease: Redis deletes an empty set, so the key is gone, its
+      -- expiry with it, and the new lease is all of the new one: what
+      -- finish would do is known without reading anything back.
       local granted = id or new_id(key, now_ms)
       local deadline = fmt(now_ms + lease_ms)
       redis_call('ZADD', key, deadline, granted)
@@ -1053,18 +1134,18 @@ COMMANDS.acquire = {
     local retry = -1
     if granted == nil then
       -- A slot frees once live - max_leases + 1 leases have ended.
-      retry = max(nth_deadline(key, fmt(live - max_leases)) - now_ms, 0)
+      retry = wait_ms(nth_deadline(key, fmt(live - max_leases)), now_ms)
     end
+    -- The set holds a lease still: the one granted, or the max live.
     local last = nth_deadline(key, '-1')
-    local reset = 0
-    if last ~= nil then reset = max(last - now_ms, 0) end
-    if changed then expire_with_last(key, last) end
-    return { granted and 1 or 0, max(max_leases - live, 0), max_leases, cap(retry), cap(reset), granted or false }
+    finish(key, changed, last)
+    return { granted and 1 or 0, max(max_leases - live, 0), max_leases, retry, wait_ms(last, now_ms), granted or false }
   end,
 }
 
 COMMANDS.release = {
   name = 'ratelimit.release',
+  least = 2,
   flags = { 'allow-oom' },
   run = function(key, rest, n)
     if n < 1 then arity_error('ratelimit.release') end
@@ -1077,13 +1158,14 @@ COMMANDS.release = {
         released = released + redis_call('ZREM', key, rest[i])
       end
     end
-    if changed or released > 0 then expire_with_last(key, nth_deadline(key, '-1')) end
+    finish(key, changed or released > 0)
     return released
   end,
 }
 
 COMMANDS.renew = {
   name = 'ratelimit.renew',
+  least = 3,
   run = function(key, rest, n)
     if n ~= 2 then arity_error('ratelimit.renew') end
     local id = check_id(rest[1])
@@ -1095,7 +1177,7 @@ COMMANDS.renew = {
       redis_call('ZADD', key, fmt(now_ms + lease_ms), id)
       changed = true
     end
-    if changed then expire_with_last(key, nth_deadline(key, '-1')) end
+    finish(key, changed)
     return live and 1 or 0
   end,
 }
@@ -1108,6 +1190,7 @@ end
 
 COMMANDS.version = {
   name = 'ratelimit.version',
+  least = 0,
   flags = { 'no-writes' },
   all_arguments = true,
   run = function()
@@ -1116,8 +1199,6 @@ COMMANDS.version = {
 }
 
 COMMANDS.reset.all_arguments = true
-COMMANDS.check.least, COMMANDS.peek.least, COMMANDS.acquire.least, COMMANDS.renew.least = 3, 3, 3, 3
-COMMANDS.throttle.least, COMMANDS.release.least, COMMANDS.mcheck.least, COMMANDS.mpeek.least, COMMANDS.reset.least = 4, 2, 5, 5, 1
 COMMANDS.mcheck.all_arguments = true
 COMMANDS.mpeek.all_arguments = true
 
@@ -1138,14 +1219,17 @@ local function all_arguments(command, keys, argv, last)
 end
 
 -- The function that serves `command`: FCALL's keys then its arguments,
--- less a final NOW unix_ms, are the module's arguments.
+-- less a final NOW unix_ms, are the module's arguments. The pair is the
+-- clock only when what remains still makes the command's least number of
+-- arguments; otherwise the call is the module's as it stands (RENEW k NOW
+-- 5 names the lease NOW, and both refuse that id).
 local function serve(command)
   return function(keys, argv)
     if find == nil then bind_standard_functions() end
     pinned_ms, time_ms = nil, nil
     local last = #argv
-    local counted = (command.keys_counted and 1 or 0) + #keys + last - 2
-    if last >= 2 and #argv[last - 1] == 3 and is_keyword(argv[last - 1], 'NOW') and counted >= (command.least or 0) then
+    if last >= 2 and #argv[last - 1] == 3 and is_keyword(argv[last - 1], 'NOW')
+      and #keys + (command.keys_counted and 1 or 0) + last - 2 >= command.least then
       pinned_ms = parsed_arguments[argv[last]] or parse_argument(argv[last])
       if pinned_ms == nil or pinned_ms < 0 or pinned_ms > MAX_NOW_MS then
         return redis.error_reply(ERR.now)

@@ -422,3 +422,96 @@ fn the_script_is_the_library_less_its_first_line() {
         .unwrap();
     assert_eq!(ok, [1, 4, 5, -1, 60_000]);
 }
+
+/// A final `NOW x` is the library's clock only when what comes before it
+/// still makes the command's arity; otherwise the library reads the call
+/// as the module does: `NOW` is then a lease id (refused by both) or a
+/// limit.
+#[test]
+fn a_trailing_now_pair_is_the_clock_only_when_the_rest_makes_the_arity() {
+    let server = Server::start();
+    let mut con = server.connect();
+    let route = Route::for_server(&mut con);
+    let ahead = unix_ms() + 60_000;
+    let at = |ms: i64| ms.to_string();
+    // A minute ahead: the lease ends a minute and a second from now.
+    let acquired = route
+        .call(
+            &mut con,
+            "acquire",
+            &["k"],
+            &["1", "1000", "ID", "job", "NOW", &at(ahead)],
+        )
+        .unwrap();
+    let ints: Vec<i64> = match &acquired {
+        Value::Array(items) => {
+            redis::from_redis_value_ref(&Value::Array(items[..5].to_vec())).unwrap()
+        }
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(ints, [1, 0, 1, -1, 1000]);
+    assert_eq!(common::pexpiretime(&mut con, "k"), ahead + 1000);
+    // RENEW k job lease_ms NOW x and RELEASE k job NOW x keep their arity
+    // without the pair: it is their clock.
+    let renewed: i64 = redis::from_redis_value(
+        route
+            .call(
+                &mut con,
+                "renew",
+                &["k"],
+                &["job", "2000", "NOW", &at(ahead + 500)],
+            )
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(renewed, 1);
+    assert_eq!(common::pexpiretime(&mut con, "k"), ahead + 2500);
+    // Too few without the pair: NOW is the id asked for, refused.
+    let refused = "ERR id must be 1 to 64 bytes and not NOW";
+    for (verb, args) in [
+        ("renew", &["NOW", "30000"][..]),
+        ("renew", &["now", "30000"]),
+        ("release", &["NOW", "5"]),
+        ("release", &["Now"]),
+        ("acquire", &["1", "1000", "ID", "NOW"]),
+    ] {
+        assert_eq!(
+            error_of(route.call(&mut con, verb, &["k"], args)),
+            refused,
+            "{verb} {args:?}"
+        );
+    }
+    // Still the lease a minute ahead, untouched.
+    assert_eq!(common::pexpiretime(&mut con, "k"), ahead + 2500);
+    // CHECK c 10 NOW x is the module's call: NOW is the period.
+    let module = error_of(common::try_run(
+        &mut con,
+        &["RATELIMIT.CHECK", "c", "10", "NOW", "5"],
+    ));
+    assert_eq!(
+        error_of(route.call(&mut con, "check", &["c"], &["10", "NOW", "5"])),
+        module
+    );
+    // With the arity made, a clock pair is checked as one.
+    assert_eq!(
+        error_of(route.call(&mut con, "release", &["k"], &["job", "NOW", "soon"])),
+        "ERR NOW must be a UNIX time in milliseconds, an integer from 0 to 1000000000000000"
+    );
+    let released: i64 = redis::from_redis_value(
+        route
+            .call(
+                &mut con,
+                "release",
+                &["k"],
+                &["job", "NOW", &at(ahead + 600)],
+            )
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(released, 1);
+    assert_eq!(
+        common::pexpiretime(&mut con, "k"),
+        -2,
+        "the set left empty is gone"
+    );
+}
