@@ -348,7 +348,7 @@ fn run_prints_the_hint_once_the_module_answers_and_stops_on_ctrl_c() {
         first.command, HINT_COMMAND,
         "README's first example is not the hint's command"
     );
-    assert_reply_matches(&format!("README.md:{}", first.line), &first, &reply);
+    assert_reply_matches(&format!("README.md:{}", first.line), &first, &reply, 0);
 
     // Ctrl-C.
     let pid = server_pid(port);
