@@ -9,15 +9,30 @@ PACKAGE_DIR ?= target/package
 # make package and make install build the release module, unless MODULE=…
 # names a build to take as it is (the tests pack and install the debug one).
 MODULE_BUILD := $(if $(filter command line,$(origin MODULE)),,build)
+# make bench writes to target/bench/, outside the repository's files;
+# BENCH_SAVE=1 refreshes the committed results in bench/results/ instead.
+BENCH_OUT := $(if $(BENCH_SAVE),bench/results,target/bench)
+ifneq ($(and $(BENCH_SAVE),$(BENCH_QUICK)),)
+$(error BENCH_SAVE=1 keeps full runs only: leave BENCH_QUICK out)
+endif
 
 .DEFAULT_GOAL := help
+<<<<<<< HEAD
 .PHONY: help deps build run test test-matrix lint bench bench-instructions check-instructions package package-clients install clean
+=======
+.PHONY: help deps build run test test-matrix lint docs bench bench-instructions check-instructions package package-clients install clean
+>>>>>>> docs-18
 
 # The descriptions are the `## ` comments below, with $(PORT) shown as the
-# port it stands for.
+# port it stands for, in one column as wide as the longest target needs.
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/\$$(PORT)/$(PORT)/g' | \
+<<<<<<< HEAD
 		awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
+=======
+		awk -F':.*## ' '{name[NR] = $$1; text[NR] = $$2; if (length($$1) > width) width = length($$1)} \
+			END {format = "  make %-" width "s  %s\n"; for (i = 1; i <= NR; i++) printf format, name[i], text[i]}'
+>>>>>>> docs-18
 
 deps: ## Install redis-server and libclang when missing (apt-get)
 	@scripts/install-deps
@@ -46,13 +61,17 @@ lint: ## Check formatting and run clippy with warnings as errors
 	$(CARGO) clippy --all-targets --all-features -- -D warnings
 	scripts/check-project
 
-bench: build ## Throughput, latency and memory next to INCR and Lua (BENCH_QUICK=1: about a minute)
+docs: deps ## Rewrite the version the docs quote (MODULE LIST, INFO, the load log line) from Cargo.toml's
+	RATELIMIT_UPDATE_DOCS=1 $(CARGO) test --test docs docs_quote_cargo_tomls_version
+
+bench: build ## Throughput, latency and memory next to INCR and Lua, in target/bench/ (BENCH_QUICK=1: about a minute; BENCH_SAVE=1: into bench/results/)
 	@scripts/install-deps --venv
+	@mkdir -p target $(BENCH_OUT)
 	$(CARGO) bench --bench decisions --features system-alloc -- $(if $(BENCH_QUICK),--warm-up-time 1 --measurement-time 2) | tee target/bench-decisions.txt
-	python3 bench/run.py
-	@mkdir -p bench/results && grep -E '^[a-z_:]+ +time:' target/bench-decisions.txt > bench/results/latest-decisions.txt
+	BENCH_OUT=$(BENCH_OUT) python3 bench/run.py
+	@grep -E '^[a-z_:]+ +time:' target/bench-decisions.txt > $(BENCH_OUT)/latest-decisions.txt
 	@test -x $(BENCH_VENV)/bin/python || (python3 -m venv $(BENCH_VENV) && $(BENCH_VENV)/bin/pip install -q matplotlib)
-	$(BENCH_VENV)/bin/python bench/plot.py
+	BENCH_OUT=$(BENCH_OUT) $(BENCH_VENV)/bin/python bench/plot.py
 
 bench-instructions: build ## Instructions per request under callgrind, with and without a replica (bench/results/instructions.md)
 	@scripts/install-deps --callgrind
@@ -62,9 +81,10 @@ check-instructions: build ## Fail when a case costs over 5% more instructions th
 	@scripts/install-deps --callgrind
 	python3 bench/instructions.py --check bench/budgets.json
 
-package: $(MODULE_BUILD) ## Release tarball and SHA256SUMS in target/package/ (module, README, LICENSE, CHANGELOG)
+package: $(MODULE_BUILD) ## Release tarball and SHA256SUMS in target/package/ (the module, README and the documents it links to)
 	@scripts/package $(MODULE) $(PACKAGE_DIR)
 
+<<<<<<< HEAD
 install: $(MODULE_BUILD) ## Install the release module, stripped, into PREFIX/lib/redis/modules/ (PREFIX=/usr/local)
 	install -d $(DESTDIR)$(PREFIX)/lib/redis/modules
 	install -s -m 0755 $(MODULE) $(DESTDIR)$(PREFIX)/lib/redis/modules/libredis_ratelimit.so
@@ -74,3 +94,17 @@ package-clients: ## The client packages' Python wheel and sdist and npm tarball 
 
 clean: ## Remove target/ (builds, virtualenvs, the servers of make test-matrix, logs) and the examples' and clients' node_modules
 	rm -rf target examples/node/node_modules clients/node/node_modules
+=======
+# The installed module is stripped as the packaged one is: the symbol
+# table and debug information are for debuggers, not for the server.
+install: $(MODULE_BUILD) ## Install the stripped release module into PREFIX/lib/redis/modules/ (PREFIX=/usr/local)
+	install -d $(DESTDIR)$(PREFIX)/lib/redis/modules
+	strip --strip-unneeded -o $(DESTDIR)$(PREFIX)/lib/redis/modules/libredis_ratelimit.so $(MODULE)
+	chmod 0755 $(DESTDIR)$(PREFIX)/lib/redis/modules/libredis_ratelimit.so
+
+package-clients: ## The client packages' Python wheel and sdist and npm tarball (target/clients/dist)
+	clients/build
+
+clean: ## Remove what the builds and make test made: target/ (builds, virtualenvs, servers, logs) and node_modules/
+	rm -rf target examples/node/node_modules examples/python/__pycache__ clients/node/node_modules
+>>>>>>> docs-18

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Draws bench/results/latest.json as bench/results/ratios.svg.
+"""Draws latest.json as ratios.svg, both in BENCH_OUT (default target/bench,
+relative to the repository; bench/results with `make bench BENCH_SAVE=1`).
 
 The throughput of each command as a multiple of INCR on keys that carry a
 TTL, the baseline the targets use, for a pipeline of 32 and of 1, with the
@@ -8,6 +9,7 @@ under target/).
 """
 
 import json
+import os
 from pathlib import Path
 
 import matplotlib
@@ -15,7 +17,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / os.environ.get("BENCH_OUT", "target/bench")
 BASELINE = "INCR (TTL keys)"
 
 

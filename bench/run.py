@@ -11,16 +11,19 @@ reported. Then it measures the memory each kind of limiter key takes, and
 concurrency leases taken and given back (RATELIMIT.ACQUIRE + RATELIMIT.RELEASE
 pairs) next to the same pairs of plain sorted-set commands (ZADD + ZREM).
 
-Writes what it prints, with the raw redis-benchmark output, to
-bench/results/latest.txt, and the numbers to bench/results/latest.json (read
-by bench/plot.py).
+Writes what it prints, with the raw redis-benchmark output, to latest.txt,
+and the numbers to latest.json (read by bench/plot.py), in BENCH_OUT:
+target/bench/ by default, outside the repository's files; `make bench
+BENCH_SAVE=1` sets it to bench/results/, the committed results that
+docs/performance.md quotes.
 
     python3 bench/run.py            # a few minutes
     BENCH_QUICK=1 python3 bench/run.py   # about a minute, one round
     python3 bench/run.py --pairs    # the pairs only, printed, nothing written
 
 Environment: REDIS_SERVER, REDIS_BENCHMARK, REDIS_CLI (binaries; default from
-PATH), RATELIMIT_MODULE (default target/release/libredis_ratelimit.so).
+PATH), RATELIMIT_MODULE (default target/release/libredis_ratelimit.so),
+BENCH_OUT (default target/bench, relative to the repository).
 """
 
 import csv
@@ -40,7 +43,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
+RESULTS = ROOT / os.environ.get("BENCH_OUT", "target/bench")
+SAVED = RESULTS.resolve() == (ROOT / "bench" / "results").resolve()
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
 SERVER = os.environ.get("REDIS_SERVER", "redis-server")
 BENCHMARK = os.environ.get("REDIS_BENCHMARK", "redis-benchmark")
@@ -461,7 +465,7 @@ def main():
         say(f"- machine: {machine()}")
         say(f"- load: redis-benchmark -c {CLIENTS}, keyspace {KEYSPACE:,} keys (-r), "
             f"{ROUNDS} interleaved round(s), median reported; {'quick run' if QUICK else 'full run'}")
-        say(f"- command: `{'BENCH_QUICK=1 ' if QUICK else ''}make bench`")
+        say(f"- command: `make bench{' BENCH_QUICK=1' if QUICK else ''}{' BENCH_SAVE=1' if SAVED else ''}`")
         say()
         prepared = set()
         for name, command, prefix, how in COMMANDS:

@@ -188,6 +188,39 @@ fn run_stops_with_the_cause_and_the_fix_when_another_listener_holds_the_port() {
     assert!(output.contains("another process"), "{output}");
 }
 
+/// Two ports in a row, both held by listeners: the port the script would
+/// have suggested (the next one) is taken too, so it must name another,
+/// one that is free: binding it here succeeds once the script is done.
+#[test]
+fn run_suggests_a_port_that_is_free_now() {
+    let (holder, next) = loop {
+        let holder = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = holder.local_addr().unwrap().port();
+        if port == u16::MAX {
+            continue;
+        }
+        if let Ok(next) = TcpListener::bind(("127.0.0.1", port + 1)) {
+            break (holder, next);
+        }
+    };
+    let port = holder.local_addr().unwrap().port();
+    let output = run_on_a_taken_port(port, &module_path());
+    assert_names_the_taken_port(&output, port);
+    let suggested: u16 = output
+        .split("PORT=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no PORT=<number> in:\n{output}"));
+    assert_ne!(suggested, port, "{output}");
+    assert_ne!(suggested, port + 1, "the next port is held:\n{output}");
+    drop(next);
+    assert!(
+        TcpListener::bind(("127.0.0.1", suggested)).is_ok(),
+        "port {suggested}, suggested, is not free:\n{output}"
+    );
+}
+
 /// Debian's own redis-server service on the port: a Redis that answers, but
 /// without the module, where the hint's command would be `ERR unknown
 /// command`. The script says that a Redis server holds the port, and leaves
@@ -315,7 +348,7 @@ fn run_prints_the_hint_once_the_module_answers_and_stops_on_ctrl_c() {
         first.command, HINT_COMMAND,
         "README's first example is not the hint's command"
     );
-    assert_reply_matches(&format!("README.md:{}", first.line), &first, &reply);
+    assert_reply_matches(&format!("README.md:{}", first.line), &first, &reply, 0);
 
     // Ctrl-C.
     let pid = server_pid(port);
@@ -428,6 +461,35 @@ fn make(dir: &Path, args: &[&str], port: Option<&str>) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
+/// `make help` lists every target with its description, the descriptions in
+/// one column, whatever the length of the targets' names.
+#[test]
+fn make_help_lines_up_its_descriptions() {
+    let help = make(repo(), &["help"], None);
+    let makefile = std::fs::read_to_string(repo().join("Makefile")).unwrap();
+    let targets: Vec<&str> = makefile
+        .lines()
+        .filter(|l| l.contains(":") && l.contains(" ## ") && !l.starts_with(['\t', '#', ' ']))
+        .map(|l| l.split(':').next().unwrap())
+        .collect();
+    let lines: Vec<&str> = help.lines().collect();
+    assert_eq!(lines.len(), targets.len(), "{help}");
+    let mut columns = std::collections::BTreeSet::new();
+    for (line, target) in lines.iter().zip(&targets) {
+        let rest = line
+            .strip_prefix(&format!("  make {target} "))
+            .unwrap_or_else(|| panic!("{line:?} is not `make {target}`"));
+        let description = rest.trim_start();
+        assert!(!description.is_empty(), "{line:?}");
+        columns.insert(line.len() - description.len());
+    }
+    assert_eq!(
+        columns.len(),
+        1,
+        "descriptions start at columns {columns:?}:\n{help}"
+    );
+}
+
 /// `make help` shows the port `make run` serves on, not `$(PORT)`.
 #[test]
 fn make_help_shows_the_real_port() {
@@ -439,11 +501,12 @@ fn make_help_shows_the_real_port() {
     assert!(help.contains("make clean"), "{help}");
 }
 
-/// `make clean` removes target/ (builds, virtualenvs, servers, make run's
-/// logs) and nothing else. Run on a copy of the Makefile, so as not to
-/// remove this very build.
+/// `make clean` removes what the builds and `make test` made: target/
+/// (builds, virtualenvs, servers, make run's logs), the Node.js example's
+/// installed dependencies and Python's bytecode caches, and nothing else.
+/// Run on a copy of the Makefile, so as not to remove this very build.
 #[test]
-fn make_clean_removes_target_and_nothing_else() {
+fn make_clean_removes_what_make_test_made_and_nothing_else() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     std::fs::copy(repo().join("Makefile"), root.join("Makefile")).unwrap();
@@ -453,12 +516,15 @@ fn make_clean_removes_target_and_nothing_else() {
         "target/examples-venv/bin/python",
         "target/servers/install.log",
         "target/run/6379/redis.log",
+        "examples/node/node_modules/redis/package.json",
+        "examples/python/__pycache__/ratelimiter.cpython-311.pyc",
     ];
     let kept = [
         "README.md",
         "src/lib.rs",
         "bench/results/latest.txt",
         "examples/python/ratelimiter.py",
+        "examples/node/package-lock.json",
         "notes.txt",
     ];
     for file in made.iter().chain(&kept) {
@@ -467,9 +533,63 @@ fn make_clean_removes_target_and_nothing_else() {
         std::fs::write(&path, "x").unwrap();
     }
     make(root, &["clean"], None);
-    assert!(!root.join("target").exists(), "target/ is still there");
+    for made in [
+        "target",
+        "examples/node/node_modules",
+        "examples/python/__pycache__",
+    ] {
+        assert!(!root.join(made).exists(), "{made} is still there");
+    }
     for file in kept {
         assert!(root.join(file).exists(), "make clean removed {file}");
+    }
+}
+
+/// `make bench` writes its results under target/bench/, where a run to try
+/// something changes nothing committed; only `BENCH_SAVE=1` writes the
+/// committed results under bench/results/, and never from a quick run.
+/// Read from what make would run (`make -n`), without running it.
+#[test]
+fn make_bench_writes_the_committed_results_only_when_asked() {
+    let plan = make(repo(), &["-n", "bench", "BENCH_QUICK=1"], None);
+    assert!(
+        plan.contains("BENCH_OUT=target/bench python3 bench/run.py"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("> target/bench/latest-decisions.txt"),
+        "{plan}"
+    );
+    assert!(!plan.contains("bench/results"), "{plan}");
+    let saved = make(repo(), &["-n", "bench", "BENCH_SAVE=1"], None);
+    assert!(
+        saved.contains("BENCH_OUT=bench/results python3 bench/run.py"),
+        "{saved}"
+    );
+    assert!(
+        saved.contains("BENCH_OUT=bench/results target/bench-venv/bin/python bench/plot.py"),
+        "{saved}"
+    );
+    let refused = Command::new("make")
+        .args(["-n", "-C"])
+        .arg(repo())
+        .args(["bench", "BENCH_SAVE=1", "BENCH_QUICK=1"])
+        .env_remove("MAKEFLAGS")
+        .env_remove("MAKELEVEL")
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("BENCH_QUICK"),
+        "{refused:?}"
+    );
+    // The scripts' own default is target/bench too.
+    for script in ["bench/run.py", "bench/plot.py"] {
+        let text = std::fs::read_to_string(repo().join(script)).unwrap();
+        assert!(
+            text.contains(r#"os.environ.get("BENCH_OUT", "target/bench")"#),
+            "{script} writes elsewhere by default"
+        );
     }
 }
 

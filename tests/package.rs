@@ -1,5 +1,6 @@
 //! `make package` and `make install`, as a user gets them: the release
-//! tarball unpacked and checked against SHA256SUMS, the installed file, each
+//! tarball unpacked and checked against SHA256SUMS (every link of its
+//! documents resolving inside it), the installed file, each stripped and
 //! loaded into a real server.
 //!
 //! Both targets are given the module the other tests load (`MODULE=…`, the
@@ -10,6 +11,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+mod markdown;
 
 use common::{check, module_path, Server};
 use std::collections::BTreeSet;
@@ -99,7 +101,7 @@ fn assert_loads_and_checks(module: &Path) {
 }
 
 #[test]
-fn package_is_a_checksummed_tarball_of_the_stripped_module_and_docs() {
+fn package_is_a_checksummed_tarball_of_the_stripped_module_and_the_docs_it_links() {
     let module = module_path();
     let out = tempfile::Builder::new()
         .prefix("ratelimit-package-")
@@ -140,11 +142,15 @@ fn package_is_a_checksummed_tarball_of_the_stripped_module_and_docs() {
         &["-xzf", &tarball, "-C", unpacked.to_str().unwrap()],
     );
     let top = unpacked.join(&name);
-    let mut expected: BTreeSet<PathBuf> = [
+    let shipped = files_under(&top);
+    let mut required: BTreeSet<PathBuf> = [
         "libredis_ratelimit.so",
         "README.md",
         "LICENSE",
         "CHANGELOG.md",
+        "docs/commands.md",
+        "docs/operations.md",
+        "docs/performance.md",
     ]
     .into_iter()
     .map(PathBuf::from)
@@ -152,27 +158,62 @@ fn package_is_a_checksummed_tarball_of_the_stripped_module_and_docs() {
     // The fallback Lua library ships when the repository has it.
     let fallback = repo().join("fallback");
     if fallback.is_dir() {
-        expected.extend(
+        required.extend(
             files_under(&fallback)
                 .into_iter()
                 .map(|f| Path::new("fallback").join(f)),
         );
     }
+    let lacking: Vec<&PathBuf> = required.difference(&shipped).collect();
+    assert!(lacking.is_empty(), "the tarball lacks {lacking:?}");
     assert_eq!(
         files_under(&unpacked),
-        expected.iter().map(|f| Path::new(&name).join(f)).collect()
+        shipped.iter().map(|f| Path::new(&name).join(f)).collect(),
+        "one folder, {name}, holds everything"
     );
-    for doc in expected
+    for file in shipped
         .iter()
         .filter(|f| f.as_os_str() != "libredis_ratelimit.so")
     {
+        assert!(
+            !file.components().any(|c| c.as_os_str() == "node_modules"),
+            "{} ships",
+            file.display()
+        );
         assert_eq!(
-            std::fs::read(top.join(doc)).unwrap(),
-            std::fs::read(repo().join(doc)).unwrap(),
+            std::fs::read(top.join(file)).unwrap(),
+            std::fs::read(repo().join(file)).unwrap(),
             "{} differs from the repository's",
-            doc.display()
+            file.display()
         );
     }
+    // Every relative link of a shipped document resolves inside the
+    // tarball: the file it names, and the heading its anchor names.
+    let mut broken = Vec::new();
+    for document in shipped
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "md"))
+    {
+        let text = std::fs::read_to_string(top.join(document)).unwrap();
+        for target in markdown::link_targets(&text) {
+            let Some((file, anchor)) = markdown::resolve(document, &target) else {
+                continue;
+            };
+            let path = top.join(&file);
+            if !path.exists() {
+                broken.push(format!("{}: {target}", document.display()));
+            } else if let Some(anchor) = anchor {
+                let headings = markdown::anchors(&std::fs::read_to_string(&path).unwrap());
+                if !headings.contains(&anchor) {
+                    broken.push(format!("{}: {target}", document.display()));
+                }
+            }
+        }
+    }
+    assert!(
+        broken.is_empty(),
+        "links that leave the tarball: {broken:?}"
+    );
 
     let packed = top.join("libredis_ratelimit.so");
     let mode = std::fs::metadata(&packed).unwrap().permissions().mode();
@@ -188,7 +229,7 @@ fn package_is_a_checksummed_tarball_of_the_stripped_module_and_docs() {
 }
 
 #[test]
-fn install_puts_the_module_under_prefix_lib_redis_modules() {
+fn install_puts_the_stripped_module_under_prefix_lib_redis_modules() {
     let module = module_path();
     let prefix = tempfile::Builder::new()
         .prefix("ratelimit-prefix-")
@@ -206,20 +247,17 @@ fn install_puts_the_module_under_prefix_lib_redis_modules() {
     let installed = prefix
         .path()
         .join("lib/redis/modules/libredis_ratelimit.so");
-    // Installed stripped, as the release tarball ships it.
-    let stripped = prefix.path().join("stripped.so");
-    let status = std::process::Command::new("strip")
-        .arg("-o")
-        .arg(&stripped)
-        .arg(&module)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    assert_eq!(
-        std::fs::read(&installed).unwrap(),
-        std::fs::read(&stripped).unwrap()
+    // Stripped, as the packaged module is: the debug build `make test`
+    // installs has both sections to remove.
+    for section in [".symtab", ".debug_info"] {
+        assert!(
+            !has_section(&installed, section),
+            "the installed module keeps {section}"
+        );
+    }
+    assert!(
+        std::fs::metadata(&installed).unwrap().len() < std::fs::metadata(&module).unwrap().len()
     );
-    std::fs::remove_file(&stripped).unwrap();
     // Redis 7 refuses to load a module file without execute permission.
     let mode = std::fs::metadata(&installed).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o755);
