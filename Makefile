@@ -17,22 +17,14 @@ $(error BENCH_SAVE=1 keeps full runs only: leave BENCH_QUICK out)
 endif
 
 .DEFAULT_GOAL := help
-<<<<<<< HEAD
-.PHONY: help deps build run test test-matrix lint bench bench-instructions check-instructions package package-clients install clean
-=======
 .PHONY: help deps build run test test-matrix lint docs bench bench-instructions check-instructions package package-clients install clean
->>>>>>> docs-18
 
 # The descriptions are the `## ` comments below, with $(PORT) shown as the
 # port it stands for, in one column as wide as the longest target needs.
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/\$$(PORT)/$(PORT)/g' | \
-<<<<<<< HEAD
-		awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
-=======
 		awk -F':.*## ' '{name[NR] = $$1; text[NR] = $$2; if (length($$1) > width) width = length($$1)} \
 			END {format = "  make %-" width "s  %s\n"; for (i = 1; i <= NR; i++) printf format, name[i], text[i]}'
->>>>>>> docs-18
 
 deps: ## Install redis-server and libclang when missing (apt-get)
 	@scripts/install-deps
@@ -84,17 +76,6 @@ check-instructions: build ## Fail when a case costs over 5% more instructions th
 package: $(MODULE_BUILD) ## Release tarball and SHA256SUMS in target/package/ (the module, README and the documents it links to)
 	@scripts/package $(MODULE) $(PACKAGE_DIR)
 
-<<<<<<< HEAD
-install: $(MODULE_BUILD) ## Install the release module, stripped, into PREFIX/lib/redis/modules/ (PREFIX=/usr/local)
-	install -d $(DESTDIR)$(PREFIX)/lib/redis/modules
-	install -s -m 0755 $(MODULE) $(DESTDIR)$(PREFIX)/lib/redis/modules/libredis_ratelimit.so
-
-package-clients: ## The client packages' Python wheel and sdist and npm tarball (target/clients/dist)
-	clients/build
-
-clean: ## Remove target/ (builds, virtualenvs, the servers of make test-matrix, logs) and the examples' and clients' node_modules
-	rm -rf target examples/node/node_modules clients/node/node_modules
-=======
 # The installed module is stripped as the packaged one is: the symbol
 # table and debug information are for debuggers, not for the server.
 install: $(MODULE_BUILD) ## Install the stripped release module into PREFIX/lib/redis/modules/ (PREFIX=/usr/local)
@@ -107,4 +88,3 @@ package-clients: ## The client packages' Python wheel and sdist and npm tarball 
 
 clean: ## Remove what the builds and make test made: target/ (builds, virtualenvs, servers, logs) and node_modules/
 	rm -rf target examples/node/node_modules examples/python/__pycache__ clients/node/node_modules
->>>>>>> docs-18
