@@ -21,7 +21,7 @@
 //! `retry_after_ms` (-1 when allowed or when the cost can never fit) and
 //! `reset_after_ms` (0 when nothing is counted).
 
-use super::limits::{parse, Answer, Ask, Mode, Request, LIMIT_ARGS};
+use super::limits::{parse, Answer, Mode, Request, LIMIT_ARGS};
 use super::{decision_fields, denied_event, Command};
 use crate::error::Error;
 use crate::metadata::{CommandDocs, KeySpec};
@@ -52,12 +52,7 @@ impl Command for Check {
         let Request { key, limit } = parse(args)?;
         let now_ms = server::now_ms()?;
         let mut key = Key::open(ctx, key, Access::ReadWrite)?;
-        let Answer { charged, write, .. } = limit.chosen.visit(Ask {
-            key: &key,
-            cost: limit.cost,
-            now_ms,
-            mode: Mode::Charge,
-        })?;
+        let Answer { charged, write, .. } = limit.ask(&key, now_ms, Mode::Charge)?;
         if let Some(write) = write {
             write.apply(ctx, &mut key)?;
             server::notify(ctx, c"ratelimit.check", key.name());

@@ -78,6 +78,19 @@ pub struct Limit {
     pub cost: u64,
 }
 
+impl Limit {
+    /// Asks this limit at `key`, open, at `now_ms`, in `mode`: the one
+    /// load → decide path of CHECK, PEEK, MCHECK and MPEEK.
+    pub fn ask(&self, key: &Key, now_ms: u64, mode: Mode) -> Result<Answer, Error> {
+        self.chosen.visit(Ask {
+            key,
+            cost: self.cost,
+            now_ms,
+            mode,
+        })
+    }
+}
+
 /// The parsed arguments of a CHECK or PEEK call.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Request<'a, A> {

@@ -25,7 +25,7 @@
 //! and an array of each limit's own five integers, in key order: as charged
 //! (CHECK's reply) when admitted, as that limit's PEEK for its cost when not.
 
-use super::limits::{key_positions, parse_multi, Ask, Mode, MultiReply, MULTI_ARGS};
+use super::limits::{key_positions, parse_multi, Mode, MultiReply, MULTI_ARGS};
 use super::{denied_event, Command};
 use crate::error::Error;
 use crate::limiter::all_of;
@@ -67,12 +67,7 @@ impl Command for MCheck {
         let mut asked = Vec::with_capacity(request.keys.len());
         for (name, limit) in request.pairs() {
             let key = Key::open(ctx, name, Access::ReadWrite)?;
-            let answer = limit.chosen.visit(Ask {
-                key: &key,
-                cost: limit.cost,
-                now_ms,
-                mode: Mode::Charge,
-            })?;
+            let answer = limit.ask(&key, now_ms, Mode::Charge)?;
             asked.push((key, limit, answer));
         }
         let mut shown: Vec<Decision> = asked.iter().map(|(_, _, a)| a.charged).collect();
@@ -81,15 +76,7 @@ impl Command for MCheck {
             // A limit that admits alone is not charged: it shows its PEEK.
             for ((key, limit, answer), show) in asked.iter().zip(shown.iter_mut()) {
                 if answer.charged.allowed {
-                    *show = limit
-                        .chosen
-                        .visit(Ask {
-                            key,
-                            cost: limit.cost,
-                            now_ms,
-                            mode: Mode::Look,
-                        })?
-                        .look()?;
+                    *show = limit.ask(key, now_ms, Mode::Look)?.look()?;
                 }
             }
         }

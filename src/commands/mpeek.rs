@@ -15,7 +15,7 @@
 //! `reset_after_ms` with nothing deducted, as every read-only command
 //! replies them). MPEEK of one key is PEEK of that key. Nothing is written.
 
-use super::limits::{key_positions, parse_multi, Ask, Mode, MultiReply, MULTI_ARGS};
+use super::limits::{key_positions, parse_multi, Mode, MultiReply, MULTI_ARGS};
 use super::Command;
 use crate::error::Error;
 use crate::limiter::all_of;
@@ -52,12 +52,7 @@ impl Command for MPeek {
         let mut shown = Vec::with_capacity(request.keys.len());
         for (name, limit) in request.pairs() {
             let key = Key::open(ctx, name, Access::Read)?;
-            let answer = limit.chosen.visit(Ask {
-                key: &key,
-                cost: limit.cost,
-                now_ms,
-                mode: Mode::Look,
-            })?;
+            let answer = limit.ask(&key, now_ms, Mode::Look)?;
             charged.push(answer.charged);
             shown.push(answer.look()?);
         }

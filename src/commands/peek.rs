@@ -14,7 +14,7 @@
 //! request would be admitted (-1 if now, or never), `reset_after_ms` is when
 //! the limiter is empty again.
 
-use super::limits::{parse, Ask, Mode, Request, LIMIT_ARGS};
+use super::limits::{parse, Mode, Request, LIMIT_ARGS};
 use super::{decision_fields, Command};
 use crate::error::Error;
 use crate::metadata::{CommandDocs, KeySpec};
@@ -43,12 +43,7 @@ impl Command for Peek {
         let Request { key, limit } = parse(args)?;
         let now_ms = server::now_ms()?;
         let key = Key::open(ctx, key, Access::Read)?;
-        let answer = limit.chosen.visit(Ask {
-            key: &key,
-            cost: limit.cost,
-            now_ms,
-            mode: Mode::Look,
-        })?;
+        let answer = limit.ask(&key, now_ms, Mode::Look)?;
         STATS.algorithm(limit.chosen.id()).peeks.bump();
         Ok(decision_fields(answer.look()?))
     }

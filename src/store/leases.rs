@@ -76,10 +76,10 @@ impl<'k, 'a> KeyLeases<'k, 'a> {
     }
 
     /// Ends the changes: moves the key's expiry to the last deadline when it
-    /// moved, and tells WATCH. Whether anything changed.
-    fn finish(mut self) -> Result<bool, Error> {
+    /// moved, and tells WATCH.
+    fn finish(mut self) -> Result<(), Error> {
         if !self.changed {
-            return Ok(false);
+            return Ok(());
         }
         // A set left empty is deleted by the server, on the master as on a
         // replica applying the same removals.
@@ -95,8 +95,7 @@ impl<'k, 'a> KeyLeases<'k, 'a> {
                 )?;
             }
         }
-        server::signal_modified(self.ctx, self.key.name())?;
-        Ok(true)
+        server::signal_modified(self.ctx, self.key.name())
     }
 
     /// After members left the set: whether it is now empty, and so gone
