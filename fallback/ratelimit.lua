@@ -36,7 +36,8 @@ need. fallback/README.md says what a call costs.
 
 local VERSION = '0.2.0'
 
--- The module's bounds (src/limiter/mod.rs, gcra.rs, leases.rs, mcheck.rs).
+-- The module's bounds (src/limiter/mod.rs, gcra.rs, leases.rs, mcheck.rs,
+-- holds.rs).
 local MAX_LIMIT = 1e15
 local MAX_COST = 1e15
 local MAX_PERIOD_S = 1e9
@@ -46,12 +47,19 @@ local MAX_KEYS = 16
 local MAX_LEASES = 100000
 local MAX_LEASE_MS = 86400000
 local MAX_ID_LEN = 64
+local MAX_HOLD_TTL_MS = 86400000
 local NS_PER_MS = 1e6
 local NS_PER_S = 1e9
 
 -- The fallback's own: integers stay exact below 2^53.
 local EXACT = 2 ^ 53
 local MAX_NOW_MS = 1e15
+
+-- The module's options that shape holds (src/config.rs), at their defaults:
+-- the library has no options. A held estimate is at most this percent of
+-- what one request can take from its limit, and a hold lasts at most this.
+local HOLD_MAX_PERCENT = 50
+local HOLD_MAX_TTL_MS = 60000
 
 -- The largest integer any reply holds, the module's MAX_REPLY: exact in a
 -- double, so in every client. A longer wait (a lease slot held by hand
@@ -93,6 +101,13 @@ local ERR = {
   wrongtype = 'WRONGTYPE Operation against a key holding the wrong kind of value',
   not_limiter_state = 'WRONGTYPE the key holds a string that is not limiter state',
   short_group = 'ERR syntax error: LIMIT needs a limit and a period',
+  hold_ttl = 'ERR ttl_ms must be an integer from 1 to 86400000',
+  estimate = 'ERR estimate must be a non-negative integer (at most 1000000000000000)',
+  actual = 'ERR actual must be a non-negative integer (at most 1000000000000000)',
+  cost_or_hold = 'ERR syntax error: a LIMIT takes COST or HOLD, not both',
+  needs_actual = 'ERR syntax error: each LIMIT of SETTLE needs ACTUAL',
+  holds_is_limiter = 'ERR the holds key cannot also be a limiter key',
+  not_holds = 'WRONGTYPE the key holds a hash that is not a record of holds',
   -- The fallback's own.
   now = 'ERR NOW must be a UNIX time in milliseconds, an integer from 0 to 1000000000000000',
   sliding_exact = 'ERR limit x period is too large for the script fallback: a SLIDING window needs limit x period_ms below 2^53',
@@ -105,10 +120,13 @@ local ERR = {
 -- The standard functions the library calls on every request, bound at its
 -- first call (the chunk that loads a library sees only `redis`): a local
 -- costs far less than looking a global up, then its field, on each use.
-local find, match, byte, upper, rep, format, fmod, floor, max, min, redis_call, redis_pcall
+local find, match, byte, sub, upper, rep, format, concat, unpack_list
+local fmod, floor, max, min, redis_call, redis_pcall
 
 local function bind_standard_functions()
-  find, match, byte, upper, rep, format = string.find, string.match, string.byte, string.upper, string.rep, string.format
+  find, match, byte, sub, upper, rep, format = string.find, string.match, string.byte, string.sub, string.upper,
+    string.rep, string.format
+  concat, unpack_list = table.concat, unpack
   fmod, floor, max, min = math.fmod, math.floor, math.max, math.min
   redis_call, redis_pcall = redis.call, redis.pcall
 end
@@ -253,7 +271,10 @@ end
 
 -- Keywords match in any case. They mostly come in upper case, which a
 -- lookup finds without making a new string.
-local KEYWORDS = { COST = 'COST', ALGORITHM = 'ALGORITHM', BURST = 'BURST', LIMIT = 'LIMIT', ID = 'ID', NOW = 'NOW' }
+local KEYWORDS = {
+  COST = 'COST', ALGORITHM = 'ALGORITHM', BURST = 'BURST', LIMIT = 'LIMIT', ID = 'ID', NOW = 'NOW',
+  HOLD = 'HOLD', ACTUAL = 'ACTUAL',
+}
 
 local function keyword(word)
   return KEYWORDS[word] or upper(word)
@@ -425,6 +446,43 @@ local function write(key, old_value, old_at, value, at, grown)
   end
 end
 
+-- A command that may change several keys, each maybe more than once
+-- (RESERVE, SETTLE, EXTEND: a sweep's refunds, then the command's own
+-- charges), works out every change before it makes any, as the module
+-- does, so that an error met on the way leaves every key as it was.
+-- `staged[key]` is a key's state as planned so far ({ value, at }), which
+-- load reads in place of the key; `planned` the changes in order: a
+-- limiter key's write, or a command on a hash of holds. Nil between calls.
+local staged, planned
+
+local function begin_plan()
+  staged, planned = {}, {}
+end
+
+-- A limiter key's change, from the state staged for it (or stored) to
+-- `value` expiring at `at`, as write makes it.
+local function plan_write(key, old_value, old_at, value, at, grown)
+  staged[key] = { value = value, at = at }
+  planned[#planned + 1] = { key = key, old_value = old_value, old_at = old_at, value = value, at = at, grown = grown }
+end
+
+local function plan_command(...)
+  planned[#planned + 1] = { command = { ... } }
+end
+
+-- Makes the planned changes, in order.
+local function apply_plan()
+  for i = 1, #planned do
+    local p = planned[i]
+    if p.command ~= nil then
+      redis_call(unpack_list(p.command))
+    else
+      write(p.key, p.old_value, p.old_at, p.value, p.at, p.grown)
+    end
+  end
+  staged, planned = nil, nil
+end
+
 ---------------------------------------------------------------------------
 -- The algorithms (src/limiter/*.rs). Each takes the limit, the request's
 -- cost, the instant and the loaded state (value, expiry, fields), and
@@ -468,6 +526,53 @@ local function fixed_window(limit, period_ms, _, cost, cost_text, now_ms, value,
   return fits, max(limit - count_after, 0), retry, reset, store, ends, grown
 end
 
+-- Force-charges and refunds (src/limiter/holds.rs): what SETTLE and a
+-- sweep of ended holds do to a limit, with the same arguments as the
+-- algorithm's but `units` for the cost, and `charged_at_ms` for a refund,
+-- the instant the units were taken. Each returns the value to store and
+-- its expiry (and a counter's growth, as the algorithms do), nil when the
+-- state does not change.
+
+-- Past a count of 2^53 - 1 a force-charge adds nothing.
+local function counted(count, units)
+  local after = count + units
+  if after > MAX_REPLY then return max(count, MAX_REPLY) end
+  return after
+end
+
+-- `units` more in the window CHECK sees, fitting or not.
+local function fixed_force(_, period_ms, _, units, now_ms, value, at, count)
+  if units == 0 then return nil end
+  local new_end = now_ms + period_ms
+  local ends, in_window = new_end, false
+  if value == nil then
+    count = 0
+  elseif at ~= nil and at > new_end then
+    ends = new_end
+  elseif at ~= nil and at > now_ms then
+    ends, in_window = at, true
+  elseif at == nil then
+    ends = new_end
+  else
+    count = 0
+  end
+  local after = counted(count, units)
+  if in_window then
+    if after == count then return nil end
+    return fmt(after), ends, fmt(after - count)
+  end
+  return fmt(after), ends
+end
+
+-- `units` back while the window they were taken in lasts.
+local function fixed_refund(_, period_ms, _, units, charged_at_ms, now_ms, value, at, count)
+  if units == 0 or value == nil or at == nil then return nil end
+  if charged_at_ms < at - period_ms or charged_at_ms >= at or now_ms >= at then return nil end
+  local taken = min(units, count)
+  if taken == 0 then return nil end
+  return fmt(count - taken), at
+end
+
 -- The sliding window's counts, in unit-milliseconds (sliding_window.rs).
 -- Past 2^53 a weight is inexact, but then it is above the budget too.
 local function weighted(previous, current, elapsed, period_ms)
@@ -501,28 +606,30 @@ local function empty_at_ms(window, previous, current, period_ms)
   return 0
 end
 
--- Sliding window counter (sliding_window.rs).
-local function sliding_window(limit, period_ms, _, cost, _, now_ms, value, at,
+-- The counts of a stored state seen from the window of now (counts_at):
+-- that window, the ms elapsed in it, previous and current with their
+-- texts, and whether the stored expiry is not the one they call for.
+local function sliding_counts(period_ms, now_ms, value, at,
                               stored_previous, stored_current, stored_previous_text, stored_current_text)
   local window = fdiv(now_ms, period_ms)
   local elapsed = now_ms - window * period_ms
-  local previous, previous_text, current, current_text = 0, '0', 0, '0'
-  local fix_expiry = false
-  if value ~= nil then
-    local stored_window
-    if at ~= nil and at <= (window + 2) * period_ms then
-      stored_window = max(fdiv(max(at - 1, 0), period_ms) - 1, 0)
-    else
-      fix_expiry = true
-      stored_window = window
-    end
-    if stored_window == window then
-      previous, previous_text = stored_previous, stored_previous_text
-      current, current_text = stored_current, stored_current_text
-    elseif stored_window + 1 == window then
-      previous, previous_text = stored_current, stored_current_text
-    end
+  if value == nil then return window, elapsed, 0, '0', 0, '0', false end
+  local stored_window, fix_expiry = window, true
+  if at ~= nil and at <= (window + 2) * period_ms then
+    stored_window, fix_expiry = max(fdiv(max(at - 1, 0), period_ms) - 1, 0), false
   end
+  if stored_window == window then
+    return window, elapsed, stored_previous, stored_previous_text, stored_current, stored_current_text, fix_expiry
+  elseif stored_window + 1 == window then
+    return window, elapsed, stored_current, stored_current_text, 0, '0', fix_expiry
+  end
+  return window, elapsed, 0, '0', 0, '0', fix_expiry
+end
+
+-- Sliding window counter (sliding_window.rs).
+local function sliding_window(limit, period_ms, _, cost, _, now_ms, value, at, a, b, c, d)
+  local window, elapsed, previous, previous_text, current, current_text, fix_expiry =
+    sliding_counts(period_ms, now_ms, value, at, a, b, c, d)
   local budget = limit * period_ms
   local fits = weighted(previous, current, elapsed, period_ms) + cost * period_ms <= budget
   local current_after, current_after_text = current, current_text
@@ -543,6 +650,34 @@ local function sliding_window(limit, period_ms, _, cost, _, now_ms, value, at,
       'S' .. previous_text .. ':' .. current_after_text, (window + 2) * period_ms
   end
   return fits, remaining, retry, reset
+end
+
+-- `units` more in the current window, fitting or not.
+local function sliding_force(_, period_ms, _, units, now_ms, value, at, a, b, c, d)
+  if units == 0 then return nil end
+  local window, _, _, previous_text, current, current_text = sliding_counts(period_ms, now_ms, value, at, a, b, c, d)
+  local after = counted(current, units)
+  if after ~= current then current_text = fmt(after) end
+  local stored, ends = 'S' .. previous_text .. ':' .. current_text, (window + 2) * period_ms
+  if stored == value and ends == at then return nil end
+  return stored, ends
+end
+
+-- `units` back from the window they were taken in, while it is the
+-- current or the previous one.
+local function sliding_refund(_, period_ms, _, units, charged_at_ms, now_ms, value, at, a, b, c, d)
+  if units == 0 or value == nil then return nil end
+  local window, _, previous, previous_text, current, current_text =
+    sliding_counts(period_ms, now_ms, value, at, a, b, c, d)
+  local charged_window = fdiv(charged_at_ms, period_ms)
+  if charged_window == window and current > 0 then
+    current_text = fmt(current - min(units, current))
+  elseif charged_window + 1 == window and previous > 0 then
+    previous_text = fmt(previous - min(units, previous))
+  else
+    return nil
+  end
+  return 'S' .. previous_text .. ':' .. current_text, (window + 2) * period_ms
 end
 
 -- How far past now (in units of 1/per_ms ms) a stored instant is: the key
@@ -595,6 +730,31 @@ local function token_bucket(limit, period_ms, burst, cost, _, now_ms, value, at,
     return fits, remaining, retry, reset, stored_at('T', after, limit, now_ms, value)
   end
   return fits, remaining, retry, reset
+end
+
+-- `units` tokens more taken, fitting or not, down to an empty bucket and
+-- no further.
+local function token_force(limit, period_ms, burst, units, now_ms, value, at, early)
+  if units == 0 then return nil end
+  local capacity = burst * period_ms
+  local full_in = 0
+  if value ~= nil then full_in = ahead_of_now(at, early, limit, capacity, now_ms) end
+  -- units × period_ms is exact when units <= burst, and past capacity else.
+  local after = capacity
+  if units <= burst then after = min(full_in + units * period_ms, capacity) end
+  local stored, full_at = stored_at('T', after, limit, now_ms, value)
+  if stored == value and full_at == at then return nil end
+  return stored, full_at
+end
+
+-- `units` tokens back, up to a full bucket.
+local function token_refund(limit, period_ms, burst, units, _, now_ms, value, at, early)
+  if units == 0 or value == nil then return nil end
+  local full_in = ahead_of_now(at, early, limit, burst * period_ms, now_ms)
+  local after = 0
+  if units < burst then after = max(full_in - units * period_ms, 0) end
+  if after == full_in then return nil end
+  return stored_at('T', after, limit, now_ms, value)
 end
 
 -- GCRA as redis-cell's CL.THROTTLE computes it, in ns (gcra.rs): the
@@ -651,12 +811,22 @@ end
 -- kind is looked up in. Each has its name (ALGORITHM's keyword), its
 -- layout's decoder, how a request reaches it (for the error that meets its
 -- key elsewhere) and the algorithm CHECK chooses by that name, nil for one
--- no ALGORITHM chooses. Everything else about kinds is derived from here.
+-- no ALGORITHM chooses, with its force-charge and refund (holds). Everything
+-- else about kinds is derived from here.
 
 local KINDS = {
-  { name = 'FIXED', decode = decode_u64, chosen_by = 'ALGORITHM FIXED', algorithm = fixed_window },
-  { name = 'SLIDING', decode = decode_sliding, chosen_by = 'ALGORITHM SLIDING', algorithm = sliding_window },
-  { name = 'TOKEN', decode = decode_token, chosen_by = 'ALGORITHM TOKEN', algorithm = token_bucket },
+  {
+    name = 'FIXED', decode = decode_u64, chosen_by = 'ALGORITHM FIXED',
+    algorithm = fixed_window, force = fixed_force, refund = fixed_refund,
+  },
+  {
+    name = 'SLIDING', decode = decode_sliding, chosen_by = 'ALGORITHM SLIDING',
+    algorithm = sliding_window, force = sliding_force, refund = sliding_refund,
+  },
+  {
+    name = 'TOKEN', decode = decode_token, chosen_by = 'ALGORITHM TOKEN',
+    algorithm = token_bucket, force = token_force, refund = token_refund,
+  },
   { name = 'THROTTLE', decode = decode_throttle, chosen_by = 'RATELIMIT.THROTTLE', algorithm = nil },
 }
 
@@ -690,11 +860,18 @@ local function kind_of_value(value)
 end
 
 -- The state of `kind` at `key`: the stored bytes (nil for none), the
--- key's expiry, then the layout's fields. Another kind's state is refused
--- with both kinds named; anything else with the standard WRONGTYPE.
+-- key's expiry, then the layout's fields; the state planned for it when a
+-- plan has staged one. Another kind's state is refused with both kinds
+-- named; anything else with the standard WRONGTYPE.
 local function load(key, kind)
-  local value = get_string(key)
-  if value == nil then return nil end
+  local value, at
+  local planned_state = staged and staged[key]
+  if planned_state ~= nil then
+    value, at = planned_state.value, planned_state.at
+  else
+    value = get_string(key)
+    if value == nil then return nil end
+  end
   local a, b, c, d = kind.decode(value)
   if a == nil then
     local held = kind_of_value(value)
@@ -702,23 +879,33 @@ local function load(key, kind)
     fail('WRONGTYPE the key holds ' .. held.name .. ' limiter state, not ' .. kind.name
       .. '; use ' .. held.chosen_by .. ' or RATELIMIT.RESET it')
   end
-  return value, expiry_of(key), a, b, c, d
+  if planned_state == nil then at = expiry_of(key) end
+  return value, at, a, b, c, d
 end
 
 ---------------------------------------------------------------------------
 -- Parsing (src/commands/check.rs, mcheck.rs)
 
--- `limit period [COST c] [ALGORITHM …] [BURST b]` from args[first..last]:
--- the kind (its entry in KINDS), limit, period_ms, burst (TOKEN's), cost
--- and cost as text.
-local function parse_limit(args, first, last)
+-- The options a limit takes: CHECK's (and PEEK's, MCHECK's, MPEEK's),
+-- RESERVE's (COST or HOLD) and SETTLE's (ACTUAL, which it needs).
+local CHECK_OPTIONS = { COST = true, ALGORITHM = true, BURST = true }
+local RESERVE_OPTIONS = { COST = true, HOLD = true, ALGORITHM = true, BURST = true }
+local SETTLE_OPTIONS = { ACTUAL = true, ALGORITHM = true, BURST = true }
+
+-- `limit period [COST c] [ALGORITHM …] [BURST b]` from args[first..last],
+-- with the `options` given (CHECK's by default): the kind (its entry in
+-- KINDS), limit, period_ms, burst (TOKEN's), cost and cost as text, then
+-- HOLD's estimate and ACTUAL's value when given.
+local function parse_limit(args, first, last, options)
+  options = options or CHECK_OPTIONS
   local limit = bounded(args[first], 1, MAX_LIMIT, ERR.limit)
   local period_s = bounded(args[first + 1], 1, MAX_PERIOD_S, ERR.period)
-  local cost, cost_text, kind, burst
-  -- As the module: an unknown option first, then one given twice, then
-  -- one without its value.
+  local cost, cost_text, kind, burst, hold, actual
+  -- As the module: an unknown option first, then one given twice (or COST
+  -- with HOLD), then one without its value.
   for i = first + 2, last, 2 do
     local option = keyword(args[i])
+    if not options[option] then unknown_option(args[i]) end
     local given
     if option == 'COST' then
       given = cost ~= nil
@@ -726,10 +913,13 @@ local function parse_limit(args, first, last)
       given = kind ~= nil
     elseif option == 'BURST' then
       given = burst ~= nil
+    elseif option == 'HOLD' then
+      given = hold ~= nil
     else
-      unknown_option(args[i])
+      given = actual ~= nil
     end
     if given then repeated_option(option) end
+    if (option == 'COST' and hold ~= nil) or (option == 'HOLD' and cost ~= nil) then fail(ERR.cost_or_hold) end
     if i + 1 > last then missing_value(option) end
     local value = args[i + 1]
     if option == 'COST' then
@@ -737,8 +927,12 @@ local function parse_limit(args, first, last)
     elseif option == 'ALGORITHM' then
       kind = CHOSEN[value] or CHOSEN[upper(value)]
       if kind == nil then fail(ERR.algorithm) end
-    else
+    elseif option == 'BURST' then
       burst = bounded(value, 1, MAX_LIMIT, ERR.burst)
+    elseif option == 'HOLD' then
+      hold = bounded(value, 0, MAX_COST, ERR.estimate)
+    else
+      actual = bounded(value, 0, MAX_COST, ERR.actual)
     end
   end
   kind = kind or DEFAULT_ALGORITHM
@@ -752,17 +946,19 @@ local function parse_limit(args, first, last)
     if kind.name == 'SLIDING' and limit * period_ms >= EXACT then fail(ERR.sliding_exact) end
   end
   if cost == nil then cost, cost_text = 1, '1' end
-  return kind, limit, period_ms, burst, cost, cost_text
+  return kind, limit, period_ms, burst, cost, cost_text, hold, actual
 end
 
--- `numkeys key … LIMIT … [LIMIT …]` from args (numkeys first): the keys
--- and their limits, errors in argument order, then a key named twice.
-local function parse_multi(args)
-  local count = bounded(args[1], 1, MAX_KEYS, ERR.numkeys)
-  if #args - 1 < count then fail(ERR.group_per_key) end
+-- `numkeys key … LIMIT … [LIMIT …]` from args[from..] (args[1..] by
+-- default), each group with `options` (CHECK's by default): the keys and
+-- their limits, errors in argument order, then a key named twice.
+local function parse_multi(args, from, options)
+  from = from or 1
+  local count = bounded(args[from], 1, MAX_KEYS, ERR.numkeys)
+  if #args - from < count then fail(ERR.group_per_key) end
   local keys, limits = {}, {}
-  for i = 1, count do keys[i] = args[1 + i] end
-  local at = count + 2
+  for i = 1, count do keys[i] = args[from + i] end
+  local at = from + count + 1
   local n = #args
   for slot = 1, count do
     if n - at + 1 < 3 then
@@ -778,9 +974,11 @@ local function parse_multi(args)
     end
     local last = tail + len - 1
     if last > n then last = n end
-    local kind, limit, period_ms, burst, cost, cost_text = parse_limit(args, at + 1, last)
+    local kind, limit, period_ms, burst, cost, cost_text, hold, actual = parse_limit(args, at + 1, last, options)
+    if options == SETTLE_OPTIONS and actual == nil then fail(ERR.needs_actual) end
     limits[slot] = {
       kind = kind, limit = limit, period_ms = period_ms, burst = burst, cost = cost, cost_text = cost_text,
+      hold = hold, actual = actual,
     }
     at = last + 1
   end
@@ -895,6 +1093,259 @@ local function new_id(key, now_ms)
 end
 
 ---------------------------------------------------------------------------
+-- Holds (src/limiter/holds.rs, src/store/holds.rs): a hash, each field a
+-- request's record by its id, plain ASCII words (a key's bytes counted out),
+-- and the field "" the earliest deadline among them, when the next sweep
+-- is due. The hash expires when no record matters any more.
+--
+--   live       L <deadline> <charged_at> <ttl_ms> <r1> … <r6> <n> <5 × n>
+--                <m> (<alg> <limit> <period_s> <burst> <held> <keylen> <key>) × m
+--   tombstone  S <deadline> <r1> … <r6> <n> <5 × n>
+--
+-- r1 … r6 and the n fives are RESERVE's reply as first given; a live
+-- record's m holds are its HOLD limits, each with the units it holds.
+
+-- The next word of `text` from `at` (false: past the last word), and
+-- where the one after it starts: false when it was the last. After a
+-- final space the next word is empty.
+local function next_word(text, at)
+  if not at then return nil, false end
+  local space = find(text, ' ', at, true)
+  if space == nil then return sub(text, at), false end
+  return sub(text, at, space - 1), space + 1
+end
+
+-- A record's text read back (nil: not a record): its fields, with the
+-- text of its reply (r1 … the last five) and of its holds (m …) as stored.
+local function decode_record(text)
+  local tag, at = next_word(text, 1)
+  local live = tag == 'L'
+  if not live and tag ~= 'S' then return nil end
+  local word
+  local function unsigned()
+    word, at = next_word(text, at)
+    return word and decode_u64(word)
+  end
+  local function signed()
+    word, at = next_word(text, at)
+    return word and parse_i64(word)
+  end
+  local record = { live = live, deadline = unsigned() }
+  if record.deadline == nil then return nil end
+  if live then
+    record.charged_at, record.ttl = unsigned(), unsigned()
+    if record.ttl == nil or record.charged_at == nil then return nil end
+  end
+  if not at then return nil end
+  local reply_from = at
+  local head = {}
+  for i = 1, 6 do
+    head[i] = signed()
+    if head[i] == nil then return nil end
+  end
+  local n = unsigned()
+  if n == nil or n < 1 or n > MAX_KEYS then return nil end
+  local each = {}
+  for i = 1, n do
+    local five = {}
+    for j = 1, 5 do
+      five[j] = signed()
+      if five[j] == nil then return nil end
+    end
+    each[i] = five
+  end
+  record.head, record.each = head, each
+  if not live then
+    if at then return nil end
+    record.reply_text = sub(text, reply_from)
+    return record
+  end
+  if not at then return nil end
+  record.reply_text = sub(text, reply_from, at - 2)
+  record.holds_text = sub(text, at)
+  local m = unsigned()
+  if m == nil or m > MAX_KEYS then return nil end
+  local holds = {}
+  for i = 1, m do
+    word, at = next_word(text, at)
+    local kind = word and CHOSEN[word]
+    local limit, period_s, burst, held, key_len = unsigned(), unsigned(), unsigned(), unsigned(), unsigned()
+    if kind == nil or limit == nil or period_s == nil or burst == nil or held == nil or key_len == nil or not at
+      or limit < 1 or limit > MAX_LIMIT or period_s < 1 or period_s > MAX_PERIOD_S or held > MAX_COST then
+      return nil
+    end
+    if kind.name == 'TOKEN' then
+      if burst < 1 or burst > MAX_LIMIT then return nil end
+    elseif burst ~= 0 then
+      return nil
+    end
+    local key = sub(text, at, at + key_len - 1)
+    if #key ~= key_len then return nil end
+    local after = at + key_len
+    if after > #text then
+      at = false
+    elseif byte(text, after) == 32 then
+      at = after + 1
+    else
+      return nil
+    end
+    holds[i] = {
+      kind = kind, limit = limit, period_ms = period_s * 1000, burst = kind.name == 'TOKEN' and burst or nil,
+      held = held, key = key,
+    }
+  end
+  if at then return nil end
+  record.holds = holds
+  return record
+end
+
+local function live_text(record)
+  return 'L ' .. fmt(record.deadline) .. ' ' .. fmt(record.charged_at) .. ' ' .. fmt(record.ttl) .. ' '
+    .. record.reply_text .. ' ' .. record.holds_text
+end
+
+local function tombstone_text(deadline, record)
+  return 'S ' .. fmt(deadline) .. ' ' .. record.reply_text
+end
+
+-- Until when a record matters: a live one until a touch of its limits
+-- could still refund it, two of its longest periods past its deadline; a
+-- tombstone until its deadline.
+local function keep_until(record)
+  if not record.live then return record.deadline end
+  local longest = 0
+  for i = 1, #record.holds do longest = max(longest, record.holds[i].period_ms) end
+  return record.deadline + 2 * longest
+end
+
+-- The units a live record holds: the least of its holds, 0 for none.
+local function least_held(record)
+  local least
+  for i = 1, #record.holds do
+    local held = record.holds[i].held
+    if least == nil or held < least then least = held end
+  end
+  return least or 0
+end
+
+-- Takes `units` at `key` past its limit `l` (plan_write).
+local function force_key(key, l, units, now_ms)
+  local value, at, a, b, c, d = load(key, l.kind)
+  local stored, stored_at_ms, grown = l.kind.force(l.limit, l.period_ms, l.burst, units, now_ms, value, at, a, b, c, d)
+  if stored ~= nil then plan_write(key, value, at, stored, stored_at_ms, grown) end
+end
+
+-- Gives `units` taken at `charged_at_ms` back to `key` under limit `l`.
+local function refund_key(key, l, units, charged_at_ms, now_ms)
+  local value, at, a, b, c, d = load(key, l.kind)
+  local stored, stored_at_ms =
+    l.kind.refund(l.limit, l.period_ms, l.burst, units, charged_at_ms, now_ms, value, at, a, b, c, d)
+  if stored ~= nil then plan_write(key, value, at, stored, stored_at_ms) end
+end
+
+-- Sweeps the hash of holds at `key` (every RESERVE, SETTLE and EXTEND
+-- starts so): when its sweep is due, every record whose deadline has come
+-- goes, a live one giving back what it holds. Planned, not made. Returns
+-- what the rest of the command needs of the key: whether it exists
+-- (`exists`), the sweep time it will have (`due`), and the records left
+-- by id when all were read (`records`).
+local function sweep(key, now_ms)
+  local due_text = redis_pcall('HGET', key, '')
+  if type(due_text) == 'table' then refuse_type(due_text) end
+  local book = { key = key }
+  if due_text then
+    book.due = decode_u64(due_text)
+    if book.due == nil then fail(ERR.not_holds) end
+    if now_ms < book.due then
+      book.exists = true
+      return book
+    end
+  end
+  local fields = redis_call('HGETALL', key)
+  if #fields == 0 then return book end
+  local ended, records, earliest = {}, {}, nil
+  for i = 1, #fields, 2 do
+    local id = fields[i]
+    if id ~= '' then
+      local record = decode_record(fields[i + 1])
+      if record == nil then fail(ERR.not_holds) end
+      if record.deadline <= now_ms then
+        ended[#ended + 1] = { id = id, record = record }
+      else
+        records[id] = record
+        if earliest == nil or record.deadline < earliest then earliest = record.deadline end
+      end
+    end
+  end
+  for i = 1, #ended do
+    local record = ended[i].record
+    if record.live then
+      for j = 1, #record.holds do
+        local hold = record.holds[j]
+        refund_key(hold.key, hold, hold.held, record.charged_at, now_ms)
+      end
+    end
+  end
+  for i = 1, #ended do plan_command('HDEL', key, ended[i].id) end
+  book.records = records
+  if earliest == nil then
+    -- The records were all; "" keeps the hash until it goes too.
+    if due_text then plan_command('DEL', key) end
+    book.due = nil
+    return book
+  end
+  book.exists = true
+  if earliest ~= book.due then
+    plan_command('HSET', key, '', fmt(earliest))
+    book.due = earliest
+  end
+  return book
+end
+
+-- The record of `id` after the sweep, nil for none.
+local function find_record(book, id)
+  if book.records ~= nil then return book.records[id] end
+  if not book.exists then return nil end
+  local text = redis_call('HGET', book.key, id)
+  if not text then return nil end
+  local record = decode_record(text)
+  if record == nil then fail(ERR.not_holds) end
+  return record
+end
+
+-- Plans the record of `id` as `text`: the sweep time moved to its deadline
+-- when that is earlier, the hash's expiry to keep it when that is later.
+local function plan_record(book, id, text, deadline, keep)
+  if book.due == nil or deadline < book.due then
+    plan_command('HSET', book.key, id, text, '', fmt(deadline))
+    book.due = deadline
+  else
+    plan_command('HSET', book.key, id, text)
+  end
+  local expires
+  if book.exists then expires = expiry_of(book.key) end
+  if expires == nil or expires < keep then plan_command('PEXPIREAT', book.key, fmt(keep)) end
+end
+
+-- The units a HOLD of `estimate` holds of limit `l`: at most
+-- HOLD_MAX_PERCENT of what one request can take (its burst for TOKEN, its
+-- limit else), rounded down but at least 1; none for an estimate of 0.
+-- The percentage is taken in two parts, each exact.
+local function held_of(l, estimate)
+  if estimate == 0 then return 0 end
+  local most = l.burst or l.limit
+  local cap = fdiv(most, 100) * HOLD_MAX_PERCENT + fdiv(fmod(most, 100) * HOLD_MAX_PERCENT, 100)
+  return min(estimate, max(1, cap))
+end
+
+-- A key both holds and limits is refused.
+local function refuse_holds_among(holds, keys)
+  for i = 1, #keys do
+    if keys[i] == holds then fail(ERR.holds_is_limiter) end
+  end
+end
+
+---------------------------------------------------------------------------
 -- The commands (src/commands/*.rs). Those of one key take it apart from
 -- the module's other arguments, rest[1..n]; the others take the module's
 -- arguments as one list. Each counts its arguments as the module does,
@@ -996,9 +1447,7 @@ COMMANDS.throttle = {
 -- Asks every key's limit at one instant (mcheck.rs ask_all, all_of.rs):
 -- the verdict, the binding limit, and each key's answers (charged: for
 -- its cost; looked: what PEEK would answer) and write.
-local function ask_all(args)
-  local keys, limits = parse_multi(args)
-  local now_ms = now()
+local function ask_all(keys, limits, now_ms)
   local asked = {}
   for i = 1, #keys do
     local l = limits[i]
@@ -1061,6 +1510,22 @@ local function multi_reply(allowed, binding, asked, peek)
   return { allowed and 1 or 0, b[2], b[3], b[4], b[5], binding, each }
 end
 
+-- MCHECK's writes: every limit's when admitted; when denied, only what a
+-- denying limit stores by itself (a counter that had no expiry gets one).
+-- Made at once, or planned (`plan`).
+local function charge_all(allowed, asked, plan)
+  for i = 1, #asked do
+    local a = asked[i]
+    if (a.store ~= nil or a.grown ~= nil) and (allowed or not a.allowed) then
+      if plan then
+        plan_write(a.key, a.value, a.at, a.store, a.store_at, a.grown)
+      else
+        write(a.key, a.value, a.at, a.store, a.store_at, a.grown)
+      end
+    end
+  end
+end
+
 COMMANDS.mcheck = {
   name = 'ratelimit.mcheck',
   least = 5,
@@ -1068,15 +1533,9 @@ COMMANDS.mcheck = {
   run = function(args)
     -- numkeys key LIMIT limit period at least.
     if #args < 5 then arity_error('ratelimit.mcheck') end
-    local allowed, binding, asked = ask_all(args)
-    for i = 1, #asked do
-      local a = asked[i]
-      -- When denied, only what a denying limit stores by itself (a counter
-      -- that had no expiry gets one).
-      if (a.store ~= nil or a.grown ~= nil) and (allowed or not a.allowed) then
-        write(a.key, a.value, a.at, a.store, a.store_at, a.grown)
-      end
-    end
+    local keys, limits = parse_multi(args)
+    local allowed, binding, asked = ask_all(keys, limits, now())
+    charge_all(allowed, asked)
     return multi_reply(allowed, binding, asked)
   end,
 }
@@ -1088,7 +1547,8 @@ COMMANDS.mpeek = {
   flags = { 'no-writes' },
   run = function(args)
     if #args < 5 then arity_error('ratelimit.mpeek') end
-    local allowed, binding, asked = ask_all(args)
+    local keys, limits = parse_multi(args)
+    local allowed, binding, asked = ask_all(keys, limits, now())
     return multi_reply(allowed, binding, asked, true)
   end,
 }
@@ -1182,6 +1642,173 @@ COMMANDS.renew = {
   end,
 }
 
+-- RESERVE's, SETTLE's and EXTEND's keys: the hash of holds first, then,
+-- for RESERVE and SETTLE, the limits' keys after `holds_first` more
+-- arguments and numkeys (see all_arguments).
+
+-- RESERVE's reply: MCHECK's seven, the units held and the ms the hold
+-- lasts (0 and -1 for none).
+local function reserved_reply(head, each, held, lasts)
+  return { head[1], head[2], head[3], head[4], head[5], head[6], each, held, lasts }
+end
+
+COMMANDS.reserve = {
+  name = 'ratelimit.reserve',
+  -- holds id ttl_ms numkeys key LIMIT limit period
+  least = 8,
+  holds_first = 2,
+  run = function(args)
+    if #args < 8 then arity_error('ratelimit.reserve') end
+    local holds = args[1]
+    local id = check_id(args[2])
+    local ttl_ms = bounded(args[3], 1, MAX_HOLD_TTL_MS, ERR.hold_ttl)
+    local keys, limits = parse_multi(args, 4, RESERVE_OPTIONS)
+    refuse_holds_among(holds, keys)
+    local now_ms = now()
+    begin_plan()
+    local book = sweep(holds, now_ms)
+    -- A request seen before is answered as it was first, charging nothing.
+    local record = find_record(book, id)
+    if record ~= nil then
+      apply_plan()
+      if record.live then
+        return reserved_reply(record.head, record.each, least_held(record), record.deadline - now_ms)
+      end
+      return reserved_reply(record.head, record.each, 0, -1)
+    end
+    -- A HOLD limit is charged the units it holds.
+    local held
+    for i = 1, #limits do
+      local l = limits[i]
+      if l.hold ~= nil then
+        l.cost = held_of(l, l.hold)
+        l.cost_text = fmt(l.cost)
+        if held == nil or l.cost < held then held = l.cost end
+      end
+    end
+    local allowed, binding, asked = ask_all(keys, limits, now_ms)
+    charge_all(allowed, asked, true)
+    local reply = multi_reply(allowed, binding, asked)
+    if not allowed then
+      apply_plan()
+      reply[8], reply[9] = 0, -1
+      return reply
+    end
+    local ttl = min(ttl_ms, HOLD_MAX_TTL_MS)
+    local deadline = now_ms + ttl
+    local words = { 'L', fmt(deadline), fmt(now_ms), fmt(ttl) }
+    for i = 1, 6 do words[#words + 1] = fmt(reply[i]) end
+    words[#words + 1] = fmt(#reply[7])
+    for i = 1, #reply[7] do
+      for j = 1, 5 do words[#words + 1] = fmt(reply[7][i][j]) end
+    end
+    local m_at, m = #words + 1, 0
+    local longest = 0
+    for i = 1, #limits do
+      local l = limits[i]
+      if l.hold ~= nil then
+        local key = keys[i]
+        local at = m_at + 1 + 7 * m
+        words[at], words[at + 1], words[at + 2] = l.kind.name, fmt(l.limit), fmt(l.period_ms / 1000)
+        words[at + 3], words[at + 4], words[at + 5], words[at + 6] = fmt(l.burst or 0), fmt(l.cost), fmt(#key), key
+        longest = max(longest, l.period_ms)
+        m = m + 1
+      end
+    end
+    words[m_at] = fmt(m)
+    plan_record(book, id, concat(words, ' '), deadline, deadline + 2 * longest)
+    apply_plan()
+    reply[8], reply[9] = held or 0, ttl
+    return reply
+  end,
+}
+
+-- SETTLE's statuses: no record (each limit charged ACTUAL), a live one
+-- (its holds settled), a settled one (nothing charged).
+local SETTLED_UNKNOWN, SETTLED, SETTLED_BEFORE = 0, 1, 2
+
+COMMANDS.settle = {
+  name = 'ratelimit.settle',
+  -- holds id numkeys key LIMIT limit period ACTUAL n
+  least = 9,
+  holds_first = 1,
+  flags = { 'allow-oom' },
+  run = function(args)
+    if #args < 9 then arity_error('ratelimit.settle') end
+    local holds = args[1]
+    local id = check_id(args[2])
+    local keys, limits = parse_multi(args, 3, SETTLE_OPTIONS)
+    refuse_holds_among(holds, keys)
+    local now_ms = now()
+    begin_plan()
+    local book = sweep(holds, now_ms)
+    local record = find_record(book, id)
+    local status = SETTLED_UNKNOWN
+    if record == nil then
+      for i = 1, #keys do force_key(keys[i], limits[i], limits[i].actual, now_ms) end
+    elseif record.live then
+      status = SETTLED
+      -- Each limit named: what it held, settled to ACTUAL. A limit the
+      -- record holds and SETTLE does not name keeps its units.
+      for i = 1, #keys do
+        local held = 0
+        for j = 1, #record.holds do
+          if record.holds[j].key == keys[i] then
+            held = record.holds[j].held
+            break
+          end
+        end
+        local l = limits[i]
+        if l.actual >= held then
+          force_key(keys[i], l, l.actual - held, now_ms)
+        else
+          refund_key(keys[i], l, held - l.actual, record.charged_at, now_ms)
+        end
+      end
+      local deadline = now_ms + record.ttl
+      plan_record(book, id, tombstone_text(deadline, record), deadline, deadline)
+    else
+      status = SETTLED_BEFORE
+    end
+    -- Each limit as PEEK of 1 sees it now, settled.
+    local each = {}
+    for i = 1, #keys do
+      local l = limits[i]
+      local algorithm = l.kind.algorithm
+      local value, at, a, b, c, d = load(keys[i], l.kind)
+      local allowed, _, retry = algorithm(l.limit, l.period_ms, l.burst, 1, '1', now_ms, value, at, a, b, c, d)
+      local _, remaining, _, reset = algorithm(l.limit, l.period_ms, l.burst, 0, '0', now_ms, value, at, a, b, c, d)
+      each[i] = reply_of(allowed, remaining, l.limit, retry, reset)
+    end
+    apply_plan()
+    return { status, each }
+  end,
+}
+
+COMMANDS.extend = {
+  name = 'ratelimit.extend',
+  least = 3,
+  flags = { 'allow-oom' },
+  run = function(holds, rest, n)
+    if n ~= 2 then arity_error('ratelimit.extend') end
+    local id = check_id(rest[1])
+    local ttl_ms = bounded(rest[2], 1, MAX_HOLD_TTL_MS, ERR.hold_ttl)
+    local now_ms = now()
+    begin_plan()
+    local book = sweep(holds, now_ms)
+    local record = find_record(book, id)
+    if record == nil or not record.live then
+      apply_plan()
+      return 0
+    end
+    record.ttl = min(ttl_ms, HOLD_MAX_TTL_MS)
+    record.deadline = now_ms + record.ttl
+    plan_record(book, id, live_text(record), record.deadline, keep_until(record))
+    apply_plan()
+    return record.ttl
+  end,
+}
+
 -- MODULE LIST's version: major * 10000 + minor * 100 + patch.
 local function module_version()
   local major, minor, patch = match(VERSION, '^(%d+)%.(%d+)%.(%d+)$')
@@ -1201,14 +1828,40 @@ COMMANDS.version = {
 COMMANDS.reset.all_arguments = true
 COMMANDS.mcheck.all_arguments = true
 COMMANDS.mpeek.all_arguments = true
+COMMANDS.reserve.all_arguments = true
+COMMANDS.reserve.keys_counted = true
+COMMANDS.settle.all_arguments = true
+COMMANDS.settle.keys_counted = true
 
 ---------------------------------------------------------------------------
 -- Calls
 
 -- The module's arguments are FCALL's keys then its arguments up to `last`
--- (numkeys first for the commands that count their keys).
+-- (numkeys first for the commands that count their keys). RESERVE's and
+-- SETTLE's are the hash of holds (FCALL's first key), their first
+-- `holds_first` arguments, numkeys (FCALL's less the holds) and the other
+-- keys, then the rest of the arguments.
 local function all_arguments(command, keys, argv, last)
   local args, n = {}, 0
+  local before = command.holds_first
+  if before ~= nil then
+    args[1], n = keys[1], 1
+    for i = 1, min(before, last) do
+      n = n + 1
+      args[n] = argv[i]
+    end
+    n = n + 1
+    args[n] = fmt(#keys - 1)
+    for i = 2, #keys do
+      n = n + 1
+      args[n] = keys[i]
+    end
+    for i = before + 1, last do
+      n = n + 1
+      args[n] = argv[i]
+    end
+    return args
+  end
   if command.keys_counted then
     args[1], n = tostring(#keys), 1
   end
@@ -1236,7 +1889,15 @@ local function serve(command)
       end
       last = last - 2
     end
+    staged, planned = nil, nil
     local ok, result
+    if command.holds_first ~= nil and #keys == 0 then
+      -- No hash of holds, and numkeys -1: FCALL's stands for one more.
+      if 1 + last < command.least then
+        return redis.error_reply("ERR wrong number of arguments for '" .. command.name .. "' command")
+      end
+      return redis.error_reply(ERR.numkeys)
+    end
     if command.all_arguments then
       ok, result = pcall(command.run, all_arguments(command, keys, argv, last))
     elseif #keys == 1 then
@@ -1260,7 +1921,8 @@ end
 -- Loading a library runs this chunk with little more than the redis table
 -- in reach (no pairs, no tostring): plain loops only.
 local VERBS = {
-  'check', 'peek', 'reset', 'throttle', 'mcheck', 'mpeek', 'acquire', 'release', 'renew', 'version',
+  'check', 'peek', 'reset', 'throttle', 'mcheck', 'mpeek', 'acquire', 'release', 'renew',
+  'reserve', 'settle', 'extend', 'version',
 }
 
 if redis.register_function then
