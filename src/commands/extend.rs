@@ -9,7 +9,7 @@
 //! Ms until the hold now expires (`ttl_ms`, at most the `hold-max-ttl-ms`
 //! option), or 0 when the id holds nothing (unknown, expired or settled).
 
-use super::reserve::HOLDS_KEY_FLAGS;
+use super::holds::HOLDS_KEY_FLAGS;
 use super::Command;
 use crate::args::{bounded, Arg};
 use crate::config::HOLD_MAX_TTL_MS;

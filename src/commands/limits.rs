@@ -11,16 +11,17 @@
 
 use crate::args::{bounded, is_keyword, Arg};
 use crate::error::{Error, Word};
-use crate::limiter::all_of::Combined;
+use crate::limiter::all_of::{self, Combined};
 use crate::limiter::{
     self, holds, Algorithm, Bound, Chosen, Decision, Quota, Visit, BURST, COST, DEFAULT_ALGORITHM,
     LIMIT, PERIOD_S,
 };
 use crate::metadata::{ArgDocs, ArgKind};
-use crate::server::{Key, Replier, WriteReply};
+use crate::server::{self, Access, Ctx, Key, RString, Replier, WriteReply};
 use crate::store::{self, Write};
 
-use super::decision_fields;
+use super::{decision_fields, denied_event};
+use std::ffi::CStr;
 
 /// The arguments of CHECK and PEEK.
 pub const LIMIT_ARGS: [ArgDocs; 6] = [
@@ -453,6 +454,67 @@ impl WriteReply for MultiReply {
             fields.write(out);
         }
     }
+}
+
+/// Limits asked together, and what was charged.
+pub struct Charged<'a> {
+    /// MCHECK's reply.
+    pub reply: MultiReply,
+    /// The keys, open, in order.
+    pub keys: Vec<Key<'a>>,
+}
+
+impl Charged<'_> {
+    /// Fires `ratelimit.denied` on the binding key of a denied request.
+    pub fn denied_event(&self, ctx: Ctx) {
+        if !self.reply.allowed() {
+            if let Some(key) = self.keys.get(self.reply.binding()) {
+                denied_event(ctx, key.name());
+            }
+        }
+    }
+}
+
+/// MCHECK's decision: every key is opened and asked as CHECK asks it, with
+/// every write planned, before anything changes; then the writes the
+/// verdict keeps are made, each firing `event` on its key.
+pub fn charge_all<'a>(
+    ctx: Ctx,
+    pairs: impl Iterator<Item = (&'a RString, Limit)>,
+    now_ms: u64,
+    event: &CStr,
+) -> Result<Charged<'a>, Error> {
+    let mut asked = Vec::with_capacity(MAX_KEYS);
+    for (name, limit) in pairs {
+        let key = Key::open(ctx, name, Access::ReadWrite)?;
+        let answer = limit.ask(&key, now_ms, Mode::Charge)?;
+        asked.push((key, limit, answer));
+    }
+    let mut shown: Vec<Decision> = asked.iter().map(|(_, _, a)| a.charged).collect();
+    let combined = all_of::combine(&shown).ok_or(Error::Internal("MCHECK with no limits"))?;
+    if !combined.allowed {
+        // A limit that admits alone is not charged: it shows its PEEK.
+        for ((key, limit, answer), show) in asked.iter().zip(shown.iter_mut()) {
+            if answer.charged.allowed {
+                *show = limit.ask(key, now_ms, Mode::Look)?.look()?;
+            }
+        }
+    }
+    for (key, _, answer) in asked.iter_mut() {
+        let Some(write) = answer
+            .write
+            .as_ref()
+            .filter(|_| combined.stores(&answer.charged))
+        else {
+            continue;
+        };
+        write.apply(ctx, key)?;
+        server::notify(ctx, event, key.name());
+    }
+    Ok(Charged {
+        reply: MultiReply::new(combined, shown),
+        keys: asked.into_iter().map(|(key, _, _)| key).collect(),
+    })
 }
 
 #[cfg(test)]

@@ -25,15 +25,11 @@
 //! and an array of each limit's own five integers, in key order: as charged
 //! (CHECK's reply) when admitted, as that limit's PEEK for its cost when not.
 
-use std::ffi::CStr;
-
-use super::limits::{key_positions, parse_multi, Limit, Mode, MultiReply, MAX_KEYS, MULTI_ARGS};
-use super::{denied_event, Command, KeyPositions};
+use super::limits::{charge_all, key_positions, parse_multi, MultiReply, MULTI_ARGS};
+use super::{Command, KeyPositions};
 use crate::error::Error;
-use crate::limiter::all_of;
-use crate::limiter::Decision;
 use crate::metadata::{CommandDocs, KeySpec};
-use crate::server::{self, Access, Ctx, Key, RString};
+use crate::server::{self, Ctx, RString};
 use crate::stats::{CommandStats, STATS};
 use redis_module::raw;
 
@@ -78,65 +74,4 @@ impl Command for MCheck {
             counted: key_positions(args),
         })
     }
-}
-
-/// Limits asked together, and what was charged.
-pub struct Charged<'a> {
-    /// MCHECK's reply.
-    pub reply: MultiReply,
-    /// The keys, open, in order.
-    pub keys: Vec<Key<'a>>,
-}
-
-impl Charged<'_> {
-    /// Fires `ratelimit.denied` on the binding key of a denied request.
-    pub fn denied_event(&self, ctx: Ctx) {
-        if !self.reply.allowed() {
-            if let Some(key) = self.keys.get(self.reply.binding()) {
-                denied_event(ctx, key.name());
-            }
-        }
-    }
-}
-
-/// MCHECK's decision: every key is opened and asked as CHECK asks it, with
-/// every write planned, before anything changes; then the writes the
-/// verdict keeps are made, each firing `event` on its key.
-pub fn charge_all<'a>(
-    ctx: Ctx,
-    pairs: impl Iterator<Item = (&'a RString, Limit)>,
-    now_ms: u64,
-    event: &CStr,
-) -> Result<Charged<'a>, Error> {
-    let mut asked = Vec::with_capacity(MAX_KEYS);
-    for (name, limit) in pairs {
-        let key = Key::open(ctx, name, Access::ReadWrite)?;
-        let answer = limit.ask(&key, now_ms, Mode::Charge)?;
-        asked.push((key, limit, answer));
-    }
-    let mut shown: Vec<Decision> = asked.iter().map(|(_, _, a)| a.charged).collect();
-    let combined = all_of::combine(&shown).ok_or(Error::Internal("MCHECK with no limits"))?;
-    if !combined.allowed {
-        // A limit that admits alone is not charged: it shows its PEEK.
-        for ((key, limit, answer), show) in asked.iter().zip(shown.iter_mut()) {
-            if answer.charged.allowed {
-                *show = limit.ask(key, now_ms, Mode::Look)?.look()?;
-            }
-        }
-    }
-    for (key, _, answer) in asked.iter_mut() {
-        let Some(write) = answer
-            .write
-            .as_ref()
-            .filter(|_| combined.stores(&answer.charged))
-        else {
-            continue;
-        };
-        write.apply(ctx, key)?;
-        server::notify(ctx, event, key.name());
-    }
-    Ok(Charged {
-        reply: MultiReply::new(combined, shown),
-        keys: asked.into_iter().map(|(key, _, _)| key).collect(),
-    })
 }

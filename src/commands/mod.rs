@@ -19,6 +19,7 @@ use crate::stats::CommandStats;
 pub mod acquire;
 pub mod check;
 pub mod extend;
+pub mod holds;
 pub mod limits;
 pub mod mcheck;
 pub mod mpeek;

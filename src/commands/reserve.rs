@@ -24,8 +24,8 @@
 //! least among the HOLD limits; 0 when denied) and `hold_ttl_ms` (ms until
 //! the hold expires; -1 when nothing is held).
 
-use super::limits::{counted_positions, parse_counted, Limit};
-use super::mcheck::charge_all;
+use super::holds::{holds_apart, HOLDS_KEY_FLAGS, LIMITER_KEY_FLAGS};
+use super::limits::{charge_all, counted_positions, parse_counted, Limit};
 use super::{Command, KeyPositions};
 use crate::args::{bounded, Arg};
 use crate::config::{HOLD_MAX_PERCENT, HOLD_MAX_TTL_MS};
@@ -36,22 +36,12 @@ use crate::metadata::{ArgDocs, ArgKind, CommandDocs, KeySpec};
 use crate::server::{self, Ctx, OwnedString, RString, Replier, WriteReply};
 use crate::stats::{CommandStats, STATS};
 use crate::store::holds::HoldsKey;
-use redis_module::raw;
 use std::sync::atomic::Ordering::Relaxed;
 
 /// Where `numkeys` is.
 const NUMKEYS_AT: usize = 4;
 /// Arguments one key takes at least: itself and `LIMIT limit period`.
 const ARGS_PER_KEY: usize = 4;
-
-/// The holds key's access: read and changed (the server takes one of
-/// INSERT, UPDATE and DELETE; it is deleted only when its last record goes).
-pub const HOLDS_KEY_FLAGS: u32 =
-    raw::REDISMODULE_CMD_KEY_RW | raw::REDISMODULE_CMD_KEY_ACCESS | raw::REDISMODULE_CMD_KEY_UPDATE;
-
-/// The limiter keys' access, as MCHECK's.
-pub const LIMITER_KEY_FLAGS: u32 =
-    raw::REDISMODULE_CMD_KEY_RW | raw::REDISMODULE_CMD_KEY_ACCESS | raw::REDISMODULE_CMD_KEY_UPDATE;
 
 /// What `COMMAND DOCS` and `COMMAND INFO` say of RATELIMIT.RESERVE.
 pub const DOCS: CommandDocs = CommandDocs {
@@ -133,14 +123,6 @@ impl WriteReply for ReserveReply {
         out.integer(super::reply_int(self.held));
         out.integer(self.hold_ttl_ms.map_or(-1, super::reply_int));
     }
-}
-
-/// Refuses a holds key that is also a limiter key.
-pub fn holds_apart<A: Arg>(holds: &A, keys: &[A]) -> Result<(), Error> {
-    if keys.iter().any(|key| key.bytes() == holds.bytes()) {
-        return Err(Error::HoldsKeyIsLimiterKey);
-    }
-    Ok(())
 }
 
 impl Command for Reserve {

@@ -20,8 +20,8 @@
 //! 2 when it was settled already (nothing is charged). Then each limit as
 //! PEEK of one unit shows it after the settle, in key order.
 
+use super::holds::{holds_apart, HOLDS_KEY_FLAGS, LIMITER_KEY_FLAGS};
 use super::limits::{counted_positions, parse_counted, Limit, Mode};
-use super::reserve::{holds_apart, HOLDS_KEY_FLAGS, LIMITER_KEY_FLAGS};
 use super::{decision_fields, Command, KeyPositions};
 use crate::args::Arg;
 use crate::error::Error;
