@@ -64,6 +64,20 @@ pub enum Error {
     InvalidLeaseMs,
     /// A lease id is empty, longer than `MAX_ID_LEN` bytes, or `NOW`.
     InvalidLeaseId,
+    /// RESERVE's or EXTEND's `ttl_ms` is not an integer in `1..=MAX_TTL_MS`.
+    InvalidHoldTtl,
+    /// `HOLD`'s estimate is not an integer in `0..=MAX_COST`.
+    InvalidEstimate,
+    /// `ACTUAL` is not an integer in `0..=MAX_COST`.
+    InvalidActual,
+    /// A RESERVE group with both `COST` and `HOLD`.
+    CostAndHold,
+    /// A SETTLE group without `ACTUAL`.
+    MissingActual,
+    /// The holds key is also one of the limiter keys.
+    HoldsKeyIsLimiterKey,
+    /// The holds key is a hash whose fields are not holds.
+    NotHolds,
     /// The key holds another type.
     WrongType,
     /// The key holds a string that is no limiter's state.
@@ -141,6 +155,25 @@ impl Error {
                 m.write_str("ERR lease_ms must be an integer from 1 to 86400000")
             }
             Error::InvalidLeaseId => m.write_str("ERR id must be 1 to 64 bytes and not NOW"),
+            Error::InvalidHoldTtl => m.write_str("ERR ttl_ms must be an integer from 1 to 86400000"),
+            Error::InvalidEstimate => m.write_str(
+                "ERR estimate must be a non-negative integer (at most 1000000000000000)",
+            ),
+            Error::InvalidActual => {
+                m.write_str("ERR actual must be a non-negative integer (at most 1000000000000000)")
+            }
+            Error::CostAndHold => {
+                m.write_str("ERR syntax error: a LIMIT takes COST or HOLD, not both")
+            }
+            Error::MissingActual => {
+                m.write_str("ERR syntax error: each LIMIT of SETTLE needs ACTUAL")
+            }
+            Error::HoldsKeyIsLimiterKey => {
+                m.write_str("ERR the holds key cannot also be a limiter key")
+            }
+            Error::NotHolds => {
+                m.write_str("WRONGTYPE the key holds a hash that is not a record of holds")
+            }
             Error::WrongType => {
                 m.write_str("WRONGTYPE Operation against a key holding the wrong kind of value")
             }

@@ -42,8 +42,9 @@ pub mod stats;
 pub mod store;
 
 use commands::{
-    acquire::Acquire, check::Check, mcheck::MCheck, mpeek::MPeek, peek::Peek, release::Release,
-    renew::Renew, reset::Reset, throttle::Throttle,
+    acquire::Acquire, check::Check, extend::Extend, mcheck::MCheck, mpeek::MPeek, peek::Peek,
+    release::Release, renew::Renew, reserve::Reserve, reset::Reset, settle::Settle,
+    throttle::Throttle,
 };
 use metadata::{CommandDocs, KeySpec};
 use server::{entry, load, Ctx, LogLevel};
@@ -96,6 +97,9 @@ const COMMANDS: &[Command] = &[
     command(c"ratelimit.acquire",  Some(entry::<Acquire>),  c"write deny-oom fast", (1, 1, 1),  &commands::acquire::DOCS),
     command(c"ratelimit.release",  Some(entry::<Release>),  c"write fast",          (1, 1, 1),  &commands::release::DOCS),
     command(c"ratelimit.renew",    Some(entry::<Renew>),    c"write deny-oom fast", (1, 1, 1),  &commands::renew::DOCS),
+    command(c"ratelimit.reserve",  Some(entry::<Reserve>),  c"write deny-oom",      (0, 0, 0),  &commands::reserve::DOCS),
+    command(c"ratelimit.settle",   Some(entry::<Settle>),   c"write",               (0, 0, 0),  &commands::settle::DOCS),
+    command(c"ratelimit.extend",   Some(entry::<Extend>),   c"write",               (1, 1, 1),  &commands::extend::DOCS),
 ];
 
 /// RATELIMIT.THROTTLE under redis-cell's name, registered with the
@@ -193,7 +197,7 @@ fn load(ctx: Ctx, args: &[server::RString]) -> Result<(), String> {
     }
     let args: Vec<&[u8]> = args.iter().map(args::Arg::bytes).collect();
     config::parse(&args)?.apply();
-    let configs = load::register_configs(ctx, &config::CONFIGS)?;
+    let configs = load::register_configs(ctx, &config::CONFIGS, &config::NUMBER_CONFIGS)?;
     load::disable_implicit_signal_modified(ctx)
         .map_err(|_| "could not set the module options".to_string())?;
     load::hold_strings().map_err(|_| "could not make the module's strings".to_string())?;

@@ -115,6 +115,29 @@ pub struct Stats {
     pub leases_expired: Counter,
     /// Keys RATELIMIT.RESET removed.
     pub keys_reset: Counter,
+    /// RATELIMIT.RESERVE.
+    pub reserve: CommandStats,
+    /// RATELIMIT.SETTLE.
+    pub settle: CommandStats,
+    /// RATELIMIT.EXTEND.
+    pub extend: CommandStats,
+    /// Holds RESERVE made (requests it admitted).
+    pub reserve_allowed: Counter,
+    /// Requests RESERVE denied.
+    pub reserve_denied: Counter,
+    /// RESERVEs of an id already recorded, answered with the first reply.
+    pub reserve_replayed: Counter,
+    /// Live holds SETTLE settled.
+    pub settle_settled: Counter,
+    /// SETTLEs of an id with no record (unknown, or expired): the actual
+    /// cost charged in full.
+    pub settle_unknown: Counter,
+    /// SETTLEs of an id already settled: nothing charged.
+    pub settle_repeated: Counter,
+    /// Live holds EXTEND gave a new deadline.
+    pub holds_extended: Counter,
+    /// Holds whose deadline came before they were settled: refunded.
+    pub holds_expired: Counter,
     /// Requests MCHECK admitted.
     pub mcheck_allowed: Counter,
     /// Requests MCHECK denied.
@@ -160,6 +183,17 @@ pub static STATS: Stats = Stats {
     leases_renewed: Counter::new(),
     leases_expired: Counter::new(),
     keys_reset: Counter::new(),
+    reserve: CommandStats::new(),
+    settle: CommandStats::new(),
+    extend: CommandStats::new(),
+    reserve_allowed: Counter::new(),
+    reserve_denied: Counter::new(),
+    reserve_replayed: Counter::new(),
+    settle_settled: Counter::new(),
+    settle_unknown: Counter::new(),
+    settle_repeated: Counter::new(),
+    holds_extended: Counter::new(),
+    holds_expired: Counter::new(),
     mcheck_allowed: Counter::new(),
     mcheck_denied: Counter::new(),
     algorithms: [const { AlgorithmStats::new() }; Id::ALL.len()],
@@ -173,13 +207,13 @@ type CommandFields<'s> = (
 );
 
 /// The INFO fields, in order: name (the server prefixes `ratelimit_`) and
-/// value. `allowed` and `denied` are the totals over every kind and MCHECK;
-/// each kind
+/// value. `allowed` and `denied` are the totals over every kind, MCHECK
+/// and RESERVE; each kind
 /// has `<name>_allowed`, `<name>_denied` and `<name>_peeks`.
 pub fn fields() -> Vec<(String, u64)> {
     let s = &STATS;
     // Each command's calls and errors, then what else it counts.
-    let commands: [CommandFields; 9] = [
+    let commands: [CommandFields; 12] = [
         ("check", &s.check, &[]),
         ("peek", &s.peek, &[]),
         ("reset", &s.reset, &[("keys", &s.keys_reset)]),
@@ -193,6 +227,25 @@ pub fn fields() -> Vec<(String, u64)> {
         ("acquire", &s.acquire, &[]),
         ("release", &s.release, &[]),
         ("renew", &s.renew, &[]),
+        (
+            "reserve",
+            &s.reserve,
+            &[
+                ("allowed", &s.reserve_allowed),
+                ("denied", &s.reserve_denied),
+                ("replayed", &s.reserve_replayed),
+            ],
+        ),
+        (
+            "settle",
+            &s.settle,
+            &[
+                ("settled", &s.settle_settled),
+                ("unknown", &s.settle_unknown),
+                ("repeated", &s.settle_repeated),
+            ],
+        ),
+        ("extend", &s.extend, &[("extended", &s.holds_extended)]),
     ];
     let mut fields = Vec::new();
     for (name, stats, extra) in commands {
@@ -207,14 +260,19 @@ pub fn fields() -> Vec<(String, u64)> {
             .iter()
             .fold(0u64, |sum, a| sum.wrapping_add(f(a).get()))
     };
-    // A request MCHECK decides is one request, whatever its limits.
+    // A request MCHECK or RESERVE decides is one request, whatever its
+    // limits.
     fields.push((
         "allowed".to_string(),
-        total(|a| &a.allowed).wrapping_add(s.mcheck_allowed.get()),
+        total(|a| &a.allowed)
+            .wrapping_add(s.mcheck_allowed.get())
+            .wrapping_add(s.reserve_allowed.get()),
     ));
     fields.push((
         "denied".to_string(),
-        total(|a| &a.denied).wrapping_add(s.mcheck_denied.get()),
+        total(|a| &a.denied)
+            .wrapping_add(s.mcheck_denied.get())
+            .wrapping_add(s.reserve_denied.get()),
     ));
     for (name, counter) in [
         ("leases_acquired", &s.leases_acquired),
@@ -222,6 +280,7 @@ pub fn fields() -> Vec<(String, u64)> {
         ("leases_released", &s.leases_released),
         ("leases_renewed", &s.leases_renewed),
         ("leases_expired", &s.leases_expired),
+        ("holds_expired", &s.holds_expired),
     ] {
         fields.push((name.to_string(), counter.get()));
     }

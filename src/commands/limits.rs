@@ -11,16 +11,17 @@
 
 use crate::args::{bounded, is_keyword, Arg};
 use crate::error::{Error, Word};
-use crate::limiter::all_of::Combined;
+use crate::limiter::all_of::{self, Combined};
 use crate::limiter::{
-    self, Algorithm, Bound, Chosen, Decision, Quota, Visit, BURST, COST, DEFAULT_ALGORITHM, LIMIT,
-    PERIOD_S,
+    self, holds, Algorithm, Bound, Chosen, Decision, Quota, Visit, BURST, COST, DEFAULT_ALGORITHM,
+    LIMIT, PERIOD_S,
 };
 use crate::metadata::{ArgDocs, ArgKind};
-use crate::server::{Key, Replier, WriteReply};
+use crate::server::{self, Access, Ctx, Key, RString, Replier, WriteReply};
 use crate::store::{self, Write};
 
-use super::decision_fields;
+use super::{decision_fields, denied_event};
+use std::ffi::CStr;
 
 /// The arguments of CHECK and PEEK.
 pub const LIMIT_ARGS: [ArgDocs; 6] = [
@@ -115,34 +116,79 @@ pub fn parse<A: Arg>(args: &[A]) -> Result<Request<'_, A>, Error> {
 /// Parses `limit period [COST cost] [ALGORITHM …] [BURST burst]`: what
 /// CHECK takes after its key, and each of MCHECK's groups after `LIMIT`.
 pub fn parse_limit<A: Arg>(limit: &A, period: &A, options: &[A]) -> Result<Limit, Error> {
+    let group = parse_group(limit, period, options, &["COST"])?;
+    Ok(Limit {
+        chosen: group.chosen,
+        cost: group.amount.map_or(1, |(_, units)| units),
+    })
+}
+
+/// A `LIMIT` group as RESERVE and SETTLE state it: the algorithm with its
+/// parameters, and the option that says its units, if given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Group {
+    /// The algorithm and its parameters.
+    pub chosen: Chosen,
+    /// The units option given (`COST`, `HOLD` or `ACTUAL`) and its value.
+    pub amount: Option<(&'static str, u64)>,
+}
+
+/// The options that say a group's units, and their bounds.
+const AMOUNTS: [(&str, &Bound); 3] = [
+    ("COST", &COST),
+    ("HOLD", &holds::ESTIMATE),
+    ("ACTUAL", &holds::ACTUAL),
+];
+
+/// Parses `limit period` and the options, where the units are said by one
+/// of `amounts` (keywords of [`AMOUNTS`]) and two of them is an error.
+pub fn parse_group<A: Arg>(
+    limit: &A,
+    period: &A,
+    options: &[A],
+    amounts: &[&'static str],
+) -> Result<Group, Error> {
     let limit = bounded(limit, &LIMIT)?;
     let period_s = bounded(period, &PERIOD_S)?;
     let quota = Quota::new(limit, period_s)?;
 
-    let (mut cost, mut algorithm, mut burst) = (None, None, None);
+    let (mut amount, mut algorithm, mut burst) = (None, None, None);
     let mut options = options.iter();
     while let Some(option) = options.next() {
-        let keyword = option_keyword(option.bytes(), &["COST", "ALGORITHM", "BURST"])?;
+        let word = option.bytes();
+        let keyword = match amounts.iter().find(|kw| is_keyword(word, kw)) {
+            Some(keyword) => keyword,
+            None => option_keyword(word, &["ALGORITHM", "BURST"])?,
+        };
         let given = match keyword {
-            "COST" => cost.is_some(),
             "ALGORITHM" => algorithm.is_some(),
-            _ => burst.is_some(),
+            "BURST" => burst.is_some(),
+            _ => match amount {
+                Some((given, _)) if given != keyword => return Err(Error::CostAndHold),
+                given => given.is_some(),
+            },
         };
         if given {
             return Err(Error::RepeatedOption(keyword));
         }
         let value = options.next().ok_or(Error::MissingValue(keyword))?;
         match keyword {
-            "COST" => cost = Some(bounded(value, &COST)?),
             "ALGORITHM" => {
                 algorithm = Some(Chosen::named(value.bytes()).ok_or(Chosen::UNKNOWN_NAME)?);
             }
-            _ => burst = Some(bounded(value, &BURST)?),
+            "BURST" => burst = Some(bounded(value, &BURST)?),
+            _ => {
+                let bound = AMOUNTS
+                    .iter()
+                    .find(|(name, _)| *name == keyword)
+                    .map_or(&COST, |(_, bound)| *bound);
+                amount = Some((keyword, bounded(value, bound)?));
+            }
         }
     }
-    Ok(Limit {
+    Ok(Group {
         chosen: Chosen::new(algorithm.unwrap_or(DEFAULT_ALGORITHM), quota, burst)?,
-        cost: cost.unwrap_or(1),
+        amount,
     })
 }
 
@@ -169,19 +215,44 @@ impl<'a, A> MultiRequest<'a, A> {
     }
 }
 
-/// Where MCHECK's or MPEEK's keys are: after `numkeys`, as many as it says
-/// when the arguments can hold that many keys with a group each; otherwise
-/// none, so that a malformed call is answered with its own error (and, in
-/// Cluster, not CROSSSLOT over words that are not keys).
-pub fn key_positions<A: Arg>(args: &[A]) -> std::ops::Range<usize> {
-    let after_numkeys = args.len().saturating_sub(2);
+/// Keys counted by a `numkeys`, each with its `LIMIT` group.
+pub struct Counted<'a, A> {
+    /// The keys.
+    pub keys: &'a [A],
+    groups: [Option<Group>; MAX_KEYS],
+}
+
+impl<'a, A> Counted<'a, A> {
+    /// Each key with its group, in order.
+    pub fn pairs(&self) -> impl Iterator<Item = (&'a A, Group)> + '_ {
+        self.keys.iter().zip(self.groups.iter().flatten().copied())
+    }
+}
+
+/// Where the keys counted by the `numkeys` at `args[numkeys_at]` are: right
+/// after it, as many as it says when the arguments can hold that many keys
+/// with a group of at least `per_key` arguments each (the key included);
+/// otherwise none, so that a malformed call is answered with its own error
+/// (and, in Cluster, not CROSSSLOT over words that are not keys).
+pub fn counted_positions<A: Arg>(
+    args: &[A],
+    numkeys_at: usize,
+    per_key: usize,
+) -> std::ops::Range<usize> {
+    let first = numkeys_at.saturating_add(1);
+    let after_numkeys = args.len().saturating_sub(first);
     let count = args
-        .get(1)
+        .get(numkeys_at)
         .and_then(|n| bounded(n, &NUMKEYS).ok())
         .and_then(|n| usize::try_from(n).ok())
-        .filter(|&n| n.saturating_mul(ARGS_PER_KEY) <= after_numkeys)
+        .filter(|&n| n.saturating_mul(per_key) <= after_numkeys)
         .unwrap_or(0);
-    2..count.saturating_add(2)
+    first..count.saturating_add(first)
+}
+
+/// Where MCHECK's or MPEEK's keys are ([`counted_positions`]).
+pub fn key_positions<A: Arg>(args: &[A]) -> std::ops::Range<usize> {
+    counted_positions(args, 1, ARGS_PER_KEY)
 }
 
 /// Parses `<command> numkeys key … LIMIT … [LIMIT …]`, the command name
@@ -197,12 +268,35 @@ pub fn parse_multi<A: Arg>(args: &[A]) -> Result<MultiRequest<'_, A>, Error> {
     if rest.len() < ARGS_PER_KEY {
         return Err(Error::WrongArity);
     }
-    let count = usize::try_from(bounded(numkeys, &NUMKEYS)?).map_err(|_| Error::InvalidNumKeys)?;
-    let (keys, mut groups) = rest.split_at_checked(count).ok_or(Error::GroupPerKey)?;
+    let counted = parse_counted(numkeys, rest, &["COST"])?;
     let mut limits = [None; MAX_KEYS];
-    for slot in limits.iter_mut().take(count) {
-        let [keyword, limit, period, tail @ ..] = groups else {
-            return Err(match groups.first() {
+    for (slot, group) in limits.iter_mut().zip(counted.groups.iter()) {
+        *slot = group.map(|g| Limit {
+            chosen: g.chosen,
+            cost: g.amount.map_or(1, |(_, units)| units),
+        });
+    }
+    Ok(MultiRequest {
+        keys: counted.keys,
+        limits,
+    })
+}
+
+/// Parses `numkeys key … LIMIT … [LIMIT …]` (the words from `numkeys` on:
+/// `numkeys` and `rest`), the units of each group said by one of
+/// `amounts`. Errors come in argument order: `numkeys`, then each group,
+/// then a key named twice.
+pub fn parse_counted<'a, A: Arg>(
+    numkeys: &A,
+    rest: &'a [A],
+    amounts: &[&'static str],
+) -> Result<Counted<'a, A>, Error> {
+    let count = usize::try_from(bounded(numkeys, &NUMKEYS)?).map_err(|_| Error::InvalidNumKeys)?;
+    let (keys, mut words) = rest.split_at_checked(count).ok_or(Error::GroupPerKey)?;
+    let mut groups = [None; MAX_KEYS];
+    for slot in groups.iter_mut().take(count) {
+        let [keyword, limit, period, tail @ ..] = words else {
+            return Err(match words.first() {
                 Some(word) if is_keyword(word.bytes(), "LIMIT") => Error::ShortGroup,
                 _ => Error::GroupPerKey,
             });
@@ -219,10 +313,10 @@ pub fn parse_multi<A: Arg>(args: &[A]) -> Result<MultiRequest<'_, A>, Error> {
             len = len.saturating_add(2);
         }
         let (options, next) = tail.split_at_checked(len).unwrap_or((tail, &[]));
-        *slot = Some(parse_limit(limit, period, options)?);
-        groups = next;
+        *slot = Some(parse_group(limit, period, options, amounts)?);
+        words = next;
     }
-    if !groups.is_empty() {
+    if !words.is_empty() {
         return Err(Error::GroupPerKey);
     }
     for (i, key) in keys.iter().enumerate() {
@@ -234,7 +328,7 @@ pub fn parse_multi<A: Arg>(args: &[A]) -> Result<MultiRequest<'_, A>, Error> {
             return Err(Error::DuplicateKey);
         }
     }
-    Ok(MultiRequest { keys, limits })
+    Ok(Counted { keys, groups })
 }
 
 /// How a limit is asked.
@@ -318,6 +412,16 @@ impl MultiReply {
         MultiReply { combined, shown }
     }
 
+    /// Whether the request was admitted.
+    pub fn allowed(&self) -> bool {
+        self.combined.allowed
+    }
+
+    /// The index of the binding limit.
+    pub fn binding(&self) -> usize {
+        self.combined.binding
+    }
+
     /// The seven elements' integers for the head, and each limit's five.
     pub fn fields(&self) -> ([i64; 6], Vec<[i64; 5]>) {
         let each: Vec<[i64; 5]> = self.shown.iter().copied().map(decision_fields).collect();
@@ -350,6 +454,67 @@ impl WriteReply for MultiReply {
             fields.write(out);
         }
     }
+}
+
+/// Limits asked together, and what was charged.
+pub struct Charged<'a> {
+    /// MCHECK's reply.
+    pub reply: MultiReply,
+    /// The keys, open, in order.
+    pub keys: Vec<Key<'a>>,
+}
+
+impl Charged<'_> {
+    /// Fires `ratelimit.denied` on the binding key of a denied request.
+    pub fn denied_event(&self, ctx: Ctx) {
+        if !self.reply.allowed() {
+            if let Some(key) = self.keys.get(self.reply.binding()) {
+                denied_event(ctx, key.name());
+            }
+        }
+    }
+}
+
+/// MCHECK's decision: every key is opened and asked as CHECK asks it, with
+/// every write planned, before anything changes; then the writes the
+/// verdict keeps are made, each firing `event` on its key.
+pub fn charge_all<'a>(
+    ctx: Ctx,
+    pairs: impl Iterator<Item = (&'a RString, Limit)>,
+    now_ms: u64,
+    event: &CStr,
+) -> Result<Charged<'a>, Error> {
+    let mut asked = Vec::with_capacity(MAX_KEYS);
+    for (name, limit) in pairs {
+        let key = Key::open(ctx, name, Access::ReadWrite)?;
+        let answer = limit.ask(&key, now_ms, Mode::Charge)?;
+        asked.push((key, limit, answer));
+    }
+    let mut shown: Vec<Decision> = asked.iter().map(|(_, _, a)| a.charged).collect();
+    let combined = all_of::combine(&shown).ok_or(Error::Internal("MCHECK with no limits"))?;
+    if !combined.allowed {
+        // A limit that admits alone is not charged: it shows its PEEK.
+        for ((key, limit, answer), show) in asked.iter().zip(shown.iter_mut()) {
+            if answer.charged.allowed {
+                *show = limit.ask(key, now_ms, Mode::Look)?.look()?;
+            }
+        }
+    }
+    for (key, _, answer) in asked.iter_mut() {
+        let Some(write) = answer
+            .write
+            .as_ref()
+            .filter(|_| combined.stores(&answer.charged))
+        else {
+            continue;
+        };
+        write.apply(ctx, key)?;
+        server::notify(ctx, event, key.name());
+    }
+    Ok(Charged {
+        reply: MultiReply::new(combined, shown),
+        keys: asked.into_iter().map(|(key, _, _)| key).collect(),
+    })
 }
 
 #[cfg(test)]

@@ -25,13 +25,11 @@
 //! and an array of each limit's own five integers, in key order: as charged
 //! (CHECK's reply) when admitted, as that limit's PEEK for its cost when not.
 
-use super::limits::{key_positions, parse_multi, Mode, MultiReply, MULTI_ARGS};
-use super::{denied_event, Command};
+use super::limits::{charge_all, key_positions, parse_multi, MultiReply, MULTI_ARGS};
+use super::{Command, KeyPositions};
 use crate::error::Error;
-use crate::limiter::all_of;
-use crate::limiter::Decision;
 use crate::metadata::{CommandDocs, KeySpec};
-use crate::server::{self, Access, Ctx, Key, RString};
+use crate::server::{self, Ctx, RString};
 use crate::stats::{CommandStats, STATS};
 use redis_module::raw;
 
@@ -58,52 +56,22 @@ impl Command for MCheck {
     const STATS: &'static CommandStats = &STATS.mcheck;
     type Reply = MultiReply;
 
-    /// Every key is opened and asked as CHECK asks it, with every write
-    /// planned, before anything changes; then the writes the verdict keeps
-    /// are made.
     fn run(ctx: Ctx, args: &[RString]) -> Result<MultiReply, Error> {
         let request = parse_multi(args)?;
         let now_ms = server::now_ms()?;
-        let mut asked = Vec::with_capacity(request.keys.len());
-        for (name, limit) in request.pairs() {
-            let key = Key::open(ctx, name, Access::ReadWrite)?;
-            let answer = limit.ask(&key, now_ms, Mode::Charge)?;
-            asked.push((key, limit, answer));
-        }
-        let mut shown: Vec<Decision> = asked.iter().map(|(_, _, a)| a.charged).collect();
-        let combined = all_of::combine(&shown).ok_or(Error::Internal("MCHECK with no limits"))?;
-        if !combined.allowed {
-            // A limit that admits alone is not charged: it shows its PEEK.
-            for ((key, limit, answer), show) in asked.iter().zip(shown.iter_mut()) {
-                if answer.charged.allowed {
-                    *show = limit.ask(key, now_ms, Mode::Look)?.look()?;
-                }
-            }
-        }
-        for (key, _, answer) in asked.iter_mut() {
-            let Some(write) = answer
-                .write
-                .as_ref()
-                .filter(|_| combined.stores(&answer.charged))
-            else {
-                continue;
-            };
-            write.apply(ctx, key)?;
-            server::notify(ctx, c"ratelimit.check", key.name());
-        }
+        let charged = charge_all(ctx, request.pairs(), now_ms, c"ratelimit.check")?;
         let looks_only = request.pairs().all(|(_, limit)| limit.cost == 0);
         if !looks_only {
-            STATS.mcheck_decided(combined.allowed);
-            if !combined.allowed {
-                if let Some((key, _, _)) = asked.get(combined.binding) {
-                    denied_event(ctx, key.name());
-                }
-            }
+            STATS.mcheck_decided(charged.reply.allowed());
+            charged.denied_event(ctx);
         }
-        Ok(MultiReply::new(combined, shown))
+        Ok(charged.reply)
     }
 
-    fn key_positions(args: &[RString]) -> Option<std::ops::Range<usize>> {
-        Some(key_positions(args))
+    fn key_positions(args: &[RString]) -> Option<KeyPositions> {
+        Some(KeyPositions {
+            fixed: None,
+            counted: key_positions(args),
+        })
     }
 }

@@ -18,13 +18,17 @@ use crate::stats::CommandStats;
 
 pub mod acquire;
 pub mod check;
+pub mod extend;
+pub mod holds;
 pub mod limits;
 pub mod mcheck;
 pub mod mpeek;
 pub mod peek;
 pub mod release;
 pub mod renew;
+pub mod reserve;
 pub mod reset;
+pub mod settle;
 pub mod throttle;
 
 /// A command of the module.
@@ -42,8 +46,25 @@ pub trait Command {
     /// routing, and on Redis 6.2, which has no key specs); empty when the
     /// arguments name no keys the command could use. `None` for a command
     /// the server never asks.
-    fn key_positions(_args: &[RString]) -> Option<std::ops::Range<usize>> {
+    fn key_positions(_args: &[RString]) -> Option<KeyPositions> {
         None
+    }
+}
+
+/// Where a command's keys are among its arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPositions {
+    /// A key at a fixed position, before the counted ones (RESERVE's and
+    /// SETTLE's holds key).
+    pub fixed: Option<usize>,
+    /// The keys a `numkeys` counts.
+    pub counted: std::ops::Range<usize>,
+}
+
+impl KeyPositions {
+    /// Every position, in order.
+    pub fn all(&self) -> impl Iterator<Item = usize> + '_ {
+        self.fixed.into_iter().chain(self.counted.clone())
     }
 }
 
@@ -98,7 +119,8 @@ fn dispatch<C: Command>(ctx: Ctx, args: &[RString]) {
     // and Redis 6.2 dereferences the missing client in `RM_WrongArity`.
     if let Some(keys) = C::key_positions(args) {
         if server::is_keys_position_request(ctx) {
-            keys.for_each(|position| server::key_at(ctx, position));
+            keys.all()
+                .for_each(|position| server::key_at(ctx, position));
             return;
         }
     }

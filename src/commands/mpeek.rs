@@ -16,7 +16,7 @@
 //! replies them). MPEEK of one key is PEEK of that key. Nothing is written.
 
 use super::limits::{key_positions, parse_multi, Mode, MultiReply, MULTI_ARGS};
-use super::Command;
+use super::{Command, KeyPositions};
 use crate::error::Error;
 use crate::limiter::all_of;
 use crate::metadata::{CommandDocs, KeySpec};
@@ -60,7 +60,10 @@ impl Command for MPeek {
         Ok(MultiReply::new(combined, shown))
     }
 
-    fn key_positions(args: &[RString]) -> Option<std::ops::Range<usize>> {
-        Some(key_positions(args))
+    fn key_positions(args: &[RString]) -> Option<KeyPositions> {
+        Some(KeyPositions {
+            fixed: None,
+            counted: key_positions(args),
+        })
     }
 }

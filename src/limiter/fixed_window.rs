@@ -14,7 +14,7 @@
 //! push the window further away.
 
 use super::layout::{decode_u64, Encoded, Layout};
-use super::{without_burst, Algorithm, Decision, Kind, Outcome, Quota};
+use super::{without_burst, Algorithm, Decision, Kind, Outcome, Quota, MAX_COUNT};
 use crate::error::Error;
 
 /// The fixed window with its quota.
@@ -38,6 +38,52 @@ impl Algorithm for FixedWindow {
 
     fn check(&self, stored: Option<Stored>, cost: u64, now_ms: u64) -> Outcome<Stored> {
         check(stored, self.quota, cost, now_ms)
+    }
+
+    fn capacity(&self) -> u64 {
+        self.quota.limit()
+    }
+
+    fn parameters(&self) -> (Quota, Option<u64>) {
+        (self.quota, None)
+    }
+
+    /// Counts `units` in the window in force, as CHECK sees it, past the
+    /// limit if need be.
+    fn force(&self, stored: Option<Stored>, units: u64, now_ms: u64) -> Option<Stored> {
+        if units == 0 {
+            return None;
+        }
+        let (count, ends_at_ms, _) = window_at(stored, self.quota, now_ms);
+        Some(Stored {
+            count: count.saturating_add(units).min(MAX_COUNT),
+            expires_at_ms: Some(ends_at_ms),
+        })
+    }
+
+    /// Takes `units` off the count while the window charged at
+    /// `charged_at_ms` lasts: a later window never pays for an earlier one.
+    fn refund(
+        &self,
+        stored: Option<Stored>,
+        units: u64,
+        charged_at_ms: u64,
+        now_ms: u64,
+    ) -> Option<Stored> {
+        let Stored {
+            count,
+            expires_at_ms: Some(ends_at_ms),
+        } = stored?
+        else {
+            return None;
+        };
+        let starts_at_ms = ends_at_ms.saturating_sub(self.quota.period_ms());
+        let charged_here = (starts_at_ms..ends_at_ms).contains(&charged_at_ms);
+        let given_back = units.min(count);
+        (charged_here && now_ms < ends_at_ms && given_back > 0).then(|| Stored {
+            count: count.saturating_sub(given_back),
+            expires_at_ms: Some(ends_at_ms),
+        })
     }
 }
 
@@ -88,28 +134,7 @@ impl Layout for Stored {
 /// later than one period from now (the period was shortened) ends one
 /// period from now, and the first request that counts stores that.
 pub fn check(stored: Option<Stored>, quota: Quota, cost: u64, now_ms: u64) -> Outcome<Stored> {
-    let new_window_end_ms = now_ms.saturating_add(quota.period_ms());
-    // The window in force at `now_ms`, and whether its expiry must be stored
-    // even when nothing is admitted.
-    let (count, ends_at_ms, expiry_to_store) = match stored {
-        // A window ending later than one period from now was opened under a
-        // longer period: it ends one period from now instead.
-        Some(Stored {
-            count,
-            expires_at_ms: Some(end_ms),
-        }) if end_ms > new_window_end_ms => (count, new_window_end_ms, true),
-        Some(Stored {
-            count,
-            expires_at_ms: Some(end_ms),
-        }) if end_ms > now_ms => (count, end_ms, false),
-        Some(Stored {
-            count,
-            expires_at_ms: None,
-        }) => (count, new_window_end_ms, count > 0),
-        // No key, or a window that has ended (the key expires at `end_ms`,
-        // inclusive): a counted request opens a new window.
-        _ => (0, new_window_end_ms, false),
-    };
+    let (count, ends_at_ms, expiry_to_store) = window_at(stored, quota, now_ms);
 
     let limit = quota.limit();
     // `count` may exceed `limit` when the limit was lowered: then nothing fits,
@@ -151,6 +176,31 @@ pub fn check(stored: Option<Stored>, quota: Quota, cost: u64, now_ms: u64) -> Ou
             reset_after_ms,
         },
         store,
+    }
+}
+
+/// The window in force at `now_ms`: its count, its end, and whether that
+/// end must be stored even when nothing is admitted.
+fn window_at(stored: Option<Stored>, quota: Quota, now_ms: u64) -> (u64, u64, bool) {
+    let new_window_end_ms = now_ms.saturating_add(quota.period_ms());
+    match stored {
+        // A window ending later than one period from now was opened under a
+        // longer period: it ends one period from now instead.
+        Some(Stored {
+            count,
+            expires_at_ms: Some(end_ms),
+        }) if end_ms > new_window_end_ms => (count, new_window_end_ms, true),
+        Some(Stored {
+            count,
+            expires_at_ms: Some(end_ms),
+        }) if end_ms > now_ms => (count, end_ms, false),
+        Some(Stored {
+            count,
+            expires_at_ms: None,
+        }) => (count, new_window_end_ms, count > 0),
+        // No key, or a window that has ended (the key expires at `end_ms`,
+        // inclusive): a counted request opens a new window.
+        _ => (0, new_window_end_ms, false),
     }
 }
 

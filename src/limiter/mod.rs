@@ -33,6 +33,7 @@
 pub mod all_of;
 pub mod fixed_window;
 pub mod gcra;
+pub mod holds;
 pub mod layout;
 pub mod leases;
 pub mod sliding_window;
@@ -74,6 +75,32 @@ pub trait Algorithm: Kind + Registered + Copy {
         let asked = self.check(stored, cost, now_ms).decision;
         looked(asked, self.check(stored, 0, now_ms).decision)
     }
+
+    /// The most one request can ever take: the limit of a window, the
+    /// burst of a bucket. A held estimate is a share of it.
+    fn capacity(&self) -> u64;
+
+    /// The parameters it was made from: the quota and, for a bucket, its
+    /// burst ([`Algorithm::new`] of these gives it back).
+    fn parameters(&self) -> (Quota, Option<u64>);
+
+    /// The state after `units` more are taken at `now_ms` whatever the
+    /// limit says (a settled cost beyond its estimate: a debt); `None` when
+    /// nothing changes. Counts stop at [`MAX_COUNT`].
+    fn force(&self, stored: Option<Self::State>, units: u64, now_ms: u64) -> Option<Self::State>;
+
+    /// The state after `units` charged at `charged_at_ms` are given back at
+    /// `now_ms` (a settled cost below its estimate, or a hold that
+    /// expired), as far as the state still holds them; `None` when nothing
+    /// changes. A state whose expiry is `now_ms` or earlier is the empty
+    /// state: the key is deleted.
+    fn refund(
+        &self,
+        stored: Option<Self::State>,
+        units: u64,
+        charged_at_ms: u64,
+        now_ms: u64,
+    ) -> Option<Self::State>;
 }
 
 /// A look, from the decision of a check of the cost (`asked`) and of a
@@ -251,6 +278,11 @@ pub const DEFAULT_ALGORITHM: Id = Id::Fixed;
 /// more admitted cost without overflowing, and every reply integer is exact
 /// in clients whose numbers are IEEE doubles (JavaScript: 2^53 ≈ 9·10^15).
 pub const MAX_LIMIT: u64 = 1_000_000_000_000_000;
+
+/// The largest count a window keeps: a debt (RATELIMIT.SETTLE charging
+/// past the limit) stops here, 2^53 - 1, exact in every client and in the
+/// script fallback's doubles.
+pub const MAX_COUNT: u64 = (1 << 53) - 1;
 
 /// Largest accepted `cost`, the same bound as [`MAX_LIMIT`].
 pub const MAX_COST: u64 = MAX_LIMIT;

@@ -29,6 +29,7 @@
 use super::layout::{decode_u64, Encoded, Layout};
 use super::{
     div_floor, narrow, wide_mul, without_burst, Algorithm, Decision, Kind, Outcome, Quota,
+    MAX_COUNT,
 };
 use crate::error::Error;
 
@@ -53,6 +54,62 @@ impl Algorithm for SlidingWindow {
 
     fn check(&self, stored: Option<Stored>, cost: u64, now_ms: u64) -> Outcome<Stored> {
         check(stored, self.quota, cost, now_ms)
+    }
+
+    fn capacity(&self) -> u64 {
+        self.quota.limit()
+    }
+
+    fn parameters(&self) -> (Quota, Option<u64>) {
+        (self.quota, None)
+    }
+
+    /// Counts `units` in the current window, as CHECK sees it.
+    fn force(&self, stored: Option<Stored>, units: u64, now_ms: u64) -> Option<Stored> {
+        if units == 0 {
+            return None;
+        }
+        let mut counts = counts_at(stored, self.quota.period_ms(), now_ms);
+        counts.current = counts.current.saturating_add(units).min(MAX_COUNT);
+        Some(stored_from(counts, self.quota.period_ms()))
+    }
+
+    /// Takes `units` off the count of the window charged at `charged_at_ms`:
+    /// the current count while that window lasts, the previous one in the
+    /// window after it, nothing later.
+    fn refund(
+        &self,
+        stored: Option<Stored>,
+        units: u64,
+        charged_at_ms: u64,
+        now_ms: u64,
+    ) -> Option<Stored> {
+        stored?;
+        let period_ms = self.quota.period_ms();
+        let mut counts = counts_at(stored, period_ms, now_ms);
+        let charged_window = charged_at_ms.checked_div(period_ms).unwrap_or(0);
+        let count = if charged_window == counts.window {
+            &mut counts.current
+        } else if charged_window.saturating_add(1) == counts.window {
+            &mut counts.previous
+        } else {
+            return None;
+        };
+        let given_back = units.min(*count);
+        if given_back == 0 {
+            return None;
+        }
+        *count = count.saturating_sub(given_back);
+        Some(stored_from(counts, period_ms))
+    }
+}
+
+/// The state that keeps `counts`, expiring when they stop mattering.
+fn stored_from(counts: Counts, period_ms: u64) -> Stored {
+    Stored {
+        previous: counts.previous,
+        current: counts.current,
+        expires_at_ms: Some(window_start(counts.window.saturating_add(2), period_ms)),
     }
 }
 
@@ -126,11 +183,7 @@ pub fn check(stored: Option<Stored>, quota: Quota, cost: u64, now_ms: u64) -> Ou
         // `fits` bounds `current + cost` by `limit`.
         after.current = counts.current.saturating_add(cost);
     }
-    let store = (cost > 0 && (fits || counts.fix_expiry)).then(|| Stored {
-        previous: after.previous,
-        current: after.current,
-        expires_at_ms: Some(window_start(after.window.saturating_add(2), period_ms)),
-    });
+    let store = (cost > 0 && (fits || counts.fix_expiry)).then(|| stored_from(after, period_ms));
 
     let remaining = div_floor(
         budget.saturating_sub(weighted(after, period_ms)),

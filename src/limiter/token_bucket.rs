@@ -68,6 +68,95 @@ impl Algorithm for TokenBucket {
     fn check(&self, stored: Option<Stored>, cost: u64, now_ms: u64) -> Outcome<Stored> {
         check(stored, *self, cost, now_ms)
     }
+
+    fn capacity(&self) -> u64 {
+        self.burst
+    }
+
+    fn parameters(&self) -> (Quota, Option<u64>) {
+        (self.quota, Some(self.burst))
+    }
+
+    /// Takes `units` tokens, down to an empty bucket and no further: a
+    /// bucket keeps no debt beyond empty (CHECK reads a longer refill as a
+    /// bucket emptied under other parameters).
+    fn force(&self, stored: Option<Stored>, units: u64, now_ms: u64) -> Option<Stored> {
+        if units == 0 {
+            return None;
+        }
+        let ticks = Ticks::of(*self, now_ms);
+        let (full_at, _) = ticks.full_at(stored);
+        let taken = full_at.saturating_add(wide_mul(units, self.quota.period_ms()));
+        Some(ticks.stored(taken.min(ticks.now.saturating_add(ticks.capacity))))
+    }
+
+    /// Gives back `units` tokens, up to a full bucket; when they were taken
+    /// does not matter.
+    fn refund(
+        &self,
+        stored: Option<Stored>,
+        units: u64,
+        _charged_at_ms: u64,
+        now_ms: u64,
+    ) -> Option<Stored> {
+        stored?;
+        let ticks = Ticks::of(*self, now_ms);
+        let (full_at, fix_expiry) = ticks.full_at(stored);
+        let given_back = full_at
+            .saturating_sub(wide_mul(units, self.quota.period_ms()))
+            .max(ticks.now);
+        (given_back < full_at || fix_expiry).then(|| ticks.stored(given_back))
+    }
+}
+
+/// A bucket's time in ticks of `1 / limit` ms at one instant.
+struct Ticks {
+    per_ms: u128,
+    capacity: u128,
+    now: u128,
+    limit: u64,
+}
+
+impl Ticks {
+    fn of(bucket: TokenBucket, now_ms: u64) -> Ticks {
+        Ticks {
+            per_ms: u128::from(bucket.quota.limit()),
+            capacity: wide_mul(bucket.burst, bucket.quota.period_ms()),
+            now: wide_mul(now_ms, bucket.quota.limit()),
+            limit: bucket.quota.limit(),
+        }
+    }
+
+    /// When the bucket `stored` is full again, never before now, and never
+    /// later than a whole refill from now: a bucket emptied under slower or
+    /// larger parameters is only empty under these. With it, whether the
+    /// stored time was later than that (so a request that counts must store
+    /// the clamped one).
+    fn full_at(&self, stored: Option<Stored>) -> (u128, bool) {
+        let full_at_stored = stored
+            .and_then(|s| {
+                let full_at_ms = s.full_at_ms?;
+                let early = u128::from(s.early_ticks).min(self.per_ms.saturating_sub(1));
+                Some(wide_mul(full_at_ms, self.limit).saturating_sub(early))
+            })
+            .unwrap_or(self.now)
+            .max(self.now);
+        let full_bound = self.now.saturating_add(self.capacity);
+        (full_at_stored.min(full_bound), full_at_stored > full_bound)
+    }
+
+    /// The state of a bucket full at `full_at` ticks.
+    fn stored(&self, full_at: u128) -> Stored {
+        let full_at_ms = div_ceil(full_at, self.per_ms);
+        Stored {
+            full_at_ms: Some(narrow(full_at_ms)),
+            early_ticks: narrow(
+                full_at_ms
+                    .saturating_mul(self.per_ms)
+                    .saturating_sub(full_at),
+            ),
+        }
+    }
 }
 
 /// What a key holds: when the bucket will be full again.
@@ -112,25 +201,10 @@ pub fn check(
     cost: u64,
     now_ms: u64,
 ) -> Outcome<Stored> {
-    let ticks_per_ms = u128::from(bucket.quota.limit());
+    let ticks = Ticks::of(bucket, now_ms);
+    let (ticks_per_ms, capacity, now) = (ticks.per_ms, ticks.capacity, ticks.now);
+    let (full_at, fix_expiry) = ticks.full_at(stored);
     let token = u128::from(bucket.quota.period_ms());
-    let capacity = wide_mul(bucket.burst, bucket.quota.period_ms());
-    let now = wide_mul(now_ms, bucket.quota.limit());
-
-    // When the bucket is full again, never before now, and never later than
-    // a whole refill from now: a bucket emptied under slower or larger
-    // parameters is only empty under these.
-    let full_at_stored = stored
-        .and_then(|s| {
-            let full_at_ms = s.full_at_ms?;
-            let early = u128::from(s.early_ticks).min(ticks_per_ms.saturating_sub(1));
-            Some(wide_mul(full_at_ms, bucket.quota.limit()).saturating_sub(early))
-        })
-        .unwrap_or(now)
-        .max(now);
-    let full_bound = now.saturating_add(capacity);
-    let fix_expiry = full_at_stored > full_bound;
-    let full_at = full_at_stored.min(full_bound);
     let asked = wide_mul(cost, bucket.quota.period_ms());
     let fits = full_at.saturating_sub(now).saturating_add(asked) <= capacity;
     let full_at_after = if fits {
@@ -140,17 +214,7 @@ pub fn check(
     };
 
     // A request that counts stores a clamped refill time, admitted or not.
-    let store = (cost > 0 && (fits || fix_expiry)).then(|| {
-        let full_at_ms = div_ceil(full_at_after, ticks_per_ms);
-        Stored {
-            full_at_ms: Some(narrow(full_at_ms)),
-            early_ticks: narrow(
-                full_at_ms
-                    .saturating_mul(ticks_per_ms)
-                    .saturating_sub(full_at_after),
-            ),
-        }
-    });
+    let store = (cost > 0 && (fits || fix_expiry)).then(|| ticks.stored(full_at_after));
     let retry_after_ms = if fits || cost > bucket.burst {
         None
     } else {

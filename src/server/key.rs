@@ -12,8 +12,12 @@ use crate::error::Error;
 const KEYTYPE_EMPTY: c_int = 0;
 /// `REDISMODULE_KEYTYPE_STRING`.
 const KEYTYPE_STRING: c_int = 1;
+/// `REDISMODULE_KEYTYPE_HASH`.
+const KEYTYPE_HASH: c_int = 3;
 /// `REDISMODULE_KEYTYPE_ZSET`.
 const KEYTYPE_ZSET: c_int = 5;
+/// `REDISMODULE_HASH_NONE`: fields and values are server strings.
+const HASH_NONE: c_int = 0;
 
 /// What a key holds.
 pub enum Value<'k> {
@@ -23,6 +27,8 @@ pub enum Value<'k> {
     String(&'k [u8]),
     /// A sorted set.
     SortedSet,
+    /// A hash.
+    Hash,
     /// Any other type.
     Other,
 }
@@ -91,6 +97,7 @@ impl<'a> Key<'a> {
                 }))
             }
             KEYTYPE_ZSET => Ok(Value::SortedSet),
+            KEYTYPE_HASH => Ok(Value::Hash),
             _ => Ok(Value::Other),
         }
     }
@@ -286,6 +293,63 @@ impl<'a> Key<'a> {
         Ok(())
     }
 
+    /// The value of hash field `field`, if the hash has it.
+    pub fn hash_get(&self, field: &OwnedString) -> Result<Option<OwnedString>, Error> {
+        if self.ptr.is_null() {
+            return Ok(None);
+        }
+        let get = api!(RedisModule_HashGet)?;
+        let mut value: *mut raw::RedisModuleString = std::ptr::null_mut();
+        // SAFETY: `self.ptr` is an open key holding a hash (or the call
+        // fails); the variadic list is one field and where to put its
+        // value, ended by NULL, as HASH_NONE reads it.
+        let code = unsafe {
+            get(
+                self.ptr,
+                HASH_NONE,
+                field.0,
+                &mut value as *mut *mut raw::RedisModuleString,
+                std::ptr::null_mut::<raw::RedisModuleString>(),
+            )
+        };
+        status(code, "HashGet failed")?;
+        // SAFETY: a string the server made for the module (no automatic
+        // memory), or NULL for a missing field.
+        Ok((!value.is_null()).then(|| unsafe { OwnedString::from_raw(value) }))
+    }
+
+    /// Sets hash field `field` to `value`, or deletes the field for
+    /// `None`; creates the hash when the key is empty. The server deletes
+    /// a hash left empty.
+    pub fn hash_set(
+        &mut self,
+        field: &OwnedString,
+        value: Option<&OwnedString>,
+    ) -> Result<(), Error> {
+        self.writable()?;
+        let set = api!(RedisModule_HashSet)?;
+        // REDISMODULE_HASH_DELETE is the address 1, which the server reads
+        // as "delete the field", never as a string.
+        let value = value.map_or(raw::REDISMODULE_HASH_DELETE.cast_mut(), |v| v.0);
+        // SAFETY: `self.ptr` is a key open for writing holding a hash or
+        // nothing; the variadic list is one field and its value (or the
+        // delete marker), ended by NULL.
+        let changed = unsafe {
+            set(
+                self.ptr,
+                HASH_NONE,
+                field.0,
+                value,
+                std::ptr::null_mut::<raw::RedisModuleString>(),
+            )
+        };
+        // HashSet returns how many fields it changed; 0 is no error.
+        if changed < 0 {
+            return Err(Error::Internal("HashSet failed"));
+        }
+        Ok(())
+    }
+
     /// Refuses to change a key opened for reading.
     fn writable(&self) -> Result<(), Error> {
         match self.access {
@@ -319,5 +383,14 @@ impl Drop for Key<'_> {
             // SAFETY: `self.ptr` was opened by `Key::open` and is closed once.
             unsafe { close(self.ptr) }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_delete_marker_is_the_servers() {
+        // `#define REDISMODULE_HASH_DELETE ((RedisModuleString*)(long)1)`
+        assert_eq!(redis_module::raw::REDISMODULE_HASH_DELETE as usize, 1);
     }
 }

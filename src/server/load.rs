@@ -1,9 +1,9 @@
 //! What `OnLoad` and `OnUnload` ask of the server: registering commands,
 //! their metadata and ACL categories, module configs and the INFO section.
 
-use std::ffi::{c_int, CStr, CString};
+use std::ffi::{c_int, c_longlong, c_void, CStr, CString};
 use std::ptr;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use redis_module::raw;
 
@@ -63,7 +63,7 @@ pub unsafe fn explain_refused_init(ctx: *mut raw::RedisModuleCtx, name: &CStr) {
 /// them, and does without otherwise (each use says how): the server's
 /// frozen clock, command metadata and ACL categories, module configs, and
 /// saying why a second load is refused.
-pub const OPTIONAL_FUNCTIONS: [&str; 8] = [
+pub const OPTIONAL_FUNCTIONS: [&str; 9] = [
     "RedisModule_CachedMicroseconds",
     "RedisModule_IsModuleNameBusy",
     "RedisModule_GetCommand",
@@ -71,6 +71,7 @@ pub const OPTIONAL_FUNCTIONS: [&str; 8] = [
     "RedisModule_SetCommandACLCategories",
     "RedisModule_AddACLCategory",
     "RedisModule_RegisterBoolConfig",
+    "RedisModule_RegisterNumericConfig",
     "RedisModule_LoadConfigs",
 ];
 
@@ -91,6 +92,7 @@ pub fn missing_functions() -> Vec<&'static str> {
     missing!(
         RedisModule_Call,
         RedisModule_CallReplyArrayElement,
+        RedisModule_CallReplyLength,
         RedisModule_CallReplyStringPtr,
         RedisModule_CloseKey,
         RedisModule_CreateCommand,
@@ -100,6 +102,8 @@ pub fn missing_functions() -> Vec<&'static str> {
         RedisModule_FreeString,
         RedisModule_GetAbsExpire,
         RedisModule_GetRandomBytes,
+        RedisModule_HashGet,
+        RedisModule_HashSet,
         RedisModule_InfoAddFieldULongLong,
         RedisModule_InfoAddSection,
         RedisModule_IsKeysPositionRequest,
@@ -268,16 +272,85 @@ pub struct BoolConfig {
     pub set: raw::RedisModuleConfigSetBoolFunc,
 }
 
-/// Registers the boolean module configs and loads their values from the
-/// server's configuration. `Ok(false)` on servers without module configs
-/// (before Redis 7.0), where the options are load-time arguments only.
-pub fn register_configs(ctx: Ctx, configs: &[BoolConfig]) -> Result<bool, String> {
-    let (Ok(register), Ok(load)) = (
+/// A numeric module config, settable at any time.
+pub struct NumberConfig {
+    /// The name, without the module prefix.
+    pub name: &'static CStr,
+    /// Where the value lives; what it holds at registration is the
+    /// config's default.
+    pub value: &'static AtomicU64,
+    /// The smallest value accepted.
+    pub min: u64,
+    /// The largest value accepted.
+    pub max: u64,
+}
+
+/// Reads a numeric config: `privdata` is its value's address.
+extern "C" fn get_number(_name: *const std::ffi::c_char, privdata: *mut c_void) -> c_longlong {
+    // SAFETY: registered below with the address of a `'static` AtomicU64.
+    let value = unsafe { &*privdata.cast::<AtomicU64>() };
+    c_longlong::try_from(value.load(Relaxed)).unwrap_or(c_longlong::MAX)
+}
+
+/// Sets a numeric config, within the range the server checked.
+extern "C" fn set_number(
+    _name: *const std::ffi::c_char,
+    new: c_longlong,
+    privdata: *mut c_void,
+    _err: *mut *mut raw::RedisModuleString,
+) -> c_int {
+    // SAFETY: registered below with the address of a `'static` AtomicU64.
+    let value = unsafe { &*privdata.cast::<AtomicU64>() };
+    match u64::try_from(new) {
+        Ok(new) => {
+            value.store(new, Relaxed);
+            OK
+        }
+        Err(_) => super::ERR,
+    }
+}
+
+/// Registers the module configs and loads their values from the server's
+/// configuration. `Ok(false)` on servers without module configs (before
+/// Redis 7.0), where the options are load-time arguments only.
+pub fn register_configs(
+    ctx: Ctx,
+    configs: &[BoolConfig],
+    numbers: &[NumberConfig],
+) -> Result<bool, String> {
+    let (Ok(register), Ok(register_number), Ok(load)) = (
         api!(RedisModule_RegisterBoolConfig),
+        api!(RedisModule_RegisterNumericConfig),
         api!(RedisModule_LoadConfigs),
     ) else {
         return Ok(false);
     };
+    for config in numbers {
+        let as_long = |n: u64| c_longlong::try_from(n).unwrap_or(c_longlong::MAX);
+        // SAFETY: called from OnLoad; the name is NUL-terminated, the
+        // callbacks live as long as the module, and `privdata` is the
+        // address of a `'static` AtomicU64, as they read it.
+        let code = unsafe {
+            register_number(
+                ctx.0,
+                config.name.as_ptr(),
+                as_long(config.value.load(Relaxed)),
+                raw::REDISMODULE_CONFIG_DEFAULT,
+                as_long(config.min),
+                as_long(config.max),
+                Some(get_number),
+                Some(set_number),
+                None,
+                ptr::from_ref(config.value).cast_mut().cast::<c_void>(),
+            )
+        };
+        if code != OK {
+            return Err(format!(
+                "could not register the module config {}",
+                config.name.to_string_lossy()
+            ));
+        }
+    }
     for config in configs {
         let flags = if config.immutable {
             raw::REDISMODULE_CONFIG_IMMUTABLE

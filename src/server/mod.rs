@@ -102,6 +102,9 @@ impl Arg for RString {
 }
 
 /// A string the module made and frees when dropped.
+///
+/// `repr(transparent)`, as [`RString`], so that it can be seen as one.
+#[repr(transparent)]
 #[derive(Debug)]
 pub struct OwnedString(*mut raw::RedisModuleString);
 
@@ -116,6 +119,14 @@ impl OwnedString {
             return Err(Error::Internal("CreateString failed"));
         }
         Ok(OwnedString(ptr))
+    }
+
+    /// The string seen as an argument, e.g. to open a key it names.
+    pub fn as_rstring(&self) -> &RString {
+        let this: *const OwnedString = self;
+        // SAFETY: both types are `repr(transparent)` over the same pointer,
+        // and the result borrows `self`, which keeps the string alive.
+        unsafe { &*this.cast::<RString>() }
     }
 
     /// Takes ownership of a string the server made for the module.
@@ -200,6 +211,20 @@ pub fn replicate(ctx: Ctx, command: &CStr, key: &RString, args: &[&[u8]]) -> Res
                 b.as_ptr(),
                 b.len(),
             ),
+            [a, b, c, d] => replicate(
+                ctx.0,
+                command.as_ptr(),
+                c"sbbbb".as_ptr(),
+                key.0,
+                a.as_ptr(),
+                a.len(),
+                b.as_ptr(),
+                b.len(),
+                c.as_ptr(),
+                c.len(),
+                d.as_ptr(),
+                d.len(),
+            ),
             _ => return Err(Error::Internal("an effect of unexpected arity")),
         }
     };
@@ -260,6 +285,62 @@ pub fn zset_score_at_rank(ctx: Ctx, key: &RString, rank: u64) -> Result<Option<f
             .map(Some)
             .ok_or(Error::Internal("ZRANGE gave a score that is no number")),
     }
+}
+
+/// A hash field and its value.
+pub type HashEntry = (Vec<u8>, Vec<u8>);
+
+/// Every field and value of the hash at `key`, through `HGETALL`: the
+/// module API reads a hash only field by field, by name.
+pub fn hash_entries(ctx: Ctx, key: &RString) -> Result<Vec<HashEntry>, Error> {
+    let call = api!(RedisModule_Call)?;
+    let length = api!(RedisModule_CallReplyLength)?;
+    let element = api!(RedisModule_CallReplyArrayElement)?;
+    let string = api!(RedisModule_CallReplyStringPtr)?;
+    let free = api!(RedisModule_FreeCallReply)?;
+    // SAFETY: the format's one conversion matches the argument: `s` the key.
+    let reply = unsafe { call(ctx.0, c"HGETALL".as_ptr(), c"s".as_ptr(), key.0) };
+    if reply.is_null() {
+        return Err(Error::Internal("HGETALL failed"));
+    }
+    let mut entries = Vec::new();
+    // SAFETY: `reply` is live until freed below; each element's text is
+    // copied before then. RESP2 gives fields and values in turns.
+    unsafe {
+        let items = length(reply);
+        let mut i: usize = 0;
+        while i.saturating_add(1) < items {
+            let text = |at| {
+                let item = element(reply, at);
+                let mut len = 0;
+                let ptr = if item.is_null() {
+                    std::ptr::null()
+                } else {
+                    string(item, &mut len)
+                };
+                if ptr.is_null() {
+                    Vec::new()
+                } else {
+                    std::slice::from_raw_parts(ptr.cast::<u8>(), len).to_vec()
+                }
+            };
+            entries.push((text(i), text(i.saturating_add(1))));
+            i = i.saturating_add(2);
+        }
+    }
+    // SAFETY: made by the call above, freed once; nothing refers to it now.
+    unsafe { free(reply) };
+    Ok(entries)
+}
+
+/// Propagates `HSET key field value [field value]`.
+pub fn replicate_hset(ctx: Ctx, key: &RString, pairs: &[&[u8]]) -> Result<(), Error> {
+    replicate(ctx, c"HSET", key, pairs)
+}
+
+/// Propagates `HDEL key field`.
+pub fn replicate_hdel(ctx: Ctx, key: &RString, field: &[u8]) -> Result<(), Error> {
+    replicate(ctx, c"HDEL", key, &[field])
 }
 
 /// Views the `argv`/`argc` pair of a call as a slice.

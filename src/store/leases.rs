@@ -47,7 +47,7 @@ impl<'k, 'a> KeyLeases<'k, 'a> {
             // last deadline: that is read from the set the first time it is
             // needed.
             Value::SortedSet => (key.expires_at_ms()?, None),
-            Value::String(_) | Value::Other => return Err(Error::WrongType),
+            Value::String(_) | Value::Hash | Value::Other => return Err(Error::WrongType),
         };
         Ok(KeyLeases {
             ctx,

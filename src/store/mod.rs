@@ -19,6 +19,7 @@
 
 use std::ffi::CStr;
 
+pub mod holds;
 pub mod leases;
 
 use crate::error::Error;
@@ -53,7 +54,7 @@ pub fn load<'k, K: Kind + Registered>(key: &'k Key) -> Result<Loaded<'k, K::Stat
                 None => Error::NotLimiterState,
             }),
         },
-        Value::SortedSet | Value::Other => Err(Error::WrongType),
+        Value::SortedSet | Value::Hash | Value::Other => Err(Error::WrongType),
     }
 }
 
@@ -64,7 +65,7 @@ pub fn holds_limiter_state_or_nothing(key: &Key) -> Result<(), Error> {
         Value::Empty => Ok(()),
         Value::String(value) if Id::of_value(value).is_some() => Ok(()),
         Value::String(_) => Err(Error::NotLimiterState),
-        Value::SortedSet | Value::Other => Err(Error::WrongType),
+        Value::SortedSet | Value::Hash | Value::Other => Err(Error::WrongType),
     }
 }
 

@@ -1,0 +1,497 @@
+//! Holds: estimates charged up front and settled later (RATELIMIT.RESERVE,
+//! SETTLE, EXTEND), and how a holds key writes them down.
+//!
+//! ```text
+//!   RESERVE id  ──▶ charge COST limits for good, HOLD limits the estimate ──▶ record id
+//!   SETTLE id   ──▶ each HOLD limit: actual − held (a refund or a debt)   ──▶ tombstone id
+//!   deadline    ──▶ the next command on the holds key refunds the estimate ──▶ forget id
+//! ```
+//!
+//! The holds key is a hash (plain data: HGETALL reads it, DEL ends every
+//! hold without a refund). Field `""` (no id is empty) holds the sweep time:
+//! the earliest deadline among the records, in UNIX ms, so that a command
+//! reads every record only when one may have expired. Every other field is
+//! an id, and its value a record, ASCII words separated by single spaces
+//! (integers as INCR writes them):
+//!
+//! | record | value |
+//! | --- | --- |
+//! | live hold | `L <deadline_ms> <charged_at_ms> <ttl_ms> <reply> <m> <hold>…` |
+//! | settled | `S <deadline_ms> <reply>` |
+//!
+//! `<reply>` is the first reply's head, six integers (allowed, remaining,
+//! limit, retry_after_ms, reset_after_ms, binding position), then `<n>` and
+//! each limit's five integers; `<hold>` is one HOLD limit:
+//! `<ALGORITHM> <limit> <period_s> <burst> <held> <key_len> <key>`, the
+//! burst 0 but for TOKEN and the key's bytes as they are. A settled record
+//! keeps the first reply so that a replayed RESERVE still gets it.
+//!
+//! The key expires when its last record stops mattering: a live hold at its
+//! deadline plus two of its longest period (a refund can reach a sliding
+//! window's previous count until then), a settled one at its deadline.
+
+use crate::args::Bound;
+use crate::decimal::{parse_i64, Digits};
+use crate::error::Error;
+
+use super::layout::decode_u64;
+use super::{Algorithm, Chosen, Id, Quota, Visit, COST};
+
+/// The longest `ttl_ms` a command takes (a hold's is also capped by the
+/// `hold-max-ttl-ms` option): a day, as a lease.
+pub const MAX_TTL_MS: u64 = 86_400_000;
+
+/// RESERVE's and EXTEND's `ttl_ms`.
+pub const TTL_MS: Bound = Bound {
+    min: 1,
+    max: MAX_TTL_MS,
+    error: Error::InvalidHoldTtl,
+};
+
+/// `HOLD`'s estimate: COST's range.
+pub const ESTIMATE: Bound = Bound {
+    error: Error::InvalidEstimate,
+    ..COST
+};
+
+/// `ACTUAL`: COST's range.
+pub const ACTUAL: Bound = Bound {
+    error: Error::InvalidActual,
+    ..COST
+};
+
+/// The field of the holds hash that keeps the sweep time.
+pub const SWEEP_FIELD: &[u8] = b"";
+
+/// The units held for an `estimate` on a limit that takes at most
+/// `capacity` per request: the estimate, but at most `percent`% of the
+/// capacity (rounded down, at least 1), so that a large estimate does not
+/// fail every first request; the rest is charged when the hold settles.
+pub fn held_for(estimate: u64, capacity: u64, percent: u64) -> u64 {
+    if estimate == 0 {
+        return 0;
+    }
+    // c × p / 100 without a product past 2^53 (the script fallback's
+    // doubles): (c / 100) × p + (c % 100) × p / 100.
+    let share = (capacity / 100)
+        .saturating_mul(percent)
+        .saturating_add((capacity % 100).saturating_mul(percent) / 100);
+    estimate.min(share.max(1))
+}
+
+/// A hold's deadline from `ttl_ms` asked at `now_ms`, capped at `max_ttl_ms`.
+pub fn ttl_within(ttl_ms: u64, max_ttl_ms: u64) -> u64 {
+    ttl_ms.min(max_ttl_ms)
+}
+
+/// A reply as RESERVE first gave it: MCHECK's head and each limit's five.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirstReply {
+    /// allowed, remaining, limit, retry_after_ms, reset_after_ms, position.
+    pub head: [i64; 6],
+    /// Each limit's five integers.
+    pub each: Vec<[i64; 5]>,
+}
+
+/// One HOLD limit of a live hold: what a refund needs without the command
+/// that made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hold {
+    /// The limit's algorithm and parameters.
+    pub chosen: Chosen,
+    /// Units charged and held.
+    pub held: u64,
+    /// The limiter key.
+    pub key: Vec<u8>,
+}
+
+/// A live hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Live {
+    /// When it expires, UNIX ms.
+    pub deadline_ms: u64,
+    /// When its estimates were charged, UNIX ms.
+    pub charged_at_ms: u64,
+    /// Its time to live, as last set: a settled record lives as long.
+    pub ttl_ms: u64,
+    /// RESERVE's reply.
+    pub reply: FirstReply,
+    /// Its HOLD limits.
+    pub holds: Vec<Hold>,
+}
+
+impl Live {
+    /// The units held, as RESERVE replies them: the least among its HOLD
+    /// limits (what every one of them holds), 0 without any.
+    pub fn held(&self) -> u64 {
+        self.holds.iter().map(|h| h.held).min().unwrap_or(0)
+    }
+
+    /// What its HOLD limit at `key` holds (0 for a key it does not hold).
+    pub fn held_at(&self, key: &[u8]) -> u64 {
+        self.holds
+            .iter()
+            .find(|h| h.key == key)
+            .map_or(0, |h| h.held)
+    }
+
+    /// Until when the record matters: its deadline, and then two of its
+    /// longest period, while a refund can still reach a window.
+    pub fn keep_until_ms(&self) -> u64 {
+        let longest_ms = self
+            .holds
+            .iter()
+            .map(|h| h.chosen.parameters().0.period_ms())
+            .max()
+            .unwrap_or(0);
+        self.deadline_ms
+            .saturating_add(longest_ms.saturating_mul(2))
+    }
+}
+
+/// What a holds hash keeps under an id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// A hold not yet settled.
+    Live(Live),
+    /// A settled hold, kept until `deadline_ms` so that a retried SETTLE
+    /// charges nothing.
+    Settled {
+        /// When it is forgotten, UNIX ms.
+        deadline_ms: u64,
+        /// RESERVE's reply.
+        reply: FirstReply,
+    },
+}
+
+impl Record {
+    /// When it expires.
+    pub fn deadline_ms(&self) -> u64 {
+        match self {
+            Record::Live(live) => live.deadline_ms,
+            Record::Settled { deadline_ms, .. } => *deadline_ms,
+        }
+    }
+
+    /// Until when the holds key must keep it.
+    pub fn keep_until_ms(&self) -> u64 {
+        match self {
+            Record::Live(live) => live.keep_until_ms(),
+            Record::Settled { deadline_ms, .. } => *deadline_ms,
+        }
+    }
+
+    /// The value a holds hash stores.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Words(Vec::with_capacity(128));
+        match self {
+            Record::Live(live) => {
+                out.word(b"L");
+                out.u64(live.deadline_ms);
+                out.u64(live.charged_at_ms);
+                out.u64(live.ttl_ms);
+                out.reply(&live.reply);
+                out.u64(u64::try_from(live.holds.len()).unwrap_or(0));
+                for hold in &live.holds {
+                    let (quota, burst) = hold.chosen.parameters();
+                    out.word(hold.chosen.id().name().as_bytes());
+                    out.u64(quota.limit());
+                    out.u64(quota.period_ms() / 1000);
+                    out.u64(burst.unwrap_or(0));
+                    out.u64(hold.held);
+                    out.u64(u64::try_from(hold.key.len()).unwrap_or(0));
+                    out.word(&hold.key);
+                }
+            }
+            Record::Settled { deadline_ms, reply } => {
+                out.word(b"S");
+                out.u64(*deadline_ms);
+                out.reply(reply);
+            }
+        }
+        out.0
+    }
+
+    /// Reads a stored value; `None` when it is no record.
+    pub fn decode(value: &[u8]) -> Option<Record> {
+        let mut words = Reader(Some(value));
+        let record = match words.word()? {
+            b"L" => {
+                let deadline_ms = words.u64()?;
+                let charged_at_ms = words.u64()?;
+                let ttl_ms = words.u64()?;
+                let reply = words.reply()?;
+                let count = words.u64()?;
+                let mut holds = Vec::new();
+                for _ in 0..count {
+                    holds.push(words.hold()?);
+                }
+                if holds.len() != usize::try_from(count).ok()? {
+                    return None;
+                }
+                Record::Live(Live {
+                    deadline_ms,
+                    charged_at_ms,
+                    ttl_ms,
+                    reply,
+                    holds,
+                })
+            }
+            b"S" => Record::Settled {
+                deadline_ms: words.u64()?,
+                reply: words.reply()?,
+            },
+            _ => return None,
+        };
+        words.0.is_none().then_some(record)
+    }
+}
+
+/// Reads the sweep time a holds hash keeps.
+pub fn decode_sweep_ms(value: &[u8]) -> Option<u64> {
+    decode_u64(value)
+}
+
+/// Words being written, a space before each but the first.
+struct Words(Vec<u8>);
+
+impl Words {
+    fn word(&mut self, bytes: &[u8]) {
+        if !self.0.is_empty() {
+            self.0.push(b' ');
+        }
+        self.0.extend_from_slice(bytes);
+    }
+
+    fn u64(&mut self, n: u64) {
+        self.word(Digits::new().of(n));
+    }
+
+    fn i64(&mut self, n: i64) {
+        match u64::try_from(n) {
+            Ok(n) => self.u64(n),
+            Err(_) => {
+                self.word(b"-");
+                self.0.extend_from_slice(Digits::new().of(n.unsigned_abs()));
+            }
+        }
+    }
+
+    fn reply(&mut self, reply: &FirstReply) {
+        for &n in &reply.head {
+            self.i64(n);
+        }
+        self.u64(u64::try_from(reply.each.len()).unwrap_or(0));
+        for fields in &reply.each {
+            for &n in fields {
+                self.i64(n);
+            }
+        }
+    }
+}
+
+/// A stored value being read, word by word; `None` once it has ended.
+struct Reader<'v>(Option<&'v [u8]>);
+
+impl<'v> Reader<'v> {
+    /// The next word: up to the next space, which is skipped.
+    fn word(&mut self) -> Option<&'v [u8]> {
+        let rest = self.0?;
+        let end = rest.iter().position(|&b| b == b' ').unwrap_or(rest.len());
+        self.take(end)
+    }
+
+    /// The next `len` bytes, and the space after them unless they end the
+    /// value (a space at the very end leaves an empty word to read).
+    fn take(&mut self, len: usize) -> Option<&'v [u8]> {
+        let (word, rest) = self.0?.split_at_checked(len)?;
+        self.0 = match rest {
+            [] => None,
+            [b' ', after @ ..] => Some(after),
+            _ => return None,
+        };
+        Some(word)
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        decode_u64(self.word()?)
+    }
+
+    fn i64(&mut self) -> Option<i64> {
+        parse_i64(self.word()?)
+    }
+
+    fn reply(&mut self) -> Option<FirstReply> {
+        let mut head = [0; 6];
+        for n in head.iter_mut() {
+            *n = self.i64()?;
+        }
+        let count = self.u64()?;
+        let mut each = Vec::new();
+        for _ in 0..count {
+            let mut fields = [0; 5];
+            for n in fields.iter_mut() {
+                *n = self.i64()?;
+            }
+            each.push(fields);
+        }
+        (each.len() == usize::try_from(count).ok()?).then_some(FirstReply { head, each })
+    }
+
+    fn hold(&mut self) -> Option<Hold> {
+        let id = Chosen::named(self.word()?)?;
+        let limit = self.u64()?;
+        let period_s = self.u64()?;
+        let burst = self.u64()?;
+        let held = self.u64()?;
+        let key_len = usize::try_from(self.u64()?).ok()?;
+        let key = self.take(key_len)?.to_vec();
+        let quota = Quota::new(limit, period_s).ok()?;
+        let burst = (id == Id::Token).then_some(burst);
+        Some(Hold {
+            chosen: Chosen::new(id, quota, burst).ok()?,
+            held,
+            key,
+        })
+    }
+}
+
+impl Chosen {
+    /// The parameters it was made from ([`Algorithm::parameters`]).
+    pub fn parameters(&self) -> (Quota, Option<u64>) {
+        struct Parameters;
+        impl Visit for Parameters {
+            type Output = (Quota, Option<u64>);
+            fn visit<A: Algorithm>(self, algorithm: A) -> Self::Output {
+                algorithm.parameters()
+            }
+        }
+        self.visit(Parameters)
+    }
+
+    /// The most one request can take ([`Algorithm::capacity`]).
+    pub fn capacity(&self) -> u64 {
+        struct Capacity;
+        impl Visit for Capacity {
+            type Output = u64;
+            fn visit<A: Algorithm>(self, algorithm: A) -> u64 {
+                algorithm.capacity()
+            }
+        }
+        self.visit(Capacity)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chosen(id: Id, limit: u64, period_s: u64, burst: Option<u64>) -> Chosen {
+        Chosen::new(id, Quota::new(limit, period_s).unwrap(), burst).unwrap()
+    }
+
+    fn reply() -> FirstReply {
+        FirstReply {
+            head: [1, 5, 10, -1, 60000, 2],
+            each: vec![[1, 9, 10, -1, 60000], [1, 5, 10, -1, 60000]],
+        }
+    }
+
+    #[test]
+    fn an_estimate_is_held_up_to_a_share_of_the_capacity() {
+        assert_eq!(held_for(0, 100, 50), 0);
+        assert_eq!(held_for(30, 100, 50), 30);
+        assert_eq!(held_for(80, 100, 50), 50);
+        assert_eq!(held_for(80, 101, 50), 50);
+        assert_eq!(held_for(120, 199, 50), 99);
+        // At least one unit, so that a full limit denies.
+        assert_eq!(held_for(5, 1, 50), 1);
+        assert_eq!(held_for(5, 3, 1), 1);
+        assert_eq!(
+            held_for(u64::MAX, 1_000_000_000_000_000, 100),
+            1_000_000_000_000_000
+        );
+        assert_eq!(
+            held_for(u64::MAX, 999_999_999_999_999, 37),
+            369_999_999_999_999
+        );
+    }
+
+    #[test]
+    fn records_read_back_as_written() {
+        let live = Record::Live(Live {
+            deadline_ms: 1_700_000_060_000,
+            charged_at_ms: 1_700_000_000_000,
+            ttl_ms: 60_000,
+            reply: reply(),
+            holds: vec![
+                Hold {
+                    chosen: chosen(Id::Token, 1000, 60, Some(2000)),
+                    held: 500,
+                    key: b"{u} tpm".to_vec(),
+                },
+                Hold {
+                    chosen: chosen(Id::Sliding, 100_000, 86_400, None),
+                    held: 700,
+                    key: b"".to_vec(),
+                },
+            ],
+        });
+        let bytes = live.encode();
+        assert_eq!(
+            String::from_utf8(bytes.clone()).unwrap(),
+            "L 1700000060000 1700000000000 60000 1 5 10 -1 60000 2 2 1 9 10 -1 60000 \
+             1 5 10 -1 60000 2 TOKEN 1000 60 2000 500 7 {u} tpm SLIDING 100000 86400 0 700 0 "
+        );
+        assert_eq!(Record::decode(&bytes), Some(live));
+        let settled = Record::Settled {
+            deadline_ms: 5,
+            reply: reply(),
+        };
+        let bytes = settled.encode();
+        assert_eq!(
+            bytes,
+            b"S 5 1 5 10 -1 60000 2 2 1 9 10 -1 60000 1 5 10 -1 60000"
+        );
+        assert_eq!(Record::decode(&bytes), Some(settled));
+    }
+
+    #[test]
+    fn anything_else_is_no_record() {
+        for bad in [
+            &b""[..],
+            b"X 1",
+            b"S 5",
+            b"S 5 1 5 10 -1 60000 2 1",
+            b"S 5 1 5 10 -1 60000 2 0 extra",
+            b"S 5 1 5 10 -1 60000 2 0 ",
+            b"S  5 1 5 10 -1 60000 2 0",
+            b"L 1 1 1 1 5 10 -1 60000 2 0 1 LEAKY 1 1 0 1 1 k",
+            b"L 1 1 1 1 5 10 -1 60000 2 0 1 FIXED 0 1 0 1 1 k",
+            b"L 1 1 1 1 5 10 -1 60000 2 0 1 FIXED 1 1 0 1 5 k",
+            b"L 1 1 1 1 5 10 -1 60000 2 0 2 FIXED 1 1 0 1 1 k",
+        ] {
+            assert_eq!(
+                Record::decode(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert!(Record::decode(b"S 5 1 5 10 -1 60000 2 0").is_some());
+        assert!(Record::decode(b"L 1 1 1 1 5 10 -1 60000 2 0 1 FIXED 1 1 0 1 1 k").is_some());
+    }
+
+    #[test]
+    fn a_live_record_matters_for_two_periods_after_its_deadline() {
+        let Some(Record::Live(live)) = Record::decode(
+            b"L 100 0 100 1 5 10 -1 60000 2 0 2 FIXED 1 60 0 1 1 a SLIDING 1 3 0 1 1 b",
+        ) else {
+            panic!("no record");
+        };
+        assert_eq!(live.keep_until_ms(), 100 + 120_000);
+        assert_eq!(live.held(), 1);
+        assert_eq!(live.held_at(b"b"), 1);
+        assert_eq!(live.held_at(b"c"), 0);
+    }
+}
