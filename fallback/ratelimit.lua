@@ -446,41 +446,16 @@ local function write(key, old_value, old_at, value, at, grown)
   end
 end
 
--- A command that may change several keys, each maybe more than once
--- (RESERVE, SETTLE, EXTEND: a sweep's refunds, then the command's own
--- charges), works out every change before it makes any, as the module
--- does, so that an error met on the way leaves every key as it was.
--- `staged[key]` is a key's state as planned so far ({ value, at }), which
--- load reads in place of the key; `planned` the changes in order: a
--- limiter key's write, or a command on a hash of holds. Nil between calls.
-local staged, planned
-
-local function begin_plan()
-  staged, planned = {}, {}
-end
-
--- A limiter key's change, from the state staged for it (or stored) to
--- `value` expiring at `at`, as write makes it.
-local function plan_write(key, old_value, old_at, value, at, grown)
-  staged[key] = { value = value, at = at }
-  planned[#planned + 1] = { key = key, old_value = old_value, old_at = old_at, value = value, at = at, grown = grown }
-end
-
-local function plan_command(...)
-  planned[#planned + 1] = { command = { ... } }
-end
-
--- Makes the planned changes, in order.
-local function apply_plan()
-  for i = 1, #planned do
-    local p = planned[i]
-    if p.command ~= nil then
-      redis_call(unpack_list(p.command))
-    else
-      write(p.key, p.old_value, p.old_at, p.value, p.at, p.grown)
-    end
+-- A force-charge's or a refund's change (store/holds.rs, Adjustment):
+-- `value` expiring at `at` written over the key's `old_value` and `old_at`
+-- as write makes it, or the key deleted when the state has already ended
+-- (a bucket refunded to full).
+local function adjust(key, old_value, old_at, value, at, grown, now_ms)
+  if at <= now_ms then
+    redis_call('DEL', key)
+  else
+    write(key, old_value, old_at, value, at, grown)
   end
-  staged, planned = nil, nil
 end
 
 ---------------------------------------------------------------------------
@@ -526,18 +501,19 @@ local function fixed_window(limit, period_ms, _, cost, cost_text, now_ms, value,
   return fits, max(limit - count_after, 0), retry, reset, store, ends, grown
 end
 
--- Force-charges and refunds (src/limiter/holds.rs): what SETTLE and a
--- sweep of ended holds do to a limit, with the same arguments as the
--- algorithm's but `units` for the cost, and `charged_at_ms` for a refund,
+-- Force-charges and refunds (Algorithm::force, Algorithm::refund): what
+-- SETTLE and a sweep of ended holds do to a limit, with the algorithm's
+-- arguments but `units` for the cost, and for a refund `charged_at_ms`,
 -- the instant the units were taken. Each returns the value to store and
--- its expiry (and a counter's growth, as the algorithms do), nil when the
--- state does not change.
+-- its expiry (and a counter's growth, as the algorithms do), nil when
+-- nothing changes. A force-charge of units always stores.
 
--- Past a count of 2^53 - 1 a force-charge adds nothing.
+-- A count after `units` more: at most MAX_COUNT, 2^53 - 1 (a count set
+-- higher by hand comes down to it).
+local MAX_COUNT = MAX_REPLY
+
 local function counted(count, units)
-  local after = count + units
-  if after > MAX_REPLY then return max(count, MAX_REPLY) end
-  return after
+  return min(count + units, MAX_COUNT)
 end
 
 -- `units` more in the window CHECK sees, fitting or not.
@@ -557,10 +533,7 @@ local function fixed_force(_, period_ms, _, units, now_ms, value, at, count)
     count = 0
   end
   local after = counted(count, units)
-  if in_window then
-    if after == count then return nil end
-    return fmt(after), ends, fmt(after - count)
-  end
+  if in_window and after > count then return fmt(after), ends, fmt(after - count) end
   return fmt(after), ends
 end
 
@@ -656,11 +629,7 @@ end
 local function sliding_force(_, period_ms, _, units, now_ms, value, at, a, b, c, d)
   if units == 0 then return nil end
   local window, _, _, previous_text, current, current_text = sliding_counts(period_ms, now_ms, value, at, a, b, c, d)
-  local after = counted(current, units)
-  if after ~= current then current_text = fmt(after) end
-  local stored, ends = 'S' .. previous_text .. ':' .. current_text, (window + 2) * period_ms
-  if stored == value and ends == at then return nil end
-  return stored, ends
+  return 'S' .. previous_text .. ':' .. fmt(counted(current, units)), (window + 2) * period_ms
 end
 
 -- `units` back from the window they were taken in, while it is the
@@ -742,18 +711,18 @@ local function token_force(limit, period_ms, burst, units, now_ms, value, at, ea
   -- units × period_ms is exact when units <= burst, and past capacity else.
   local after = capacity
   if units <= burst then after = min(full_in + units * period_ms, capacity) end
-  local stored, full_at = stored_at('T', after, limit, now_ms, value)
-  if stored == value and full_at == at then return nil end
-  return stored, full_at
+  return stored_at('T', after, limit, now_ms, value)
 end
 
--- `units` tokens back, up to a full bucket.
+-- `units` tokens back, up to a full bucket, whenever they were taken. A
+-- bucket emptied under slower or larger parameters stores the empty one
+-- of these, even for no units.
 local function token_refund(limit, period_ms, burst, units, _, now_ms, value, at, early)
-  if units == 0 or value == nil then return nil end
-  local full_in = ahead_of_now(at, early, limit, burst * period_ms, now_ms)
+  if value == nil then return nil end
+  local full_in, clamped = ahead_of_now(at, early, limit, burst * period_ms, now_ms)
   local after = 0
   if units < burst then after = max(full_in - units * period_ms, 0) end
-  if after == full_in then return nil end
+  if after == full_in and not clamped then return nil end
   return stored_at('T', after, limit, now_ms, value)
 end
 
@@ -860,18 +829,11 @@ local function kind_of_value(value)
 end
 
 -- The state of `kind` at `key`: the stored bytes (nil for none), the
--- key's expiry, then the layout's fields; the state planned for it when a
--- plan has staged one. Another kind's state is refused with both kinds
--- named; anything else with the standard WRONGTYPE.
+-- key's expiry, then the layout's fields. Another kind's state is refused
+-- with both kinds named; anything else with the standard WRONGTYPE.
 local function load(key, kind)
-  local value, at
-  local planned_state = staged and staged[key]
-  if planned_state ~= nil then
-    value, at = planned_state.value, planned_state.at
-  else
-    value = get_string(key)
-    if value == nil then return nil end
-  end
+  local value = get_string(key)
+  if value == nil then return nil end
   local a, b, c, d = kind.decode(value)
   if a == nil then
     local held = kind_of_value(value)
@@ -879,8 +841,7 @@ local function load(key, kind)
     fail('WRONGTYPE the key holds ' .. held.name .. ' limiter state, not ' .. kind.name
       .. '; use ' .. held.chosen_by .. ' or RATELIMIT.RESET it')
   end
-  if planned_state == nil then at = expiry_of(key) end
-  return value, at, a, b, c, d
+  return value, expiry_of(key), a, b, c, d
 end
 
 ---------------------------------------------------------------------------
@@ -975,7 +936,6 @@ local function parse_multi(args, from, options)
     local last = tail + len - 1
     if last > n then last = n end
     local kind, limit, period_ms, burst, cost, cost_text, hold, actual = parse_limit(args, at + 1, last, options)
-    if options == SETTLE_OPTIONS and actual == nil then fail(ERR.needs_actual) end
     limits[slot] = {
       kind = kind, limit = limit, period_ms = period_ms, burst = burst, cost = cost, cost_text = cost_text,
       hold = hold, actual = actual,
@@ -1094,20 +1054,21 @@ end
 
 ---------------------------------------------------------------------------
 -- Holds (src/limiter/holds.rs, src/store/holds.rs): a hash, each field a
--- request's record by its id, plain ASCII words (a key's bytes counted out),
--- and the field "" the earliest deadline among them, when the next sweep
--- is due. The hash expires when no record matters any more.
+-- request's record by its id, ASCII words separated by single spaces
+-- (integers as INCR writes them, a key's bytes counted out), and the field
+-- "" the sweep time: the earliest deadline among the records, when a hold
+-- may have expired. The hash expires when no record matters any more.
 --
---   live       L <deadline> <charged_at> <ttl_ms> <r1> … <r6> <n> <5 × n>
---                <m> (<alg> <limit> <period_s> <burst> <held> <keylen> <key>) × m
---   tombstone  S <deadline> <r1> … <r6> <n> <5 × n>
+--   live     L <deadline> <charged_at> <ttl_ms> <reply> <m> <hold>…
+--   settled  S <deadline> <reply>
 --
--- r1 … r6 and the n fives are RESERVE's reply as first given; a live
--- record's m holds are its HOLD limits, each with the units it holds.
+-- <reply> is RESERVE's first reply: six integers, <n>, and each limit's
+-- five; a <hold> is one HOLD limit: <ALGORITHM> <limit> <period_s> <burst>
+-- <held> <key_len> <key>, the burst 0 but for TOKEN.
 
 -- The next word of `text` from `at` (false: past the last word), and
--- where the one after it starts: false when it was the last. After a
--- final space the next word is empty.
+-- where the one after it starts: false when it was the last. After a final
+-- space the next word is empty.
 local function next_word(text, at)
   if not at then return nil, false end
   local space = find(text, ' ', at, true)
@@ -1115,8 +1076,11 @@ local function next_word(text, at)
   return sub(text, at, space - 1), space + 1
 end
 
--- A record's text read back (nil: not a record): its fields, with the
--- text of its reply (r1 … the last five) and of its holds (m …) as stored.
+-- A record read back (Record::decode), nil when the text is none: its
+-- fields, with the text of its reply as stored (the words from r1 to the
+-- last five) and of its holds (from m on). The checks are the module's:
+-- a hold's parameters must make the algorithm; the counts may be anything
+-- the words that follow bear out.
 local function decode_record(text)
   local tag, at = next_word(text, 1)
   local live = tag == 'L'
@@ -1134,18 +1098,16 @@ local function decode_record(text)
   if record.deadline == nil then return nil end
   if live then
     record.charged_at, record.ttl = unsigned(), unsigned()
-    if record.ttl == nil or record.charged_at == nil then return nil end
+    if record.ttl == nil then return nil end
   end
-  if not at then return nil end
   local reply_from = at
-  local head = {}
+  local head, each = {}, {}
   for i = 1, 6 do
     head[i] = signed()
     if head[i] == nil then return nil end
   end
   local n = unsigned()
-  if n == nil or n < 1 or n > MAX_KEYS then return nil end
-  local each = {}
+  if n == nil then return nil end
   for i = 1, n do
     local five = {}
     for j = 1, 5 do
@@ -1161,38 +1123,36 @@ local function decode_record(text)
     return record
   end
   if not at then return nil end
-  record.reply_text = sub(text, reply_from, at - 2)
-  record.holds_text = sub(text, at)
+  record.reply_text, record.holds_text = sub(text, reply_from, at - 2), sub(text, at)
   local m = unsigned()
-  if m == nil or m > MAX_KEYS then return nil end
+  if m == nil then return nil end
   local holds = {}
   for i = 1, m do
     word, at = next_word(text, at)
-    local kind = word and CHOSEN[word]
+    local kind = word and (CHOSEN[word] or CHOSEN[upper(word)])
     local limit, period_s, burst, held, key_len = unsigned(), unsigned(), unsigned(), unsigned(), unsigned()
-    if kind == nil or limit == nil or period_s == nil or burst == nil or held == nil or key_len == nil or not at
-      or limit < 1 or limit > MAX_LIMIT or period_s < 1 or period_s > MAX_PERIOD_S or held > MAX_COST then
+    if kind == nil or key_len == nil or not at
+      or limit < 1 or limit > MAX_LIMIT or period_s < 1 or period_s > MAX_PERIOD_S then
       return nil
     end
-    if kind.name == 'TOKEN' then
-      if burst < 1 or burst > MAX_LIMIT then return nil end
-    elseif burst ~= 0 then
+    local period_ms = period_s * 1000
+    if kind.name ~= 'TOKEN' then
+      burst = nil
+    elseif burst < 1 or burst > MAX_LIMIT or product_less(MAX_REFILL_MS, limit, burst, period_ms) then
       return nil
     end
+    -- The key's bytes, then a space unless they end the text.
     local key = sub(text, at, at + key_len - 1)
     if #key ~= key_len then return nil end
-    local after = at + key_len
-    if after > #text then
+    at = at + key_len
+    if at > #text then
       at = false
-    elseif byte(text, after) == 32 then
-      at = after + 1
+    elseif byte(text, at) == 32 then
+      at = at + 1
     else
       return nil
     end
-    holds[i] = {
-      kind = kind, limit = limit, period_ms = period_s * 1000, burst = kind.name == 'TOKEN' and burst or nil,
-      held = held, key = key,
-    }
+    holds[i] = { kind = kind, limit = limit, period_ms = period_ms, burst = burst, held = held, key = key }
   end
   if at then return nil end
   record.holds = holds
@@ -1204,13 +1164,9 @@ local function live_text(record)
     .. record.reply_text .. ' ' .. record.holds_text
 end
 
-local function tombstone_text(deadline, record)
-  return 'S ' .. fmt(deadline) .. ' ' .. record.reply_text
-end
-
--- Until when a record matters: a live one until a touch of its limits
--- could still refund it, two of its longest periods past its deadline; a
--- tombstone until its deadline.
+-- Until when a record matters (keep_until_ms): a live one two of its
+-- longest periods past its deadline, while a refund can still reach a
+-- window; a settled one until its deadline.
 local function keep_until(record)
   if not record.live then return record.deadline end
   local longest = 0
@@ -1218,128 +1174,155 @@ local function keep_until(record)
   return record.deadline + 2 * longest
 end
 
--- The units a live record holds: the least of its holds, 0 for none.
+-- The units a live record holds, as RESERVE replies them: the least of
+-- its holds, 0 for none.
 local function least_held(record)
   local least
   for i = 1, #record.holds do
     local held = record.holds[i].held
     if least == nil or held < least then least = held end
   end
-  return least or 0
+  return min(least or 0, MAX_REPLY)
 end
 
--- Takes `units` at `key` past its limit `l` (plan_write).
-local function force_key(key, l, units, now_ms)
+-- The change `units` make at `key` under limit `l` (plan): a force-charge,
+-- or with `charged_at_ms` a refund of units taken then; nil for none.
+-- Worked out, not made (adjust makes it).
+local function change_at(key, l, units, charged_at_ms, now_ms)
   local value, at, a, b, c, d = load(key, l.kind)
-  local stored, stored_at_ms, grown = l.kind.force(l.limit, l.period_ms, l.burst, units, now_ms, value, at, a, b, c, d)
-  if stored ~= nil then plan_write(key, value, at, stored, stored_at_ms, grown) end
+  local stored, stored_at_ms, grown
+  if charged_at_ms == nil then
+    stored, stored_at_ms, grown = l.kind.force(l.limit, l.period_ms, l.burst, units, now_ms, value, at, a, b, c, d)
+  else
+    stored, stored_at_ms = l.kind.refund(l.limit, l.period_ms, l.burst, units, charged_at_ms, now_ms,
+      value, at, a, b, c, d)
+  end
+  if stored == nil then return nil end
+  return { key = key, value = value, at = at, stored = stored, stored_at = stored_at_ms, grown = grown }
 end
 
--- Gives `units` taken at `charged_at_ms` back to `key` under limit `l`.
-local function refund_key(key, l, units, charged_at_ms, now_ms)
-  local value, at, a, b, c, d = load(key, l.kind)
-  local stored, stored_at_ms =
-    l.kind.refund(l.limit, l.period_ms, l.burst, units, charged_at_ms, now_ms, value, at, a, b, c, d)
-  if stored ~= nil then plan_write(key, value, at, stored, stored_at_ms) end
+local function make_change(change, now_ms)
+  adjust(change.key, change.value, change.at, change.stored, change.stored_at, change.grown, now_ms)
 end
 
--- Sweeps the hash of holds at `key` (every RESERVE, SETTLE and EXTEND
--- starts so): when its sweep is due, every record whose deadline has come
--- goes, a live one giving back what it holds. Planned, not made. Returns
--- what the rest of the command needs of the key: whether it exists
--- (`exists`), the sweep time it will have (`due`), and the records left
--- by id when all were read (`records`).
-local function sweep(key, now_ms)
+-- A refund of an expired hold: a key that holds something else now has
+-- nothing to give back and is left alone (refund_expired).
+local function refund_expired(hold, charged_at_ms, now_ms)
+  local ok, change = pcall(change_at, hold.key, hold, hold.held, charged_at_ms, now_ms)
+  if not ok then
+    if type(change) == 'table' and change.ratelimit_error ~= nil then return end
+    error(change, 0)
+  end
+  if change ~= nil then make_change(change, now_ms) end
+end
+
+-- The parameters of a hold the fallback cannot refund exactly (recorded
+-- by the module with a limit the library refuses) are its own error.
+local function refused_beyond(hold)
+  if hold.burst ~= nil and hold.burst * hold.period_ms >= EXACT then fail(ERR.token_exact) end
+  if hold.kind.name == 'SLIDING' and hold.limit * hold.period_ms >= EXACT then fail(ERR.sliding_exact) end
+end
+
+-- Opens the hash of holds at `key` at `now_ms` (HoldsKey::open): when its
+-- sweep time has come, every record is read (a value that is no record is
+-- refused before anything changes); then each ended record in turn, a
+-- live one refunding what it holds, is deleted, and the sweep time moves
+-- to the next deadline, or the hash is deleted when no record is left.
+-- Returns what the command needs of the key: its name, whether it exists,
+-- its sweep time.
+local function open_holds(key, now_ms)
   local due_text = redis_pcall('HGET', key, '')
   if type(due_text) == 'table' then refuse_type(due_text) end
-  local book = { key = key }
+  local holds = { key = key }
   if due_text then
-    book.due = decode_u64(due_text)
-    if book.due == nil then fail(ERR.not_holds) end
-    if now_ms < book.due then
-      book.exists = true
-      return book
+    holds.due = decode_u64(due_text)
+    if holds.due == nil then fail(ERR.not_holds) end
+    if now_ms < holds.due then
+      holds.exists = true
+      return holds
     end
   end
   local fields = redis_call('HGETALL', key)
-  if #fields == 0 then return book end
-  local ended, records, earliest = {}, {}, nil
+  if #fields == 0 then return holds end
+  local records, next_due = {}, nil
   for i = 1, #fields, 2 do
-    local id = fields[i]
-    if id ~= '' then
+    if fields[i] ~= '' then
       local record = decode_record(fields[i + 1])
       if record == nil then fail(ERR.not_holds) end
-      if record.deadline <= now_ms then
-        ended[#ended + 1] = { id = id, record = record }
-      else
-        records[id] = record
-        if earliest == nil or record.deadline < earliest then earliest = record.deadline end
+      records[#records + 1] = { id = fields[i], record = record }
+      if record.deadline > now_ms and (next_due == nil or record.deadline < next_due) then
+        next_due = record.deadline
       end
     end
   end
-  for i = 1, #ended do
-    local record = ended[i].record
-    if record.live then
-      for j = 1, #record.holds do
-        local hold = record.holds[j]
-        refund_key(hold.key, hold, hold.held, record.charged_at, now_ms)
-      end
+  for i = 1, #records do
+    local record = records[i].record
+    if record.live and record.deadline <= now_ms then
+      for j = 1, #record.holds do refused_beyond(record.holds[j]) end
     end
   end
-  for i = 1, #ended do plan_command('HDEL', key, ended[i].id) end
-  book.records = records
-  if earliest == nil then
-    -- The records were all; "" keeps the hash until it goes too.
-    if due_text then plan_command('DEL', key) end
-    book.due = nil
-    return book
+  for i = 1, #records do
+    local record = records[i].record
+    if record.deadline <= now_ms then
+      if record.live then
+        for j = 1, #record.holds do refund_expired(record.holds[j], record.charged_at, now_ms) end
+      end
+      redis_call('HDEL', key, records[i].id)
+    end
   end
-  book.exists = true
-  if earliest ~= book.due then
-    plan_command('HSET', key, '', fmt(earliest))
-    book.due = earliest
+  if next_due == nil then
+    -- The last record gone takes the hash with it, unless "" is left.
+    if due_text then redis_call('DEL', key) end
+    holds.due = nil
+    return holds
   end
-  return book
+  holds.exists = true
+  if next_due ~= holds.due then
+    redis_call('HSET', key, '', fmt(next_due))
+    holds.due = next_due
+  end
+  return holds
 end
 
--- The record of `id` after the sweep, nil for none.
-local function find_record(book, id)
-  if book.records ~= nil then return book.records[id] end
-  if not book.exists then return nil end
-  local text = redis_call('HGET', book.key, id)
+-- The record kept under `id`, nil for none.
+local function record_of(holds, id)
+  if not holds.exists then return nil end
+  local text = redis_call('HGET', holds.key, id)
   if not text then return nil end
   local record = decode_record(text)
   if record == nil then fail(ERR.not_holds) end
   return record
 end
 
--- Plans the record of `id` as `text`: the sweep time moved to its deadline
--- when that is earlier, the hash's expiry to keep it when that is later.
-local function plan_record(book, id, text, deadline, keep)
-  if book.due == nil or deadline < book.due then
-    plan_command('HSET', book.key, id, text, '', fmt(deadline))
-    book.due = deadline
-  else
-    plan_command('HSET', book.key, id, text)
-  end
+-- Keeps the record `text` under `id` (HoldsKey::put): the sweep time moved
+-- to its deadline when that is earlier, in the same HSET, and the hash's
+-- expiry to `keep` when that is later.
+local function put_record(holds, id, text, deadline, keep)
   local expires
-  if book.exists then expires = expiry_of(book.key) end
-  if expires == nil or expires < keep then plan_command('PEXPIREAT', book.key, fmt(keep)) end
+  if holds.exists then expires = expiry_of(holds.key) end
+  if holds.due == nil or deadline < holds.due then
+    redis_call('HSET', holds.key, id, text, '', fmt(deadline))
+    holds.due = deadline
+  else
+    redis_call('HSET', holds.key, id, text)
+  end
+  holds.exists = true
+  if expires == nil or expires < keep then redis_call('PEXPIREAT', holds.key, fmt(keep)) end
 end
 
--- The units a HOLD of `estimate` holds of limit `l`: at most
--- HOLD_MAX_PERCENT of what one request can take (its burst for TOKEN, its
--- limit else), rounded down but at least 1; none for an estimate of 0.
--- The percentage is taken in two parts, each exact.
+-- The units a HOLD of `estimate` holds on limit `l` (held_for): at most
+-- HOLD_MAX_PERCENT of what one request can take (a bucket's burst, a
+-- window's limit), rounded down but at least 1; none for an estimate of 0.
+-- The share is taken in two parts, each exact.
 local function held_of(l, estimate)
   if estimate == 0 then return 0 end
-  local most = l.burst or l.limit
-  local cap = fdiv(most, 100) * HOLD_MAX_PERCENT + fdiv(fmod(most, 100) * HOLD_MAX_PERCENT, 100)
-  return min(estimate, max(1, cap))
+  local capacity = l.burst or l.limit
+  local share = fdiv(capacity, 100) * HOLD_MAX_PERCENT + fdiv(fmod(capacity, 100) * HOLD_MAX_PERCENT, 100)
+  return min(estimate, max(1, share))
 end
 
--- A key both holds and limits is refused.
-local function refuse_holds_among(holds, keys)
+-- A key both holds and limits is refused (holds_apart).
+local function holds_apart(holds, keys)
   for i = 1, #keys do
     if keys[i] == holds then fail(ERR.holds_is_limiter) end
   end
@@ -1510,18 +1493,14 @@ local function multi_reply(allowed, binding, asked, peek)
   return { allowed and 1 or 0, b[2], b[3], b[4], b[5], binding, each }
 end
 
--- MCHECK's writes: every limit's when admitted; when denied, only what a
--- denying limit stores by itself (a counter that had no expiry gets one).
--- Made at once, or planned (`plan`).
-local function charge_all(allowed, asked, plan)
+-- MCHECK's writes (charge_all): every limit's when admitted; when
+-- denied, only what a denying limit stores by itself (a counter that had
+-- no expiry gets one).
+local function charge_all(allowed, asked)
   for i = 1, #asked do
     local a = asked[i]
     if (a.store ~= nil or a.grown ~= nil) and (allowed or not a.allowed) then
-      if plan then
-        plan_write(a.key, a.value, a.at, a.store, a.store_at, a.grown)
-      else
-        write(a.key, a.value, a.at, a.store, a.store_at, a.grown)
-      end
+      write(a.key, a.value, a.at, a.store, a.store_at, a.grown)
     end
   end
 end
@@ -1642,16 +1621,15 @@ COMMANDS.renew = {
   end,
 }
 
--- RESERVE's, SETTLE's and EXTEND's keys: the hash of holds first, then,
--- for RESERVE and SETTLE, the limits' keys after `holds_first` more
--- arguments and numkeys (see all_arguments).
-
--- RESERVE's reply: MCHECK's seven, the units held and the ms the hold
--- lasts (0 and -1 for none).
+-- RESERVE's reply: MCHECK's seven, the units held and the ms until the
+-- hold expires (0 and -1 when nothing is held).
 local function reserved_reply(head, each, held, lasts)
   return { head[1], head[2], head[3], head[4], head[5], head[6], each, held, lasts }
 end
 
+-- RESERVE's, SETTLE's and EXTEND's first key is the hash of holds;
+-- RESERVE's and SETTLE's limiter keys follow their first `holds_first`
+-- arguments and numkeys (all_arguments).
 COMMANDS.reserve = {
   name = 'ratelimit.reserve',
   -- holds id ttl_ms numkeys key LIMIT limit period
@@ -1659,98 +1637,98 @@ COMMANDS.reserve = {
   holds_first = 2,
   run = function(args)
     if #args < 8 then arity_error('ratelimit.reserve') end
-    local holds = args[1]
     local id = check_id(args[2])
     local ttl_ms = bounded(args[3], 1, MAX_HOLD_TTL_MS, ERR.hold_ttl)
     local keys, limits = parse_multi(args, 4, RESERVE_OPTIONS)
-    refuse_holds_among(holds, keys)
+    holds_apart(args[1], keys)
+    ttl_ms = min(ttl_ms, HOLD_MAX_TTL_MS)
     local now_ms = now()
-    begin_plan()
-    local book = sweep(holds, now_ms)
-    -- A request seen before is answered as it was first, charging nothing.
-    local record = find_record(book, id)
-    if record ~= nil then
-      apply_plan()
-      if record.live then
-        return reserved_reply(record.head, record.each, least_held(record), record.deadline - now_ms)
-      end
+    local holds = open_holds(args[1], now_ms)
+    -- An id recorded already: the first reply, charging nothing.
+    local record = record_of(holds, id)
+    if record ~= nil and record.live then
+      return reserved_reply(record.head, record.each, least_held(record), min(max(record.deadline - now_ms, 0), MAX_REPLY))
+    elseif record ~= nil then
       return reserved_reply(record.head, record.each, 0, -1)
     end
     -- A HOLD limit is charged the units it holds.
-    local held
     for i = 1, #limits do
       local l = limits[i]
       if l.hold ~= nil then
         l.cost = held_of(l, l.hold)
         l.cost_text = fmt(l.cost)
-        if held == nil or l.cost < held then held = l.cost end
       end
     end
     local allowed, binding, asked = ask_all(keys, limits, now_ms)
-    charge_all(allowed, asked, true)
+    charge_all(allowed, asked)
     local reply = multi_reply(allowed, binding, asked)
     if not allowed then
-      apply_plan()
       reply[8], reply[9] = 0, -1
       return reply
     end
-    local ttl = min(ttl_ms, HOLD_MAX_TTL_MS)
-    local deadline = now_ms + ttl
-    local words = { 'L', fmt(deadline), fmt(now_ms), fmt(ttl) }
+    -- L deadline charged_at ttl_ms, the reply, then each HOLD limit.
+    local deadline = now_ms + ttl_ms
+    local words = { 'L', fmt(deadline), fmt(now_ms), fmt(ttl_ms) }
     for i = 1, 6 do words[#words + 1] = fmt(reply[i]) end
     words[#words + 1] = fmt(#reply[7])
     for i = 1, #reply[7] do
       for j = 1, 5 do words[#words + 1] = fmt(reply[7][i][j]) end
     end
-    local m_at, m = #words + 1, 0
-    local longest = 0
+    local held, longest, m_at = nil, 0, #words + 1
+    words[m_at] = ''
     for i = 1, #limits do
       local l = limits[i]
       if l.hold ~= nil then
         local key = keys[i]
-        local at = m_at + 1 + 7 * m
-        words[at], words[at + 1], words[at + 2] = l.kind.name, fmt(l.limit), fmt(l.period_ms / 1000)
-        words[at + 3], words[at + 4], words[at + 5], words[at + 6] = fmt(l.burst or 0), fmt(l.cost), fmt(#key), key
+        local n = #words
+        words[n + 1], words[n + 2], words[n + 3] = l.kind.name, fmt(l.limit), fmt(l.period_ms / 1000)
+        words[n + 4], words[n + 5], words[n + 6], words[n + 7] = fmt(l.burst or 0), l.cost_text, fmt(#key), key
+        if held == nil or l.cost < held then held = l.cost end
         longest = max(longest, l.period_ms)
-        m = m + 1
       end
     end
-    words[m_at] = fmt(m)
-    plan_record(book, id, concat(words, ' '), deadline, deadline + 2 * longest)
-    apply_plan()
-    reply[8], reply[9] = held or 0, ttl
+    words[m_at] = fmt((#words - m_at) / 7)
+    put_record(holds, id, concat(words, ' '), deadline, deadline + 2 * longest)
+    reply[8], reply[9] = held or 0, ttl_ms
     return reply
   end,
 }
 
--- SETTLE's statuses: no record (each limit charged ACTUAL), a live one
--- (its holds settled), a settled one (nothing charged).
-local SETTLED_UNKNOWN, SETTLED, SETTLED_BEFORE = 0, 1, 2
+-- SETTLE's status: the id held nothing (each limit charged ACTUAL), was
+-- live (settled now), was settled already (nothing charged).
+local SETTLED_NOTHING, SETTLED, SETTLED_BEFORE = 0, 1, 2
 
 COMMANDS.settle = {
   name = 'ratelimit.settle',
-  -- holds id numkeys key LIMIT limit period ACTUAL n
+  -- holds id numkeys key LIMIT limit period ACTUAL actual
   least = 9,
   holds_first = 1,
   flags = { 'allow-oom' },
   run = function(args)
     if #args < 9 then arity_error('ratelimit.settle') end
-    local holds = args[1]
     local id = check_id(args[2])
     local keys, limits = parse_multi(args, 3, SETTLE_OPTIONS)
-    refuse_holds_among(holds, keys)
+    -- Once every group has been read.
+    for i = 1, #limits do
+      if limits[i].actual == nil then fail(ERR.needs_actual) end
+    end
+    holds_apart(args[1], keys)
     local now_ms = now()
-    begin_plan()
-    local book = sweep(holds, now_ms)
-    local record = find_record(book, id)
-    local status = SETTLED_UNKNOWN
-    if record == nil then
-      for i = 1, #keys do force_key(keys[i], limits[i], limits[i].actual, now_ms) end
-    elseif record.live then
-      status = SETTLED
-      -- Each limit named: what it held, settled to ACTUAL. A limit the
-      -- record holds and SETTLE does not name keeps its units.
-      for i = 1, #keys do
+    local holds = open_holds(args[1], now_ms)
+    local record = record_of(holds, id)
+    local status = SETTLED_NOTHING
+    if record ~= nil then status = record.live and SETTLED or SETTLED_BEFORE end
+    -- Every key's change worked out, then made: ACTUAL less what the hold
+    -- holds there, a refund into the window charged when less.
+    local changes = {}
+    for i = 1, #keys do
+      local l = limits[i]
+      local change
+      if status == SETTLED_NOTHING then
+        change = change_at(keys[i], l, l.actual, nil, now_ms)
+      elseif status == SETTLED_BEFORE then
+        change = change_at(keys[i], l, 0, nil, now_ms)
+      else
         local held = 0
         for j = 1, #record.holds do
           if record.holds[j].key == keys[i] then
@@ -1758,19 +1736,20 @@ COMMANDS.settle = {
             break
           end
         end
-        local l = limits[i]
         if l.actual >= held then
-          force_key(keys[i], l, l.actual - held, now_ms)
+          change = change_at(keys[i], l, l.actual - held, nil, now_ms)
         else
-          refund_key(keys[i], l, held - l.actual, record.charged_at, now_ms)
+          change = change_at(keys[i], l, held - l.actual, record.charged_at, now_ms)
         end
       end
-      local deadline = now_ms + record.ttl
-      plan_record(book, id, tombstone_text(deadline, record), deadline, deadline)
-    else
-      status = SETTLED_BEFORE
+      changes[#changes + 1] = change
     end
-    -- Each limit as PEEK of 1 sees it now, settled.
+    for i = 1, #changes do make_change(changes[i], now_ms) end
+    if status == SETTLED then
+      local deadline = now_ms + record.ttl
+      put_record(holds, id, 'S ' .. fmt(deadline) .. ' ' .. record.reply_text, deadline, deadline)
+    end
+    -- Each limit as PEEK of one unit sees it, settled.
     local each = {}
     for i = 1, #keys do
       local l = limits[i]
@@ -1780,7 +1759,6 @@ COMMANDS.settle = {
       local _, remaining, _, reset = algorithm(l.limit, l.period_ms, l.burst, 0, '0', now_ms, value, at, a, b, c, d)
       each[i] = reply_of(allowed, remaining, l.limit, retry, reset)
     end
-    apply_plan()
     return { status, each }
   end,
 }
@@ -1789,23 +1767,17 @@ COMMANDS.extend = {
   name = 'ratelimit.extend',
   least = 3,
   flags = { 'allow-oom' },
-  run = function(holds, rest, n)
+  run = function(key, rest, n)
     if n ~= 2 then arity_error('ratelimit.extend') end
     local id = check_id(rest[1])
-    local ttl_ms = bounded(rest[2], 1, MAX_HOLD_TTL_MS, ERR.hold_ttl)
+    local ttl_ms = min(bounded(rest[2], 1, MAX_HOLD_TTL_MS, ERR.hold_ttl), HOLD_MAX_TTL_MS)
     local now_ms = now()
-    begin_plan()
-    local book = sweep(holds, now_ms)
-    local record = find_record(book, id)
-    if record == nil or not record.live then
-      apply_plan()
-      return 0
-    end
-    record.ttl = min(ttl_ms, HOLD_MAX_TTL_MS)
-    record.deadline = now_ms + record.ttl
-    plan_record(book, id, live_text(record), record.deadline, keep_until(record))
-    apply_plan()
-    return record.ttl
+    local holds = open_holds(key, now_ms)
+    local record = record_of(holds, id)
+    if record == nil or not record.live then return 0 end
+    record.deadline, record.ttl = now_ms + ttl_ms, ttl_ms
+    put_record(holds, id, live_text(record), record.deadline, keep_until(record))
+    return ttl_ms
   end,
 }
 
@@ -1889,7 +1861,6 @@ local function serve(command)
       end
       last = last - 2
     end
-    staged, planned = nil, nil
     local ok, result
     if command.holds_first ~= nil and #keys == 0 then
       -- No hash of holds, and numkeys -1: FCALL's stands for one more.
