@@ -11,12 +11,14 @@ behaviour and no migration of keys.
 Every RATELIMIT.<VERB> is the function ratelimit_<verb>; the keys go in
 FCALL's key list, the other arguments follow as the module takes them. MCHECK
 and MPEEK take their keys the same way, FCALL's numkeys standing for theirs:
-FCALL ratelimit_mcheck 2 k1 k2 LIMIT … LIMIT …. Any call may end with
-NOW <unix_ms>, the instant to decide at, taken so when the arguments before
-it still make the command's arity (no lease id may be NOW); without it the
-server's TIME is read once. Without redis.register_function (EVAL, Redis
-6.2) the same code runs as a script: ARGV[1] names the function, the rest
-is as for FCALL.
+FCALL ratelimit_mcheck 2 k1 k2 LIMIT … LIMIT …. RESERVE and SETTLE take the
+hash of holds first, then the limiter keys, FCALL's numkeys less one
+standing for theirs: FCALL ratelimit_reserve 3 holds k1 k2 id ttl_ms LIMIT ….
+Any call may end with NOW <unix_ms>, the instant to decide at, taken so when
+the arguments before it still make the command's arity (no lease or hold id
+may be NOW); without it the server's TIME is read once. Without
+redis.register_function (EVAL, Redis 6.2) the same code runs as a script:
+ARGV[1] names the function, the rest is as for FCALL.
 
 The module's sources are the specification; the names below follow them
 (src/commands, src/limiter, src/store). Lua numbers are doubles, exact for
@@ -25,7 +27,8 @@ that could pass 2^53 is either bounded by the arguments (the fallback's own
 bounds, refused with an error) or only ever compared, where a rounded value
 past 2^53 still compares right against a bound below it. Replies hold no
 integer above 2^53 - 1 (MAX_REPLY), as the module's: every one is bounded
-by the arguments but a wait for a lease slot held by hand, which is capped.
+by the arguments but a wait for a lease slot held by hand, which is capped,
+and a hold's reply replayed from its record, which holds what was replied.
 
 Every request runs this code, so the common paths make nothing per call but
 the reply: a limit is a few plain values, an algorithm a plain function
@@ -1078,9 +1081,10 @@ end
 
 -- A record read back (Record::decode), nil when the text is none: its
 -- fields, with the text of its reply as stored (the words from r1 to the
--- last five) and of its holds (from m on). The checks are the module's:
--- a hold's parameters must make the algorithm; the counts may be anything
--- the words that follow bear out.
+-- last five, which encode as they decode) and each hold's `held` as its
+-- word (exact past 2^53). The checks are the module's: a hold's
+-- parameters must make the algorithm (any case names it, any burst but
+-- TOKEN's is none); the counts may be anything the words bear out.
 local function decode_record(text)
   local tag, at = next_word(text, 1)
   local live = tag == 'L'
@@ -1123,14 +1127,16 @@ local function decode_record(text)
     return record
   end
   if not at then return nil end
-  record.reply_text, record.holds_text = sub(text, reply_from, at - 2), sub(text, at)
+  record.reply_text = sub(text, reply_from, at - 2)
   local m = unsigned()
   if m == nil then return nil end
   local holds = {}
   for i = 1, m do
     word, at = next_word(text, at)
     local kind = word and (CHOSEN[word] or CHOSEN[upper(word)])
-    local limit, period_s, burst, held, key_len = unsigned(), unsigned(), unsigned(), unsigned(), unsigned()
+    local limit, period_s, burst, held = unsigned(), unsigned(), unsigned(), unsigned()
+    local held_text = word
+    local key_len = unsigned()
     if kind == nil or key_len == nil or not at
       or limit < 1 or limit > MAX_LIMIT or period_s < 1 or period_s > MAX_PERIOD_S then
       return nil
@@ -1152,16 +1158,31 @@ local function decode_record(text)
     else
       return nil
     end
-    holds[i] = { kind = kind, limit = limit, period_ms = period_ms, burst = burst, held = held, key = key }
+    holds[i] = {
+      kind = kind, limit = limit, period_ms = period_ms, burst = burst, held = held, held_text = held_text, key = key,
+    }
   end
   if at then return nil end
   record.holds = holds
   return record
 end
 
+-- A hold as a record keeps it: the algorithm by its name, the burst 0
+-- but for TOKEN.
+local function hold_words(words, kind, limit, period_ms, burst, held_text, key)
+  local n = #words
+  words[n + 1], words[n + 2], words[n + 3], words[n + 4] = kind.name, fmt(limit), fmt(period_ms / 1000), fmt(burst or 0)
+  words[n + 5], words[n + 6], words[n + 7] = held_text, fmt(#key), key
+end
+
+-- A live record's text (Record::encode), its reply as read.
 local function live_text(record)
-  return 'L ' .. fmt(record.deadline) .. ' ' .. fmt(record.charged_at) .. ' ' .. fmt(record.ttl) .. ' '
-    .. record.reply_text .. ' ' .. record.holds_text
+  local words = { 'L', fmt(record.deadline), fmt(record.charged_at), fmt(record.ttl), record.reply_text, fmt(#record.holds) }
+  for i = 1, #record.holds do
+    local h = record.holds[i]
+    hold_words(words, h.kind, h.limit, h.period_ms, h.burst, h.held_text, h.key)
+  end
+  return concat(words, ' ')
 end
 
 -- Until when a record matters (keep_until_ms): a live one two of its
@@ -1679,10 +1700,7 @@ COMMANDS.reserve = {
     for i = 1, #limits do
       local l = limits[i]
       if l.hold ~= nil then
-        local key = keys[i]
-        local n = #words
-        words[n + 1], words[n + 2], words[n + 3] = l.kind.name, fmt(l.limit), fmt(l.period_ms / 1000)
-        words[n + 4], words[n + 5], words[n + 6], words[n + 7] = fmt(l.burst or 0), l.cost_text, fmt(#key), key
+        hold_words(words, l.kind, l.limit, l.period_ms, l.burst, l.cost_text, keys[i])
         if held == nil or l.cost < held then held = l.cost end
         longest = max(longest, l.period_ms)
       end

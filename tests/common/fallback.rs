@@ -147,10 +147,41 @@ impl Route {
     }
 }
 
+/// The arguments RESERVE and SETTLE take between their holds key and
+/// `numkeys` (`id ttl_ms`, `id`); none for the other commands.
+pub fn holds_first(verb: &str) -> Option<usize> {
+    match verb {
+        "reserve" => Some(2),
+        "settle" => Some(1),
+        _ => None,
+    }
+}
+
+/// Whether the module's call has a `numkeys` that the library's FCALL
+/// numkeys stands for: MCHECK's and MPEEK's (their keys), RESERVE's and
+/// SETTLE's (their keys less the holds key).
+pub fn counts_keys(verb: &str) -> bool {
+    matches!(verb, "mcheck" | "mpeek") || holds_first(verb).is_some()
+}
+
 /// The module's command for `verb`, in lower case: `ratelimit.<verb>
-/// [numkeys] keys… args…`.
+/// [numkeys] keys… args…`; for RESERVE and SETTLE, as the library reads
+/// FCALL's keys and arguments: the holds key (the first key), their first
+/// arguments, `numkeys` (the other keys' count) and the other keys, then
+/// the rest of the arguments.
 pub fn module_cmd(verb: &str, keys: &[Vec<u8>], args: &[Vec<u8>]) -> Cmd {
     let mut cmd = redis::cmd(&format!("ratelimit.{verb}"));
+    if let Some(first) = holds_first(verb) {
+        let first = first.min(args.len());
+        if let Some(holds) = keys.first() {
+            cmd.arg(holds);
+        }
+        cmd.arg(&args[..first]);
+        cmd.arg(keys.len() as i64 - 1);
+        cmd.arg(keys.get(1..).unwrap_or_default());
+        cmd.arg(&args[first..]);
+        return cmd;
+    }
     if verb == "mcheck" || verb == "mpeek" {
         cmd.arg(keys.len());
     }
@@ -219,7 +250,8 @@ end
 
 /// Reads every key of KEYS at one instant: {type, value, expiry} each; the
 /// value of a sorted set is ZRANGE WITHSCORES (scores as the server writes
-/// them), of another type its name. The expiry passes through a double:
+/// them), of a hash HGETALL (fields in the server's order), of another
+/// type its name. The expiry passes through a double:
 /// where the server has PEXPIRETIME, [`add_reader`] reads it exactly
 /// beside the script.
 fn reader_script() -> String {
@@ -231,6 +263,7 @@ for i, key in ipairs(KEYS) do
   local value = t
   if t == 'string' then value = redis.call('GET', key)
   elseif t == 'zset' then value = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+  elseif t == 'hash' then value = redis.call('HGETALL', key)
   elseif t == 'none' then value = false end
   out[i] = {{t, value, expiry(key)}}
 end
@@ -269,20 +302,46 @@ return 1"
 }
 
 /// Moves every key of KEYS ARGV[1] ms back in time: the scores of a sorted
-/// set (lease deadlines, with a TTL or not) and the key's expiry, as if
-/// that much time had passed. An expiry past 2^53 (a set held until
-/// released expires at 2^63 - 1) is left as it is: a double cannot hold
-/// it, and ten seconds are nothing to it.
+/// set (lease deadlines, with a TTL or not), the times a hash of holds
+/// keeps (its sweep time, each record's deadline and a live one's charge
+/// time; anything else as it is) and the key's expiry, as if that much
+/// time had passed. An expiry past 2^53 (a set held until released
+/// expires at 2^63 - 1) is left as it is: a double cannot hold it, and ten
+/// seconds are nothing to it.
 fn age_script() -> String {
     format!(
         "{EXPIRY_LUA}
 local by = tonumber(ARGV[1])
+local function earlier(digits)
+  local n = tonumber(digits)
+  if n == nil or n >= 2^53 or n < by then return digits end
+  return string.format('%d', n - by)
+end
 for _, key in ipairs(KEYS) do
   local at = expiry(key)
-  if at ~= -2 and redis.call('TYPE', key).ok == 'zset' then
+  local t = redis.call('TYPE', key).ok
+  if t == 'zset' then
     local members = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
     for i = 1, #members, 2 do
       redis.call('ZADD', key, string.format('%.17g', tonumber(members[i + 1]) - by), members[i])
+    end
+  elseif t == 'hash' then
+    local fields = redis.call('HGETALL', key)
+    for i = 1, #fields, 2 do
+      local field, value = fields[i], fields[i + 1]
+      local aged = value
+      if field == '' and value:match('^[1-9]%d*$') then
+        aged = earlier(value)
+      else
+        local deadline, charged_at, rest = value:match('^L ([1-9]%d*) ([1-9]%d*)( .*)$')
+        if deadline then
+          aged = 'L ' .. earlier(deadline) .. ' ' .. earlier(charged_at) .. rest
+        else
+          local settled, tail = value:match('^S ([1-9]%d*)( .*)$')
+          if settled then aged = 'S ' .. earlier(settled) .. tail end
+        end
+      end
+      if aged ~= value then redis.call('HSET', key, field, aged) end
     end
   end
   if at > 0 and at < 2^53 then
@@ -298,8 +357,9 @@ return 1"
 pub struct KeyState {
     /// `TYPE`.
     pub kind: String,
-    /// A string's value; a sorted set's members and scores, in order;
-    /// otherwise empty.
+    /// A string's value; a sorted set's members and scores, in order; a
+    /// hash's fields and values, by field (the server's order depends on
+    /// the hash's history, not only on what it holds); otherwise empty.
     pub value: Vec<Vec<u8>>,
     /// PEXPIRETIME: UNIX ms, -1 for none, -2 for no key.
     pub expires_at: i64,
@@ -321,7 +381,7 @@ fn key_state(v: &Value) -> KeyState {
         panic!("not a key state: {v:?}")
     };
     let kind = redis::from_redis_value_ref::<String>(&parts[0]).unwrap();
-    let value = match &parts[1] {
+    let mut value: Vec<Vec<u8>> = match &parts[1] {
         Value::Nil => Vec::new(),
         Value::BulkString(b) if kind == "string" => vec![b.clone()],
         Value::Array(items) => items
@@ -330,6 +390,14 @@ fn key_state(v: &Value) -> KeyState {
             .collect(),
         _ => Vec::new(),
     };
+    if kind == "hash" {
+        let mut pairs: Vec<[Vec<u8>; 2]> = value
+            .chunks(2)
+            .map(|c| [c[0].clone(), c[1].clone()])
+            .collect();
+        pairs.sort();
+        value = pairs.into_iter().flatten().collect();
+    }
     let expires_at = redis::from_redis_value_ref::<i64>(&parts[2]).unwrap();
     KeyState {
         kind,
@@ -470,10 +538,13 @@ pub enum Clock {
 }
 
 /// The least number of arguments each command takes after its name (the
-/// module's arity; MCHECK's and MPEEK's count `numkeys`).
+/// module's arity; MCHECK's, MPEEK's, RESERVE's and SETTLE's count
+/// `numkeys`).
 fn least_arguments(verb: &str) -> usize {
     match verb {
-        "check" | "peek" | "acquire" | "renew" => 3,
+        "reserve" => 8,
+        "settle" => 9,
+        "check" | "peek" | "acquire" | "renew" | "extend" => 3,
         "throttle" => 4,
         "release" => 2,
         "mcheck" | "mpeek" => 5,
@@ -493,7 +564,7 @@ pub fn reads_as_clock_pair(verb: &str, keys: usize, args: &[Vec<u8>]) -> bool {
     if n < 2 || !args[n - 2].eq_ignore_ascii_case(b"NOW") {
         return false;
     }
-    let numkeys = usize::from(matches!(verb, "mcheck" | "mpeek"));
+    let numkeys = usize::from(counts_keys(verb));
     numkeys + keys + n - 2 >= least_arguments(verb)
 }
 
@@ -1425,6 +1496,11 @@ pub struct Twins {
     /// Alternate the function twin between the module and the library:
     /// each key is handed over at every other call.
     pub handover: bool,
+    /// Logical keys read and compared after every call beside the call's
+    /// own, and whose expiry at the call's instant makes it uncomparable:
+    /// the keys a call may change without naming them (the limiter keys a
+    /// sweep of holds refunds).
+    pub watched: Vec<usize>,
     turn: u64,
 }
 
@@ -1498,6 +1574,7 @@ impl Twins {
             after_seed: BTreeMap::new(),
             ambiguous: 0,
             handover: false,
+            watched: Vec::new(),
             turn: 0,
         };
         twins.set_probes(con);
@@ -1689,6 +1766,7 @@ impl Twins {
         let f_keys = self.keys_of(Side::Library, keys);
         let f_args = self.library_args(verb, keys, args);
         let mut distinct: Vec<usize> = keys.to_vec();
+        distinct.extend(&self.watched);
         distinct.sort_unstable();
         distinct.dedup();
         self.turn += 1;
@@ -1706,7 +1784,7 @@ impl Twins {
         // The library takes a clock pair only after the command's least
         // number of arguments: a call cut shorter is refused before any
         // clock is read, and is given none.
-        let numkeys = usize::from(matches!(verb, "mcheck" | "mpeek"));
+        let numkeys = usize::from(counts_keys(verb));
         let takes_a_clock = numkeys + keys.len() + args.len() >= least_arguments(verb);
         let pinned_args = |at: i64| {
             let mut pinned = f_args.clone();
@@ -1878,7 +1956,7 @@ impl Twins {
             None => "ok",
         };
         *self.seen.entry(format!("{verb} {outcome}")).or_default() += 1;
-        for &i in &distinct {
+        for &i in distinct.iter().filter(|i| keys.contains(i)) {
             if let Some(label) = &self.seeded[i] {
                 *self
                     .after_seed
