@@ -1101,8 +1101,9 @@ local function decode_record(text)
   local record = { live = live, deadline = unsigned() }
   if record.deadline == nil then return nil end
   if live then
-    record.charged_at, record.ttl = unsigned(), unsigned()
-    if record.ttl == nil then return nil end
+    record.charged_at = unsigned()
+    record.ttl = unsigned()
+    if record.charged_at == nil or record.ttl == nil then return nil end
   end
   local reply_from = at
   local head, each = {}, {}
@@ -1134,10 +1135,13 @@ local function decode_record(text)
   for i = 1, m do
     word, at = next_word(text, at)
     local kind = word and (CHOSEN[word] or CHOSEN[upper(word)])
-    local limit, period_s, burst, held = unsigned(), unsigned(), unsigned(), unsigned()
+    local limit = unsigned()
+    local period_s = unsigned()
+    local burst = unsigned()
+    local held = unsigned()
     local held_text = word
     local key_len = unsigned()
-    if kind == nil or key_len == nil or not at
+    if kind == nil or limit == nil or period_s == nil or burst == nil or held == nil or key_len == nil or not at
       or limit < 1 or limit > MAX_LIMIT or period_s < 1 or period_s > MAX_PERIOD_S then
       return nil
     end

@@ -238,7 +238,7 @@ fn read_only_functions_run_under_fcall_ro_and_writing_ones_do_not() {
     let text = format!("{listed:?}");
     for verb in [
         "check", "peek", "reset", "throttle", "mcheck", "mpeek", "acquire", "release", "renew",
-        "version",
+        "reserve", "settle", "extend", "version",
     ] {
         assert!(
             text.contains(&format!("ratelimit_{verb}")),

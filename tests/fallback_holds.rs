@@ -49,8 +49,10 @@ const DEFAULT_SEED: u64 = 0x00f0_1d5e;
 const REGRESSIONS: &str = "proptest-regressions/fallback_holds.txt";
 
 /// The keys a case may name: two hashes of holds (one hash-tagged), then
-/// limiter keys, named plainly, like keywords, and in binary.
-const KEY_NAMES: [&[u8]; 8] = [
+/// limiter keys, named plainly, like keywords, in binary with a space
+/// (a record counts a key's bytes) and empty (a record then ends in a
+/// space).
+const KEY_NAMES: [&[u8]; 9] = [
     b"h",
     b"{t}h",
     b"a",
@@ -59,11 +61,12 @@ const KEY_NAMES: [&[u8]; 8] = [
     b"LIMIT",
     b"HOLD",
     b"\x00\xff k\n",
+    b"",
 ];
 
 /// Where the hashes of holds are among [`KEY_NAMES`], and the limiter keys.
 const HOLDS_KEYS: [usize; 2] = [0, 1];
-const LIMITER_KEYS: [usize; 6] = [2, 3, 4, 5, 6, 7];
+const LIMITER_KEYS: [usize; 7] = [2, 3, 4, 5, 6, 7, 8];
 
 /// The limit each limiter key is mostly asked with: algorithm, limit,
 /// period in seconds (short, so that windows turn over within a case) and
@@ -75,7 +78,8 @@ fn home(key: usize) -> (&'static str, u64, u64, Option<u64>) {
         4 => ("TOKEN", 6, 1, Some(12)),
         5 => ("FIXED", 4, 3, None),
         6 => ("TOKEN", 5, 2, None),
-        _ => ("SLIDING", 3, 1, None),
+        7 => ("SLIDING", 3, 1, None),
+        _ => ("FIXED", 2, 2, None),
     }
 }
 
@@ -452,13 +456,16 @@ fn call() -> BoxedStrategy<HoldsStep> {
 }
 
 /// The states a key may be set to by hand, by label.
-const SEEDS: [&str; 14] = [
+const SEEDS: [&str; 17] = [
     "plain",
     "string",
     "foreign hash",
     "sweep not a number",
     "record not a record, sweep due",
     "record not a record, sweep far",
+    "record with a bad charge time, sweep due",
+    "record with a bad hold limit, sweep due",
+    "record with a space after it, sweep due",
     "live by hand, due",
     "live by hand, lower-case algorithms",
     "live by hand holding itself, due",
@@ -499,6 +506,37 @@ fn seeding(label: &str, now_ms: i64) -> Vec<Vec<String>> {
         "record not a record, sweep far" => hash(
             vec![pair("", at(1_000_000)), pair("r1", "S 5 1".into())],
             Some(at(2_000_000)),
+        ),
+        "record with a bad charge time, sweep due" => hash(
+            vec![
+                pair("", at(-5)),
+                pair(
+                    "r0",
+                    format!("L {} x 1000 1 5 10 -1 1000 1 1 1 5 10 -1 1000 0", at(-5)),
+                ),
+            ],
+            Some(at(60_000)),
+        ),
+        "record with a bad hold limit, sweep due" => hash(
+            vec![
+                pair("", at(-5)),
+                pair(
+                    "r0",
+                    format!(
+                        "L {} {} 1000 1 5 10 -1 1000 1 1 1 5 10 -1 1000 1 FIXED 01 1 0 5 1 a",
+                        at(-5),
+                        at(-1005)
+                    ),
+                ),
+            ],
+            Some(at(60_000)),
+        ),
+        "record with a space after it, sweep due" => hash(
+            vec![
+                pair("", at(-5)),
+                pair("r1", format!("S {} 1 5 10 -1 60000 2 0 ", at(-5))),
+            ],
+            Some(at(60_000)),
         ),
         "live by hand, due" => hash(
             vec![
