@@ -1153,3 +1153,92 @@ fn settle_and_extend_run_at_maxmemory_and_reserve_does_not() {
     assert_eq!(settled[0], Value::Int(1));
     let _: () = run(&mut con, &["CONFIG", "SET", "maxmemory", "0"]);
 }
+
+/// A hold past its deadline is refunded by the next call on its holds key,
+/// whatever the call: into the FIXED window it was charged to, into a
+/// bucket (one refilled to full is deleted), and not at all where the key
+/// now holds something else; the hash, left without records, is deleted.
+/// The library's keys are checked, and compared with the module's.
+#[test]
+fn an_expired_hold_is_refunded_by_the_next_call_on_its_holds_key() {
+    let server = Server::start();
+    let mut con = server.connect();
+    let route = Route::for_server(&mut con);
+    let mut twins = twins(&mut con, route);
+    let s =
+        |words: &[&str]| -> Vec<Vec<u8>> { words.iter().map(|w| w.as_bytes().to_vec()).collect() };
+    let (h, a, b, c) = (0, 2, 3, 4);
+    let library = |con: &mut redis::Connection, command: &[&str]| -> Value {
+        let _: () = run(con, &["SELECT", "1"]);
+        let value: Value = run(con, command);
+        let _: () = run(con, &["SELECT", "0"]);
+        value
+    };
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        assert!(attempts < 20, "no attempt was compared throughout");
+        twins.clear(&mut con);
+        let compared = twins.compared;
+        twins.call(
+            &mut con,
+            "reserve",
+            &[h, a, b, c],
+            &s(&[
+                "r0",
+                "1000",
+                "LIMIT",
+                "10",
+                "60",
+                "HOLD",
+                "4",
+                "LIMIT",
+                "8",
+                "60",
+                "HOLD",
+                "2",
+                "LIMIT",
+                "6",
+                "60",
+                "ALGORITHM",
+                "TOKEN",
+                "BURST",
+                "12",
+                "HOLD",
+                "5",
+            ]),
+        );
+        assert_eq!(
+            library(&mut con, &["GET", "a"]),
+            Value::BulkString(b"4".to_vec())
+        );
+        // b now holds what no limiter wrote: its refund is skipped.
+        for db in ["0", "1"] {
+            let _: () = run(&mut con, &["SELECT", db]);
+            let _: () = run(&mut con, &["SET", "b", "hello"]);
+        }
+        let _: () = run(&mut con, &["SELECT", "0"]);
+        twins.step(
+            &mut con,
+            Step::Age {
+                keys: vec![h, a, c],
+                by_ms: 1_500,
+            },
+        );
+        twins.call(&mut con, "extend", &[h], &s(&["r9", "1000"]));
+        if twins.compared - compared < 2 {
+            continue;
+        }
+        assert_eq!(
+            library(&mut con, &["GET", "a"]),
+            Value::BulkString(b"0".to_vec())
+        );
+        assert_eq!(
+            library(&mut con, &["GET", "b"]),
+            Value::BulkString(b"hello".to_vec())
+        );
+        assert_eq!(library(&mut con, &["EXISTS", "{t}c"]), Value::Int(0));
+        assert_eq!(library(&mut con, &["EXISTS", "h"]), Value::Int(0));
+        break;
+    }
+}
