@@ -239,6 +239,13 @@ def cycle(prefix, args_fn, n=KEYS):
     return lambda i: args_fn(f"{prefix}{i % n}")
 
 
+def reserve(tag, i):
+    """RESERVE of id i: one request for good, an estimate of 100 held."""
+    return ["RATELIMIT.RESERVE", f"{{{tag}}}h:{i % KEYS}", f"id{i}", "86400000", "2",
+            f"{{{tag}}}a:{i % KEYS}", f"{{{tag}}}b:{i % KEYS}",
+            "LIMIT", BIG, "86400", "LIMIT", BIG, "86400", "HOLD", "100"]
+
+
 # (name, preparation, request) where preparation is a list of commands and
 # request(i) gives the i-th request (a list of commands for pairs).
 def cases():
@@ -287,6 +294,17 @@ def cases():
         ("ACQUIRE+RELEASE pair", [],
          cycle("lease:", lambda k: [["RATELIMIT.ACQUIRE", k, "1000", "60000", "ID", "x"],
                                     ["RATELIMIT.RELEASE", k, "x"]])),
+        # Holds live a day (no sweep during the run); each request a new id,
+        # so each holds key keeps a few records, as a tenant's would.
+        ("RESERVE COST+HOLD",
+         [["CONFIG", "SET", "ratelimit.hold-max-ttl-ms", "86400000"]]
+         + [["RATELIMIT.CHECK", k, BIG, "86400"] for k in keys("{r}a:") + keys("{r}b:")],
+         lambda i: [reserve("r", i)]),
+        ("SETTLE",
+         [["CONFIG", "SET", "ratelimit.hold-max-ttl-ms", "86400000"]]
+         + [reserve("s", i) for i in range(REQUESTS)],
+         lambda i: [["RATELIMIT.SETTLE", f"{{s}}h:{i % KEYS}", f"id{i}", "1", f"{{s}}b:{i % KEYS}",
+                     "LIMIT", BIG, "86400", "ACTUAL", "60"]]),
     ]
     if FALLBACK.exists():
         out += [

@@ -235,12 +235,15 @@ fn load(ctx: Ctx, args: &[server::RString]) -> Result<(), String> {
         ctx,
         LogLevel::Notice,
         &format!(
-            "version {} loaded; options: cl-throttle {}, denied-events {} ({}); server APIs: \
+            "version {} loaded; options: cl-throttle {}, denied-events {}, hold-max-percent {}, \
+             hold-max-ttl-ms {} ({}); server APIs: \
              CachedMicroseconds {} (clock: {}), SetCommandInfo {}, SetCommandACLCategories {}, \
              AddACLCategory {}",
             env!("CARGO_PKG_VERSION"),
             said(cl_throttle, "yes", "no"),
             said(config::DENIED_EVENTS.load(Relaxed), "yes", "no"),
+            config::HOLD_MAX_PERCENT.load(Relaxed),
+            config::HOLD_MAX_TTL_MS.load(Relaxed),
             said(
                 configs,
                 "CONFIG GET/SET ratelimit.*",

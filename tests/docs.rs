@@ -872,6 +872,17 @@ fn calls(prefix: &str) -> Vec<(&'static str, Vec<String>, Vec<String>)> {
         ("acquire", vec![key("l")], words("2 60000 ID job-1")),
         ("renew", vec![key("l")], words("job-1 60000")),
         ("release", vec![key("l")], words("job-1")),
+        (
+            "reserve",
+            vec![key("h"), key("m2")],
+            words("req-1 30000 LIMIT 9 60 HOLD 3"),
+        ),
+        ("extend", vec![key("h")], words("req-1 30000")),
+        (
+            "settle",
+            vec![key("h"), key("m2")],
+            words("req-1 LIMIT 9 60 ACTUAL 2"),
+        ),
         ("version", vec![], vec![]),
         ("reset", vec![key("c"), key("t")], vec![]),
     ]
@@ -879,6 +890,11 @@ fn calls(prefix: &str) -> Vec<(&'static str, Vec<String>, Vec<String>)> {
 
 /// The verbs that only read.
 const READ_ONLY: [&str; 3] = ["peek", "mpeek", "version"];
+
+/// The commands whose first key (the holds key) comes before some of their
+/// arguments and then a `numkeys`: how many arguments come between. The
+/// library takes every key first, as FCALL's keys.
+const HOLDS_FIRST: [(&str, usize); 2] = [("reserve", 2), ("settle", 1)];
 
 /// How a backend is called.
 enum Backend {
@@ -893,6 +909,15 @@ impl Backend {
         let mut line = match self {
             Backend::Module => {
                 let mut line = vec![format!("RATELIMIT.{}", verb.to_uppercase())];
+                if let Some((_, between)) = HOLDS_FIRST.iter().find(|(v, _)| *v == verb) {
+                    let (head, tail) = args.split_at(*between);
+                    line.extend(keys.first().cloned());
+                    line.extend(head.iter().cloned());
+                    line.push(keys.len().saturating_sub(1).to_string());
+                    line.extend(keys.iter().skip(1).cloned());
+                    line.extend(tail.iter().cloned());
+                    return line;
+                }
                 if verb.starts_with('m') {
                     line.push(keys.len().to_string());
                 }

@@ -47,6 +47,8 @@ fn module_options_configs_show_and_change_the_options() {
         configs(&[
             ("ratelimit.cl-throttle", "no"),
             ("ratelimit.denied-events", "no"),
+            ("ratelimit.hold-max-percent", "50"),
+            ("ratelimit.hold-max-ttl-ms", "60000"),
         ])
     );
 
@@ -67,9 +69,30 @@ fn module_options_configs_show_and_change_the_options() {
         configs(&[
             ("ratelimit.cl-throttle", "no"),
             ("ratelimit.denied-events", "no"),
+            ("ratelimit.hold-max-percent", "50"),
+            ("ratelimit.hold-max-ttl-ms", "60000"),
         ])
     );
     assert!(!has_command(&mut con, "CL.THROTTLE"));
+
+    // The numeric options take a value in their range, at once.
+    let err = error(
+        &mut con,
+        &["CONFIG", "SET", "ratelimit.hold-max-percent", "101"],
+    );
+    assert!(err.starts_with("ERR"), "{err}");
+    let _: () = run(
+        &mut con,
+        &["CONFIG", "SET", "ratelimit.hold-max-percent", "100"],
+    );
+    assert_eq!(
+        module_configs(&mut con)["ratelimit.hold-max-percent"],
+        "100"
+    );
+    let _: () = run(
+        &mut con,
+        &["CONFIG", "SET", "ratelimit.hold-max-percent", "50"],
+    );
 
     // denied-events takes effect at once.
     let _: () = run(&mut con, &["CONFIG", "SET", "notify-keyspace-events", "Kd"]);
@@ -93,6 +116,8 @@ fn module_options_configs_show_and_change_the_options() {
     let server = Server::builder()
         .module_arg("cl-throttle", "yes")
         .module_arg("denied-events", "yes")
+        .module_arg("hold-max-percent", "20")
+        .module_arg("hold-max-ttl-ms", "1000")
         .start();
     let mut con = server.connect();
     assert_eq!(
@@ -100,6 +125,8 @@ fn module_options_configs_show_and_change_the_options() {
         configs(&[
             ("ratelimit.cl-throttle", "yes"),
             ("ratelimit.denied-events", "yes"),
+            ("ratelimit.hold-max-percent", "20"),
+            ("ratelimit.hold-max-ttl-ms", "1000"),
         ])
     );
     assert!(has_command(&mut con, "CL.THROTTLE"));
@@ -116,6 +143,8 @@ fn module_options_configs_show_and_change_the_options() {
         configs(&[
             ("ratelimit.cl-throttle", "yes"),
             ("ratelimit.denied-events", "no"),
+            ("ratelimit.hold-max-percent", "20"),
+            ("ratelimit.hold-max-ttl-ms", "1000"),
         ])
     );
 
@@ -124,7 +153,7 @@ fn module_options_configs_show_and_change_the_options() {
     let conf = dir.path().join("ratelimit.conf");
     std::fs::write(
         &conf,
-        "ratelimit.cl-throttle yes\nratelimit.denied-events yes\n",
+        "ratelimit.cl-throttle yes\nratelimit.denied-events yes\nratelimit.hold-max-ttl-ms 5000\n",
     )
     .unwrap();
     let server = Server::builder()
@@ -136,6 +165,8 @@ fn module_options_configs_show_and_change_the_options() {
         configs(&[
             ("ratelimit.cl-throttle", "yes"),
             ("ratelimit.denied-events", "yes"),
+            ("ratelimit.hold-max-percent", "50"),
+            ("ratelimit.hold-max-ttl-ms", "5000"),
         ])
     );
     assert_eq!(
@@ -145,7 +176,7 @@ fn module_options_configs_show_and_change_the_options() {
     assert!(
         server
             .log()
-            .contains("options: cl-throttle yes, denied-events yes"),
+            .contains("options: cl-throttle yes, denied-events yes, hold-max-percent"),
         "{}",
         server.log()
     );
@@ -200,7 +231,8 @@ fn module_options_load_log_line_names_version_options_and_server_apis() {
     let found = |b: bool| if b { "found" } else { "absent" };
     let cached = abilities.acl_categories();
     let expected = format!(
-        "* <ratelimit> version {} loaded; options: cl-throttle no, denied-events no ({}); \
+        "* <ratelimit> version {} loaded; options: cl-throttle no, denied-events no, \
+         hold-max-percent 50, hold-max-ttl-ms 60000 ({}); \
          server APIs: CachedMicroseconds {} (clock: {}), SetCommandInfo {}, \
          SetCommandACLCategories {}, AddACLCategory {}",
         env!("CARGO_PKG_VERSION"),
@@ -252,7 +284,15 @@ fn module_options_bad_option_refuses_the_load_with_a_reason() {
         ("denied-events", "module option denied-events has no value"),
         (
             "cl-throttle yes fast yes",
-            "unknown module option fast (known: cl-throttle, denied-events)",
+            "unknown module option fast (known: cl-throttle, denied-events, hold-max-percent, hold-max-ttl-ms)",
+        ),
+        (
+            "hold-max-percent 0",
+            "module option hold-max-percent must be an integer from 1 to 100",
+        ),
+        (
+            "hold-max-ttl-ms 86400001",
+            "module option hold-max-ttl-ms must be an integer from 1 to 86400000",
         ),
         // A repeated option is refused, not decided by the last one.
         (

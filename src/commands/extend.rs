@@ -19,7 +19,7 @@ use crate::limiter::leases::check_id;
 use crate::metadata::{ArgDocs, ArgKind, CommandDocs, KeySpec};
 use crate::server::{self, Ctx, OwnedString, RString};
 use crate::stats::{CommandStats, STATS};
-use crate::store::holds::HoldsKey;
+use crate::store::holds::{read, HoldsKey};
 use std::sync::atomic::Ordering::Relaxed;
 
 /// What `COMMAND DOCS` and `COMMAND INFO` say of RATELIMIT.EXTEND.
@@ -33,7 +33,7 @@ pub const DOCS: CommandDocs = CommandDocs {
         first: 1,
         last: 0,
     }],
-    acl_categories: c"write",
+    acl_categories: c"write slow",
     args: &[
         ArgDocs::required(c"holds", ArgKind::Key),
         ArgDocs::required(c"id", ArgKind::String),
@@ -58,12 +58,23 @@ impl Command for Extend {
         let (mut holds, swept) = HoldsKey::open(ctx, holds_name, now_ms)?;
         STATS.holds_expired.add(swept.expired);
         let id = OwnedString::new(id)?;
-        let Some(Record::Live(mut live)) = holds.record(&id)? else {
+        let Some(value) = holds.value(&id)? else {
+            return Ok(0);
+        };
+        let Record::Live(mut live) = read(&value)? else {
             return Ok(0);
         };
         live.deadline_ms = now_ms.saturating_add(ttl_ms);
         live.ttl_ms = ttl_ms;
-        holds.put(ctx, &id, &Record::Live(live))?;
+        let record = live.encode();
+        holds.put(
+            ctx,
+            &id,
+            &record,
+            live.deadline_ms,
+            live.keep_until_ms(),
+            now_ms,
+        )?;
         STATS.holds_extended.bump();
         server::notify(ctx, c"ratelimit.extend", holds.name());
         Ok(super::reply_int(ttl_ms))

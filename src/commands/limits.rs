@@ -205,13 +205,20 @@ pub fn option_keyword(word: &[u8], keywords: &[&'static str]) -> Result<&'static
 pub struct MultiRequest<'a, A> {
     /// The keys, each with its limit.
     pub keys: &'a [A],
-    limits: [Option<Limit>; MAX_KEYS],
+    groups: [Option<Group>; MAX_KEYS],
 }
 
 impl<'a, A> MultiRequest<'a, A> {
     /// Each key with its limit, in order.
     pub fn pairs(&self) -> impl Iterator<Item = (&'a A, Limit)> + '_ {
-        self.keys.iter().zip(self.limits.iter().flatten().copied())
+        self.keys
+            .iter()
+            .zip(self.groups.iter().flatten())
+            .map(|(key, group)| {
+                let cost = group.amount.map_or(1, |(_, units)| units);
+                let chosen = group.chosen;
+                (key, Limit { chosen, cost })
+            })
     }
 }
 
@@ -268,18 +275,8 @@ pub fn parse_multi<A: Arg>(args: &[A]) -> Result<MultiRequest<'_, A>, Error> {
     if rest.len() < ARGS_PER_KEY {
         return Err(Error::WrongArity);
     }
-    let counted = parse_counted(numkeys, rest, &["COST"])?;
-    let mut limits = [None; MAX_KEYS];
-    for (slot, group) in limits.iter_mut().zip(counted.groups.iter()) {
-        *slot = group.map(|g| Limit {
-            chosen: g.chosen,
-            cost: g.amount.map_or(1, |(_, units)| units),
-        });
-    }
-    Ok(MultiRequest {
-        keys: counted.keys,
-        limits,
-    })
+    let Counted { keys, groups } = parse_counted(numkeys, rest, &["COST"])?;
+    Ok(MultiRequest { keys, groups })
 }
 
 /// Parses `numkeys key … LIMIT … [LIMIT …]` (the words from `numkeys` on:
@@ -422,35 +419,45 @@ impl MultiReply {
         self.combined.binding
     }
 
-    /// The seven elements' integers for the head, and each limit's five.
-    pub fn fields(&self) -> ([i64; 6], Vec<[i64; 5]>) {
-        let each: Vec<[i64; 5]> = self.shown.iter().copied().map(decision_fields).collect();
-        let [_, remaining, limit, retry, reset] =
-            each.get(self.combined.binding).copied().unwrap_or_default();
+    /// The first six elements: the verdict, the binding limit's numbers
+    /// and its position.
+    pub fn head(&self) -> [i64; 6] {
+        let [_, remaining, limit, retry, reset] = self
+            .shown
+            .get(self.combined.binding)
+            .copied()
+            .map(decision_fields)
+            .unwrap_or_default();
         let position = i64::try_from(self.combined.binding.saturating_add(1)).unwrap_or(0);
-        (
-            [
-                i64::from(self.combined.allowed),
-                remaining,
-                limit,
-                retry,
-                reset,
-                position,
-            ],
-            each,
-        )
+        [
+            i64::from(self.combined.allowed),
+            remaining,
+            limit,
+            retry,
+            reset,
+            position,
+        ]
+    }
+
+    /// Each limit's five integers, in order.
+    pub fn each(&self) -> impl Iterator<Item = [i64; 5]> + '_ {
+        self.shown.iter().copied().map(decision_fields)
+    }
+
+    /// The head's integers, and each limit's five.
+    pub fn fields(&self) -> ([i64; 6], Vec<[i64; 5]>) {
+        (self.head(), self.each().collect())
     }
 }
 
 impl WriteReply for MultiReply {
     fn write(&self, out: &mut Replier) {
-        let (head, each) = self.fields();
         out.array(7);
-        for value in head {
+        for value in self.head() {
             out.integer(value);
         }
-        out.array(each.len());
-        for fields in &each {
+        out.array(self.shown.len());
+        for fields in self.each() {
             fields.write(out);
         }
     }
@@ -460,15 +467,15 @@ impl WriteReply for MultiReply {
 pub struct Charged<'a> {
     /// MCHECK's reply.
     pub reply: MultiReply,
-    /// The keys, open, in order.
-    pub keys: Vec<Key<'a>>,
+    /// Each key, open, with its limit and answer, in order.
+    asked: Vec<(Key<'a>, Limit, Answer)>,
 }
 
 impl Charged<'_> {
     /// Fires `ratelimit.denied` on the binding key of a denied request.
     pub fn denied_event(&self, ctx: Ctx) {
         if !self.reply.allowed() {
-            if let Some(key) = self.keys.get(self.reply.binding()) {
+            if let Some((key, _, _)) = self.asked.get(self.reply.binding()) {
                 denied_event(ctx, key.name());
             }
         }
@@ -513,7 +520,7 @@ pub fn charge_all<'a>(
     }
     Ok(Charged {
         reply: MultiReply::new(combined, shown),
-        keys: asked.into_iter().map(|(key, _, _)| key).collect(),
+        asked,
     })
 }
 

@@ -35,7 +35,7 @@ use crate::limiter::leases::check_id;
 use crate::metadata::{ArgDocs, ArgKind, CommandDocs, KeySpec};
 use crate::server::{self, Ctx, OwnedString, RString, Replier, WriteReply};
 use crate::stats::{CommandStats, STATS};
-use crate::store::holds::HoldsKey;
+use crate::store::holds::{read, HoldsKey};
 use std::sync::atomic::Ordering::Relaxed;
 
 /// Where `numkeys` is.
@@ -60,7 +60,7 @@ pub const DOCS: CommandDocs = CommandDocs {
             first: 4, // NUMKEYS_AT
         },
     ],
-    acl_categories: c"write",
+    acl_categories: c"write slow",
     args: &[
         ArgDocs::required(c"holds", ArgKind::Key),
         ArgDocs::required(c"id", ArgKind::String),
@@ -147,50 +147,48 @@ impl Command for Reserve {
         let (mut holds, swept) = HoldsKey::open(ctx, holds_name, now_ms)?;
         STATS.holds_expired.add(swept.expired);
         let id = OwnedString::new(id)?;
-        match holds.record(&id)? {
-            Some(Record::Live(live)) => {
-                STATS.reserve_replayed.bump();
-                return Ok(ReserveReply {
+        if let Some(value) = holds.value(&id)? {
+            let record = read(&value)?;
+            let first = record.first_reply().ok_or(Error::NotHolds)?;
+            STATS.reserve_replayed.bump();
+            return Ok(match record {
+                Record::Live(live) => ReserveReply {
+                    first,
                     held: live.held(),
                     hold_ttl_ms: Some(live.deadline_ms.saturating_sub(now_ms)),
-                    first: live.reply,
-                });
-            }
-            Some(Record::Settled { reply, .. }) => {
-                STATS.reserve_replayed.bump();
-                return Ok(ReserveReply {
-                    first: reply,
+                },
+                Record::Settled { .. } => ReserveReply {
+                    first,
                     held: 0,
                     hold_ttl_ms: None,
-                });
-            }
-            None => {}
+                },
+            });
         }
 
         let mut held = Vec::new();
-        let limits = request.pairs().map(|(key, group)| {
+        let mut limits = Vec::with_capacity(request.keys.len());
+        for (key, group) in request.pairs() {
             let cost = match group.amount {
                 Some(("HOLD", estimate)) => {
                     let units = held_for(estimate, group.chosen.capacity(), percent);
                     held.push(Hold {
                         chosen: group.chosen,
                         held: units,
-                        key: key.bytes().to_vec(),
+                        key: key.bytes(),
                     });
                     units
                 }
                 Some((_, cost)) => cost,
                 None => 1,
             };
-            (
+            limits.push((
                 key,
                 Limit {
                     chosen: group.chosen,
                     cost,
                 },
-            )
-        });
-        let limits: Vec<_> = limits.collect();
+            ));
+        }
         let charged = charge_all(ctx, limits.into_iter(), now_ms, c"ratelimit.reserve")?;
         let (head, each) = charged.reply.fields();
         let first = FirstReply { head, each };
@@ -208,19 +206,22 @@ impl Command for Reserve {
             deadline_ms: now_ms.saturating_add(ttl_ms),
             charged_at_ms: now_ms,
             ttl_ms,
-            reply: first,
             holds: held,
+            reply: &[],
         };
-        let units = live.held();
-        let record = Record::Live(live);
-        holds.put(ctx, &id, &record)?;
+        let record = holds::encode_new(&live, &first);
+        holds.put(
+            ctx,
+            &id,
+            &record,
+            live.deadline_ms,
+            live.keep_until_ms(),
+            now_ms,
+        )?;
         server::notify(ctx, c"ratelimit.reserve", holds.name());
-        let Record::Live(live) = record else {
-            return Err(Error::Internal("a hold just made is not live"));
-        };
         Ok(ReserveReply {
-            first: live.reply,
-            held: units,
+            first,
+            held: live.held(),
             hold_ttl_ms: Some(ttl_ms),
         })
     }

@@ -30,7 +30,7 @@ use crate::limiter::leases::check_id;
 use crate::metadata::{ArgDocs, ArgKind, CommandDocs, KeySpec};
 use crate::server::{self, Access, Ctx, Key, OwnedString, RString, Replier, WriteReply};
 use crate::stats::{CommandStats, STATS};
-use crate::store::holds::{plan, Change, HoldsKey};
+use crate::store::holds::{plan, read, Change, HoldsKey};
 
 /// Where `numkeys` is.
 const NUMKEYS_AT: usize = 3;
@@ -55,7 +55,7 @@ pub const DOCS: CommandDocs = CommandDocs {
             first: 3, // NUMKEYS_AT
         },
     ],
-    acl_categories: c"write",
+    acl_categories: c"write slow",
     args: &[
         ArgDocs::required(c"holds", ArgKind::Key),
         ArgDocs::required(c"id", ArgKind::String),
@@ -130,7 +130,8 @@ impl Command for Settle {
         let (mut holds, swept) = HoldsKey::open(ctx, holds_name, now_ms)?;
         STATS.holds_expired.add(swept.expired);
         let id = OwnedString::new(id)?;
-        let record = holds.record(&id)?;
+        let value = holds.value(&id)?;
+        let record = value.as_ref().map(read).transpose()?;
         let status = match &record {
             Some(Record::Live(_)) => 1,
             Some(Record::Settled { .. }) => 2,
@@ -165,11 +166,9 @@ impl Command for Settle {
         }
         match record {
             Some(Record::Live(live)) => {
-                let settled = Record::Settled {
-                    deadline_ms: now_ms.saturating_add(live.ttl_ms),
-                    reply: live.reply,
-                };
-                holds.put(ctx, &id, &settled)?;
+                let deadline_ms = now_ms.saturating_add(live.ttl_ms);
+                let settled = live.settled(deadline_ms);
+                holds.put(ctx, &id, &settled, deadline_ms, deadline_ms, now_ms)?;
                 server::notify(ctx, c"ratelimit.settle", holds.name());
                 STATS.settle_settled.bump();
             }

@@ -16,22 +16,24 @@
 //!
 //! | record | value |
 //! | --- | --- |
-//! | live hold | `L <deadline_ms> <charged_at_ms> <ttl_ms> <reply> <m> <hold>…` |
-//! | settled | `S <deadline_ms> <reply>` |
+//! | live hold | `L <deadline_ms> <charged_at_ms> <ttl_ms> <m> <hold>… <reply>` |
+//! | settled | `S <deadline_ms> <reply>`, the reply copied from the live record |
 //!
-//! `<reply>` is the first reply's head, six integers (allowed, remaining,
-//! limit, retry_after_ms, reset_after_ms, binding position), then `<n>` and
-//! each limit's five integers; `<hold>` is one HOLD limit:
-//! `<ALGORITHM> <limit> <period_s> <burst> <held> <key_len> <key>`, the
-//! burst 0 but for TOKEN and the key's bytes as they are. A settled record
-//! keeps the first reply so that a replayed RESERVE still gets it.
+//! `<hold>` is one HOLD limit: `<ALGORITHM> <limit> <period_s> <burst>
+//! <held> <key_len> <key>`, the burst 0 but for TOKEN and the key's bytes as
+//! they are. `<reply>` is what RESERVE's admitted reply needs to be given
+//! again (a replayed RESERVE gets it): the binding position, the number of
+//! limits, and each limit's remaining, limit and reset_after_ms; the rest of
+//! an admitted reply is 1 (allowed) and -1 (no retry time).
 //!
 //! The key expires when its last record stops mattering: a live hold at its
 //! deadline plus two of its longest period (a refund can reach a sliding
-//! window's previous count until then), a settled one at its deadline.
+//! window's previous count until then), a settled one at its deadline. An
+//! expiry that must grow grows to twice as far from now as it must, so that
+//! most records written need no new expiry.
 
 use crate::args::Bound;
-use crate::decimal::{parse_i64, Digits};
+use crate::decimal::Digits;
 use crate::error::Error;
 
 use super::layout::decode_u64;
@@ -93,34 +95,69 @@ pub struct FirstReply {
     pub each: Vec<[i64; 5]>,
 }
 
+impl FirstReply {
+    /// Writes what a record keeps of an admitted reply: the binding
+    /// position, the number of limits, and each limit's remaining, limit
+    /// and reset_after_ms (the rest of an admitted reply is 1 and -1).
+    fn encode(&self, out: &mut Words) {
+        out.i64(self.head.get(5).copied().unwrap_or(0));
+        out.u64(u64::try_from(self.each.len()).unwrap_or(0));
+        for &[_, remaining, limit, _, reset] in &self.each {
+            out.i64(remaining);
+            out.i64(limit);
+            out.i64(reset);
+        }
+    }
+
+    /// Reads what [`FirstReply::encode`] wrote.
+    fn decode(words: &mut Reader<'_>) -> Option<FirstReply> {
+        let binding = words.u64()?;
+        let count = words.u64()?;
+        let mut each = Vec::new();
+        for _ in 0..count {
+            let remaining = i64::try_from(words.u64()?).ok()?;
+            let limit = i64::try_from(words.u64()?).ok()?;
+            let reset = i64::try_from(words.u64()?).ok()?;
+            each.push([1, remaining, limit, -1, reset]);
+        }
+        let index = usize::try_from(binding).ok()?.checked_sub(1)?;
+        let &[_, remaining, limit, _, reset] = each.get(index)?;
+        let binding = i64::try_from(binding).ok()?;
+        Some(FirstReply {
+            head: [1, remaining, limit, -1, reset, binding],
+            each,
+        })
+    }
+}
+
 /// One HOLD limit of a live hold: what a refund needs without the command
 /// that made it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Hold {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hold<'k> {
     /// The limit's algorithm and parameters.
     pub chosen: Chosen,
     /// Units charged and held.
     pub held: u64,
     /// The limiter key.
-    pub key: Vec<u8>,
+    pub key: &'k [u8],
 }
 
-/// A live hold.
+/// A live hold, as a record keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Live {
+pub struct Live<'v> {
     /// When it expires, UNIX ms.
     pub deadline_ms: u64,
     /// When its estimates were charged, UNIX ms.
     pub charged_at_ms: u64,
     /// Its time to live, as last set: a settled record lives as long.
     pub ttl_ms: u64,
-    /// RESERVE's reply.
-    pub reply: FirstReply,
     /// Its HOLD limits.
-    pub holds: Vec<Hold>,
+    pub holds: Vec<Hold<'v>>,
+    /// RESERVE's reply, as the record writes it.
+    pub reply: &'v [u8],
 }
 
-impl Live {
+impl Live<'_> {
     /// The units held, as RESERVE replies them: the least among its HOLD
     /// limits (what every one of them holds), 0 without any.
     pub fn held(&self) -> u64 {
@@ -138,33 +175,82 @@ impl Live {
     /// Until when the record matters: its deadline, and then two of its
     /// longest period, while a refund can still reach a window.
     pub fn keep_until_ms(&self) -> u64 {
-        let longest_ms = self
-            .holds
-            .iter()
-            .map(|h| h.chosen.parameters().0.period_ms())
-            .max()
-            .unwrap_or(0);
-        self.deadline_ms
-            .saturating_add(longest_ms.saturating_mul(2))
+        keep_until_ms(self.deadline_ms, &self.holds)
+    }
+
+    /// The value of this hold as a record keeps it.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = self.header();
+        out.word(self.reply);
+        out.0
+    }
+
+    /// The value of the settled record this hold becomes, kept until
+    /// `deadline_ms`: its reply, as the live record writes it.
+    pub fn settled(&self, deadline_ms: u64) -> Vec<u8> {
+        let mut out = Words(Vec::with_capacity(self.reply.len().saturating_add(24)));
+        out.word(b"S");
+        out.u64(deadline_ms);
+        out.word(self.reply);
+        out.0
+    }
+
+    /// Everything before the reply.
+    fn header(&self) -> Words {
+        let mut out = Words(Vec::with_capacity(128));
+        out.word(b"L");
+        out.u64(self.deadline_ms);
+        out.u64(self.charged_at_ms);
+        out.u64(self.ttl_ms);
+        out.u64(u64::try_from(self.holds.len()).unwrap_or(0));
+        for hold in &self.holds {
+            let (quota, burst) = hold.chosen.parameters();
+            out.word(hold.chosen.id().name().as_bytes());
+            out.u64(quota.limit());
+            out.u64(quota.period_ms() / 1000);
+            out.u64(burst.unwrap_or(0));
+            out.u64(hold.held);
+            out.u64(u64::try_from(hold.key.len()).unwrap_or(0));
+            out.word(hold.key);
+        }
+        out
     }
 }
 
-/// What a holds hash keeps under an id.
+/// Until when a live record with `holds` and `deadline_ms` matters.
+fn keep_until_ms(deadline_ms: u64, holds: &[Hold]) -> u64 {
+    let longest_ms = holds
+        .iter()
+        .map(|h| h.chosen.parameters().0.period_ms())
+        .max()
+        .unwrap_or(0);
+    deadline_ms.saturating_add(longest_ms.saturating_mul(2))
+}
+
+/// The value of a new live hold: `live` (its `reply` ignored) with the
+/// admitted `reply`.
+pub fn encode_new(live: &Live, reply: &FirstReply) -> Vec<u8> {
+    let mut out = live.header();
+    reply.encode(&mut out);
+    out.0
+}
+
+/// What a holds hash keeps under an id, read in place.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Record {
+pub enum Record<'v> {
     /// A hold not yet settled.
-    Live(Live),
+    Live(Live<'v>),
     /// A settled hold, kept until `deadline_ms` so that a retried SETTLE
     /// charges nothing.
     Settled {
         /// When it is forgotten, UNIX ms.
         deadline_ms: u64,
-        /// RESERVE's reply.
-        reply: FirstReply,
+        /// RESERVE's reply, as the record writes it.
+        reply: &'v [u8],
     },
 }
 
-impl Record {
+impl<'v> Record<'v> {
     /// When it expires.
     pub fn deadline_ms(&self) -> u64 {
         match self {
@@ -173,77 +259,50 @@ impl Record {
         }
     }
 
-    /// Until when the holds key must keep it.
-    pub fn keep_until_ms(&self) -> u64 {
+    /// RESERVE's first reply, as the record writes it.
+    fn reply(&self) -> &'v [u8] {
         match self {
-            Record::Live(live) => live.keep_until_ms(),
-            Record::Settled { deadline_ms, .. } => *deadline_ms,
+            Record::Live(live) => live.reply,
+            Record::Settled { reply, .. } => reply,
         }
     }
 
-    /// The value a holds hash stores.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Words(Vec::with_capacity(128));
-        match self {
-            Record::Live(live) => {
-                out.word(b"L");
-                out.u64(live.deadline_ms);
-                out.u64(live.charged_at_ms);
-                out.u64(live.ttl_ms);
-                out.reply(&live.reply);
-                out.u64(u64::try_from(live.holds.len()).unwrap_or(0));
-                for hold in &live.holds {
-                    let (quota, burst) = hold.chosen.parameters();
-                    out.word(hold.chosen.id().name().as_bytes());
-                    out.u64(quota.limit());
-                    out.u64(quota.period_ms() / 1000);
-                    out.u64(burst.unwrap_or(0));
-                    out.u64(hold.held);
-                    out.u64(u64::try_from(hold.key.len()).unwrap_or(0));
-                    out.word(&hold.key);
-                }
-            }
-            Record::Settled { deadline_ms, reply } => {
-                out.word(b"S");
-                out.u64(*deadline_ms);
-                out.reply(reply);
-            }
-        }
-        out.0
+    /// RESERVE's first reply.
+    pub fn first_reply(&self) -> Option<FirstReply> {
+        FirstReply::decode(&mut Reader(Some(self.reply())))
     }
 
     /// Reads a stored value; `None` when it is no record.
-    pub fn decode(value: &[u8]) -> Option<Record> {
+    pub fn decode(value: &'v [u8]) -> Option<Record<'v>> {
         let mut words = Reader(Some(value));
         let record = match words.word()? {
             b"L" => {
                 let deadline_ms = words.u64()?;
                 let charged_at_ms = words.u64()?;
                 let ttl_ms = words.u64()?;
-                let reply = words.reply()?;
                 let count = words.u64()?;
                 let mut holds = Vec::new();
                 for _ in 0..count {
                     holds.push(words.hold()?);
                 }
-                if holds.len() != usize::try_from(count).ok()? {
-                    return None;
-                }
                 Record::Live(Live {
                     deadline_ms,
                     charged_at_ms,
                     ttl_ms,
-                    reply,
                     holds,
+                    reply: words.0?,
                 })
             }
             b"S" => Record::Settled {
                 deadline_ms: words.u64()?,
-                reply: words.reply()?,
+                reply: words.0?,
             },
             _ => return None,
         };
-        words.0.is_none().then_some(record)
+        // The reply must read back, to the last byte.
+        let mut reply = Reader(Some(record.reply()));
+        FirstReply::decode(&mut reply)?;
+        reply.0.is_none().then_some(record)
     }
 }
 
@@ -276,18 +335,6 @@ impl Words {
             }
         }
     }
-
-    fn reply(&mut self, reply: &FirstReply) {
-        for &n in &reply.head {
-            self.i64(n);
-        }
-        self.u64(u64::try_from(reply.each.len()).unwrap_or(0));
-        for fields in &reply.each {
-            for &n in fields {
-                self.i64(n);
-            }
-        }
-    }
 }
 
 /// A stored value being read, word by word; `None` once it has ended.
@@ -317,35 +364,14 @@ impl<'v> Reader<'v> {
         decode_u64(self.word()?)
     }
 
-    fn i64(&mut self) -> Option<i64> {
-        parse_i64(self.word()?)
-    }
-
-    fn reply(&mut self) -> Option<FirstReply> {
-        let mut head = [0; 6];
-        for n in head.iter_mut() {
-            *n = self.i64()?;
-        }
-        let count = self.u64()?;
-        let mut each = Vec::new();
-        for _ in 0..count {
-            let mut fields = [0; 5];
-            for n in fields.iter_mut() {
-                *n = self.i64()?;
-            }
-            each.push(fields);
-        }
-        (each.len() == usize::try_from(count).ok()?).then_some(FirstReply { head, each })
-    }
-
-    fn hold(&mut self) -> Option<Hold> {
+    fn hold(&mut self) -> Option<Hold<'v>> {
         let id = Chosen::named(self.word()?)?;
         let limit = self.u64()?;
         let period_s = self.u64()?;
         let burst = self.u64()?;
         let held = self.u64()?;
         let key_len = usize::try_from(self.u64()?).ok()?;
-        let key = self.take(key_len)?.to_vec();
+        let key = self.take(key_len)?;
         let quota = Quota::new(limit, period_s).ok()?;
         let burst = (id == Id::Token).then_some(burst);
         Some(Hold {
@@ -419,41 +445,49 @@ mod tests {
 
     #[test]
     fn records_read_back_as_written() {
-        let live = Record::Live(Live {
+        let holds = [
+            Hold {
+                chosen: chosen(Id::Token, 1000, 60, Some(2000)),
+                held: 500,
+                key: b"{u} tpm",
+            },
+            Hold {
+                chosen: chosen(Id::Sliding, 100_000, 86_400, None),
+                held: 700,
+                key: b"",
+            },
+        ];
+        let live = Live {
             deadline_ms: 1_700_000_060_000,
             charged_at_ms: 1_700_000_000_000,
             ttl_ms: 60_000,
-            reply: reply(),
-            holds: vec![
-                Hold {
-                    chosen: chosen(Id::Token, 1000, 60, Some(2000)),
-                    held: 500,
-                    key: b"{u} tpm".to_vec(),
-                },
-                Hold {
-                    chosen: chosen(Id::Sliding, 100_000, 86_400, None),
-                    held: 700,
-                    key: b"".to_vec(),
-                },
-            ],
-        });
-        let bytes = live.encode();
+            holds: holds.to_vec(),
+            reply: &[],
+        };
+        let bytes = encode_new(&live, &reply());
         assert_eq!(
             String::from_utf8(bytes.clone()).unwrap(),
-            "L 1700000060000 1700000000000 60000 1 5 10 -1 60000 2 2 1 9 10 -1 60000 \
-             1 5 10 -1 60000 2 TOKEN 1000 60 2000 500 7 {u} tpm SLIDING 100000 86400 0 700 0 "
+            "L 1700000060000 1700000000000 60000 2 TOKEN 1000 60 2000 500 7 {u} tpm \
+             SLIDING 100000 86400 0 700 0  2 2 9 10 60000 5 10 60000"
         );
-        assert_eq!(Record::decode(&bytes), Some(live));
-        let settled = Record::Settled {
-            deadline_ms: 5,
-            reply: reply(),
+        let Some(Record::Live(read)) = Record::decode(&bytes) else {
+            panic!("no live record");
         };
-        let bytes = settled.encode();
+        assert_eq!(read.holds, holds);
         assert_eq!(
-            bytes,
-            b"S 5 1 5 10 -1 60000 2 2 1 9 10 -1 60000 1 5 10 -1 60000"
+            (read.deadline_ms, read.charged_at_ms, read.ttl_ms),
+            (1_700_000_060_000, 1_700_000_000_000, 60_000)
         );
-        assert_eq!(Record::decode(&bytes), Some(settled));
+        assert_eq!(read.encode(), bytes);
+        assert_eq!(Record::Live(read.clone()).first_reply(), Some(reply()));
+        assert_eq!(read.held(), 500);
+        assert_eq!(read.held_at(b""), 700);
+
+        let settled = read.settled(5);
+        assert_eq!(settled, b"S 5 2 2 9 10 60000 5 10 60000");
+        let record = Record::decode(&settled).unwrap();
+        assert_eq!(record.deadline_ms(), 5);
+        assert_eq!(record.first_reply(), Some(reply()));
     }
 
     #[test]
@@ -462,14 +496,20 @@ mod tests {
             &b""[..],
             b"X 1",
             b"S 5",
-            b"S 5 1 5 10 -1 60000 2 1",
-            b"S 5 1 5 10 -1 60000 2 0 extra",
-            b"S 5 1 5 10 -1 60000 2 0 ",
-            b"S  5 1 5 10 -1 60000 2 0",
-            b"L 1 1 1 1 5 10 -1 60000 2 0 1 LEAKY 1 1 0 1 1 k",
-            b"L 1 1 1 1 5 10 -1 60000 2 0 1 FIXED 0 1 0 1 1 k",
-            b"L 1 1 1 1 5 10 -1 60000 2 0 1 FIXED 1 1 0 1 5 k",
-            b"L 1 1 1 1 5 10 -1 60000 2 0 2 FIXED 1 1 0 1 1 k",
+            b"S 5 1",
+            b"S 5 1 1",
+            b"S 5 1 1 1 1",
+            b"S 5 2 1 1 1 1",
+            b"S 5 0 1 1 1 1",
+            b"S 5 1 1 1 1 1 extra",
+            b"S 5 1 1 1 1 1 ",
+            b"S  5 1 1 1 1 1",
+            b"S 5 1 1 -1 1 1",
+            b"L 1 1 1 1 LEAKY 1 1 0 1 1 k 1 1 1 1 1",
+            b"L 1 1 1 1 FIXED 0 1 0 1 1 k 1 1 1 1 1",
+            b"L 1 1 1 1 FIXED 1 1 0 1 5 k 1 1 1 1 1",
+            b"L 1 1 1 2 FIXED 1 1 0 1 1 k 1 1 1 1 1",
+            b"L 1 1 1 1 FIXED 1 1 0 1 1 k",
         ] {
             assert_eq!(
                 Record::decode(bad),
@@ -478,15 +518,16 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
-        assert!(Record::decode(b"S 5 1 5 10 -1 60000 2 0").is_some());
-        assert!(Record::decode(b"L 1 1 1 1 5 10 -1 60000 2 0 1 FIXED 1 1 0 1 1 k").is_some());
+        assert!(Record::decode(b"S 5 1 1 1 1 1").is_some());
+        assert!(Record::decode(b"L 1 1 1 1 FIXED 1 1 0 1 1 k 1 1 1 1 1").is_some());
+        assert!(Record::decode(b"L 1 1 1 0 1 1 1 1 1").is_some());
     }
 
     #[test]
     fn a_live_record_matters_for_two_periods_after_its_deadline() {
-        let Some(Record::Live(live)) = Record::decode(
-            b"L 100 0 100 1 5 10 -1 60000 2 0 2 FIXED 1 60 0 1 1 a SLIDING 1 3 0 1 1 b",
-        ) else {
+        let Some(Record::Live(live)) =
+            Record::decode(b"L 100 0 100 2 FIXED 1 60 0 1 1 a SLIDING 1 3 0 1 1 b 1 1 1 1 1")
+        else {
             panic!("no record");
         };
         assert_eq!(live.keep_until_ms(), 100 + 120_000);

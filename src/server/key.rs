@@ -294,7 +294,7 @@ impl<'a> Key<'a> {
     }
 
     /// The value of hash field `field`, if the hash has it.
-    pub fn hash_get(&self, field: &OwnedString) -> Result<Option<OwnedString>, Error> {
+    pub fn hash_get(&self, field: &RString) -> Result<Option<OwnedString>, Error> {
         if self.ptr.is_null() {
             return Ok(None);
         }
@@ -321,11 +321,7 @@ impl<'a> Key<'a> {
     /// Sets hash field `field` to `value`, or deletes the field for
     /// `None`; creates the hash when the key is empty. The server deletes
     /// a hash left empty.
-    pub fn hash_set(
-        &mut self,
-        field: &OwnedString,
-        value: Option<&OwnedString>,
-    ) -> Result<(), Error> {
+    pub fn hash_set(&mut self, field: &RString, value: Option<&OwnedString>) -> Result<(), Error> {
         self.writable()?;
         let set = api!(RedisModule_HashSet)?;
         // REDISMODULE_HASH_DELETE is the address 1, which the server reads

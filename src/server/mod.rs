@@ -521,12 +521,16 @@ pub fn notify(ctx: Ctx, event: &CStr, key: &RString) {
 pub(crate) enum Held {
     Pxat,
     KeepTtl,
+    Empty,
 }
 
 impl Held {
     /// Each word and its text.
-    pub(crate) const ALL: [(Held, &'static CStr); 2] =
-        [(Held::Pxat, c"PXAT"), (Held::KeepTtl, c"KEEPTTL")];
+    pub(crate) const ALL: [(Held, &'static CStr); 3] = [
+        (Held::Pxat, c"PXAT"),
+        (Held::KeepTtl, c"KEEPTTL"),
+        (Held::Empty, c""),
+    ];
 
     /// The string, made at load.
     fn get(self) -> Result<*mut raw::RedisModuleString, Error> {
@@ -545,10 +549,16 @@ impl Held {
 ///
 /// Atomic pointers rather than once-set cells: after `MODULE UNLOAD` the
 /// library may stay mapped, and a later load must not find a freed string.
-static HELD: [AtomicPtr<raw::RedisModuleString>; 2] = [
+static HELD: [AtomicPtr<raw::RedisModuleString>; 3] = [
+    AtomicPtr::new(std::ptr::null_mut()),
     AtomicPtr::new(std::ptr::null_mut()),
     AtomicPtr::new(std::ptr::null_mut()),
 ];
+
+/// The empty string, made at load: a hash field name no id can be.
+pub fn empty_string() -> Result<RString, Error> {
+    Ok(RString(Held::Empty.get()?))
+}
 
 /// Propagates `SET key value PXAT at_ms` to replicas and the AOF.
 ///

@@ -6,6 +6,7 @@
 //! The layout is in [`crate::limiter::holds`].
 
 use crate::args::Arg;
+use crate::decimal::Digits;
 use crate::error::Error;
 use crate::limiter::holds::{decode_sweep_ms, Record, SWEEP_FIELD};
 use crate::limiter::{Algorithm, Chosen, Layout, Visit};
@@ -53,7 +54,7 @@ impl<'a> HoldsKey<'a> {
             Value::Hash => {}
             Value::String(_) | Value::SortedSet | Value::Other => return Err(Error::WrongType),
         }
-        let sweep_field = OwnedString::new(SWEEP_FIELD)?;
+        let sweep_field = server::empty_string()?;
         let sweep_ms = match key.hash_get(&sweep_field)? {
             Some(value) => Some(decode_sweep_ms(value.bytes()).ok_or(Error::NotHolds)?),
             None => None,
@@ -62,11 +63,11 @@ impl<'a> HoldsKey<'a> {
             return Ok((HoldsKey { key, sweep_ms }, swept));
         }
 
-        let mut records = Vec::new();
-        for (field, value) in server::hash_entries(ctx, name)? {
+        let entries = server::hash_entries(ctx, name)?;
+        let mut records = Vec::with_capacity(entries.len());
+        for (field, value) in &entries {
             if field.as_slice() != SWEEP_FIELD {
-                let record = Record::decode(&value).ok_or(Error::NotHolds)?;
-                records.push((field, record));
+                records.push((field, Record::decode(value).ok_or(Error::NotHolds)?));
             }
         }
         let mut next_ms: Option<u64> = None;
@@ -83,13 +84,13 @@ impl<'a> HoldsKey<'a> {
                             units: hold.held,
                             charged_at_ms: live.charged_at_ms,
                         };
-                        refund_expired(ctx, &hold.key, hold.chosen, change, now_ms)?;
+                        refund_expired(ctx, hold.key, hold.chosen, change, now_ms)?;
                     }
                     swept.expired = swept.expired.saturating_add(1);
                 }
                 Record::Settled { .. } => swept.forgotten = swept.forgotten.saturating_add(1),
             }
-            key.hash_set(&OwnedString::new(field)?, None)?;
+            key.hash_set(OwnedString::new(field)?.as_rstring(), None)?;
             server::replicate_hdel(ctx, name, field)?;
         }
 
@@ -102,9 +103,10 @@ impl<'a> HoldsKey<'a> {
                 None
             }
             Some(at_ms) if Some(at_ms) != sweep_ms => {
-                let text = at_ms.to_string();
-                key.hash_set(&sweep_field, Some(&OwnedString::new(text.as_bytes())?))?;
-                server::replicate_hset(ctx, name, &[SWEEP_FIELD, text.as_bytes()])?;
+                let mut digits = Digits::new();
+                let text = digits.of(at_ms);
+                key.hash_set(&sweep_field, Some(&OwnedString::new(text)?))?;
+                server::replicate_hset(ctx, name, &[SWEEP_FIELD, text])?;
                 changed = true;
                 Some(at_ms)
             }
@@ -122,47 +124,55 @@ impl<'a> HoldsKey<'a> {
         self.key.name()
     }
 
-    /// The record kept under `id`, if any.
-    pub fn record(&self, id: &OwnedString) -> Result<Option<Record>, Error> {
-        match self.key.hash_get(id)? {
-            Some(value) => Ok(Some(Record::decode(value.bytes()).ok_or(Error::NotHolds)?)),
-            None => Ok(None),
-        }
+    /// The value kept under `id`, if any: read it with [`read`].
+    pub fn value(&self, id: &OwnedString) -> Result<Option<OwnedString>, Error> {
+        self.key.hash_get(id.as_rstring())
     }
 
-    /// Keeps `record` under `id`: moves the sweep time earlier when the
-    /// record's deadline is, and the key's expiry later when the record
-    /// matters longer. One `HSET` propagates both fields.
-    pub fn put(&mut self, ctx: Ctx, id: &OwnedString, record: &Record) -> Result<(), Error> {
-        let value = record.encode();
-        self.key.hash_set(id, Some(&OwnedString::new(&value)?))?;
-        let deadline_ms = record.deadline_ms();
+    /// Keeps `value`, a record expiring at `deadline_ms` and mattering
+    /// until `keep_until_ms`, under `id`: moves the sweep time earlier when
+    /// the record's deadline is, and the key's expiry later when the record
+    /// matters longer (to twice as far from `now_ms`, so that most records
+    /// need no new expiry). One `HSET` propagates both fields.
+    pub fn put(
+        &mut self,
+        ctx: Ctx,
+        id: &OwnedString,
+        value: &[u8],
+        deadline_ms: u64,
+        keep_until_ms: u64,
+        now_ms: u64,
+    ) -> Result<(), Error> {
+        self.key
+            .hash_set(id.as_rstring(), Some(&OwnedString::new(value)?))?;
         let name = self.key.name();
         if self.sweep_ms.is_none_or(|at_ms| deadline_ms < at_ms) {
-            let text = deadline_ms.to_string();
-            let sweep_field = OwnedString::new(SWEEP_FIELD)?;
+            let mut digits = Digits::new();
+            let text = digits.of(deadline_ms);
+            let sweep_field = server::empty_string()?;
             self.key
-                .hash_set(&sweep_field, Some(&OwnedString::new(text.as_bytes())?))?;
-            server::replicate_hset(
-                ctx,
-                name,
-                &[id.bytes(), &value, SWEEP_FIELD, text.as_bytes()],
-            )?;
+                .hash_set(&sweep_field, Some(&OwnedString::new(text)?))?;
+            server::replicate_hset(ctx, name, &[id.bytes(), value, SWEEP_FIELD, text])?;
             self.sweep_ms = Some(deadline_ms);
         } else {
-            server::replicate_hset(ctx, name, &[id.bytes(), &value])?;
+            server::replicate_hset(ctx, name, &[id.bytes(), value])?;
         }
-        let keep_until_ms = record.keep_until_ms();
         if self
             .key
             .expires_at_ms()?
             .is_none_or(|at_ms| at_ms < keep_until_ms)
         {
-            self.key.set_expires_at_ms(keep_until_ms)?;
-            server::replicate_pexpireat(ctx, name, keep_until_ms)?;
+            let at_ms = keep_until_ms.saturating_add(keep_until_ms.saturating_sub(now_ms));
+            self.key.set_expires_at_ms(at_ms)?;
+            server::replicate_pexpireat(ctx, name, at_ms)?;
         }
         server::signal_modified(ctx, name)
     }
+}
+
+/// The record in a value a holds key keeps.
+pub fn read(value: &OwnedString) -> Result<Record<'_>, Error> {
+    Record::decode(value.bytes()).ok_or(Error::NotHolds)
 }
 
 /// How a settle or an expiry changes a limiter key.

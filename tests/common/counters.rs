@@ -8,7 +8,7 @@ use redis::ConnectionLike;
 use super::reply::run;
 
 /// The fields of `INFO ratelimit`, in order (`src/stats.rs`, `fields()`).
-pub const FIELDS: [&str; 40] = [
+pub const FIELDS: [&str; 54] = [
     "check_calls",
     "check_errors",
     "peek_calls",
@@ -30,6 +30,19 @@ pub const FIELDS: [&str; 40] = [
     "release_errors",
     "renew_calls",
     "renew_errors",
+    "reserve_calls",
+    "reserve_errors",
+    "reserve_allowed",
+    "reserve_denied",
+    "reserve_replayed",
+    "settle_calls",
+    "settle_errors",
+    "settle_settled",
+    "settle_unknown",
+    "settle_repeated",
+    "extend_calls",
+    "extend_errors",
+    "extend_extended",
     "allowed",
     "denied",
     "leases_acquired",
@@ -37,6 +50,7 @@ pub const FIELDS: [&str; 40] = [
     "leases_released",
     "leases_renewed",
     "leases_expired",
+    "holds_expired",
     "fixed_allowed",
     "fixed_denied",
     "fixed_peeks",

@@ -495,6 +495,8 @@ pub fn time_tolerance(command: &str, line: &str) -> Option<Time> {
     let words = words_of(command);
     let element = element_of(line);
     let times = matches!(element, Some(4 | 5));
+    // RESERVE's ninth element: the ms until its hold expires.
+    let hold_ttl = matches!(element, Some(9)) && line.trim_start().starts_with("9)");
     let ms = |tolerance| {
         Some(Time {
             tolerance,
@@ -503,8 +505,9 @@ pub fn time_tolerance(command: &str, line: &str) -> Option<Time> {
     };
     match module_command(&words).as_str() {
         "PTTL" => ms(1_000),
+        "RATELIMIT.RESERVE" if hold_ttl => ms(1_000),
         "RATELIMIT.CHECK" | "RATELIMIT.PEEK" | "RATELIMIT.MCHECK" | "RATELIMIT.MPEEK"
-        | "RATELIMIT.ACQUIRE"
+        | "RATELIMIT.ACQUIRE" | "RATELIMIT.RESERVE" | "RATELIMIT.SETTLE"
             if times =>
         {
             if words.iter().any(|w| w == "SLIDING") {
