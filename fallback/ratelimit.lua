@@ -1062,12 +1062,13 @@ end
 -- "" the sweep time: the earliest deadline among the records, when a hold
 -- may have expired. The hash expires when no record matters any more.
 --
---   live     L <deadline> <charged_at> <ttl_ms> <reply> <m> <hold>…
+--   live     L <deadline> <charged_at> <ttl_ms> <m> <hold>… <reply>
 --   settled  S <deadline> <reply>
 --
--- <reply> is RESERVE's first reply: six integers, <n>, and each limit's
--- five; a <hold> is one HOLD limit: <ALGORITHM> <limit> <period_s> <burst>
--- <held> <key_len> <key>, the burst 0 but for TOKEN.
+-- A <hold> is one HOLD limit: <ALGORITHM> <limit> <period_s> <burst>
+-- <held> <key_len> <key>, the burst 0 but for TOKEN. <reply> is what
+-- RESERVE's admitted reply needs to be given again: <binding> <n> and each
+-- limit's <remaining> <limit> <reset_after_ms> (the rest is 1 and -1).
 
 -- The next word of `text` from `at` (false: past the last word), and
 -- where the one after it starts: false when it was the last. After a final
@@ -1080,11 +1081,12 @@ local function next_word(text, at)
 end
 
 -- A record read back (Record::decode), nil when the text is none: its
--- fields, with the text of its reply as stored (the words from r1 to the
--- last five, which encode as they decode) and each hold's `held` as its
--- word (exact past 2^53). The checks are the module's: a hold's
--- parameters must make the algorithm (any case names it, any burst but
--- TOKEN's is none); the counts may be anything the words bear out.
+-- fields, RESERVE's first reply (head and each), the text of the reply as
+-- stored, and each hold's `held` as its word (exact past 2^53). The checks
+-- are the module's: a hold's parameters must make the algorithm (any case
+-- names it, any burst but TOKEN's is none), the reply must read to the
+-- last byte and name one of its limits as binding; the counts may be
+-- anything the words bear out.
 local function decode_record(text)
   local tag, at = next_word(text, 1)
   local live = tag == 'L'
@@ -1094,80 +1096,67 @@ local function decode_record(text)
     word, at = next_word(text, at)
     return word and decode_u64(word)
   end
-  local function signed()
-    word, at = next_word(text, at)
-    return word and parse_i64(word)
-  end
   local record = { live = live, deadline = unsigned() }
   if record.deadline == nil then return nil end
   if live then
     record.charged_at = unsigned()
     record.ttl = unsigned()
-    if record.charged_at == nil or record.ttl == nil then return nil end
-  end
-  local reply_from = at
-  local head, each = {}, {}
-  for i = 1, 6 do
-    head[i] = signed()
-    if head[i] == nil then return nil end
-  end
-  local n = unsigned()
-  if n == nil then return nil end
-  for i = 1, n do
-    local five = {}
-    for j = 1, 5 do
-      five[j] = signed()
-      if five[j] == nil then return nil end
+    local m = unsigned()
+    if record.charged_at == nil or record.ttl == nil or m == nil then return nil end
+    local holds = {}
+    for i = 1, m do
+      word, at = next_word(text, at)
+      local kind = word and (CHOSEN[word] or CHOSEN[upper(word)])
+      local limit = unsigned()
+      local period_s = unsigned()
+      local burst = unsigned()
+      local held = unsigned()
+      local held_text = word
+      local key_len = unsigned()
+      if kind == nil or limit == nil or period_s == nil or burst == nil or held == nil or key_len == nil or not at
+        or limit < 1 or limit > MAX_LIMIT or period_s < 1 or period_s > MAX_PERIOD_S then
+        return nil
+      end
+      local period_ms = period_s * 1000
+      if kind.name ~= 'TOKEN' then
+        burst = nil
+      elseif burst < 1 or burst > MAX_LIMIT or product_less(MAX_REFILL_MS, limit, burst, period_ms) then
+        return nil
+      end
+      -- The key's bytes, then a space unless they end the text.
+      local key = sub(text, at, at + key_len - 1)
+      if #key ~= key_len then return nil end
+      at = at + key_len
+      if at > #text then
+        at = false
+      elseif byte(text, at) == 32 then
+        at = at + 1
+      else
+        return nil
+      end
+      holds[i] = {
+        kind = kind, limit = limit, period_ms = period_ms, burst = burst, held = held, held_text = held_text, key = key,
+      }
     end
-    each[i] = five
+    record.holds = holds
   end
-  record.head, record.each = head, each
-  if not live then
-    if at then return nil end
-    record.reply_text = sub(text, reply_from)
-    return record
-  end
+  -- The reply follows, to the last byte.
   if not at then return nil end
-  record.reply_text = sub(text, reply_from, at - 2)
-  local m = unsigned()
-  if m == nil then return nil end
-  local holds = {}
-  for i = 1, m do
-    word, at = next_word(text, at)
-    local kind = word and (CHOSEN[word] or CHOSEN[upper(word)])
+  record.reply_text = sub(text, at)
+  local binding = unsigned()
+  local n = unsigned()
+  if binding == nil or n == nil then return nil end
+  local each = {}
+  for i = 1, n do
+    local remaining = unsigned()
     local limit = unsigned()
-    local period_s = unsigned()
-    local burst = unsigned()
-    local held = unsigned()
-    local held_text = word
-    local key_len = unsigned()
-    if kind == nil or limit == nil or period_s == nil or burst == nil or held == nil or key_len == nil or not at
-      or limit < 1 or limit > MAX_LIMIT or period_s < 1 or period_s > MAX_PERIOD_S then
-      return nil
-    end
-    local period_ms = period_s * 1000
-    if kind.name ~= 'TOKEN' then
-      burst = nil
-    elseif burst < 1 or burst > MAX_LIMIT or product_less(MAX_REFILL_MS, limit, burst, period_ms) then
-      return nil
-    end
-    -- The key's bytes, then a space unless they end the text.
-    local key = sub(text, at, at + key_len - 1)
-    if #key ~= key_len then return nil end
-    at = at + key_len
-    if at > #text then
-      at = false
-    elseif byte(text, at) == 32 then
-      at = at + 1
-    else
-      return nil
-    end
-    holds[i] = {
-      kind = kind, limit = limit, period_ms = period_ms, burst = burst, held = held, held_text = held_text, key = key,
-    }
+    local reset = unsigned()
+    if remaining == nil or limit == nil or reset == nil then return nil end
+    each[i] = { 1, remaining, limit, -1, reset }
   end
-  if at then return nil end
-  record.holds = holds
+  if at or binding < 1 or binding > n then return nil end
+  local b = each[binding]
+  record.head, record.each = { 1, b[2], b[3], -1, b[5], binding }, each
   return record
 end
 
@@ -1179,13 +1168,14 @@ local function hold_words(words, kind, limit, period_ms, burst, held_text, key)
   words[n + 5], words[n + 6], words[n + 7] = held_text, fmt(#key), key
 end
 
--- A live record's text (Record::encode), its reply as read.
+-- A live record's text (Live::encode), its reply as read.
 local function live_text(record)
-  local words = { 'L', fmt(record.deadline), fmt(record.charged_at), fmt(record.ttl), record.reply_text, fmt(#record.holds) }
+  local words = { 'L', fmt(record.deadline), fmt(record.charged_at), fmt(record.ttl), fmt(#record.holds) }
   for i = 1, #record.holds do
     local h = record.holds[i]
     hold_words(words, h.kind, h.limit, h.period_ms, h.burst, h.held_text, h.key)
   end
+  words[#words + 1] = record.reply_text
   return concat(words, ' ')
 end
 
@@ -1321,8 +1311,9 @@ end
 
 -- Keeps the record `text` under `id` (HoldsKey::put): the sweep time moved
 -- to its deadline when that is earlier, in the same HSET, and the hash's
--- expiry to `keep` when that is later.
-local function put_record(holds, id, text, deadline, keep)
+-- expiry, when it comes before `keep`, to twice as far from now as `keep`
+-- (so that most records written need no new expiry).
+local function put_record(holds, id, text, deadline, keep, now_ms)
   local expires
   if holds.exists then expires = expiry_of(holds.key) end
   if holds.due == nil or deadline < holds.due then
@@ -1332,7 +1323,9 @@ local function put_record(holds, id, text, deadline, keep)
     redis_call('HSET', holds.key, id, text)
   end
   holds.exists = true
-  if expires == nil or expires < keep then redis_call('PEXPIREAT', holds.key, fmt(keep)) end
+  if expires == nil or expires < keep then
+    redis_call('PEXPIREAT', holds.key, fmt(keep + max(keep - now_ms, 0)))
+  end
 end
 
 -- The units a HOLD of `estimate` holds on limit `l` (held_for): at most
@@ -1691,26 +1684,29 @@ COMMANDS.reserve = {
       reply[8], reply[9] = 0, -1
       return reply
     end
-    -- L deadline charged_at ttl_ms, the reply, then each HOLD limit.
+    -- L deadline charged_at ttl_ms m, each HOLD limit, then what the reply
+    -- needs again: binding, n, each limit's remaining, limit and reset.
     local deadline = now_ms + ttl_ms
-    local words = { 'L', fmt(deadline), fmt(now_ms), fmt(ttl_ms) }
-    for i = 1, 6 do words[#words + 1] = fmt(reply[i]) end
-    words[#words + 1] = fmt(#reply[7])
-    for i = 1, #reply[7] do
-      for j = 1, 5 do words[#words + 1] = fmt(reply[7][i][j]) end
-    end
-    local held, longest, m_at = nil, 0, #words + 1
-    words[m_at] = ''
+    local words = { 'L', fmt(deadline), fmt(now_ms), fmt(ttl_ms), '' }
+    local held, longest, m = nil, 0, 0
     for i = 1, #limits do
       local l = limits[i]
       if l.hold ~= nil then
         hold_words(words, l.kind, l.limit, l.period_ms, l.burst, l.cost_text, keys[i])
         if held == nil or l.cost < held then held = l.cost end
         longest = max(longest, l.period_ms)
+        m = m + 1
       end
     end
-    words[m_at] = fmt((#words - m_at) / 7)
-    put_record(holds, id, concat(words, ' '), deadline, deadline + 2 * longest)
+    words[5] = fmt(m)
+    local each = reply[7]
+    words[#words + 1] = fmt(binding)
+    words[#words + 1] = fmt(#each)
+    for i = 1, #each do
+      local n = #words
+      words[n + 1], words[n + 2], words[n + 3] = fmt(each[i][2]), fmt(each[i][3]), fmt(each[i][5])
+    end
+    put_record(holds, id, concat(words, ' '), deadline, deadline + 2 * longest, now_ms)
     reply[8], reply[9] = held or 0, ttl_ms
     return reply
   end,
@@ -1769,7 +1765,7 @@ COMMANDS.settle = {
     for i = 1, #changes do make_change(changes[i], now_ms) end
     if status == SETTLED then
       local deadline = now_ms + record.ttl
-      put_record(holds, id, 'S ' .. fmt(deadline) .. ' ' .. record.reply_text, deadline, deadline)
+      put_record(holds, id, 'S ' .. fmt(deadline) .. ' ' .. record.reply_text, deadline, deadline, now_ms)
     end
     -- Each limit as PEEK of one unit sees it, settled.
     local each = {}
@@ -1798,7 +1794,7 @@ COMMANDS.extend = {
     local record = record_of(holds, id)
     if record == nil or not record.live then return 0 end
     record.deadline, record.ttl = now_ms + ttl_ms, ttl_ms
-    put_record(holds, id, live_text(record), record.deadline, keep_until(record))
+    put_record(holds, id, live_text(record), record.deadline, keep_until(record), now_ms)
     return ttl_ms
   end,
 }

@@ -456,7 +456,7 @@ fn call() -> BoxedStrategy<HoldsStep> {
 }
 
 /// The states a key may be set to by hand, by label.
-const SEEDS: [&str; 17] = [
+const SEEDS: [&str; 18] = [
     "plain",
     "string",
     "foreign hash",
@@ -470,7 +470,8 @@ const SEEDS: [&str; 17] = [
     "live by hand, lower-case algorithms",
     "live by hand holding itself, due",
     "settled by hand, no sweep field, due",
-    "settled by hand, no limits",
+    "settled by hand, one limit",
+    "settled by hand, binding past its limits",
     "limiter SLIDING state",
     "limiter TOKEN state without expiry",
     "limiter not limiter state",
@@ -478,7 +479,8 @@ const SEEDS: [&str; 17] = [
 
 /// The commands that set a key to the state `label` names at `now_ms`
 /// (`{k}` for the key). Records by hand name the limiter keys `a`, `b`
-/// and `{t}c`, and reply integers the commands could have replied.
+/// and `{t}c` (and the holds keys themselves), and reply integers the
+/// commands could have replied.
 fn seeding(label: &str, now_ms: i64) -> Vec<Vec<String>> {
     let at = |ms: i64| (now_ms + ms).to_string();
     let cmd = |words: &[&str]| words.iter().map(|w| w.to_string()).collect::<Vec<_>>();
@@ -510,10 +512,7 @@ fn seeding(label: &str, now_ms: i64) -> Vec<Vec<String>> {
         "record with a bad charge time, sweep due" => hash(
             vec![
                 pair("", at(-5)),
-                pair(
-                    "r0",
-                    format!("L {} x 1000 1 5 10 -1 1000 1 1 1 5 10 -1 1000 0", at(-5)),
-                ),
+                pair("r0", format!("L {} x 1000 0 1 1 5 10 1000", at(-5))),
             ],
             Some(at(60_000)),
         ),
@@ -523,7 +522,7 @@ fn seeding(label: &str, now_ms: i64) -> Vec<Vec<String>> {
                 pair(
                     "r0",
                     format!(
-                        "L {} {} 1000 1 5 10 -1 1000 1 1 1 5 10 -1 1000 1 FIXED 01 1 0 5 1 a",
+                        "L {} {} 1000 1 FIXED 01 1 0 5 1 a 1 1 5 10 1000",
                         at(-5),
                         at(-1005)
                     ),
@@ -534,7 +533,7 @@ fn seeding(label: &str, now_ms: i64) -> Vec<Vec<String>> {
         "record with a space after it, sweep due" => hash(
             vec![
                 pair("", at(-5)),
-                pair("r1", format!("S {} 1 5 10 -1 60000 2 0 ", at(-5))),
+                pair("r1", format!("S {} 1 1 5 10 60000 ", at(-5))),
             ],
             Some(at(60_000)),
         ),
@@ -544,18 +543,12 @@ fn seeding(label: &str, now_ms: i64) -> Vec<Vec<String>> {
                 pair(
                     "r2",
                     format!(
-                        "L {} {} 1000 1 5 10 -1 1000 1 1 1 5 10 -1 1000 1 FIXED 10 1 0 5 1 a",
+                        "L {} {} 1000 1 FIXED 10 1 0 5 1 a 1 1 5 10 1000",
                         at(-5),
                         at(-1005)
                     ),
                 ),
-                pair(
-                    "r3",
-                    format!(
-                        "S {} 1 2 8 -1 4000 1 2 1 7 10 -1 1000 1 2 8 -1 4000",
-                        at(3_000)
-                    ),
-                ),
+                pair("r3", format!("S {} 2 2 7 10 1000 2 8 4000", at(3_000))),
             ],
             Some(at(10_000)),
         ),
@@ -565,8 +558,8 @@ fn seeding(label: &str, now_ms: i64) -> Vec<Vec<String>> {
                 pair(
                     "r0",
                     format!(
-                        "L {} {} 1500 1 3 6 -1 500 1 2 1 3 6 -1 500 1 6 8 -1 2000 2 \
-                         token 6 1 12 3 4 {{t}}c sliding 8 2 7 2 1 b",
+                        "L {} {} 1500 2 token 6 1 12 3 4 {{t}}c sliding 8 2 7 2 1 b \
+                         1 2 3 6 500 6 8 2000",
                         at(1_500),
                         at(-200)
                     ),
@@ -580,8 +573,7 @@ fn seeding(label: &str, now_ms: i64) -> Vec<Vec<String>> {
                 pair(
                     "r1",
                     format!(
-                        "L {} {} 900 1 0 1 -1 900 1 1 1 0 1 -1 900 2 FIXED 1 1 0 1 1 h \
-                         FIXED 1 1 0 1 4 {{t}}h",
+                        "L {} {} 900 2 FIXED 1 1 0 1 1 h FIXED 1 1 0 1 4 {{t}}h 1 1 0 1 900",
                         at(-1),
                         at(-901)
                     ),
@@ -590,16 +582,20 @@ fn seeding(label: &str, now_ms: i64) -> Vec<Vec<String>> {
             Some(at(3_000)),
         ),
         "settled by hand, no sweep field, due" => hash(
-            vec![pair(
-                "r3",
-                format!("S {} 1 2 8 -1 4000 1 1 1 2 8 -1 4000", at(-10)),
-            )],
+            vec![pair("r3", format!("S {} 1 1 2 8 4000", at(-10)))],
             None,
         ),
-        "settled by hand, no limits" => hash(
+        "settled by hand, one limit" => hash(
             vec![
                 pair("", at(2_000)),
-                pair("r0", format!("S {} 1 5 10 -1 60000 2 0", at(2_000))),
+                pair("r0", format!("S {} 1 1 5 10 60000", at(2_000))),
+            ],
+            Some(at(2_000)),
+        ),
+        "settled by hand, binding past its limits" => hash(
+            vec![
+                pair("", at(-2)),
+                pair("r0", format!("S {} 2 1 5 10 60000", at(2_000))),
             ],
             Some(at(2_000)),
         ),
