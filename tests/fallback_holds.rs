@@ -16,6 +16,8 @@
 //! - A session of holds run by both in turn: records the module wrote
 //!   settled by the library and the other way round.
 //! - The functions' flags: what runs at `maxmemory` and under `FCALL_RO`.
+//! - The library's effects on a server without the module: its replica and
+//!   a restart from its AOF hold exactly its keys.
 //!
 //! The fuzz run is bounded by its number of cases and its seed is fixed;
 //! failing cases are kept in `proptest-regressions/fallback_holds.txt` and
@@ -33,11 +35,20 @@ use std::cell::RefCell;
 use std::fmt;
 use std::time::Instant;
 
-use common::fallback::{load_library, module_cmd, unix_ms, Clock, Naming, Route, Step, Twins};
-use common::{error_of, has_command, run, try_run, Server};
+use std::collections::BTreeMap;
+
+use common::fallback::{
+    age_keys, load_library, module_cmd, read_all, unix_ms, Clock, KeyState, Naming, Route, Step,
+    Twins,
+};
+use common::{
+    attach_replicas, error_of, has_command, replication_master, run, try_run, wait_replicas,
+    DataDir, Server,
+};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::{select, subsequence};
+use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, FileFailurePersistence, RngSeed, TestRunner};
 use redis::Value;
 
@@ -1237,4 +1248,100 @@ fn an_expired_hold_is_refunded_by_the_next_call_on_its_holds_key() {
         assert_eq!(library(&mut con, &["EXISTS", "h"]), Value::Int(0));
         break;
     }
+}
+
+/// `all` less the keys expiring from `from_ms` to `to_ms`: two servers read
+/// in that interval may see such a key there or gone.
+fn without_expiring(
+    all: &BTreeMap<Vec<u8>, KeyState>,
+    from_ms: i64,
+    to_ms: i64,
+) -> BTreeMap<Vec<u8>, KeyState> {
+    all.iter()
+        .filter(|(_, s)| !(from_ms - 5..=to_ms + 5).contains(&s.expires_at))
+        .map(|(k, s)| (k.clone(), s.clone()))
+        .collect()
+}
+
+/// The fuzz target's cases run through the library alone, on a master
+/// without the module and on its clock: its replica, and a restart from
+/// its AOF, hold exactly its keys (hashes of holds field for field, values,
+/// absolute expiries), sweeps and refunds included: what the library
+/// propagates is what it did.
+#[test]
+fn holds_effects_replicate_and_persist_exactly() {
+    let data = DataDir::new();
+    let master = replication_master(data.aof().without_module());
+    let replicas = attach_replicas(&master, vec![Server::builder().without_module()]);
+    let mut con = master.connect();
+    let route = Route::for_server(&mut con);
+    let mut runner = TestRunner::deterministic();
+    let (mut ok, mut refused, mut compared_keys) = (0, 0, 0);
+    let (mut from_ms, mut on_master) = (0, BTreeMap::new());
+    for case_number in 0..200 {
+        let (_, steps) = case().new_tree(&mut runner).unwrap().current();
+        // Each case on keys of its own making, as in the fuzz target.
+        let mut del = redis::cmd("DEL");
+        del.arg(&KEY_NAMES[..]);
+        let _: i64 = del.query(&mut con).unwrap();
+        for step in steps {
+            match step {
+                HoldsStep::Call { verb, keys, args } => {
+                    let keys: Vec<Vec<u8>> = keys.iter().map(|&k| KEY_NAMES[k].to_vec()).collect();
+                    let args: Vec<Vec<u8>> = args.into_iter().map(|a| a.0).collect();
+                    match route.cmd(verb, &keys, &args).query::<Value>(&mut con) {
+                        Ok(_) => ok += 1,
+                        Err(_) => refused += 1,
+                    }
+                }
+                HoldsStep::Age { keys, by_ms } => {
+                    let keys: Vec<Vec<u8>> = keys.iter().map(|&k| KEY_NAMES[k].to_vec()).collect();
+                    age_keys(&mut con, &keys, by_ms);
+                }
+                HoldsStep::Seed { key, label } => {
+                    let mut pipe = redis::pipe();
+                    for command in seeding(label, unix_ms()) {
+                        let c = pipe.cmd(&command[0]);
+                        for a in &command[1..] {
+                            if a == "{k}" {
+                                c.arg(KEY_NAMES[key]);
+                            } else {
+                                c.arg(a);
+                            }
+                        }
+                    }
+                    let _: Vec<Value> = pipe.query(&mut con).unwrap();
+                }
+            }
+        }
+        wait_replicas(&mut con, 1);
+        from_ms = unix_ms();
+        on_master = read_all(&mut con);
+        let on_replica = read_all(&mut replicas[0].connect());
+        let to_ms = unix_ms();
+        let compared = without_expiring(&on_master, from_ms, to_ms);
+        compared_keys += compared.len();
+        assert_eq!(
+            compared,
+            without_expiring(&on_replica, from_ms, to_ms),
+            "the replica differs from its master after case {case_number}"
+        );
+    }
+    assert!(
+        ok > 500 && refused > 0,
+        "{ok} calls succeeded, {refused} refused"
+    );
+    eprintln!(
+        "{ok} calls answered, {refused} refused; {compared_keys} keys compared on the replica"
+    );
+    drop(replicas);
+    master.kill();
+    let restarted = data.aof().without_module().start();
+    let reloaded = read_all(&mut restarted.connect());
+    let to_ms = unix_ms();
+    assert_eq!(
+        without_expiring(&on_master, from_ms, to_ms),
+        without_expiring(&reloaded, from_ms, to_ms),
+        "the AOF reloads other keys than the master held"
+    );
 }

@@ -352,6 +352,17 @@ return 1"
     )
 }
 
+/// Moves `keys` `by_ms` back in time, as [`Step::Age`] does for twins:
+/// lease deadlines, the times a hash of holds keeps, and expiries.
+pub fn age_keys(con: &mut dyn ConnectionLike, keys: &[Vec<u8>], by_ms: u64) {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(age_script()).arg(keys.len());
+    for key in keys {
+        cmd.arg(key);
+    }
+    let _: i64 = cmd.arg(by_ms).query(con).unwrap();
+}
+
 /// What a key holds, read exactly.
 #[derive(Clone, PartialEq)]
 pub struct KeyState {
