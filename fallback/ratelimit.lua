@@ -123,13 +123,13 @@ local ERR = {
 -- The standard functions the library calls on every request, bound at its
 -- first call (the chunk that loads a library sees only `redis`): a local
 -- costs far less than looking a global up, then its field, on each use.
-local find, match, byte, sub, upper, rep, format, concat, unpack_list
+local find, match, byte, sub, upper, rep, format, concat
 local fmod, floor, max, min, redis_call, redis_pcall
 
 local function bind_standard_functions()
   find, match, byte, sub, upper, rep, format = string.find, string.match, string.byte, string.sub, string.upper,
     string.rep, string.format
-  concat, unpack_list = table.concat, unpack
+  concat = table.concat
   fmod, floor, max, min = math.fmod, math.floor, math.max, math.min
   redis_call, redis_pcall = redis.call, redis.pcall
 end
@@ -850,18 +850,17 @@ end
 ---------------------------------------------------------------------------
 -- Parsing (src/commands/check.rs, mcheck.rs)
 
--- The options a limit takes: CHECK's (and PEEK's, MCHECK's, MPEEK's),
--- RESERVE's (COST or HOLD) and SETTLE's (ACTUAL, which it needs).
-local CHECK_OPTIONS = { COST = true, ALGORITHM = true, BURST = true }
+-- The options RESERVE's limits take (COST or HOLD) and SETTLE's (ACTUAL,
+-- which they need); CHECK's (and PEEK's, MCHECK's, MPEEK's) are COST,
+-- ALGORITHM and BURST.
 local RESERVE_OPTIONS = { COST = true, HOLD = true, ALGORITHM = true, BURST = true }
 local SETTLE_OPTIONS = { ACTUAL = true, ALGORITHM = true, BURST = true }
 
 -- `limit period [COST c] [ALGORITHM …] [BURST b]` from args[first..last],
--- with the `options` given (CHECK's by default): the kind (its entry in
--- KINDS), limit, period_ms, burst (TOKEN's), cost and cost as text, then
--- HOLD's estimate and ACTUAL's value when given.
+-- with the `options` given (nil: CHECK's): the kind (its entry in KINDS),
+-- limit, period_ms, burst (TOKEN's), cost and cost as text, then HOLD's
+-- estimate and ACTUAL's value when given.
 local function parse_limit(args, first, last, options)
-  options = options or CHECK_OPTIONS
   local limit = bounded(args[first], 1, MAX_LIMIT, ERR.limit)
   local period_s = bounded(args[first + 1], 1, MAX_PERIOD_S, ERR.period)
   local cost, cost_text, kind, burst, hold, actual
@@ -869,21 +868,24 @@ local function parse_limit(args, first, last, options)
   -- with HOLD), then one without its value.
   for i = first + 2, last, 2 do
     local option = keyword(args[i])
-    if not options[option] then unknown_option(args[i]) end
+    if options ~= nil and not options[option] then unknown_option(args[i]) end
     local given
     if option == 'COST' then
+      if hold ~= nil then fail(ERR.cost_or_hold) end
       given = cost ~= nil
     elseif option == 'ALGORITHM' then
       given = kind ~= nil
     elseif option == 'BURST' then
       given = burst ~= nil
-    elseif option == 'HOLD' then
+    elseif option == 'HOLD' and options ~= nil then
+      if cost ~= nil then fail(ERR.cost_or_hold) end
       given = hold ~= nil
-    else
+    elseif option == 'ACTUAL' and options ~= nil then
       given = actual ~= nil
+    else
+      unknown_option(args[i])
     end
     if given then repeated_option(option) end
-    if (option == 'COST' and hold ~= nil) or (option == 'HOLD' and cost ~= nil) then fail(ERR.cost_or_hold) end
     if i + 1 > last then missing_value(option) end
     local value = args[i + 1]
     if option == 'COST' then
@@ -914,8 +916,8 @@ local function parse_limit(args, first, last, options)
 end
 
 -- `numkeys key … LIMIT … [LIMIT …]` from args[from..] (args[1..] by
--- default), each group with `options` (CHECK's by default): the keys and
--- their limits, errors in argument order, then a key named twice.
+-- default), each group with `options` (nil: CHECK's): the keys and their
+-- limits, errors in argument order, then a key named twice.
 local function parse_multi(args, from, options)
   from = from or 1
   local count = bounded(args[from], 1, MAX_KEYS, ERR.numkeys)
@@ -1880,14 +1882,14 @@ local function serve(command)
       last = last - 2
     end
     local ok, result
-    if command.holds_first ~= nil and #keys == 0 then
-      -- No hash of holds, and numkeys -1: FCALL's stands for one more.
-      if 1 + last < command.least then
-        return redis.error_reply("ERR wrong number of arguments for '" .. command.name .. "' command")
-      end
-      return redis.error_reply(ERR.numkeys)
-    end
     if command.all_arguments then
+      if command.holds_first ~= nil and #keys == 0 then
+        -- No hash of holds, and numkeys -1: FCALL's stands for one more.
+        if 1 + last < command.least then
+          return redis.error_reply("ERR wrong number of arguments for '" .. command.name .. "' command")
+        end
+        return redis.error_reply(ERR.numkeys)
+      end
       ok, result = pcall(command.run, all_arguments(command, keys, argv, last))
     elseif #keys == 1 then
       ok, result = pcall(command.run, keys[1], argv, last)
