@@ -1,6 +1,6 @@
 //! The module's commands, called the one way every suite calls them, with
-//! typed replies; the server's clock around a call, or waited for; and
-//! several calls at one instant of it.
+//! typed replies (RESERVE, SETTLE and EXTEND too); the server's clock around
+//! a call, or waited for; and several calls at one instant of it.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use redis::{ConnectionLike, FromRedisValue};
@@ -9,7 +9,7 @@ use redis::Value;
 
 use super::abilities::Abilities;
 use super::keys::dumped;
-use super::reply::{Decision, Lease, Multi, Throttled};
+use super::reply::{Decision, Lease, Multi, Reserved, Settled, Throttled};
 
 /// A key as text for messages (escaped, so that any bytes show).
 pub fn key_text<K: AsRef<[u8]>>(key: K) -> String {
@@ -258,6 +258,20 @@ impl Group {
         self
     }
 
+    /// The same group with `HOLD estimate` added (RESERVE's).
+    pub fn hold(mut self, estimate: u64) -> Group {
+        self.options
+            .extend(["HOLD".to_string(), estimate.to_string()]);
+        self
+    }
+
+    /// The same group with `ACTUAL actual` added (SETTLE's).
+    pub fn actual(mut self, actual: u64) -> Group {
+        self.options
+            .extend(["ACTUAL".to_string(), actual.to_string()]);
+        self
+    }
+
     /// Its arguments, `LIMIT` first.
     pub fn args(&self) -> Vec<String> {
         let mut args = vec![
@@ -320,6 +334,122 @@ pub fn mcheck<K: AsRef<[u8]>>(con: &mut dyn ConnectionLike, keys: &[K], groups: 
 /// `RATELIMIT.MPEEK numkeys key… LIMIT …`.
 pub fn mpeek<K: AsRef<[u8]>>(con: &mut dyn ConnectionLike, keys: &[K], groups: &[Group]) -> Multi {
     multi_call(con, "RATELIMIT.MPEEK", keys, groups)
+}
+
+/// `RATELIMIT.RESERVE holds id ttl_ms numkeys key… LIMIT …` as a command:
+/// group `i` (with its `COST` or `HOLD`) applies to key `i`.
+pub fn reserve_command<K: AsRef<[u8]>>(
+    holds: &str,
+    id: &str,
+    ttl_ms: u64,
+    keys: &[K],
+    groups: &[Group],
+) -> redis::Cmd {
+    let mut cmd = redis::cmd("RATELIMIT.RESERVE");
+    cmd.arg(holds).arg(id).arg(ttl_ms).arg(keys.len());
+    for key in keys {
+        cmd.arg(key.as_ref());
+    }
+    for group in groups {
+        cmd.arg(group.args());
+    }
+    cmd
+}
+
+/// The same as text, for [`error`](super::reply::error) and messages.
+pub fn reserve_args<K: AsRef<[u8]>>(
+    holds: &str,
+    id: &str,
+    ttl_ms: u64,
+    keys: &[K],
+    groups: &[Group],
+) -> Vec<String> {
+    let mut args = vec![
+        "RATELIMIT.RESERVE".to_string(),
+        holds.to_string(),
+        id.to_string(),
+        ttl_ms.to_string(),
+        keys.len().to_string(),
+    ];
+    args.extend(keys.iter().map(key_text));
+    args.extend(groups.iter().flat_map(Group::args));
+    args
+}
+
+/// `RATELIMIT.SETTLE holds id numkeys key… LIMIT …` as a command: group `i`
+/// (with its `ACTUAL`) applies to key `i`.
+pub fn settle_command<K: AsRef<[u8]>>(
+    holds: &str,
+    id: &str,
+    keys: &[K],
+    groups: &[Group],
+) -> redis::Cmd {
+    let mut cmd = redis::cmd("RATELIMIT.SETTLE");
+    cmd.arg(holds).arg(id).arg(keys.len());
+    for key in keys {
+        cmd.arg(key.as_ref());
+    }
+    for group in groups {
+        cmd.arg(group.args());
+    }
+    cmd
+}
+
+/// The same as text, for [`error`](super::reply::error) and messages.
+pub fn settle_args<K: AsRef<[u8]>>(
+    holds: &str,
+    id: &str,
+    keys: &[K],
+    groups: &[Group],
+) -> Vec<String> {
+    let mut args = vec![
+        "RATELIMIT.SETTLE".to_string(),
+        holds.to_string(),
+        id.to_string(),
+        keys.len().to_string(),
+    ];
+    args.extend(keys.iter().map(key_text));
+    args.extend(groups.iter().flat_map(Group::args));
+    args
+}
+
+/// `RATELIMIT.RESERVE holds id ttl_ms numkeys key… LIMIT …`.
+pub fn reserve<K: AsRef<[u8]>>(
+    con: &mut dyn ConnectionLike,
+    holds: &str,
+    id: &str,
+    ttl_ms: u64,
+    keys: &[K],
+    groups: &[Group],
+) -> Reserved {
+    query(
+        con,
+        &reserve_command(holds, id, ttl_ms, keys, groups),
+        || reserve_args(holds, id, ttl_ms, keys, groups).join(" "),
+    )
+}
+
+/// `RATELIMIT.SETTLE holds id numkeys key… LIMIT …`.
+pub fn settle<K: AsRef<[u8]>>(
+    con: &mut dyn ConnectionLike,
+    holds: &str,
+    id: &str,
+    keys: &[K],
+    groups: &[Group],
+) -> Settled {
+    query(con, &settle_command(holds, id, keys, groups), || {
+        settle_args(holds, id, keys, groups).join(" ")
+    })
+}
+
+/// `RATELIMIT.EXTEND holds id ttl_ms`: ms until the hold now expires, 0
+/// when the id holds nothing.
+pub fn extend(con: &mut dyn ConnectionLike, holds: &str, id: &str, ttl_ms: u64) -> i64 {
+    let mut cmd = redis::cmd("RATELIMIT.EXTEND");
+    cmd.arg(holds).arg(id).arg(ttl_ms);
+    query(con, &cmd, || {
+        format!("RATELIMIT.EXTEND {holds} {id} {ttl_ms}")
+    })
 }
 
 /// Attempts [`at_one_instant`] makes before it gives up.

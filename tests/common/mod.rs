@@ -5,8 +5,8 @@
 //! - [`cluster`]: a Redis Cluster of such servers.
 //! - [`reply`]: commands given as text or bytes; typed replies and errors.
 //! - [`commands`]: CHECK, PEEK, THROTTLE, RESET, MCHECK, MPEEK, ACQUIRE,
-//!   RELEASE and RENEW, called one way; calls at one instant of the
-//!   server's clock.
+//!   RELEASE, RENEW, RESERVE, SETTLE and EXTEND, called one way; calls at
+//!   one instant of the server's clock.
 //! - [`limiters`]: the table of every kind of limiter.
 //! - [`workload`]: seeded pseudo-random workloads over limiters and leases.
 //! - [`keys`]: what keys hold, down to whole databases.

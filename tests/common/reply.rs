@@ -1,7 +1,8 @@
 //! Commands given as text or bytes, and what they reply: CHECK's and PEEK's
 //! five integers as a [`Decision`], THROTTLE's as a [`Throttled`], MCHECK's
 //! and MPEEK's seven elements as a [`Multi`], ACQUIRE's six as a [`Lease`],
-//! an error as its text.
+//! RESERVE's nine as a [`Reserved`], SETTLE's as a [`Settled`], an error as
+//! its text.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use redis::{ConnectionLike, FromRedisValue, ParsingError, RedisResult, Value};
@@ -272,6 +273,60 @@ impl FromRedisValue for Multi {
             position,
             each,
         })
+    }
+}
+
+/// RATELIMIT.RESERVE's reply: MCHECK's seven elements, then the units held
+/// under the id and the ms until the hold expires.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reserved {
+    /// MCHECK's part (a replay's: the first RESERVE's).
+    pub multi: Multi,
+    /// Units held under the id; 0 when denied, settled or nothing is held.
+    pub held: i64,
+    /// Ms until the hold expires; -1 when nothing is held.
+    pub hold_ttl_ms: i64,
+}
+
+impl FromRedisValue for Reserved {
+    fn from_redis_value(value: Value) -> Result<Reserved, ParsingError> {
+        let Value::Array(mut items) = value else {
+            return Err(ParsingError::from(format!(
+                "expected an array of 9, got {value:?}"
+            )));
+        };
+        if items.len() != 9 {
+            return Err(ParsingError::from(format!(
+                "expected 9 elements, got {items:?}"
+            )));
+        }
+        let hold_ttl_ms: i64 = redis::from_redis_value(items.pop().unwrap())?;
+        let held: i64 = redis::from_redis_value(items.pop().unwrap())?;
+        let multi = Multi::from_redis_value(Value::Array(items))?;
+        Ok(Reserved {
+            multi,
+            held,
+            hold_ttl_ms,
+        })
+    }
+}
+
+/// RATELIMIT.SETTLE's reply: 1 settled, 0 unknown or expired id (the actual
+/// charged in full), 2 settled already (nothing charged); then each limit
+/// as PEEK of one unit shows it after the settle.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settled {
+    pub status: i64,
+    pub each: Vec<Decision>,
+}
+
+impl FromRedisValue for Settled {
+    fn from_redis_value(value: Value) -> Result<Settled, ParsingError> {
+        let (status, each): (i64, Vec<Decision>) = redis::from_redis_value(value)?;
+        if !(0..=2).contains(&status) {
+            return Err(ParsingError::from(format!("SETTLE's status is {status}")));
+        }
+        Ok(Settled { status, each })
     }
 }
 
