@@ -1,7 +1,7 @@
 // The limiter, on node-redis v5: a single server (createClient) or Redis
 // Cluster (createCluster). See README.md for the whole API.
 
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 
 import {
@@ -16,14 +16,16 @@ import {
 } from 'redis';
 
 import { CircuitBreaker } from './breaker.js';
-import { LocalLimiter } from './local.js';
+import { HOLD_MAX_TTL_MS, LocalLimiter } from './local.js';
 import { DEFAULT_KEY, PolicyError, PolicySet, fieldFor, parsePlan, policyKey, versionNow } from './policies.js';
-import { Acquired, Decision, Denied, HEADER_STYLES, MultiDecision, Throttle } from './results.js';
-import { Limit, SpecError, checkCost } from './spec.js';
+import { Acquired, Decision, Denied, HEADER_STYLES, MultiDecision, Reserved, Settled, SettleStatus, Throttle } from './results.js';
+import { Limit, SpecError, checkActual, checkCost, checkEstimate, checkHoldId, checkHoldTtl, heldFor } from './spec.js';
 
 export const BACKENDS = ['module', 'functions', 'script'];
 export const MODES = ['open', 'closed', 'local'];
 const MULTI_KEY = new Set(['MCHECK', 'MPEEK']);
+// The holds key first, then the id (and ttl_ms), then numkeys and the keys.
+const HOLDS_KEYED = new Set(['RESERVE', 'SETTLE']);
 const READ_ONLY = new Set(['PEEK', 'MPEEK']);
 const PROBE_KEY = 'ratelimit:backend-probe';
 
@@ -62,11 +64,108 @@ function withDeadline(promise, timeoutMs) {
   return Promise.race([promise, deadline]).finally(() => clearTimeout(timer));
 }
 
-export function commandFor(backend, verb, keys, args, sha) {
-  if (backend === 'module') return [`RATELIMIT.${verb}`, ...(MULTI_KEY.has(verb) ? [String(keys.length)] : []), ...keys, ...args];
+// RESERVE and SETTLE: keys[0] is the holds key and `head` the id (and
+// ttl_ms), which the module takes before numkeys and the library after its keys.
+export function commandFor(backend, verb, keys, args, sha, head = []) {
+  if (backend === 'module') {
+    if (HOLDS_KEYED.has(verb)) return [`RATELIMIT.${verb}`, keys[0], ...head, String(keys.length - 1), ...keys.slice(1), ...args];
+    return [`RATELIMIT.${verb}`, ...(MULTI_KEY.has(verb) ? [String(keys.length)] : []), ...keys, ...head, ...args];
+  }
   const fn = `ratelimit_${verb.toLowerCase()}`;
-  if (backend === 'functions') return [READ_ONLY.has(verb) ? 'FCALL_RO' : 'FCALL', fn, String(keys.length), ...keys, ...args];
-  return ['EVALSHA', sha, String(keys.length), ...keys, fn, ...args];
+  if (backend === 'functions') return [READ_ONLY.has(verb) ? 'FCALL_RO' : 'FCALL', fn, String(keys.length), ...keys, ...head, ...args];
+  return ['EVALSHA', sha, String(keys.length), ...keys, fn, ...head, ...args];
+}
+
+/**
+ * An estimate held for one piece of work (`limiter.reservation(…)`):
+ * `await r.reserve()` (throws Denied), `r.actual = n` (or `{key: n}` per
+ * HOLD limit), `await r.extend()` as the work runs, `await r.settle()`.
+ * Settles once: later calls resolve to the first result. An unreported
+ * limit settles at its estimate, or at 0 after `settle(undefined, {failed:
+ * true})` (what `withReservation` does when the work throws).
+ */
+export class Reservation {
+  constructor(limiter, holds, limits, ttlMs, { id = null, extendEveryMs = null, name = null } = {}) {
+    Object.assign(this, { limiter, holds, limits: [...limits], ttlMs: checkHoldTtl(ttlMs), extendEveryMs, name });
+    this.id = id === null ? randomUUID() : checkHoldId(id);
+    this.heldLimits = this.limits.filter((l) => l.hold !== undefined && l.hold !== null);
+    this.actual = null;
+    this.reserved = null;
+    this.settled = null;
+    this.done = false;
+    this.lost = false;
+    this.timer = null;
+    this.settling = null;
+  }
+
+  get held() {
+    return this.reserved?.held ?? 0;
+  }
+
+  get degraded() {
+    return Boolean(this.reserved?.degraded);
+  }
+
+  async reserve() {
+    if (this.reserved) throw new Error('this reservation has reserved already');
+    const reserved = await this.limiter.reserve(this.holds, this.id, this.ttlMs, this.limits, { name: this.name });
+    this.reserved = reserved;
+    if (!reserved.allowed) {
+      this.done = true;
+      const key = this.limits[reserved.binding]?.key ?? this.holds;
+      throw new Denied(reserved, `${key}: over its limit (reservation ${this.id} denied)`);
+    }
+    return reserved;
+  }
+
+  async extend(ttlMs = this.ttlMs) {
+    if (!this.reserved) throw new Error('reserve() first');
+    const left = await this.limiter.extend(this.holds, this.id, ttlMs);
+    if (left === 0) this.lost = true;
+    return left;
+  }
+
+  /** Extends every `extendEveryMs` (a third of the hold's ttl; 0: never) until settled. */
+  startExtending() {
+    const every = this.extendEveryMs ?? (this.reserved?.holdTtlMs ?? 0) / 3;
+    if (!this.reserved || this.reserved.holdTtlMs === null || !(every > 0) || this.done) return;
+    this.timer = setInterval(async () => {
+      if ((await this.extend().catch(() => null)) === 0) this.stopExtending();
+    }, every);
+  }
+
+  stopExtending() {
+    clearInterval(this.timer);
+    this.timer = null;
+  }
+
+  settle(actual = undefined, { failed = false } = {}) {
+    if (!this.reserved) return Promise.reject(new Error('reserve() first'));
+    this.settling ??= this.settleOnce(actual, failed).catch((error) => {
+      this.settling = null; // an error reply: settling again is safe (SETTLE is idempotent)
+      throw error;
+    });
+    return this.settling;
+  }
+
+  async settleOnce(actual, failed) {
+    if (this.done) return this.settled;
+    if (actual !== undefined && actual !== null) this.actual = actual;
+    this.stopExtending();
+    const reported = this.actual;
+    const byKey = reported !== null && typeof reported === 'object';
+    if (byKey) {
+      const unknown = Object.keys(reported).filter((k) => !this.heldLimits.some((l) => l.key === k));
+      if (unknown.length) throw new RangeError(`not a HOLD limit of this reservation: ${unknown.join(', ')}`);
+    }
+    const items = this.heldLimits.map(({ key, limit, hold, name = null }) => {
+      const value = byKey ? reported[key] : reported;
+      return { key, limit, actual: value ?? (failed ? 0 : hold), name };
+    });
+    if (items.length) this.settled = await this.limiter.settle(this.holds, this.id, items, { name: this.name });
+    this.done = true;
+    return this.settled;
+  }
 }
 
 /**
@@ -188,7 +287,60 @@ export class RateLimiter {
     return this.decide({ verb: 'RENEW', keys: [this.prefix + key], args: [id, String(leaseMs)], kind: 'renew', extra: { id, leaseMs } });
   }
 
-  // RESERVE / SETTLE / EXTEND: `reserve(…)` goes here when the module has them.
+  /**
+   * RATELIMIT.RESERVE: MCHECK of `[{key, limit, cost?, hold?, name?}, …]`
+   * (all or none) recorded under `id` in the hash `holds` for `ttlMs`. A
+   * limit with `hold: estimate` holds the estimate (at most half the limit
+   * by default; the rest is charged at SETTLE) instead of charging a cost
+   * for good. A RESERVE of a recorded id charges nothing and resolves to the
+   * first reply. In Cluster, `holds` and the keys share a slot.
+   */
+  reserve(holds, id, ttlMs, limits, { name = null } = {}) {
+    return this.decide(this.reserveCall(holds, id, ttlMs, limits, name));
+  }
+
+  /**
+   * RATELIMIT.SETTLE over `[{key, limit, actual, name?}, …]`: each key is
+   * charged its actual cost less what `id` holds on it (a refund, or a debt
+   * past the limit). Resolves to a Settled (`status`: SettleStatus).
+   */
+  settle(holds, id, limits, { name = null } = {}) {
+    return this.decide(this.settleCall(holds, id, limits, name));
+  }
+
+  /** RATELIMIT.EXTEND: ms until the hold now expires, or 0 when `id` holds nothing. */
+  extend(holds, id, ttlMs) {
+    const call = { verb: 'EXTEND', keys: [this.prefix + holds], args: [checkHoldId(id), String(checkHoldTtl(ttlMs))], kind: 'extend', extra: { holds: this.prefix + holds, id, ttlMs } };
+    return this.decide(call);
+  }
+
+  /** A Reservation to reserve, extend and settle by hand (`withReservation` does it around a function). */
+  reservation(holds, limits, ttlMs, { id = null, extendEveryMs = null, name = null } = {}) {
+    return new Reservation(this, holds, limits, ttlMs, { id, extendEveryMs, name });
+  }
+
+  /**
+   * Runs `work(reservation)` with its estimates held: RESERVE first (throws
+   * Denied), EXTEND every `extendEveryMs` (a third of the hold's ttl; 0:
+   * never) while it runs, then SETTLE with `reservation.actual` (what the
+   * work returned is returned), or when the work throws with 0 for every
+   * limit it reported nothing for (and the error is thrown again). `id`: a
+   * UUID unless given.
+   */
+  async withReservation(holds, limits, ttlMs, work, options = {}) {
+    const reservation = this.reservation(holds, limits, ttlMs, options);
+    await reservation.reserve();
+    reservation.startExtending();
+    let result;
+    try {
+      result = await work(reservation);
+    } catch (error) {
+      await reservation.settle(undefined, { failed: true }).catch(() => null);
+      throw error;
+    }
+    await reservation.settle();
+    return result;
+  }
 
   /**
    * Runs `work(lease)` holding one of `max` slots of `key`, released in a
@@ -324,6 +476,33 @@ export class RateLimiter {
     return { verb, keys: limits.map((l) => l.key), args, kind: 'multi', policy: name, limits };
   }
 
+  reserveCall(holds, id, ttlMs, items, name) {
+    checkHoldId(id);
+    checkHoldTtl(ttlMs);
+    if (items.length < 1 || items.length > 16) throw new RangeError('RESERVE takes 1 to 16 limits');
+    const limits = items.map(({ key, limit, cost, hold, name: n = null }) => {
+      const l = Limit.from(limit);
+      if (l.shadow) throw new SpecError(`${key}: a shadow limit cannot be reserved (SHADOW is for CHECK and MCHECK)`);
+      const holding = hold !== undefined && hold !== null;
+      if (holding && cost !== undefined && cost !== null) throw new SpecError(`${key}: a LIMIT takes COST or HOLD, not both`);
+      return { key: this.prefix + key, limit: l, cost: holding ? null : checkCost(cost ?? 1), hold: holding ? checkEstimate(hold) : null, name: n };
+    });
+    const holdsKey = this.prefix + holds;
+    if (limits.some((l) => l.key === holdsKey)) throw new RangeError('the holds key cannot also be a limiter key');
+    const args = limits.flatMap(({ limit, cost, hold }) => ['LIMIT', ...(hold !== null ? limit.group('HOLD', hold) : limit.args(cost))]);
+    return { verb: 'RESERVE', keys: [holdsKey, ...limits.map((l) => l.key)], head: [id, String(ttlMs)], args, kind: 'reserve', policy: name, limits, extra: { holds: holdsKey, id, ttlMs } };
+  }
+
+  settleCall(holds, id, items, name) {
+    checkHoldId(id);
+    if (items.length < 1 || items.length > 16) throw new RangeError('SETTLE takes 1 to 16 limits');
+    const limits = items.map(({ key, limit, actual, name: n = null }) => ({ key: this.prefix + key, limit: Limit.from(limit), actual: checkActual(actual), name: n }));
+    const holdsKey = this.prefix + holds;
+    if (limits.some((l) => l.key === holdsKey)) throw new RangeError('the holds key cannot also be a limiter key');
+    const args = limits.flatMap(({ limit, actual }) => ['LIMIT', ...limit.group('ACTUAL', actual)]);
+    return { verb: 'SETTLE', keys: [holdsKey, ...limits.map((l) => l.key)], head: [id], args, kind: 'settle', policy: name, limits, extra: { holds: holdsKey, id } };
+  }
+
   async decide(call) {
     if (!this.breaker.allow()) return this.degrade(call);
     let reply;
@@ -368,6 +547,10 @@ export class RateLimiter {
         }
         return this.afterMulti(call, d, charged);
       }
+      case 'reserve':
+        return this.counted(call, Reserved.fromReply(reply, call.limits.map((l) => l.limit.periodSeconds), call.limits.map((l) => l.name), call.extra.id));
+      case 'settle':
+        return Settled.fromReply(reply, call.limits.map((l) => l.limit.periodSeconds), call.limits.map((l) => l.name));
       case 'throttle':
         return this.counted(call, Throttle.fromReply(reply));
       case 'acquire':
@@ -420,8 +603,44 @@ export class RateLimiter {
     }
   }
 
+  /**
+   * RESERVE, SETTLE and EXTEND without Redis. Local: the module's holds
+   * in-process (the estimate, capped as the module's defaults cap it,
+   * charged and recorded; SETTLE refunds or charges the rest; an expired
+   * hold refunded), marked degraded. Open: admitted, nothing held; closed:
+   * denied. SETTLE of a hold the local limiter never recorded charges the
+   * actual locally (status unknown), as the module does for an unknown id.
+   */
+  degradeHold(call, mode) {
+    const { extra } = call;
+    if (call.kind === 'extend') {
+      if (mode === 'local') {
+        const extended = this.local.extend(extra.holds, extra.id, extra.ttlMs);
+        if (extended !== null) return extended;
+      }
+      // A hold Redis keeps cannot be extended now: it is refunded by itself,
+      // and its SETTLE charges the actual in full.
+      return mode !== 'closed' ? Math.min(extra.ttlMs, HOLD_MAX_TTL_MS) : 0;
+    }
+    const periods = call.limits.map((l) => l.limit.periodSeconds);
+    const names = call.limits.map((l) => l.name);
+    const local = (result) => result.with({ degraded: true, degradedBy: 'local', each: result.each.map((e) => e.with({ degraded: true, degradedBy: 'local' })) });
+    const allowed = mode === 'open';
+    const each = call.limits.map(({ limit, name }) => new Decision({ allowed, remaining: allowed ? limit.limit : 0, limit: limit.limit, periodSeconds: limit.periodSeconds, policy: name, degraded: true, degradedBy: mode }));
+    if (call.kind === 'reserve') {
+      if (mode === 'local') {
+        const groups = call.limits.map(({ key, limit, cost, hold }) => (hold !== null ? { key, limit, units: heldFor(hold, limit.bucket), held: true } : { key, limit, units: cost, held: false }));
+        return this.counted(call, local(Reserved.fromReply(this.local.reserve(extra.holds, extra.id, extra.ttlMs, groups), periods, names, extra.id)));
+      }
+      return this.counted(call, new Reserved({ allowed, remaining: each[0].remaining, limit: each[0].limit, retryAfterMs: null, resetAfterMs: 0, binding: 0, each, degraded: true, degradedBy: mode, id: extra.id }));
+    }
+    if (mode === 'local') return local(Settled.fromReply(this.local.settle(extra.holds, extra.id, call.limits), periods, names));
+    return new Settled({ status: SettleStatus.UNKNOWN, each, degraded: true, degradedBy: mode });
+  }
+
   degrade(call) {
     const mode = this.onUnavailable;
+    if (call.kind === 'reserve' || call.kind === 'settle' || call.kind === 'extend') return this.degradeHold(call, mode);
     if ((call.kind === 'decision' || call.kind === 'multi') && call.limits) {
       const peek = READ_ONLY.has(call.verb);
       if (mode === 'local') {
@@ -497,7 +716,7 @@ export class RateLimiter {
 
   async execute(call) {
     const backend = this.backendName ?? (await this.chooseBackend());
-    const command = commandFor(backend, call.verb, call.keys, call.args.map(String), this.sha);
+    const command = commandFor(backend, call.verb, call.keys, call.args.map(String), this.sha, call.head ?? []);
     const key = call.keys[0];
     try {
       return await this.send(command, key);

@@ -29,19 +29,23 @@ function firstFitting(previous, room, period) {
   return elapsed < period ? elapsed : null;
 }
 
+// A sliding window's [previous, current] counts as seen from now.
+function countsAt(state, period, now) {
+  const window = now / period;
+  if (!state) return [0n, 0n];
+  const [prevS, curS, expires] = state;
+  const stored = expires <= (window + 2n) * period ? (expires - 1n) / period - 1n : window;
+  if (stored === window) return [prevS, curS];
+  if (stored + 1n === window) return [curS, 0n];
+  return [0n, 0n];
+}
+
 function sliding(state, limit, cost, now) {
   const period = big(limit.periodSeconds) * 1000n;
   const lim = big(limit.limit);
   const window = now / period;
   const elapsed = now % period;
-  let previous = 0n;
-  let current = 0n;
-  if (state) {
-    const [prevS, curS, expires] = state;
-    const stored = expires <= (window + 2n) * period ? (expires - 1n) / period - 1n : window;
-    if (stored === window) [previous, current] = [prevS, curS];
-    else if (stored + 1n === window) previous = curS;
-  }
+  const [previous, current] = countsAt(state, period, now);
   const budget = lim * period;
   const weighted = (p, c) => p * (period - elapsed) + c * period;
   const fits = weighted(previous, current) + cost * period <= budget;
@@ -91,6 +95,73 @@ function token(state, limit, cost, now) {
 const ALGORITHMS = { FIXED: fixed, SLIDING: sliding, TOKEN: token };
 const looked = (asked, asIs) => [asked[0], asIs[1], asked[2], asked[3], asIs[4]];
 const toNumbers = (reply) => reply.map(Number);
+
+const MAX_COUNT = 2n ** 53n - 1n;
+// The module's default `hold-max-ttl-ms`, applied by the local limiter.
+export const HOLD_MAX_TTL_MS = 60_000;
+// A refund that leaves a bucket full deletes the key, as the module does.
+const DELETE = Symbol('delete');
+
+/**
+ * The state after taking `units` past the limit (a SETTLE's debt), as the
+ * module's `force`: the window in force counts them; a bucket goes down to
+ * empty and no further. null: nothing to store.
+ */
+export function force(state, limit, units, now) {
+  if (units === 0n) return null;
+  const period = big(limit.periodSeconds) * 1000n;
+  if (limit.algorithm === 'FIXED') {
+    const newEnd = now + period;
+    let [count, end] = [0n, newEnd];
+    if (state && state[1] > newEnd) [count, end] = [state[0], newEnd];
+    else if (state && state[1] > now) [count, end] = state;
+    return [min(count + units, MAX_COUNT), end];
+  }
+  if (limit.algorithm === 'SLIDING') {
+    const [previous, current] = countsAt(state, period, now);
+    return [previous, min(current + units, MAX_COUNT), (now / period + 2n) * period];
+  }
+  const nowT = now * big(limit.limit);
+  const capacity = big(limit.bucket) * period;
+  const fullAt = state === null || state === undefined ? nowT : min(max(state, nowT), nowT + capacity);
+  return min(fullAt + units * period, nowT + capacity);
+}
+
+/**
+ * The state after giving back `units` charged at `chargedAt`, as the
+ * module's `refund`: a fixed window only while the window charged lasts, a
+ * sliding window into the count of the window charged, a bucket never above
+ * full. null: nothing changes; DELETE: a bucket left full.
+ */
+export function refund(state, limit, units, chargedAt, now) {
+  if (state === null || state === undefined || units === 0n) return null;
+  const period = big(limit.periodSeconds) * 1000n;
+  if (limit.algorithm === 'FIXED') {
+    const [count, end] = state;
+    const given = min(units, count);
+    return end - period <= chargedAt && chargedAt < end && now < end && given > 0n ? [count - given, end] : null;
+  }
+  if (limit.algorithm === 'SLIDING') {
+    const window = now / period;
+    let [previous, current] = countsAt(state, period, now);
+    const charged = chargedAt / period;
+    if (charged === window && min(units, current) > 0n) current -= min(units, current);
+    else if (charged + 1n === window && min(units, previous) > 0n) previous -= min(units, previous);
+    else return null;
+    return [previous, current, (window + 2n) * period];
+  }
+  const nowT = now * big(limit.limit);
+  const fullAt = min(max(state, nowT), nowT + big(limit.bucket) * period);
+  const given = max(fullAt - units * period, nowT);
+  if (given >= fullAt) return null;
+  return given <= nowT ? DELETE : given;
+}
+
+/** A limit as MPEEK of one unit shows it: SETTLE's reply per limit. */
+function peekOne(state, limit, now) {
+  const algorithm = ALGORITHMS[limit.algorithm];
+  return toNumbers(looked(algorithm(state, limit, 1n, now)[0], algorithm(state, limit, 0n, now)[0]));
+}
 
 function binding(each, allowed) {
   let best = 0;
@@ -148,8 +219,7 @@ export class LocalLimiter {
     return toNumbers(reply);
   }
 
-  mcheck(limits, peek = false) {
-    const now = big(this.clock());
+  mcheck(limits, peek = false, now = big(this.clock())) {
     const decided = limits.map(({ key, limit, cost }) => {
       const algorithm = ALGORITHMS[limit.algorithm];
       const state = this.get(key, limit.algorithm);
@@ -166,6 +236,97 @@ export class LocalLimiter {
     });
     const b = binding(each, allowed);
     return [allowed ? 1 : 0, each[b][1], each[b][2], allowed ? -1 : each[b][3], each[b][4], b + 1, each];
+  }
+
+  // -- holds: RESERVE, SETTLE, EXTEND as the module keeps them, in-process.
+  // A holds key's entry maps each id to a record: {live: true, deadline,
+  // chargedAt, ttl, reply, holds: [{key, limit, held}]} or {live: false,
+  // deadline, reply} once settled (times as BigInt ms).
+
+  /** The records of `holds` after refunding and forgetting expired ones (the module's sweep). */
+  records(holds, now) {
+    const records = new Map(this.get(holds, 'HOLDS') ?? []);
+    for (const [id, record] of records) {
+      if (record.deadline > now) continue;
+      records.delete(id);
+      if (record.live) for (const h of record.holds) this.refundKey(h.key, h.limit, big(h.held), record.chargedAt, now);
+    }
+    return records;
+  }
+
+  keepRecords(holds, records) {
+    if (records.size) this.put(holds, 'HOLDS', records);
+    else this.states.delete(holds);
+  }
+
+  refundKey(key, limit, units, chargedAt, now) {
+    const after = refund(this.get(key, limit.algorithm), limit, units, chargedAt, now);
+    if (after === DELETE) this.states.delete(key);
+    else if (after !== null) this.put(key, limit.algorithm, after);
+  }
+
+  /** RESERVE's reply for `groups` ({key, limit, units, held}, the units already capped). */
+  reserve(holds, id, ttlMs, groups) {
+    const now = big(this.clock());
+    const records = this.records(holds, now);
+    const record = records.get(id);
+    let reply;
+    const least = (hs) => (hs.length ? Math.min(...hs.map((h) => h.held)) : 0);
+    if (record) {
+      reply = record.live ? [...record.reply, least(record.holds), Number(record.deadline - now)] : [...record.reply, 0, -1];
+    } else {
+      reply = this.mcheck(groups.map(({ key, limit, units }) => ({ key, limit, cost: units })), false, now);
+      if (reply[0] === 1) {
+        const ttl = Math.min(ttlMs, HOLD_MAX_TTL_MS);
+        const kept = groups.filter((g) => g.held).map(({ key, limit, units }) => ({ key, limit, held: units }));
+        records.set(id, { live: true, deadline: now + big(ttl), chargedAt: now, ttl, reply, holds: kept });
+        reply = [...reply, least(kept), ttl];
+      } else {
+        reply = [...reply, 0, -1];
+      }
+    }
+    this.keepRecords(holds, records);
+    return reply;
+  }
+
+  /** SETTLE's reply: [status, each limit as PEEK of one unit shows it]. */
+  settle(holds, id, groups) {
+    const now = big(this.clock());
+    const records = this.records(holds, now);
+    const record = records.get(id);
+    const status = !record ? 0 : record.live ? 1 : 2;
+    if (status !== 2) {
+      const heldAt = new Map((record?.holds ?? []).map((h) => [h.key, big(h.held)]));
+      for (const { key, limit, actual } of groups) {
+        const held = heldAt.get(key) ?? 0n;
+        const units = big(actual);
+        if (units >= held) {
+          const state = force(this.get(key, limit.algorithm), limit, units - held, now);
+          if (state !== null) this.put(key, limit.algorithm, state);
+        } else {
+          this.refundKey(key, limit, held - units, record.chargedAt, now);
+        }
+      }
+    }
+    if (status === 1) records.set(id, { live: false, deadline: now + big(record.ttl), reply: record.reply });
+    this.keepRecords(holds, records);
+    return [status, groups.map(({ key, limit }) => peekOne(this.get(key, limit.algorithm), limit, now))];
+  }
+
+  /** EXTEND's reply, or null when this limiter has no record of the id (a hold Redis keeps). */
+  extend(holds, id, ttlMs) {
+    const now = big(this.clock());
+    const records = this.records(holds, now);
+    const record = records.get(id);
+    let reply = null;
+    if (record?.live) {
+      reply = Math.min(ttlMs, HOLD_MAX_TTL_MS);
+      records.set(id, { ...record, deadline: now + big(reply), ttl: reply });
+    } else if (record) {
+      reply = 0;
+    }
+    this.keepRecords(holds, records);
+    return reply;
   }
 
   acquire(key, max, leaseMs, id = null) {

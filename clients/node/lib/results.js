@@ -69,6 +69,55 @@ export class MultiDecision {
   }
 }
 
+/**
+ * RESERVE's answer: MCHECK's (verdict, binding limit, `each`, `headers()`),
+ * then `held` (units held under `id`, the least among its HOLD limits; 0
+ * when denied or without HOLD) and `holdTtlMs` (ms until the hold is
+ * refunded unless settled; null when nothing is recorded).
+ */
+export class Reserved extends MultiDecision {
+  constructor(fields) {
+    super({ held: 0, holdTtlMs: null, id: null, ...fields });
+  }
+
+  static fromReply(reply, periods = [], policies = [], id = null) {
+    const multi = MultiDecision.fromReply(reply.slice(0, 7), periods, policies);
+    return new Reserved({ ...multi, held: Number(reply[7]), holdTtlMs: orNull(Number(reply[8])), id });
+  }
+
+  with(fields) {
+    return new Reserved({ ...this, ...fields });
+  }
+}
+
+/** SETTLE's status: what it found under the id. */
+export const SettleStatus = Object.freeze({
+  /** Nothing (never reserved, or expired and refunded): the actual was charged in full. */
+  UNKNOWN: 'unknown',
+  /** A live hold, now settled: each key charged actual − held. */
+  SETTLED: 'settled',
+  /** Settled already: nothing charged. */
+  ALREADY_SETTLED: 'already_settled',
+});
+const STATUSES = [SettleStatus.UNKNOWN, SettleStatus.SETTLED, SettleStatus.ALREADY_SETTLED];
+
+/** SETTLE's answer: `status` and `each` limit's Decision as PEEK of one unit shows it after. */
+export class Settled {
+  constructor(fields) {
+    Object.assign(this, { degraded: false, degradedBy: null }, fields);
+    Object.freeze(this);
+  }
+
+  static fromReply(reply, periods = [], policies = []) {
+    const each = reply[1].map((one, i) => Decision.fromReply(one, periods[i] ?? null, policies[i] ?? null));
+    return new Settled({ status: STATUSES[Number(reply[0])], each });
+  }
+
+  with(fields) {
+    return new Settled({ ...this, ...fields });
+  }
+}
+
 function headers(limits, verdict, style) {
   if (!HEADER_STYLES.includes(style)) throw new RangeError(`header style must be one of ${HEADER_STYLES.join(', ')}`);
   const out = {};

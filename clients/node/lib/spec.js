@@ -14,11 +14,21 @@ export class SpecError extends Error {
   }
 }
 
+// Holds (src/limiter/holds.rs): a RESERVE's or EXTEND's ttl_ms, an id's
+// length, and the module's default `hold-max-percent`, which the local
+// limiter applies while Redis is down.
+export const MAX_HOLD_TTL_MS = 86_400_000;
+const MAX_ID_BYTES = 64;
+export const HOLD_MAX_PERCENT = 50;
+
 const MESSAGES = {
   limit: `limit must be a positive integer (at most ${MAX_LIMIT})`,
   period: `period must be a positive integer number of seconds (at most ${MAX_PERIOD_S})`,
   burst: `burst must be a positive integer (at most ${MAX_LIMIT})`,
   cost: `cost must be a non-negative integer (at most ${MAX_LIMIT})`,
+  estimate: `estimate must be a non-negative integer (at most ${MAX_LIMIT})`,
+  actual: `actual must be a non-negative integer (at most ${MAX_LIMIT})`,
+  ttl: `ttl_ms must be an integer from 1 to ${MAX_HOLD_TTL_MS}`,
 };
 
 function integer(value, what, low, high) {
@@ -36,6 +46,33 @@ function integer(value, what, low, high) {
 
 export function checkCost(cost) {
   return integer(cost, 'cost', 0, MAX_LIMIT);
+}
+
+export const checkEstimate = (estimate) => integer(estimate, 'estimate', 0, MAX_LIMIT);
+export const checkActual = (actual) => integer(actual, 'actual', 0, MAX_LIMIT);
+export const checkHoldTtl = (ttlMs) => integer(ttlMs, 'ttl', 1, MAX_HOLD_TTL_MS);
+
+/** A hold's id as the module takes it: 1 to 64 bytes, not NOW (the fallback's clock word). */
+export function checkHoldId(id) {
+  if (typeof id !== 'string') throw new SpecError('id must be a string');
+  const bytes = Buffer.byteLength(id);
+  if (bytes < 1 || bytes > MAX_ID_BYTES || id.toUpperCase() === 'NOW') throw new SpecError(`id must be 1 to ${MAX_ID_BYTES} bytes and not NOW`);
+  return id;
+}
+
+/**
+ * What RESERVE holds for `estimate` on a limit that takes at most
+ * `capacity` per request: the estimate, but at most `percent`% of the
+ * capacity (rounded down, at least 1); 0 for 0.
+ */
+export function heldFor(estimate, capacity, percent = HOLD_MAX_PERCENT) {
+  if (estimate === 0) return 0;
+  const c = BigInt(capacity);
+  const p = BigInt(percent);
+  const cap = (c / 100n) * p + ((c % 100n) * p) / 100n;
+  const most = cap > 1n ? cap : 1n;
+  const e = BigInt(estimate);
+  return Number(e < most ? e : most);
 }
 
 /**
@@ -72,9 +109,19 @@ export class Limit {
   args(cost = 1) {
     const args = [String(this.limit), String(this.periodSeconds)];
     if (cost !== 1) args.push('COST', String(cost));
-    if (this.algorithm !== 'FIXED') args.push('ALGORITHM', this.algorithm);
-    if (this.burst !== null) args.push('BURST', String(this.burst));
-    return args;
+    return [...args, ...this.options()];
+  }
+
+  /** A RESERVE or SETTLE group after LIMIT: `limit period <word> <value>` and the options. */
+  group(word, value) {
+    return [String(this.limit), String(this.periodSeconds), word, String(value), ...this.options()];
+  }
+
+  options() {
+    const options = [];
+    if (this.algorithm !== 'FIXED') options.push('ALGORITHM', this.algorithm);
+    if (this.burst !== null) options.push('BURST', String(this.burst));
+    return options;
   }
 
   /** As a policy string: `100 60 ALGORITHM TOKEN BURST 20`. */

@@ -6,7 +6,7 @@ import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
 
-import { LIBRARY, RateLimiter, libraryVersion } from '../lib/index.js';
+import { LIBRARY, RateLimiter, SettleStatus, libraryVersion } from '../lib/index.js';
 import { startBackend, startCluster } from './servers.js';
 
 const CLI = fileURLToPath(new URL('../bin/redis-ratelimit.js', import.meta.url));
@@ -26,6 +26,20 @@ for (const module of [true, false]) {
       await admin.setPolicy('tpd', '10 86400');
       await admin.setPlan('pro', 'rpm tpd');
       for (const s of ['a', 'b', 'c', 'd']) assert.equal((await limiter.checkPlan('pro', s, { tpd: 3 })).each[1].remaining, 7);
+      for (const org of ['a', 'b', 'c', 'd']) { // holds keys on every master
+        const holds = `{org:${org}}:holds`;
+        const limits = [{ key: `{org:${org}}:rpm`, limit: '60 60' }, { key: `{org:${org}}:tpm`, limit: '1000 60', hold: 300 }];
+        const r = await limiter.reserve(holds, 'req-1', 30000, limits);
+        assert.deepEqual([r.allowed, r.held, r.holdTtlMs, r.each[1].remaining], [true, 300, 30000, 700]);
+        assert.equal(await limiter.extend(holds, 'req-1', 20000), 20000);
+        const s = await limiter.settle(holds, 'req-1', [{ key: `{org:${org}}:tpm`, limit: '1000 60', actual: 120 }]);
+        assert.deepEqual([s.status, s.each[0].remaining], [SettleStatus.SETTLED, 880]);
+        const settled = await limiter.withReservation(holds, limits, 30000, async (res) => {
+          res.actual = 80;
+          return res.settle();
+        });
+        assert.equal(settled.each[0].remaining, 800);
+      }
       if (!module) {
         for (const node of cluster.nodes) assert.equal(Number(node.cli('FCALL_RO', 'ratelimit_version', '0')), libraryVersion(LIBRARY));
       }

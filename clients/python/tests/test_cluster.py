@@ -6,7 +6,7 @@ import asyncio
 import redis
 from redis.cluster import RedisCluster
 
-from redis_ratelimit_client import AsyncRateLimiter, RateLimiter
+from redis_ratelimit_client import AsyncRateLimiter, Hold, RateLimiter, SettleStatus
 from redis_ratelimit_client._core import library_version, library_text
 
 
@@ -27,6 +27,17 @@ def exercise(limiter: RateLimiter, backend: str):
     admin.set_plan("pro", "rpm tpd")
     for subject in ("a", "b", "c", "d"):
         assert limiter.check_plan("pro", subject, cost={"tpd": 3}).each[1].remaining == 7
+    for org in ("a", "b", "c", "d"):  # holds keys on every master
+        holds, limits = f"{{org:{org}}}:holds", [(f"{{org:{org}}}:rpm", "60 60"),
+                                                  (f"{{org:{org}}}:tpm", "1000 60", Hold(300))]
+        r = limiter.reserve(holds, "req-1", 30000, limits)
+        assert (r.allowed, r.held, r.hold_ttl_ms, r.each[1].remaining) == (True, 300, 30000, 700)
+        assert limiter.extend(holds, "req-1", 20000) == 20000
+        s = limiter.settle(holds, "req-1", [(f"{{org:{org}}}:tpm", "1000 60", 120)])
+        assert (s.status, s.each[0].remaining) == (SettleStatus.SETTLED, 880)
+        with limiter.reservation(holds, limits, 30000) as res:
+            res.actual = 80
+        assert res.settled.each[0].remaining == 800
 
 
 def test_module_backend_on_a_cluster(cluster):
@@ -53,6 +64,12 @@ def test_async_on_a_cluster(cluster):
         assert (await limiter.mcheck([("{v}:a", "1 60"), ("{v}:b", "2 60")])).allowed
         async with limiter.lease("ajobs", 1, 5000):
             pass
+        for org in ("a", "b", "c", "d"):
+            async with limiter.reservation(f"{{aorg:{org}}}:holds", [(f"{{aorg:{org}}}:tpm", "1000 60", Hold(300))],
+                                           30000) as res:
+                assert res.held == 300
+                res.actual = 40
+            assert (res.settled.status, res.settled.each[0].remaining) == (SettleStatus.SETTLED, 960)
         await limiter.aclose()
 
     asyncio.run(scenario())

@@ -11,18 +11,19 @@ server or Redis Cluster.
         ...  # 429, with decision.headers()
 """
 
-from ._spec import Limit, SpecError
+from ._spec import Hold, Limit, SpecError
 from ._version import __version__
 from .breaker import CircuitBreaker
-from .client import Lease, RateLimiter, connect
+from .client import Lease, RateLimiter, Reservation, connect
 from .local import LocalLimiter
 from .policies import PolicyAdmin, PolicyError, PolicySet
-from .results import Acquired, Decision, Denied, MultiDecision, Throttle
+from .results import (Acquired, Decision, Denied, MultiDecision, Reserved, Settled, SettleStatus,
+                      Throttle)
 
 __all__ = [
-    "Acquired", "CircuitBreaker", "Decision", "Denied", "Lease", "Limit", "LocalLimiter",
-    "MultiDecision", "PolicyAdmin", "PolicyError", "PolicySet", "RateLimiter", "SpecError",
-    "Throttle", "__version__", "connect",
+    "Acquired", "CircuitBreaker", "Decision", "Denied", "Hold", "Lease", "Limit", "LocalLimiter",
+    "MultiDecision", "PolicyAdmin", "PolicyError", "PolicySet", "RateLimiter", "Reservation",
+    "Reserved", "SettleStatus", "Settled", "SpecError", "Throttle", "__version__", "connect",
 ]
 
 
@@ -31,4 +32,7 @@ def __getattr__(name):
     if name == "AsyncRateLimiter":
         from .aio import AsyncRateLimiter
         return AsyncRateLimiter
+    if name == "AsyncReservation":
+        from .aio import AsyncReservation
+        return AsyncReservation
     raise AttributeError(name)

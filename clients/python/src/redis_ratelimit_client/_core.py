@@ -8,17 +8,20 @@ import builtins
 import hashlib
 import logging
 import re
+import uuid
 from dataclasses import dataclass, field, replace
 from importlib import resources
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import redis
 
-from ._spec import Limit, SpecError, check_cost
+from ._spec import (HOLD_MAX_TTL_MS, Hold, Limit, SpecError, check_actual, check_cost, check_hold_id,
+                    check_hold_ttl, held_for)
 from .breaker import CircuitBreaker
 from .local import LocalLimiter
 from .policies import DEFAULT_KEY, PolicyError, PolicySet, policy_key
-from .results import Acquired, Decision, HEADER_STYLES, MultiDecision, Throttle
+from .results import (Acquired, Decision, Denied, HEADER_STYLES, MultiDecision, Reserved, Settled,
+                      SettleStatus, Throttle)
 
 log = logging.getLogger("redis_ratelimit_client")
 
@@ -38,6 +41,8 @@ UNAVAILABLE = (
 BACKENDS = ("module", "functions", "script")
 MODES = ("open", "closed", "local")
 MULTI_KEY = ("MCHECK", "MPEEK")
+# The holds key first, then the id (and ttl_ms), then numkeys and the keys.
+HOLDS_KEYED = ("RESERVE", "SETTLE")
 READ_ONLY = ("PEEK", "MPEEK")
 PROBE_KEY = "ratelimit:backend-probe"
 
@@ -63,15 +68,20 @@ def script_text(library: str) -> str:
     return library.split("\n", 1)[1]
 
 
-def command_for(backend: str, verb: str, keys: Sequence, args: Sequence, sha: Optional[str] = None) -> list:
-    """The command that runs RATELIMIT.<verb> on `backend`."""
+def command_for(backend: str, verb: str, keys: Sequence, args: Sequence, sha: Optional[str] = None,
+                head: Sequence = ()) -> list:
+    """The command that runs RATELIMIT.<verb> on `backend`. RESERVE and
+    SETTLE: keys[0] is the holds key and `head` the id (and ttl_ms), which
+    the module takes before numkeys and the library after its keys."""
     if backend == "module":
+        if verb in HOLDS_KEYED:
+            return [f"RATELIMIT.{verb}", keys[0], *head, len(keys) - 1, *keys[1:], *args]
         numkeys = [len(keys)] if verb in MULTI_KEY else []
-        return [f"RATELIMIT.{verb}", *numkeys, *keys, *args]
+        return [f"RATELIMIT.{verb}", *numkeys, *keys, *head, *args]
     function = f"ratelimit_{verb.lower()}"
     if backend == "functions":
-        return ["FCALL_RO" if verb in READ_ONLY else "FCALL", function, len(keys), *keys, *args]
-    return ["EVALSHA", sha, len(keys), *keys, function, *args]
+        return ["FCALL_RO" if verb in READ_ONLY else "FCALL", function, len(keys), *keys, *head, *args]
+    return ["EVALSHA", sha, len(keys), *keys, function, *head, *args]
 
 
 def is_unknown_command(error: Exception) -> bool:
@@ -91,6 +101,8 @@ class Call:
     # For decisions: (key, Limit, cost, policy name) per limit.
     limits: List[Tuple[str, Limit, int, Optional[str]]] = field(default_factory=list)
     extra: Dict[str, Any] = field(default_factory=dict)
+    # RESERVE's and SETTLE's id (and ttl_ms): see command_for.
+    head: List[Any] = field(default_factory=list)
 
 
 Metrics = Callable[[str, Optional[str]], None]
@@ -185,6 +197,66 @@ class LimiterBase:
             args += ["LIMIT", *limit.args(cost)]
         return Call(verb, [i[0] for i in items], args, "multi", policy, items)
 
+    def _reserve_call(self, holds: str, hold_id: str, ttl_ms: int, limits: Sequence,
+                      policy: Optional[str]) -> Call:
+        """RESERVE: `limits` as MCHECK's, with a Hold(estimate) in place of
+        a cost for a limit that holds rather than charges for good."""
+        hold_id, ttl_ms = check_hold_id(hold_id), check_hold_ttl(ttl_ms)
+        items, held = [], []
+        for entry in limits:
+            if len(entry) == 2:
+                (key, limit), units, name = entry, 1, None
+            elif len(entry) == 3:
+                (key, limit, units), name = entry, None
+            else:
+                key, limit, units, name = entry
+            limit = self._limit(limit, None, "FIXED", None)
+            if limit.shadow:
+                raise SpecError(f"{key}: a shadow limit cannot be reserved (SHADOW is for CHECK and MCHECK)")
+            if not isinstance(units, Hold):
+                check_cost(units)
+            items.append((self._key(key), limit, units, name))
+        if not 1 <= len(items) <= 16:
+            raise ValueError("RESERVE takes 1 to 16 limits")
+        holds = self._key(holds)
+        if holds in (k for k, *_ in items):
+            raise ValueError("the holds key cannot also be a limiter key")
+        args: List[Any] = []
+        for _, limit, units, _ in items:
+            if isinstance(units, Hold):
+                args += ["LIMIT", *limit.group("HOLD", units.estimate)]
+            else:
+                args += ["LIMIT", *limit.args(units)]
+        return Call("RESERVE", [holds, *(k for k, *_ in items)], args, "reserve", policy, items,
+                    extra={"holds": holds, "id": hold_id, "ttl_ms": ttl_ms}, head=[hold_id, ttl_ms])
+
+    def _settle_call(self, holds: str, hold_id: str, limits: Sequence, policy: Optional[str]) -> Call:
+        """SETTLE: `limits` as (key, limit, actual[, name])."""
+        hold_id = check_hold_id(hold_id)
+        items = []
+        for entry in limits:
+            if len(entry) == 3:
+                (key, limit, actual), name = entry, None
+            else:
+                key, limit, actual, name = entry
+            items.append((self._key(key), self._limit(limit, None, "FIXED", None), check_actual(actual), name))
+        if not 1 <= len(items) <= 16:
+            raise ValueError("SETTLE takes 1 to 16 limits")
+        holds = self._key(holds)
+        if holds in (k for k, *_ in items):
+            raise ValueError("the holds key cannot also be a limiter key")
+        args: List[Any] = []
+        for _, limit, actual, _ in items:
+            args += ["LIMIT", *limit.group("ACTUAL", actual)]
+        return Call("SETTLE", [holds, *(k for k, *_ in items)], args, "settle", policy, items,
+                    extra={"holds": holds, "id": hold_id}, head=[hold_id])
+
+    def _extend_call(self, holds: str, hold_id: str, ttl_ms: int) -> Call:
+        hold_id, ttl_ms = check_hold_id(hold_id), check_hold_ttl(ttl_ms)
+        holds = self._key(holds)
+        return Call("EXTEND", [holds], [hold_id, ttl_ms], "extend",
+                    extra={"holds": holds, "id": hold_id, "ttl_ms": ttl_ms})
+
     # -- policies -----------------------------------------------------------
 
     def _policy_call(self, verb: str, policy: str, subject: str, cost: int) -> Call:
@@ -223,6 +295,13 @@ class LimiterBase:
             decision = MultiDecision.from_reply(reply, [l.period_s for _, l, _, _ in call.limits],
                                                 [n for *_, n in call.limits])
             return decision  # shadow and counting: _after_multi
+        if kind == "reserve":
+            result = Reserved.from_reply(reply, [l.period_s for _, l, _, _ in call.limits],
+                                         [n for *_, n in call.limits], call.extra["id"])
+            return self._counted(call, result)
+        if kind == "settle":
+            return Settled.from_reply(reply, [l.period_s for _, l, _, _ in call.limits],
+                                      [n for *_, n in call.limits])
         if kind == "throttle":
             return self._counted(call, Throttle.from_reply(reply))
         if kind == "acquire":
@@ -324,6 +403,8 @@ class LimiterBase:
                 return self._counted(call, each[0])
             return self._counted(call, MultiDecision(allowed, each[0].remaining, each[0].limit, None, 0, 0,
                                                      each, True, mode))
+        if kind in ("reserve", "settle", "extend"):
+            return self._degrade_hold(call, mode)
         if kind == "throttle":
             max_burst, count, period_s, quantity = call.extra["throttle"]
             if mode == "local":
@@ -358,6 +439,128 @@ class LimiterBase:
                 return self.local.release(call.keys[0], [i for i in call.args if isinstance(i, str)])
             return 0
         raise redis.exceptions.ConnectionError("Redis is unavailable")  # RESET: not a decision
+
+    def _degrade_hold(self, call: Call, mode: str):
+        """RESERVE, SETTLE and EXTEND without Redis. Local: the module's
+        holds in-process (the estimate, capped as the module's defaults cap
+        it, charged and recorded; SETTLE refunds or charges the rest; an
+        expired hold refunded), marked degraded. Open: admitted, nothing
+        held; closed: denied. SETTLE of a hold the local limiter never
+        recorded charges the actual locally (status UNKNOWN), as the module
+        does for an id it does not know."""
+        extra = call.extra
+        periods = [l.period_s for _, l, _, _ in call.limits]
+        names = [n for *_, n in call.limits]
+        if call.kind == "extend":
+            if mode == "local":
+                extended = self.local.extend(extra["holds"], extra["id"], extra["ttl_ms"])
+                if extended is not None:
+                    return extended
+            # A hold Redis keeps cannot be extended now: it is refunded by
+            # itself, and its SETTLE charges the actual in full.
+            return min(extra["ttl_ms"], HOLD_MAX_TTL_MS) if mode != "closed" else 0
+        if call.kind == "reserve":
+            if mode == "local":
+                groups = [(k, l, held_for(u.estimate, l.bucket), True) if isinstance(u, Hold) else (k, l, u, False)
+                          for k, l, u, _ in call.limits]
+                reply = self.local.reserve(extra["holds"], extra["id"], extra["ttl_ms"], groups)
+                result = Reserved.from_reply(reply, periods, names, extra["id"])
+                result = replace(result, degraded=True, degraded_by="local",
+                                 each=tuple(replace(d, degraded=True, degraded_by="local") for d in result.each))
+                return self._counted(call, result)
+            allowed = mode == "open"
+            each = tuple(Decision(allowed, l.limit if allowed else 0, l.limit, None, 0, l.period_s, n, True, mode)
+                         for _, l, _, n in call.limits)
+            return self._counted(call, Reserved(allowed, each[0].remaining, each[0].limit, None, 0, 0, each,
+                                                True, mode, id=extra["id"]))
+        if mode == "local":
+            reply = self.local.settle(extra["holds"], extra["id"], [(k, l, a) for k, l, a, _ in call.limits])
+            result = Settled.from_reply(reply, periods, names)
+            return replace(result, degraded=True, degraded_by="local",
+                           each=tuple(replace(d, degraded=True, degraded_by="local") for d in result.each))
+        allowed = mode == "open"
+        each = tuple(Decision(allowed, l.limit if allowed else 0, l.limit, None, 0, l.period_s, n, True, mode)
+                     for _, l, _, n in call.limits)
+        return Settled(SettleStatus.UNKNOWN, each, True, mode)
+
+
+class ReservationBase:
+    """What the sync and the asyncio reservations share: see
+    client.Reservation."""
+
+    def __init__(self, holds: str, limits: Sequence, ttl_ms: int, id: Optional[str] = None,
+                 extend_every_s: Optional[float] = None, name: Optional[str] = None):
+        self.holds = holds
+        self.limits = list(limits)
+        self.ttl_ms = check_hold_ttl(ttl_ms)
+        self.id = check_hold_id(id) if id is not None else str(uuid.uuid4())
+        self.extend_every_s = extend_every_s
+        self.name = name
+        # (key as given, limit, estimate, name) of every HOLD limit.
+        self._held = []
+        for entry in self.limits:
+            if len(entry) >= 3 and isinstance(entry[2], Hold):
+                self._held.append((entry[0], entry[1], entry[2].estimate, entry[3] if len(entry) > 3 else None))
+        #: What the work cost: one number for every HOLD limit, or a mapping
+        #: from a HOLD limit's key to its number. Unset at exit: each limit's
+        #: estimate (0 when the block raised).
+        self.actual: Union[None, int, Mapping[str, int]] = None
+        #: RESERVE's result, once reserved.
+        self.reserved: Optional[Reserved] = None
+        #: SETTLE's result, once settled (None without a HOLD limit).
+        self.settled: Optional[Settled] = None
+        self.done = False
+        #: True when an extension found the hold gone (expired and refunded,
+        #: or settled elsewhere): its SETTLE will charge the actual in full.
+        self.lost = False
+
+    @property
+    def held(self) -> int:
+        """The units RESERVE held (the least among the HOLD limits)."""
+        return self.reserved.held if self.reserved is not None else 0
+
+    @property
+    def degraded(self) -> bool:
+        return bool(self.reserved is not None and self.reserved.degraded)
+
+    def _admitted(self, reserved: Reserved) -> Reserved:
+        self.reserved = reserved
+        if not reserved.allowed:
+            self.done = True
+            limit = reserved.each[reserved.binding] if reserved.each else None
+            key = self.limits[reserved.binding][0] if limit is not None else self.holds
+            raise Denied(reserved, f"{key}: over its limit (reservation {self.id} denied)")
+        return reserved
+
+    def _interval_s(self) -> Optional[float]:
+        """How often the block's hold is extended, or None for never."""
+        if self.reserved is None or self.reserved.hold_ttl_ms is None or self.extend_every_s == 0:
+            return None
+        if self.extend_every_s is not None:
+            return self.extend_every_s
+        return max(self.reserved.hold_ttl_ms, 1) / 3000
+
+    def _settle_limits(self, actual, failed: bool) -> List[tuple]:
+        """SETTLE's (key, limit, actual, name) for each HOLD limit: `actual`
+        (a number, or a mapping by key), else the estimate (0 after a failure)."""
+        if actual is None:
+            actual = self.actual
+        known = {key for key, *_ in self._held}
+        if isinstance(actual, Mapping):
+            unknown = set(actual) - known
+            if unknown:
+                raise ValueError(f"not a HOLD limit of this reservation: {', '.join(sorted(map(str, unknown)))}")
+        items = []
+        for key, limit, estimate, name in self._held:
+            value = actual.get(key) if isinstance(actual, Mapping) else actual
+            if value is None:
+                value = 0 if failed else estimate
+            items.append((key, limit, value, name))
+        return items
+
+    def _check_reserved(self) -> None:
+        if self.reserved is None:
+            raise RuntimeError("reserve() first")
 
 
 def decode(value) -> Optional[str]:

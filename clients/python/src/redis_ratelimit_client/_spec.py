@@ -14,6 +14,13 @@ MAX_PERIOD_S = 10**9
 # A full bucket must refill within this many seconds.
 MAX_REFILL_S = 10**9
 ALGORITHMS = ("FIXED", "SLIDING", "TOKEN")
+# Holds (src/limiter/holds.rs): a RESERVE's or EXTEND's ttl_ms, an id's
+# length; and the module's defaults of `hold-max-percent` and
+# `hold-max-ttl-ms`, which the local limiter applies while Redis is down.
+MAX_HOLD_TTL_MS = 86_400_000
+MAX_ID_BYTES = 64
+HOLD_MAX_PERCENT = 50
+HOLD_MAX_TTL_MS = 60_000
 
 
 class SpecError(ValueError):
@@ -38,6 +45,59 @@ def _integer(text: Union[str, int], what: str, low: int, high: int, message: str
 def check_cost(cost: int) -> int:
     return _integer(cost, "cost", 0, MAX_COST,
                     f"cost must be a non-negative integer (at most {MAX_COST})")
+
+
+def check_actual(actual: int) -> int:
+    return _integer(actual, "actual", 0, MAX_COST,
+                    f"actual must be a non-negative integer (at most {MAX_COST})")
+
+
+def check_hold_ttl(ttl_ms: int) -> int:
+    return _integer(ttl_ms, "ttl_ms", 1, MAX_HOLD_TTL_MS,
+                    f"ttl_ms must be an integer from 1 to {MAX_HOLD_TTL_MS}")
+
+
+def check_hold_id(hold_id) -> str:
+    """A hold's id as the module takes it: 1 to 64 bytes, not NOW (the
+    fallback's clock word)."""
+    if isinstance(hold_id, bytes):
+        raw = hold_id
+        hold_id = hold_id.decode("utf-8", "surrogateescape")
+    elif isinstance(hold_id, str):
+        raw = hold_id.encode("utf-8", "surrogateescape")
+    else:
+        raise SpecError("id must be a string")
+    if not 1 <= len(raw) <= MAX_ID_BYTES or hold_id.upper() == "NOW":
+        raise SpecError(f"id must be 1 to {MAX_ID_BYTES} bytes and not NOW")
+    return hold_id
+
+
+def held_for(estimate: int, capacity: int, percent: int = HOLD_MAX_PERCENT) -> int:
+    """What RESERVE holds for `estimate` on a limit that takes at most
+    `capacity` per request: the estimate, but at most `percent`% of the
+    capacity (rounded down, at least 1); 0 for 0 (src/limiter/holds.rs)."""
+    if estimate == 0:
+        return 0
+    cap = (capacity // 100) * percent + ((capacity % 100) * percent) // 100
+    return min(estimate, max(1, cap))
+
+
+@dataclass(frozen=True)
+class Hold:
+    """In a RESERVE's limits, in place of a cost: hold `estimate` units
+    under the request's id until SETTLE charges the actual cost (a refund or
+    a debt), rather than charging a cost for good:
+
+        limiter.reserve("{org:7}:holds", "req-81", 60_000,
+                        [("{org:7}:rpm", "600 60"),                  # COST 1, for good
+                         ("{org:7}:tpm", "200000 60", Hold(3000))])  # HOLD 3000
+    """
+
+    estimate: int
+
+    def __post_init__(self):
+        _integer(self.estimate, "estimate", 0, MAX_COST,
+                 f"estimate must be a non-negative integer (at most {MAX_COST})")
 
 
 @dataclass(frozen=True)
@@ -88,11 +148,20 @@ class Limit:
         args: List[Union[str, int]] = [self.limit, self.period_s]
         if cost != 1:
             args += ["COST", cost]
+        return args + self.options()
+
+    def group(self, word: str, value: int) -> List[Union[str, int]]:
+        """A RESERVE or SETTLE group after LIMIT: `limit period <word>
+        <value>` and the options (`HOLD 3000`, `ACTUAL 1830`)."""
+        return [self.limit, self.period_s, word, value, *self.options()]
+
+    def options(self) -> List[Union[str, int]]:
+        options: List[Union[str, int]] = []
         if self.algorithm != "FIXED":
-            args += ["ALGORITHM", self.algorithm]
+            options += ["ALGORITHM", self.algorithm]
         if self.burst is not None:
-            args += ["BURST", self.burst]
-        return args
+            options += ["BURST", self.burst]
+        return options
 
     def spec(self) -> str:
         """The limit as a policy string: `100 60 ALGORITHM TOKEN BURST 20`."""

@@ -14,11 +14,12 @@ from redis.asyncio.cluster import RedisCluster
 from redis.backoff import NoBackoff
 from redis.asyncio.retry import Retry
 
-from ._core import (PROBE_KEY, UNAVAILABLE, Call, LimiterBase, command_for, decode, is_unknown_command, log)
+from ._core import (PROBE_KEY, UNAVAILABLE, Call, LimiterBase, ReservationBase, command_for, decode,
+                    is_unknown_command, log)
 from ._spec import Limit
 from .client import Lease
 from .policies import PolicyError, PolicySet
-from .results import Acquired, Decision, Denied, MultiDecision, Throttle
+from .results import Acquired, Decision, Denied, MultiDecision, Reserved, Settled, Throttle
 
 
 def connect(url: str, timeout_s: float, cluster: Optional[bool] = None, **kwargs):
@@ -39,6 +40,88 @@ def _has_timeout(client) -> bool:
     else:
         kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
     return kwargs.get("socket_timeout") is not None
+
+
+class AsyncReservation(ReservationBase):
+    """`client.Reservation` for asyncio: `async with
+    limiter.reservation(...) as r:`, or `await r.reserve()`, `await
+    r.extend()`, `await r.settle(actual)`. A cancelled block settles as a
+    failed one (0 unless reported), then the cancellation goes on."""
+
+    def __init__(self, limiter: "AsyncRateLimiter", *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.limiter = limiter
+        self._lock = asyncio.Lock()
+        self._extender: Optional[asyncio.Task] = None
+
+    async def reserve(self) -> Reserved:
+        if self.reserved is not None:
+            raise RuntimeError("this reservation has reserved already")
+        return self._admitted(await self.limiter.reserve(self.holds, self.id, self.ttl_ms, self.limits,
+                                                         name=self.name))
+
+    async def extend(self, ttl_ms: Optional[int] = None) -> int:
+        self._check_reserved()
+        left = await self.limiter.extend(self.holds, self.id, ttl_ms if ttl_ms is not None else self.ttl_ms)
+        if left == 0:
+            self.lost = True
+        return left
+
+    async def settle(self, actual: Union[None, int, Dict[str, int]] = None, *,
+                     failed: bool = False) -> Optional[Settled]:
+        self._check_reserved()
+        async with self._lock:
+            if self.done:
+                return self.settled
+            if actual is not None:
+                self.actual = actual
+            await self._stop_extending()
+            items = self._settle_limits(actual, failed)
+            if items and self.reserved.allowed:
+                self.settled = await self.limiter.settle(self.holds, self.id, items, name=self.name)
+            self.done = True
+            return self.settled
+
+    def _start_extending(self) -> None:
+        interval = self._interval_s()
+        if interval is None:
+            return
+
+        async def extend_forever():
+            while True:
+                await asyncio.sleep(interval)
+                try:
+                    if await self.extend() == 0:
+                        return
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("extending reservation %s failed", self.id)
+
+        self._extender = asyncio.ensure_future(extend_forever())
+
+    async def _stop_extending(self) -> None:
+        extender, self._extender = self._extender, None
+        if extender is not None and extender is not asyncio.current_task():
+            extender.cancel()
+            try:
+                await extender
+            except asyncio.CancelledError:
+                pass
+
+    async def __aenter__(self) -> "AsyncReservation":
+        await self.reserve()
+        self._start_extending()
+        return self
+
+    async def __aexit__(self, kind, error, traceback) -> None:
+        if kind is None:
+            await self.settle()
+            return
+        try:
+            await self.settle(failed=True)
+        except Exception:
+            log.exception("settling reservation %s after %s failed", self.id, kind.__name__)
 
 
 class AsyncRateLimiter(LimiterBase):
@@ -104,8 +187,24 @@ class AsyncRateLimiter(LimiterBase):
                     extra={"renew": (self._key(key), id, lease_ms)})
         return await self._decide(call)
 
-    # RESERVE / SETTLE / EXTEND: `reserve(...)` goes here when the module
-    # has them.
+    async def reserve(self, holds: str, id: str, ttl_ms: int, limits: Sequence, *,
+                      name: Optional[str] = None) -> Reserved:
+        """RATELIMIT.RESERVE, as RateLimiter.reserve."""
+        return await self._decide(self._reserve_call(holds, id, ttl_ms, limits, name))
+
+    async def settle(self, holds: str, id: str, limits: Sequence, *, name: Optional[str] = None) -> Settled:
+        """RATELIMIT.SETTLE, as RateLimiter.settle."""
+        return await self._decide(self._settle_call(holds, id, limits, name))
+
+    async def extend(self, holds: str, id: str, ttl_ms: int) -> int:
+        """RATELIMIT.EXTEND, as RateLimiter.extend."""
+        return await self._decide(self._extend_call(holds, id, ttl_ms))
+
+    def reservation(self, holds: str, limits: Sequence, ttl_ms: int, *, id: Optional[str] = None,
+                    extend_every_s: Optional[float] = None, name: Optional[str] = None) -> AsyncReservation:
+        """`async with limiter.reservation(holds, limits, ttl_ms) as r:` as
+        RateLimiter.reservation, extended by a task while the block runs."""
+        return AsyncReservation(self, holds, limits, ttl_ms, id, extend_every_s, name)
 
     @asynccontextmanager
     async def lease(self, key: str, max: int, lease_ms: int, *, id: Optional[str] = None,
@@ -260,7 +359,7 @@ class AsyncRateLimiter(LimiterBase):
 
     async def _execute(self, call: Call):
         backend = self._backend or await self._choose_backend()
-        command = command_for(backend, call.verb, call.keys, call.args, self.sha)
+        command = command_for(backend, call.verb, call.keys, call.args, self.sha, call.head)
         key = call.keys[0]
         if self.cluster:
             await self.client.initialize()

@@ -13,10 +13,11 @@ from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.retry import Retry
 
-from ._core import (PROBE_KEY, UNAVAILABLE, Call, LimiterBase, command_for, decode, is_unknown_command, log)
+from ._core import (PROBE_KEY, UNAVAILABLE, Call, LimiterBase, ReservationBase, command_for, decode,
+                    is_unknown_command, log)
 from ._spec import Limit
 from .policies import PolicyAdmin, PolicyError, PolicySet
-from .results import Acquired, Decision, Denied, MultiDecision, Throttle
+from .results import Acquired, Decision, Denied, MultiDecision, Reserved, Settled, Throttle
 
 
 def _no_retry_kwargs(timeout_s: float) -> Dict[str, Any]:
@@ -57,6 +58,103 @@ class Lease:
         self.acquired = acquired
         self.id = acquired.id
         self.lost = False
+
+
+class Reservation(ReservationBase):
+    """An estimate held for one piece of work (`RateLimiter.reservation`):
+    RESERVE on entry, SETTLE with the actual cost on exit, EXTEND while it
+    runs.
+
+        with limiter.reservation("{org:7}:holds", [("{org:7}:rpm", "600 60"),
+                                                   ("{org:7}:tpm", "200000 60", Hold(3000))],
+                                 ttl_ms=60_000) as r:
+            answer = model(prompt)
+            r.actual = answer.total_tokens
+
+    `r.actual`: one number for every HOLD limit, or {key: number}. Unset when
+    the block ends, each HOLD limit settles at its estimate; when the block
+    raises, at 0 (what it reported before raising stands), and the exception
+    goes on. `r.settle(actual)` settles early; a reservation never settles
+    twice. `id` (a uuid4 unless given), `reserved` (the Reserved), `settled`,
+    `held`, `degraded`, `lost` (an extension found the hold gone).
+
+    Without `with`: `r.reserve()` (raises Denied), `r.extend()` as the work
+    runs, `r.settle(actual)`. Only the `with` block extends by itself."""
+
+    def __init__(self, limiter: "RateLimiter", *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.limiter = limiter
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._extender: Optional[threading.Thread] = None
+
+    def reserve(self) -> Reserved:
+        """RESERVE; raises Denied when a limit refuses (nothing is held)."""
+        if self.reserved is not None:
+            raise RuntimeError("this reservation has reserved already")
+        return self._admitted(self.limiter.reserve(self.holds, self.id, self.ttl_ms, self.limits, name=self.name))
+
+    def extend(self, ttl_ms: Optional[int] = None) -> int:
+        """EXTEND: the hold now lasts `ttl_ms` (the reservation's) from now;
+        the ms it lasts, 0 when it is gone (then `lost` turns True)."""
+        self._check_reserved()
+        left = self.limiter.extend(self.holds, self.id, ttl_ms if ttl_ms is not None else self.ttl_ms)
+        if left == 0:
+            self.lost = True
+        return left
+
+    def settle(self, actual: Union[None, int, Dict[str, int]] = None, *, failed: bool = False) -> Optional[Settled]:
+        """SETTLE each HOLD limit with `actual` (see `actual`; `failed`:
+        an unreported limit settles at 0 rather than its estimate), once:
+        later calls return the first result. None without a HOLD limit."""
+        self._check_reserved()
+        with self._lock:
+            if self.done:
+                return self.settled
+            if actual is not None:
+                self.actual = actual
+            self._stop_extending()
+            items = self._settle_limits(actual, failed)
+            if items and self.reserved.allowed:
+                self.settled = self.limiter.settle(self.holds, self.id, items, name=self.name)
+            self.done = True
+            return self.settled
+
+    def _start_extending(self) -> None:
+        interval = self._interval_s()
+        if interval is None:
+            return
+
+        def extend_until_stopped():
+            while not self._stop.wait(interval):
+                try:
+                    if self.extend() == 0:
+                        return
+                except Exception:
+                    log.exception("extending reservation %s failed", self.id)
+
+        self._extender = threading.Thread(target=extend_until_stopped, daemon=True,
+                                          name=f"reservation-extender {self.holds}")
+        self._extender.start()
+
+    def _stop_extending(self) -> None:
+        self._stop.set()
+        if self._extender is not None and self._extender is not threading.current_thread():
+            self._extender.join()
+
+    def __enter__(self) -> "Reservation":
+        self.reserve()
+        self._start_extending()
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if kind is None:
+            self.settle()
+            return
+        try:
+            self.settle(failed=True)
+        except Exception:
+            log.exception("settling reservation %s after %s failed", self.id, kind.__name__)
 
 
 class RateLimiter(LimiterBase):
@@ -163,8 +261,39 @@ class RateLimiter(LimiterBase):
                     extra={"renew": (self._key(key), id, lease_ms)})
         return self._decide(call)
 
-    # RESERVE / SETTLE / EXTEND: when the module has them, `reserve(...)`
-    # goes here, a Call of kind "reserve" like ACQUIRE's.
+    def reserve(self, holds: str, id: str, ttl_ms: int, limits: Sequence, *,
+                name: Optional[str] = None) -> Reserved:
+        """RATELIMIT.RESERVE: MCHECK of `limits` (all or none) that records
+        the request under `id` in the hash `holds` for `ttl_ms`. `limits` are
+        MCHECK's (key, limit[, cost[, name]]) with `Hold(estimate)` in place
+        of the cost of a limit that holds the estimate until SETTLE (at most
+        half of the limit, by default; the rest is charged at SETTLE), rather
+        than charging for good. A RESERVE of an id recorded already charges
+        nothing and replies the first reply. In Cluster, `holds` and the
+        keys share a slot (`{org:7}:holds`, `{org:7}:tpm`)."""
+        return self._decide(self._reserve_call(holds, id, ttl_ms, limits, name))
+
+    def settle(self, holds: str, id: str, limits: Sequence, *, name: Optional[str] = None) -> Settled:
+        """RATELIMIT.SETTLE: charges each (key, limit, actual[, name]) its
+        actual cost less what `id` holds on it (a refund, or a debt past the
+        limit); never denies. `status`: SETTLED, UNKNOWN (no live hold: the
+        actual was charged in full) or ALREADY_SETTLED (nothing charged)."""
+        return self._decide(self._settle_call(holds, id, limits, name))
+
+    def extend(self, holds: str, id: str, ttl_ms: int) -> int:
+        """RATELIMIT.EXTEND: the hold now expires `ttl_ms` from now (at most
+        the module's `hold-max-ttl-ms`, 60 s by default); the ms until it
+        expires, or 0 when `id` holds nothing."""
+        return self._decide(self._extend_call(holds, id, ttl_ms))
+
+    def reservation(self, holds: str, limits: Sequence, ttl_ms: int, *, id: Optional[str] = None,
+                    extend_every_s: Optional[float] = None, name: Optional[str] = None) -> Reservation:
+        """A Reservation: `with limiter.reservation(holds, limits, ttl_ms) as
+        r:` RESERVEs (raising Denied), EXTENDs every `extend_every_s` (a
+        third of the hold's ttl; 0: never) while the block runs, and SETTLEs
+        with `r.actual` on exit (0 when the block raises). `id`: a uuid4
+        unless given (give the request's own id to make retries safe)."""
+        return Reservation(self, holds, limits, ttl_ms, id, extend_every_s, name)
 
     @contextmanager
     def lease(self, key: str, max: int, lease_ms: int, *, id: Optional[str] = None,
@@ -331,7 +460,7 @@ class RateLimiter(LimiterBase):
 
     def _execute(self, call: Call):
         backend = self._backend or self._choose_backend()
-        command = command_for(backend, call.verb, call.keys, call.args, self.sha)
+        command = command_for(backend, call.verb, call.keys, call.args, self.sha, call.head)
         key = call.keys[0]
         try:
             return self._send(command, key)

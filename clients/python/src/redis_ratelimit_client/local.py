@@ -1,7 +1,7 @@
 """The module's algorithms in-process, for when Redis cannot be asked.
 
 The same arithmetic as the module's `src/limiter/` (fixed window, sliding
-window, token bucket in ticks of 1/limit ms, leases), on Python's exact
+window, token bucket in ticks of 1/limit ms, leases, holds), on Python's exact
 integers, over state kept in this process only: each instance limits on its
 own, so N instances admit up to N times a limit while they decide locally.
 Memory is bounded: at most `max_keys` keys are kept, the least recently used
@@ -15,7 +15,7 @@ import time
 from collections import OrderedDict
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from ._spec import Limit
+from ._spec import HOLD_MAX_TTL_MS, Limit
 
 # (allowed, remaining, limit, retry_after_ms or -1, reset_after_ms): a reply.
 Reply = Tuple[int, int, int, int, int]
@@ -43,20 +43,27 @@ def fixed(state, limit: Limit, cost: int, now_ms: int):
     return (int(fits), max(0, limit.limit - after), limit.limit, retry, reset), store
 
 
+def _counts_at(state, period: int, now_ms: int):
+    """A sliding window's (previous, current) counts as seen from now."""
+    window = now_ms // period
+    if state is None:
+        return 0, 0
+    prev_s, cur_s, expires = state
+    bound = (window + 2) * period
+    stored_window = (expires - 1) // period - 1 if expires <= bound else window
+    if stored_window == window:
+        return prev_s, cur_s
+    if stored_window + 1 == window:
+        return cur_s, 0
+    return 0, 0
+
+
 def sliding(state, limit: Limit, cost: int, now_ms: int):
     """src/limiter/sliding_window.rs: state (previous, current, expires at ms),
     windows aligned to the epoch, the estimate in unit-milliseconds."""
     period = limit.period_ms
     window, elapsed = divmod(now_ms, period)
-    previous = current = 0
-    if state is not None:
-        prev_s, cur_s, expires = state
-        bound = (window + 2) * period
-        stored_window = (expires - 1) // period - 1 if expires <= bound else window
-        if stored_window == window:
-            previous, current = prev_s, cur_s
-        elif stored_window + 1 == window:
-            previous = cur_s
+    previous, current = _counts_at(state, period, now_ms)
     budget = limit.limit * period
 
     def weighted(prev, cur):
@@ -125,6 +132,73 @@ def token(state, limit: Limit, cost: int, now_ms: int):
 
 ALGORITHMS: Dict[str, Callable] = {"FIXED": fixed, "SLIDING": sliding, "TOKEN": token}
 
+MAX_COUNT = 2**53 - 1
+# A refund that leaves a bucket full deletes the key, as the module does.
+DELETE = object()
+
+
+def force(state, limit: Limit, units: int, now_ms: int):
+    """The state after taking `units` past the limit (a SETTLE's debt), as
+    the module's `force`: the window in force counts them; a bucket goes
+    down to empty and no further. None: nothing to store."""
+    if units == 0:
+        return None
+    if limit.algorithm == "FIXED":
+        count, end = fixed_window_at(state, limit, now_ms)
+        return (min(count + units, MAX_COUNT), end)
+    if limit.algorithm == "SLIDING":
+        period = limit.period_ms
+        previous, current = _counts_at(state, period, now_ms)
+        return (previous, min(current + units, MAX_COUNT), (now_ms // period + 2) * period)
+    now = now_ms * limit.limit
+    capacity = limit.bucket * limit.period_ms
+    full_at = now if state is None else min(max(state, now), now + capacity)
+    return min(full_at + units * limit.period_ms, now + capacity)
+
+
+def refund(state, limit: Limit, units: int, charged_at_ms: int, now_ms: int):
+    """The state after giving back `units` charged at `charged_at_ms`, as the
+    module's `refund`: a fixed window only while the window charged lasts, a
+    sliding window into the count of the window charged (current or
+    previous), a bucket never above full. None: nothing changes; DELETE: a
+    bucket left full."""
+    if state is None or units == 0:
+        return None
+    if limit.algorithm == "FIXED":
+        count, end = state
+        given = min(units, count)
+        if end - limit.period_ms <= charged_at_ms < end and now_ms < end and given > 0:
+            return (count - given, end)
+        return None
+    if limit.algorithm == "SLIDING":
+        period = limit.period_ms
+        window = now_ms // period
+        previous, current = _counts_at(state, period, now_ms)
+        charged = charged_at_ms // period
+        if charged == window and min(units, current) > 0:
+            current -= min(units, current)
+        elif charged + 1 == window and min(units, previous) > 0:
+            previous -= min(units, previous)
+        else:
+            return None
+        return (previous, current, (window + 2) * period)
+    now = now_ms * limit.limit
+    full_at = min(max(state, now), now + limit.bucket * limit.period_ms)
+    given = max(full_at - units * limit.period_ms, now)
+    if given >= full_at:
+        return None
+    return DELETE if given <= now else given
+
+
+def fixed_window_at(state, limit: Limit, now_ms: int) -> Tuple[int, int]:
+    """A fixed window's (count, end) as CHECK sees it now."""
+    new_end = now_ms + limit.period_ms
+    if state is not None and state[1] > new_end:
+        return state[0], new_end
+    if state is not None and state[1] > now_ms:
+        return state
+    return 0, new_end
+
 
 def looked(asked: Reply, as_is: Reply) -> Reply:
     """PEEK's reply: whether and when `asked` passes, with the counts as they are."""
@@ -183,22 +257,24 @@ class LocalLimiter:
         """MCHECK's reply: all limits or none, the binding one as the module
         picks it."""
         with self._lock:
-            now = self._clock()
-            decided = []
-            for key, limit, cost in limits:
-                algorithm = ALGORITHMS[limit.algorithm]
-                state = self._get(key, limit.algorithm)
-                reply, store = algorithm(state, limit, cost, now)
-                decided.append((key, limit, cost, algorithm, state, reply, store))
-            allowed = all(d[5][0] for d in decided)
-            each: List[Reply] = []
-            for key, limit, cost, algorithm, state, reply, store in decided:
-                if allowed and not peek:
-                    if store is not None:
-                        self._put(key, limit.algorithm, store)
-                    each.append(reply)
-                else:
-                    each.append(looked(reply, algorithm(state, limit, 0, now)[0]))
+            return self._mcheck(limits, peek, self._clock())
+
+    def _mcheck(self, limits: Sequence[Tuple[str, Limit, int]], peek: bool, now: int):
+        decided = []
+        for key, limit, cost in limits:
+            algorithm = ALGORITHMS[limit.algorithm]
+            state = self._get(key, limit.algorithm)
+            reply, store = algorithm(state, limit, cost, now)
+            decided.append((key, limit, cost, algorithm, state, reply, store))
+        allowed = all(d[5][0] for d in decided)
+        each: List[Reply] = []
+        for key, limit, cost, algorithm, state, reply, store in decided:
+            if allowed and not peek:
+                if store is not None:
+                    self._put(key, limit.algorithm, store)
+                each.append(reply)
+            else:
+                each.append(looked(reply, algorithm(state, limit, 0, now)[0]))
         binding = _binding(each, allowed)
         b = each[binding]
         retry = -1 if allowed else b[3]
@@ -229,6 +305,99 @@ class LocalLimiter:
             retry = deadlines[len(deadlines) - max_leases] - now
             return [0, 0, max_leases, retry, reset, None]
 
+    # -- holds: RESERVE, SETTLE, EXTEND as the module keeps them, in-process.
+    # A holds key's entry maps each id to a record: ("L", deadline,
+    # charged_at, ttl_ms, reply, [(key, limit, held)]) for a live hold,
+    # ("S", deadline, reply) for a settled one.
+
+    def _holds(self, holds: str, now: int) -> Dict[str, tuple]:
+        """The records of `holds` after refunding and forgetting those whose
+        deadline has passed (the module's sweep)."""
+        records = dict(self._get(holds, "HOLDS") or {})
+        for hold_id, record in list(records.items()):
+            if record[1] > now:
+                continue
+            del records[hold_id]
+            if record[0] == "L":
+                for key, limit, held in record[5]:
+                    self._refund(key, limit, held, record[2], now)
+        return records
+
+    def _refund(self, key: str, limit: Limit, units: int, charged_at: int, now: int) -> None:
+        state = self._get(key, limit.algorithm)
+        after = refund(state, limit, units, charged_at, now)
+        if after is DELETE:
+            self._states.pop(key, None)
+        elif after is not None:
+            self._put(key, limit.algorithm, after)
+
+    def _keep_holds(self, holds: str, records: Dict[str, tuple]) -> None:
+        if records:
+            self._put(holds, "HOLDS", records)
+        else:
+            self._states.pop(holds, None)
+
+    def reserve(self, holds: str, hold_id: str, ttl_ms: int,
+                groups: Sequence[Tuple[str, Limit, int, bool]]) -> list:
+        """RESERVE's reply: MCHECK of `groups` (key, limit, units, held?),
+        the units already capped, then held and hold_ttl_ms (-1: none)."""
+        with self._lock:
+            now = self._clock()
+            records = self._holds(holds, now)
+            record = records.get(hold_id)
+            if record is not None:
+                reply = [*record[4], min((h for *_, h in record[5]), default=0), record[1] - now] \
+                    if record[0] == "L" else [*record[2], 0, -1]
+            else:
+                reply = list(self._mcheck([(k, l, units) for k, l, units, _ in groups], False, now))
+                if reply[0]:
+                    ttl = min(ttl_ms, HOLD_MAX_TTL_MS)
+                    kept = [(k, l, units) for k, l, units, held in groups if held]
+                    records[hold_id] = ("L", now + ttl, now, ttl, reply, kept)
+                    reply += [min((h for *_, h in kept), default=0), ttl]
+                else:
+                    reply += [0, -1]
+            self._keep_holds(holds, records)
+            return reply
+
+    def settle(self, holds: str, hold_id: str, groups: Sequence[Tuple[str, Limit, int]]) -> list:
+        """SETTLE's reply: [status, each limit as PEEK of one unit shows it]."""
+        with self._lock:
+            now = self._clock()
+            records = self._holds(holds, now)
+            record = records.get(hold_id)
+            status = 0 if record is None else 1 if record[0] == "L" else 2
+            if status != 2:
+                held_at = {k: h for k, _, h in record[5]} if record is not None else {}
+                for key, limit, actual in groups:
+                    held = held_at.get(key, 0)
+                    if actual >= held:
+                        state = force(self._get(key, limit.algorithm), limit, actual - held, now)
+                        if state is not None:
+                            self._put(key, limit.algorithm, state)
+                    else:
+                        self._refund(key, limit, held - actual, record[2], now)
+            if status == 1:
+                records[hold_id] = ("S", now + record[3], record[4])
+            self._keep_holds(holds, records)
+            return [status, [_peek_one(self._get(k, l.algorithm), l, now) for k, l, _ in groups]]
+
+    def extend(self, holds: str, hold_id: str, ttl_ms: int) -> Optional[int]:
+        """EXTEND's reply, or None when this limiter has no record of the id
+        (a hold Redis keeps, or one forgotten)."""
+        with self._lock:
+            now = self._clock()
+            records = self._holds(holds, now)
+            record = records.get(hold_id)
+            reply = None
+            if record is not None and record[0] == "L":
+                reply = min(ttl_ms, HOLD_MAX_TTL_MS)
+                records[hold_id] = ("L", now + reply, record[2], reply, record[4], record[5])
+            elif record is not None:
+                reply = 0
+            self._keep_holds(holds, records)
+            return reply
+
     def release(self, key: str, ids: Sequence[str]) -> int:
         with self._lock:
             now = self._clock()
@@ -246,6 +415,12 @@ class LocalLimiter:
             leases[lease_id] = now + lease_ms
             self._put(key, "LEASES", leases)
             return 1
+
+
+def _peek_one(state, limit: Limit, now: int) -> List[int]:
+    """A limit as MPEEK of one unit shows it: SETTLE's reply per limit."""
+    algorithm = ALGORITHMS[limit.algorithm]
+    return list(looked(algorithm(state, limit, 1, now)[0], algorithm(state, limit, 0, now)[0]))
 
 
 def _binding(each: Sequence[Reply], allowed: bool) -> int:

@@ -5,6 +5,7 @@ the replies become None here."""
 
 from __future__ import annotations
 
+import enum
 import math
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -137,6 +138,67 @@ class MultiDecision:
         return _headers(list(self.each), self, style)
 
 
+@dataclass(frozen=True)
+class Reserved(MultiDecision):
+    """RATELIMIT.RESERVE's reply: MCHECK's (the verdict, the binding
+    limit's numbers, `each` limit's Decision, `headers()`), then `held`, the
+    units held under `id` (the least among its HOLD limits, after the
+    module's cap; 0 when denied or without a HOLD limit) and `hold_ttl_ms`,
+    the milliseconds until the hold is refunded unless settled (None when
+    nothing is recorded: denied, or an id settled already). A replayed
+    RESERVE (an id already recorded) replies the first reply and charges
+    nothing."""
+
+    held: int = 0
+    hold_ttl_ms: Optional[int] = None
+    id: Optional[str] = None
+
+    @classmethod
+    def from_reply(cls, reply: Sequence, periods: Sequence[Optional[int]] = (),
+                   policies: Sequence[Optional[str]] = (), id: Optional[str] = None) -> "Reserved":
+        multi = MultiDecision.from_reply(reply[:7], periods, policies)
+        return cls(**{f: getattr(multi, f) for f in MultiDecision.__dataclass_fields__},
+                   held=int(reply[7]), hold_ttl_ms=_none_if_negative(int(reply[8])), id=id)
+
+
+class SettleStatus(enum.IntEnum):
+    """What SETTLE found under the id (the reply's first integer)."""
+
+    #: Nothing: never reserved, or expired and refunded already; the actual
+    #: cost was charged in full.
+    UNKNOWN = 0
+    #: A live hold, now settled: each key charged actual − held.
+    SETTLED = 1
+    #: Settled already: nothing was charged (a retried SETTLE is safe).
+    ALREADY_SETTLED = 2
+
+
+@dataclass(frozen=True)
+class Settled:
+    """RATELIMIT.SETTLE's reply: `status` (a SettleStatus) and `each`
+    limit's Decision as PEEK of one unit shows it after the settle (in debt:
+    not allowed, 0 remaining, `retry_after_ms` until the window holding the
+    debt ends). `degraded`: decided without Redis."""
+
+    status: SettleStatus
+    each: Tuple[Decision, ...]
+    degraded: bool = False
+    degraded_by: Optional[str] = None
+
+    @classmethod
+    def from_reply(cls, reply: Sequence, periods: Sequence[Optional[int]] = (),
+                   policies: Sequence[Optional[str]] = ()) -> "Settled":
+        each = tuple(Decision.from_reply(one, periods[i] if i < len(periods) else None,
+                                         policies[i] if i < len(policies) else None)
+                     for i, one in enumerate(reply[1]))
+        return cls(SettleStatus(int(reply[0])), each)
+
+    @property
+    def settled(self) -> bool:
+        """Whether this SETTLE ended a live hold."""
+        return self.status == SettleStatus.SETTLED
+
+
 def _headers(limits: List[Decision], verdict, style: str) -> Dict[str, str]:
     if style not in HEADER_STYLES:
         raise ValueError(f"header style must be one of {', '.join(HEADER_STYLES)}")
@@ -230,8 +292,8 @@ class Acquired:
 
 class Denied(Exception):
     """Raised by the helpers that refuse to run work over a limit (`lease`,
-    the framework integrations when told to raise). `result` is the
-    Decision, MultiDecision or Acquired that said no."""
+    `reservation`, the framework integrations when told to raise). `result`
+    is the Decision, MultiDecision, Reserved or Acquired that said no."""
 
     def __init__(self, result, message: str = ""):
         super().__init__(message or "rate limited")
