@@ -450,6 +450,9 @@ fn command_metadata_acl_categories_let_rules_name_the_commands() {
         "ratelimit.acquire",
         "ratelimit.release",
         "ratelimit.renew",
+        "ratelimit.reserve",
+        "ratelimit.settle",
+        "ratelimit.extend",
     ] {
         let found = categories(&mut admin, command);
         assert!(
@@ -465,12 +468,15 @@ fn command_metadata_acl_categories_let_rules_name_the_commands() {
             [
                 "ratelimit.acquire",
                 "ratelimit.check",
+                "ratelimit.extend",
                 "ratelimit.mcheck",
                 "ratelimit.mpeek",
                 "ratelimit.peek",
                 "ratelimit.release",
                 "ratelimit.renew",
+                "ratelimit.reserve",
                 "ratelimit.reset",
+                "ratelimit.settle",
                 "ratelimit.throttle"
             ]
         );

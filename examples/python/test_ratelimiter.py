@@ -202,7 +202,7 @@ class DecisionTest(unittest.TestCase):
 # with its caller's permissions.
 LIBRARY_COMMANDS = ["+time", "+get", "+set", "+incrby", "+del", "+exists", "+pttl", "+pexpireat",
                     "+pexpiretime", "+zadd", "+zcard", "+zcount", "+zrange", "+zrem",
-                    "+zremrangebyscore", "+zscore"]
+                    "+zremrangebyscore", "+zscore", "+hget", "+hset", "+hdel", "+hgetall"]
 
 
 class RateLimiterTest(unittest.TestCase):
