@@ -60,11 +60,15 @@ pub enum KeySpec {
 }
 
 impl KeySpec {
-    /// One key, at argument 1, read and updated (CHECK, THROTTLE, ACQUIRE).
+    /// A key read and updated in place: a limiter's, a holds key.
+    pub const UPDATED: u32 = raw::REDISMODULE_CMD_KEY_RW
+        | raw::REDISMODULE_CMD_KEY_ACCESS
+        | raw::REDISMODULE_CMD_KEY_UPDATE;
+
+    /// One key, at argument 1, read and updated (CHECK, THROTTLE, ACQUIRE,
+    /// EXTEND, and the holds key of RESERVE and SETTLE).
     pub const ONE_UPDATED: KeySpec = KeySpec::Range {
-        flags: raw::REDISMODULE_CMD_KEY_RW
-            | raw::REDISMODULE_CMD_KEY_ACCESS
-            | raw::REDISMODULE_CMD_KEY_UPDATE,
+        flags: KeySpec::UPDATED,
         first: 1,
         last: 0,
     };

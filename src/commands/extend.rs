@@ -9,12 +9,11 @@
 //! Ms until the hold now expires (`ttl_ms`, at most the `hold-max-ttl-ms`
 //! option), or 0 when the id holds nothing (unknown, expired or settled).
 
-use super::holds::HOLDS_KEY_FLAGS;
 use super::Command;
 use crate::args::{bounded, Arg};
 use crate::config::HOLD_MAX_TTL_MS;
 use crate::error::Error;
-use crate::limiter::holds::{self, Record, TTL_MS};
+use crate::limiter::holds::{Record, TTL_MS};
 use crate::limiter::leases::check_id;
 use crate::metadata::{ArgDocs, ArgKind, CommandDocs, KeySpec};
 use crate::server::{self, Ctx, OwnedString, RString};
@@ -28,11 +27,7 @@ pub const DOCS: CommandDocs = CommandDocs {
     complexity: c"O(1); O(H) when a hold has expired, H the holds of the holds key",
     since: c"0.3.0",
     arity: 4,
-    keys: &[KeySpec::Range {
-        flags: HOLDS_KEY_FLAGS,
-        first: 1,
-        last: 0,
-    }],
+    keys: &[KeySpec::ONE_UPDATED],
     acl_categories: c"write slow",
     args: &[
         ArgDocs::required(c"holds", ArgKind::Key),
@@ -53,7 +48,7 @@ impl Command for Extend {
             return Err(Error::WrongArity);
         };
         let id = check_id(id.bytes())?;
-        let ttl_ms = holds::ttl_within(bounded(ttl_ms, &TTL_MS)?, HOLD_MAX_TTL_MS.load(Relaxed));
+        let ttl_ms = bounded(ttl_ms, &TTL_MS)?.min(HOLD_MAX_TTL_MS.load(Relaxed));
         let now_ms = server::now_ms()?;
         let (mut holds, swept) = HoldsKey::open(ctx, holds_name, now_ms)?;
         STATS.holds_expired.add(swept.expired);

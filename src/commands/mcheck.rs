@@ -31,7 +31,6 @@ use crate::error::Error;
 use crate::metadata::{CommandDocs, KeySpec};
 use crate::server::{self, Ctx, RString};
 use crate::stats::{CommandStats, STATS};
-use redis_module::raw;
 
 /// What `COMMAND DOCS` and `COMMAND INFO` say of RATELIMIT.MCHECK.
 pub const DOCS: CommandDocs = CommandDocs {
@@ -40,9 +39,7 @@ pub const DOCS: CommandDocs = CommandDocs {
     since: c"0.2.0",
     arity: -6,
     keys: &[KeySpec::Counted {
-        flags: raw::REDISMODULE_CMD_KEY_RW
-            | raw::REDISMODULE_CMD_KEY_ACCESS
-            | raw::REDISMODULE_CMD_KEY_UPDATE,
+        flags: KeySpec::UPDATED,
         first: 1,
     }],
     acl_categories: c"write fast",

@@ -24,7 +24,7 @@
 //! least among the HOLD limits; 0 when denied) and `hold_ttl_ms` (ms until
 //! the hold expires; -1 when nothing is held).
 
-use super::holds::{holds_apart, HOLDS_KEY_FLAGS, LIMITER_KEY_FLAGS};
+use super::holds::holds_apart;
 use super::limits::{charge_all, counted_positions, parse_counted, Limit};
 use super::{Command, KeyPositions};
 use crate::args::{bounded, Arg};
@@ -50,13 +50,9 @@ pub const DOCS: CommandDocs = CommandDocs {
     since: c"0.3.0",
     arity: -9,
     keys: &[
-        KeySpec::Range {
-            flags: HOLDS_KEY_FLAGS,
-            first: 1,
-            last: 0,
-        },
+        KeySpec::ONE_UPDATED,
         KeySpec::Counted {
-            flags: LIMITER_KEY_FLAGS,
+            flags: KeySpec::UPDATED,
             first: 4, // NUMKEYS_AT
         },
     ],
@@ -141,7 +137,7 @@ impl Command for Reserve {
         let request = parse_counted(numkeys, rest, &["COST", "HOLD"])?;
         holds_apart(holds_name, request.keys)?;
         let percent = HOLD_MAX_PERCENT.load(Relaxed);
-        let ttl_ms = holds::ttl_within(ttl_ms, HOLD_MAX_TTL_MS.load(Relaxed));
+        let ttl_ms = ttl_ms.min(HOLD_MAX_TTL_MS.load(Relaxed));
 
         let now_ms = server::now_ms()?;
         let (mut holds, swept) = HoldsKey::open(ctx, holds_name, now_ms)?;

@@ -20,7 +20,7 @@
 //! 2 when it was settled already (nothing is charged). Then each limit as
 //! PEEK of one unit shows it after the settle, in key order.
 
-use super::holds::{holds_apart, HOLDS_KEY_FLAGS, LIMITER_KEY_FLAGS};
+use super::holds::holds_apart;
 use super::limits::{counted_positions, parse_counted, Limit, Mode};
 use super::{decision_fields, Command, KeyPositions};
 use crate::args::Arg;
@@ -45,13 +45,9 @@ pub const DOCS: CommandDocs = CommandDocs {
     since: c"0.3.0",
     arity: -10,
     keys: &[
-        KeySpec::Range {
-            flags: HOLDS_KEY_FLAGS,
-            first: 1,
-            last: 0,
-        },
+        KeySpec::ONE_UPDATED,
         KeySpec::Counted {
-            flags: LIMITER_KEY_FLAGS,
+            flags: KeySpec::UPDATED,
             first: 3, // NUMKEYS_AT
         },
     ],
@@ -141,21 +137,25 @@ impl Command for Settle {
         let mut keys = Vec::with_capacity(actuals.len());
         for &(name, chosen, actual) in &actuals {
             let key = Key::open(ctx, name, Access::ReadWrite)?;
+            // A hold settled already changes nothing: only the look remains.
             let change = match &record {
                 Some(Record::Live(live)) => {
                     let held = live.held_at(name.bytes());
-                    match actual.checked_sub(held) {
+                    Some(match actual.checked_sub(held) {
                         Some(more) => Change::Force(more),
                         None => Change::Refund {
                             units: held.saturating_sub(actual),
                             charged_at_ms: live.charged_at_ms,
                         },
-                    }
+                    })
                 }
-                Some(Record::Settled { .. }) => Change::Force(0),
-                None => Change::Force(actual),
+                Some(Record::Settled { .. }) => None,
+                None => Some(Change::Force(actual)),
             };
-            let adjustment = plan(&key, chosen, change, now_ms)?;
+            let adjustment = match change {
+                Some(change) => plan(&key, chosen, change, now_ms)?,
+                None => None,
+            };
             keys.push((key, chosen, adjustment));
         }
         for (key, _, adjustment) in keys.iter_mut() {

@@ -81,11 +81,6 @@ pub fn held_for(estimate: u64, capacity: u64, percent: u64) -> u64 {
     estimate.min(share.max(1))
 }
 
-/// A hold's deadline from `ttl_ms` asked at `now_ms`, capped at `max_ttl_ms`.
-pub fn ttl_within(ttl_ms: u64, max_ttl_ms: u64) -> u64 {
-    ttl_ms.min(max_ttl_ms)
-}
-
 /// A reply as RESERVE first gave it: MCHECK's head and each limit's five.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FirstReply {

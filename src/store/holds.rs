@@ -265,7 +265,7 @@ fn refund_expired(
     let mut key = Key::open(ctx, name.as_rstring(), Access::ReadWrite)?;
     let adjustment = match plan(&key, chosen, change, now_ms) {
         Ok(adjustment) => adjustment,
-        Err(Error::Internal(cause)) => return Err(Error::Internal(cause)),
+        Err(internal @ Error::Internal(_)) => return Err(internal),
         Err(_) => None,
     };
     if let Some(adjustment) = adjustment {
