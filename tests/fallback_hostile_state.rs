@@ -71,8 +71,18 @@ fn differential(route: impl Fn(&mut redis::Connection) -> Route, clock: Clock, s
         twins.summary(),
         started.elapsed()
     );
+    // Most steps fall in one millisecond; a run that resyncs more is not
+    // comparing what it claims to. On the server's clock a step counts only
+    // when the module's call, the library's call and both probes share one
+    // millisecond, and without a frozen command clock (Redis 6.2, where the
+    // library also runs through EVALSHA) a loaded machine splits up to a
+    // third of them; the pinned run holds the tighter bound.
+    let most = match clock {
+        Clock::Pinned => 5,
+        Clock::Server => 2,
+    };
     assert!(
-        twins.resynced * 5 < twins.compared,
+        twins.resynced * most < twins.compared,
         "{} steps resynced for {} compared",
         twins.resynced,
         twins.compared
