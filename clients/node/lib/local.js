@@ -234,7 +234,9 @@ export class LocalLimiter {
       }
       return toNumbers(looked(d.reply, d.algorithm(d.state, d.limit, 0n, now)[0]));
     });
-    const b = binding(each, allowed);
+    // Picked on the answers with each cost, as the module picks it: an
+    // MPEEK shows the counts as they are, which can rank otherwise.
+    const b = binding(decided.map((d) => toNumbers(d.reply)), allowed);
     return [allowed ? 1 : 0, each[b][1], each[b][2], allowed ? -1 : each[b][3], each[b][4], b + 1, each];
   }
 

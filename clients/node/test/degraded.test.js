@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { RateLimiter } from '../lib/index.js';
+import { Limit, LocalLimiter, RateLimiter } from '../lib/index.js';
 import { startBackend } from './servers.js';
 
 test('killed mid-traffic, decided locally within the limit, back to Redis after', async () => {
@@ -51,3 +51,27 @@ for (const [mode, allowed] of [['open', true], ['closed', false]]) {
     }
   });
 }
+
+test('the local MPEEK names the binding limit the module names', async () => {
+  // MPEEK shows the counts as they are, but picks the binding limit on the
+  // answers with each cost, as MCHECK would: 5 of 10 left (0.5, then 0.4
+  // after one more) against 45 of 100 (0.45, then 0.44).
+  const redis = await startBackend('module');
+  const module = await new RateLimiter({ url: redis.url(), timeoutMs: 2000 }).connect();
+  try {
+    const local = new LocalLimiter();
+    const small = Limit.parse('10 3600');
+    const large = Limit.parse('100 3600');
+    const charge = [{ key: '{b}small', limit: small, cost: 5 }, { key: '{b}large', limit: large, cost: 55 }];
+    const ask = [{ key: '{b}small', limit: small, cost: 1 }, { key: '{b}large', limit: large, cost: 1 }];
+    local.mcheck(charge);
+    await module.mcheck(charge);
+    const peeked = await module.mpeek(ask);
+    assert.deepEqual([peeked.allowed, peeked.binding, peeked.remaining], [true, 0, 5]);
+    const reply = local.mcheck(ask, true);
+    assert.deepEqual([reply[0], reply[5] - 1, reply[1]], [1, peeked.binding, peeked.remaining]);
+  } finally {
+    await module.close();
+    await redis.remove();
+  }
+});

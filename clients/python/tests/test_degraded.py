@@ -204,3 +204,21 @@ def test_local_holds_refund_as_the_module_does():
     now[0] += 1000
     assert local.extend("h", "b", 1000) is None
     assert local.check("f", fixed, 0, peek=True)[1] == 95
+
+
+def test_local_mpeek_names_the_binding_limit_the_module_names(server):
+    """MPEEK shows the counts as they are, but picks the binding limit on the
+    answers with each cost, as MCHECK would: here 5 of 10 left (0.5, then
+    0.4 after one more) against 45 of 100 (0.45, then 0.44)."""
+    from redis_ratelimit_client import Limit, LocalLimiter
+    small, large = Limit(10, 3600), Limit(100, 3600)
+    local = LocalLimiter()
+    module = RateLimiter(url=server.url(), timeout_s=2)
+    module.client.delete("{b}small", "{b}large")
+    for limiter_mcheck in (lambda ls: local.mcheck([(k, lim, c) for k, lim, c in ls]),
+                           lambda ls: module.mcheck(ls)):
+        limiter_mcheck([("{b}small", small, 5), ("{b}large", large, 55)])
+    local_reply = local.mcheck([("{b}small", small, 1), ("{b}large", large, 1)], peek=True)
+    module_peek = module.mpeek([("{b}small", small, 1), ("{b}large", large, 1)])
+    assert (module_peek.allowed, module_peek.binding, module_peek.remaining) == (True, 0, 5)
+    assert (local_reply[0], local_reply[5] - 1, local_reply[1]) == (1, module_peek.binding, module_peek.remaining)

@@ -275,7 +275,9 @@ class LocalLimiter:
                 each.append(reply)
             else:
                 each.append(looked(reply, algorithm(state, limit, 0, now)[0]))
-        binding = _binding(each, allowed)
+        # Picked on the answers with each cost, as the module picks it: an
+        # MPEEK shows the counts as they are, which can rank otherwise.
+        binding = _binding([d[5] for d in decided], allowed)
         b = each[binding]
         retry = -1 if allowed else b[3]
         return (int(allowed), b[1], b[2], retry, b[4], binding + 1, [list(e) for e in each])
