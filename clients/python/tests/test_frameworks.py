@@ -9,7 +9,10 @@ import prometheus_client
 from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 
-import redis_ratelimit_client.limits_storage  # registers redis-ratelimit:// with limits
+# What the installed package's .pth runs at start-up (a source tree on
+# PYTHONPATH runs no .pth): the apps below name the storage URI and import
+# nothing of the package's limits storage.
+import _redis_ratelimit_limits_hook  # noqa: F401
 from redis_ratelimit_client import AsyncRateLimiter, RateLimiter
 from redis_ratelimit_client.http import RateLimitMiddleware, by_header, rate_limit
 from redis_ratelimit_client.metrics import PrometheusMetrics

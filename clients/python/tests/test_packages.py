@@ -24,6 +24,15 @@ assert (d.allowed, d.remaining) == (True, 1), d
 print("ok", limiter.backend)
 """
 
+# A `limits` app names the storage URI and imports nothing of the package:
+# the wheel's .pth makes the scheme known.
+SMOKE_LIMITS = """
+import sys
+from limits import parse, storage, strategies
+hits = strategies.FixedWindowRateLimiter(storage.storage_from_string(sys.argv[1]))
+print(*(hits.hit(parse("3/minute"), "smoke") for _ in range(5)))
+"""
+
 SMOKE_JS = """
 import { RateLimiter, VERSION, LIBRARY } from 'redis-ratelimit-client';
 import { readFileSync } from 'node:fs';
@@ -62,7 +71,7 @@ def test_the_python_artefacts_install_into_a_fresh_venv(artefacts, tmp_path, kin
     venv.create(env_dir, with_pip=True)
     python = env_dir / "bin" / "python"
     (artefact,) = artefacts.glob(f"*.{kind}")
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", str(artefact)],
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", f"{artefact}[limits]"],
                    check=True, capture_output=True, text=True)
     server = Server(module=False)
     try:
@@ -74,6 +83,11 @@ def test_the_python_artefacts_install_into_a_fresh_venv(artefacts, tmp_path, kin
         cli = subprocess.run([str(env_dir / "bin" / "redis-ratelimit"), "--url", server.url(), "policy", "set",
                               "api", "0 60"], capture_output=True, text=True)
         assert cli.returncode == 2 and cli.stderr.startswith("refused:")
+        uri = server.url().replace("redis://", "redis-ratelimit://", 1)
+        limits_app = subprocess.run([str(python), "-c", SMOKE_LIMITS, uri], capture_output=True, text=True,
+                                    cwd=tmp_path, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+        assert limits_app.returncode == 0, limits_app.stderr
+        assert limits_app.stdout.split() == ["True", "True", "True", "False", "False"]
     finally:
         server.remove()
 

@@ -4,9 +4,11 @@ by their storage URI alone.
     redis-ratelimit://host:6379/0             a server
     redis-ratelimit+cluster://host:6379       a cluster
 
-Importing this module registers the schemes (the package registers them
-when `limits` looks them up: `import redis_ratelimit_client.limits_storage`
-once, e.g. in the app's module).
+Importing this module registers the schemes. An installed package does it
+for the app: its .pth file makes the first import of `limits.storage`
+import this module too (see _redis_ratelimit_limits_hook.py), so the app
+names the URI and nothing else. From a source tree on PYTHONPATH, where no
+.pth runs, `import redis_ratelimit_client.limits_storage` once.
 
 What is exact, and why: `limits`' fixed-window strategy asks a storage to
 `incr(key, expiry, amount)` and compares the count with the limit itself,
