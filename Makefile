@@ -17,7 +17,7 @@ $(error BENCH_SAVE=1 keeps full runs only: leave BENCH_QUICK out)
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help deps build run test test-matrix lint docs bench bench-instructions check-instructions package package-clients install clean
+.PHONY: help deps build run test test-matrix lint docs bench bench-instructions check-instructions bench-clients package package-clients install clean
 
 # The descriptions are the `## ` comments below, with $(PORT) shown as the
 # port it stands for, in one column as wide as the longest target needs.
@@ -72,6 +72,12 @@ bench-instructions: build ## Instructions per request under callgrind, with and 
 check-instructions: build ## Fail when a case costs over 5% more instructions than bench/budgets.json allows (CI runs it)
 	@scripts/install-deps --callgrind
 	python3 bench/instructions.py --check bench/budgets.json
+
+bench-clients: build ## A decision through each client package vs the raw client sending the same command (bench/results/clients*.txt)
+	clients/run-tests python --collect-only >/dev/null
+	(cd clients/node && npm ci --no-audit --no-fund --loglevel=error)
+	target/clients/venv/bin/python bench/clients.py
+	node bench/clients.mjs
 
 package: $(MODULE_BUILD) ## Release tarball and SHA256SUMS in target/package/ (the module, README and the documents it links to)
 	@scripts/package $(MODULE) $(PACKAGE_DIR)

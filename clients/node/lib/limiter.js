@@ -64,6 +64,70 @@ function withDeadline(promise, timeoutMs) {
   return Promise.race([promise, deadline]).finally(() => clearTimeout(timer));
 }
 
+/**
+ * The deadlines of one limiter's calls, all `timeoutMs` long: they end in
+ * the order they were set, so one timer, set for the oldest pending call,
+ * serves them all, where a timer per call costs more than a decision on a
+ * busy client.
+ */
+class Deadlines {
+  constructor(timeoutMs) {
+    this.timeoutMs = timeoutMs;
+    this.pending = [];
+    this.head = 0;
+    this.timer = null;
+  }
+
+  /** `promise`, or a LimiterTimeoutError once `timeoutMs` passed. */
+  race(promise) {
+    return new Promise((resolve, reject) => {
+      const entry = { at: performance.now() + this.timeoutMs, reject, done: false };
+      this.pending.push(entry);
+      promise.then(
+        (value) => {
+          entry.done = true;
+          resolve(value);
+        },
+        (error) => {
+          entry.done = true;
+          reject(error);
+        },
+      );
+      if (this.timer === null) this.arm();
+    });
+  }
+
+  arm() {
+    while (this.head < this.pending.length && this.pending[this.head].done) this.head++;
+    if (this.head === this.pending.length) {
+      this.pending = [];
+      this.head = 0;
+      this.timer = null;
+      return;
+    }
+    const wait = Math.max(0, this.pending[this.head].at - performance.now());
+    this.timer = setTimeout(() => this.expire(), wait);
+    this.timer.unref?.();
+  }
+
+  expire() {
+    const now = performance.now();
+    while (this.head < this.pending.length && (this.pending[this.head].done || this.pending[this.head].at <= now)) {
+      const entry = this.pending[this.head++];
+      if (!entry.done) {
+        entry.done = true;
+        entry.reject(new LimiterTimeoutError(this.timeoutMs));
+      }
+    }
+    // Drop what ended, now and then, so the queue does not grow for ever.
+    if (this.head > 1024) {
+      this.pending = this.pending.slice(this.head);
+      this.head = 0;
+    }
+    this.arm();
+  }
+}
+
 // RESERVE and SETTLE: keys[0] is the holds key and `head` the id (and
 // ttl_ms), which the module takes before numkeys and the library after its keys.
 export function commandFor(backend, verb, keys, args, sha, head = []) {
@@ -190,6 +254,7 @@ export class RateLimiter {
     if (!HEADER_STYLES.includes(headerStyle)) throw new RangeError(`headerStyle must be one of ${HEADER_STYLES.join(', ')}`);
     if (!(timeoutMs > 0)) throw new RangeError('timeoutMs must be positive: a limiter call needs a deadline');
     Object.assign(this, { namedBackend: backend, onUnavailable, timeoutMs, prefix, policyKey: policyHash, pollIntervalMs, refreshIntervalMs, metrics, onShadowDenied, headerStyle });
+    this.deadlines = new Deadlines(timeoutMs);
     this.breaker = new CircuitBreaker({ failureThreshold, cooldownMs });
     this.breaker.listeners.push((_, now) => {
       if (now === 'closed') this.local.clear();
@@ -503,35 +568,54 @@ export class RateLimiter {
     return { verb: 'SETTLE', keys: [holdsKey, ...limits.map((l) => l.key)], head: [id], args, kind: 'settle', policy: name, limits, extra: { holds: holdsKey, id } };
   }
 
-  async decide(call) {
-    if (!this.breaker.allow()) return this.degrade(call);
-    let reply;
+  // Promise callbacks rather than async functions: on a busy client each
+  // async layer costs about as much as the decision's own work.
+  decide(call) {
+    if (!this.breaker.allow()) return this.degradeNow(call);
+    let sent;
     try {
-      reply = await this.execute(call);
+      sent = this.execute(call);
     } catch (error) {
-      if (isUnavailable(error)) {
-        this.breaker.failure();
-        return this.degrade(call);
-      }
-      this.breaker.success();
-      this.metric('error', call.policy);
-      throw error;
+      return Promise.reject(error);
     }
-    this.breaker.success();
-    return this.finish(call, reply);
+    return sent.then(
+      (reply) => {
+        this.breaker.success();
+        return this.finish(call, reply);
+      },
+      (error) => {
+        if (isUnavailable(error)) {
+          this.breaker.failure();
+          return this.degrade(call);
+        }
+        this.breaker.success();
+        this.metric('error', call.policy);
+        throw error;
+      },
+    );
   }
 
-  async finish(call, reply) {
+  async degradeNow(call) {
+    return this.degrade(call);
+  }
+
+  finish(call, reply) {
+    if (call.kind === 'decision') return this.decision(call, reply);
+    return this.finishOther(call, reply);
+  }
+
+  decision(call, reply) {
+    const { key, limit, name } = call.limits[0];
+    let d = Decision.fromReply(reply, limit.periodSeconds, name);
+    if (!d.allowed && limit.shadow && call.verb === 'CHECK') {
+      d = d.with({ allowed: true, retryAfterMs: null, shadowDenied: true });
+      this.shadow(d, key);
+    }
+    return this.counted(call, d);
+  }
+
+  async finishOther(call, reply) {
     switch (call.kind) {
-      case 'decision': {
-        const { key, limit, name } = call.limits[0];
-        let d = Decision.fromReply(reply, limit.periodSeconds, name);
-        if (!d.allowed && limit.shadow && call.verb === 'CHECK') {
-          d = d.with({ allowed: true, retryAfterMs: null, shadowDenied: true });
-          this.shadow(d, key);
-        }
-        return this.counted(call, d);
-      }
       case 'multi': {
         const d = MultiDecision.fromReply(reply, call.limits.map((l) => l.limit.periodSeconds), call.limits.map((l) => l.name));
         let charged = null;
@@ -711,21 +795,23 @@ export class RateLimiter {
     if (node) sent = node.sendCommand(args);
     else if (this.cluster) sent = this.client.sendCommand(key, false, args);
     else sent = this.client.sendCommand(args);
-    return withDeadline(sent, this.timeoutMs);
+    return this.deadlines.race(sent);
   }
 
-  async execute(call) {
-    const backend = this.backendName ?? (await this.chooseBackend());
+  execute(call) {
+    const backend = this.backendName;
+    if (backend === null || backend === undefined) return this.chooseBackend().then(() => this.execute(call));
     const command = commandFor(backend, call.verb, call.keys, call.args.map(String), this.sha, call.head ?? []);
     const key = call.keys[0];
-    try {
-      return await this.send(command, key);
-    } catch (error) {
-      if (!(error instanceof ErrorReply)) throw error;
-      if (error.message.startsWith('NOSCRIPT')) await this.loadScript();
-      else if (backend === 'functions' && /function not found/i.test(error.message)) await this.loadLibrary();
-      else throw error;
-    }
+    return this.send(command, key).catch((error) => this.sendLoaded(error, backend, command, key));
+  }
+
+  /** `command` again once the library or script it found missing is loaded. */
+  async sendLoaded(error, backend, command, key) {
+    if (!(error instanceof ErrorReply)) throw error;
+    if (error.message.startsWith('NOSCRIPT')) await this.loadScript();
+    else if (backend === 'functions' && /function not found/i.test(error.message)) await this.loadLibrary();
+    else throw error;
     return this.send(command, key);
   }
 

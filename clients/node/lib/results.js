@@ -18,16 +18,28 @@ function sfString(name) {
 /** CHECK's or PEEK's answer (or one limit of MCHECK / MPEEK). */
 export class Decision {
   constructor(fields) {
-    Object.assign(this, {
-      allowed: false, remaining: 0, limit: 0, retryAfterMs: null, resetAfterMs: 0, periodSeconds: null,
-      policy: null, degraded: false, degradedBy: null, shadowDenied: false,
-    }, fields);
+    // Each field set once, in one order: one object shape on the hot path.
+    this.allowed = fields.allowed ?? false;
+    this.remaining = fields.remaining ?? 0;
+    this.limit = fields.limit ?? 0;
+    this.retryAfterMs = fields.retryAfterMs ?? null;
+    this.resetAfterMs = fields.resetAfterMs ?? 0;
+    this.periodSeconds = fields.periodSeconds ?? null;
+    this.policy = fields.policy ?? null;
+    this.degraded = fields.degraded ?? false;
+    this.degradedBy = fields.degradedBy ?? null;
+    this.shadowDenied = fields.shadowDenied ?? false;
     Object.freeze(this);
   }
 
   static fromReply(reply, periodSeconds = null, policy = null) {
-    const [allowed, remaining, limit, retryAfterMs, resetAfterMs] = reply.map(Number);
-    return new Decision({ allowed: allowed === 1, remaining, limit, retryAfterMs: orNull(retryAfterMs), resetAfterMs, periodSeconds, policy });
+    // Every field named, in the constructor's order: the one object shape
+    // the engine sees on the hot path.
+    return new Decision({
+      allowed: Number(reply[0]) === 1, remaining: Number(reply[1]), limit: Number(reply[2]),
+      retryAfterMs: orNull(Number(reply[3])), resetAfterMs: Number(reply[4]), periodSeconds, policy,
+      degraded: false, degradedBy: null, shadowDenied: false,
+    });
   }
 
   with(fields) {

@@ -75,6 +75,9 @@ export function heldFor(estimate, capacity, percent = HOLD_MAX_PERCENT) {
   return Number(e < most ? e : most);
 }
 
+const PARSED = new Map();
+const PARSED_MAX = 1024;
+
 /**
  * `limit` units per `periodSeconds` with `algorithm` (FIXED, SLIDING or
  * TOKEN; `burst`: the bucket's size). `shadow`: counted, never denied.
@@ -132,7 +135,17 @@ export class Limit {
   /** A Limit, from a Limit, a spec string or `{limit, periodSeconds, …}`. */
   static from(value) {
     if (value instanceof Limit) return value;
-    if (typeof value === 'string') return Limit.parse(value);
+    if (typeof value === 'string') {
+      // A Limit is frozen, so one parsed spec serves every call naming it;
+      // most applications name a handful. Cleared when full, to stay bounded.
+      let parsed = PARSED.get(value);
+      if (parsed === undefined) {
+        parsed = Limit.parse(value);
+        if (PARSED.size >= PARSED_MAX) PARSED.clear();
+        PARSED.set(value, parsed);
+      }
+      return parsed;
+    }
     return new Limit(value);
   }
 
