@@ -513,17 +513,17 @@ fn make_clean_removes_what_make_test_made_and_nothing_else() {
     let made = [
         "target/debug/libredis_ratelimit.so",
         "target/release/libredis_ratelimit.so",
-        "target/examples-venv/bin/python",
+        "target/clients/venv/bin/python",
         "target/servers/install.log",
         "target/run/6379/redis.log",
         "examples/node/node_modules/redis/package.json",
-        "examples/python/__pycache__/ratelimiter.cpython-311.pyc",
+        "examples/python/__pycache__/flask_app.cpython-311.pyc",
     ];
     let kept = [
         "README.md",
         "src/lib.rs",
         "bench/results/latest.txt",
-        "examples/python/ratelimiter.py",
+        "examples/python/flask_app.py",
         "examples/node/package-lock.json",
         "notes.txt",
     ];
