@@ -318,11 +318,24 @@ local function bounded(arg, low, high, err)
 end
 
 ---------------------------------------------------------------------------
--- The call's instant: NOW when given, else the server's TIME, read once.
+-- The call's instant: NOW when given, else the server's clock, read once.
 -- Set by serve before each call (a call runs alone: nothing else in the
 -- library runs until it returns).
+--
+-- Where PEXPIRETIME exists (7.0+), the first key with an expiry that a
+-- call loads reads the clock: its PTTL counts from the instant the server
+-- reads (the clock TIME reads, or the command's frozen one where the
+-- server freezes it), so that key's expiry is known relative to the
+-- instant, which is all a fixed window or a bucket needs to decide. The
+-- instant itself, when something absolute is to be written or another
+-- key compared, is that key's PEXPIRETIME less its PTTL. A PTTL costs
+-- less than TIME (an integer, where TIME is two strings to convert), and
+-- a counter grown in its window needs nothing more. Without such a key,
+-- TIME is read.
 
-local pinned_ms, time_ms
+-- The instant in UNIX ms once known (NOW's when pinned), and the key whose
+-- PTTL (clock_ttl) fixed it before that.
+local time_ms, clock_key, clock_ttl
 
 -- TIME's seconds change once a second: the last ones read are kept, as
 -- text and value, which spares converting them on every call.
@@ -339,10 +352,13 @@ local function server_ms()
 end
 
 local function now()
-  if pinned_ms ~= nil then return pinned_ms end
   if time_ms == nil then
-    time_ms = server_ms()
-    if time_ms == nil then fail(ERR.no_time) end
+    if clock_key ~= nil then
+      time_ms = redis_call('PEXPIRETIME', clock_key) - clock_ttl
+    else
+      time_ms = server_ms()
+      if time_ms == nil then fail(ERR.no_time) end
+    end
   end
   return time_ms
 end
@@ -394,6 +410,26 @@ local function expiry_of(key)
   return at
 end
 
+-- The ms from the call's instant to the key's expiry (0 or less: it has
+-- come), nil for none. The first key read so fixes the instant (see now):
+-- no write may move its expiry before now() has been asked, which every
+-- write of an expiry does first.
+local function expiry_left(key)
+  if time_ms == nil and clock_key == nil and HAS_PEXPIRETIME then
+    local ttl = redis_call('PTTL', key)
+    if ttl > 0 then
+      clock_key, clock_ttl = key, ttl
+      return ttl
+    end
+    if ttl < 0 then return nil end
+    -- 0: the expiry has come by the server's clock (a script sees keys
+    -- as of its start), by an unknown amount: TIME says how far.
+  end
+  local at = expiry_of(key)
+  if at == nil then return nil end
+  return at - now()
+end
+
 -- The four layouts (src/limiter/*.rs, Layout::decode): each returns the
 -- state's fields, nil for a value of another layout. FIXED's is the count
 -- itself (decode_u64).
@@ -430,56 +466,57 @@ local function decode_throttle(value)
   return decode_early(value, 71) -- 'G'
 end
 
--- Stores `value` expiring at `at` over the key's `old_value` (nil: no key)
--- and `old_at`, with the module's effect: INCRBY for a counter grown in
--- its window (`grown`, the growth as text; `value` is then not needed),
--- SET KEEPTTL for a new value, PEXPIREAT for a new expiry, SET PXAT for
--- both.
-local function write(key, old_value, old_at, value, at, grown)
+-- Stores `value` expiring `left` ms after the call's instant over the
+-- key's `old_value` (nil: no key) expiring `old_left` after it, with the
+-- module's effect: INCRBY for a counter grown in its window (`grown`, the
+-- growth as text; `value` is then not needed), SET KEEPTTL for a new
+-- value, PEXPIREAT for a new expiry, SET PXAT for both.
+local function write(key, old_value, old_left, value, left, grown)
   if old_value == nil then
-    redis_call('SET', key, value, 'PXAT', fmt(at))
-  elseif old_at == at and grown ~= nil then
+    redis_call('SET', key, value, 'PXAT', fmt(now() + left))
+  elseif old_left == left and grown ~= nil then
     redis_call('INCRBY', key, grown)
-  elseif old_at == at then
+  elseif old_left == left then
     redis_call('SET', key, value, 'KEEPTTL')
   elseif old_value == value then
-    redis_call('PEXPIREAT', key, fmt(at))
+    redis_call('PEXPIREAT', key, fmt(now() + left))
   else
-    redis_call('SET', key, value, 'PXAT', fmt(at))
+    redis_call('SET', key, value, 'PXAT', fmt(now() + left))
   end
 end
 
 -- A force-charge's or a refund's change (store/holds.rs, Adjustment):
--- `value` expiring at `at` written over the key's `old_value` and `old_at`
--- as write makes it, or the key deleted when the state has already ended
--- (a bucket refunded to full).
-local function adjust(key, old_value, old_at, value, at, grown, now_ms)
-  if at <= now_ms then
+-- `value` written over the key's `old_value` as write makes it, or the
+-- key deleted when the state has already ended (a bucket refunded to
+-- full).
+local function adjust(key, old_value, old_left, value, left, grown)
+  if left <= 0 then
     redis_call('DEL', key)
   else
-    write(key, old_value, old_at, value, at, grown)
+    write(key, old_value, old_left, value, left, grown)
   end
 end
 
 ---------------------------------------------------------------------------
 -- The algorithms (src/limiter/*.rs). Each takes the limit, the request's
--- cost, the instant and the loaded state (value, expiry, fields), and
--- returns the decision, allowed, remaining, retry (nil: never, -1 in the
--- reply), reset, then what to store: the value and its expiry (nil:
--- nothing), and for a counter grown in its window the growth (write).
--- Plain values, no tables: these run on every call.
+-- cost and the loaded state (value, the ms from the call's instant to its
+-- expiry, fields), and returns the decision, allowed, remaining, retry
+-- (nil: never, -1 in the reply), reset, then what to store: the value and
+-- the ms to its expiry (nil: nothing), and for a counter grown in its
+-- window the growth (write). Times are relative to the instant, which
+-- only the sliding window needs itself. Plain values, no tables: these
+-- run on every call.
 
 -- Fixed window: the INCR + EXPIRE counter (fixed_window.rs).
-local function fixed_window(limit, period_ms, _, cost, cost_text, now_ms, value, at, count)
-  local new_end = now_ms + period_ms
-  local ends, fix_expiry, in_window = new_end, false, false
+local function fixed_window(limit, period_ms, _, cost, cost_text, value, left, count)
+  local ends, fix_expiry, in_window = period_ms, false, false
   if value == nil then
     count = 0
-  elseif at ~= nil and at > new_end then
+  elseif left ~= nil and left > period_ms then
     fix_expiry = true
-  elseif at ~= nil and at > now_ms then
-    ends, in_window = at, true
-  elseif at == nil then
+  elseif left ~= nil and left > 0 then
+    ends, in_window = left, true
+  elseif left == nil then
     fix_expiry = count > 0
   else
     -- The window ended: a fresh one, whatever was counted.
@@ -498,18 +535,19 @@ local function fixed_window(limit, period_ms, _, cost, cost_text, now_ms, value,
     store = value
   end
   local retry
-  if not (fits or cost > limit) then retry = ends - now_ms end
+  if not (fits or cost > limit) then retry = ends end
   local reset = 0
-  if count_after > 0 then reset = ends - now_ms end
+  if count_after > 0 then reset = ends end
   return fits, max(limit - count_after, 0), retry, reset, store, ends, grown
 end
 
 -- Force-charges and refunds (Algorithm::force, Algorithm::refund): what
 -- SETTLE and a sweep of ended holds do to a limit, with the algorithm's
--- arguments but `units` for the cost, and for a refund `charged_at_ms`,
--- the instant the units were taken. Each returns the value to store and
--- its expiry (and a counter's growth, as the algorithms do), nil when
--- nothing changes. A force-charge of units always stores.
+-- arguments but `units` for the cost, the call's instant, and for a
+-- refund `charged_at_ms`, the instant the units were taken. Each returns
+-- the value to store and the ms to its expiry (and a counter's growth, as
+-- the algorithms do), nil when nothing changes. A force-charge of units
+-- always stores.
 
 -- A count after `units` more: at most MAX_COUNT, 2^53 - 1 (a count set
 -- higher by hand comes down to it).
@@ -520,19 +558,14 @@ local function counted(count, units)
 end
 
 -- `units` more in the window CHECK sees, fitting or not.
-local function fixed_force(_, period_ms, _, units, now_ms, value, at, count)
+local function fixed_force(_, period_ms, _, units, _, value, left, count)
   if units == 0 then return nil end
-  local new_end = now_ms + period_ms
-  local ends, in_window = new_end, false
+  local ends, in_window = period_ms, false
   if value == nil then
     count = 0
-  elseif at ~= nil and at > new_end then
-    ends = new_end
-  elseif at ~= nil and at > now_ms then
-    ends, in_window = at, true
-  elseif at == nil then
-    ends = new_end
-  else
+  elseif left ~= nil and left > 0 and left <= period_ms then
+    ends, in_window = left, true
+  elseif left ~= nil and left <= 0 then
     count = 0
   end
   local after = counted(count, units)
@@ -541,12 +574,13 @@ local function fixed_force(_, period_ms, _, units, now_ms, value, at, count)
 end
 
 -- `units` back while the window they were taken in lasts.
-local function fixed_refund(_, period_ms, _, units, charged_at_ms, now_ms, value, at, count)
-  if units == 0 or value == nil or at == nil then return nil end
-  if charged_at_ms < at - period_ms or charged_at_ms >= at or now_ms >= at then return nil end
+local function fixed_refund(_, period_ms, _, units, charged_at_ms, now_ms, value, left, count)
+  if units == 0 or value == nil or left == nil or left <= 0 then return nil end
+  local at = now_ms + left
+  if charged_at_ms < at - period_ms or charged_at_ms >= at then return nil end
   local taken = min(units, count)
   if taken == 0 then return nil end
-  return fmt(count - taken), at
+  return fmt(count - taken), left
 end
 
 -- The sliding window's counts, in unit-milliseconds (sliding_window.rs).
@@ -585,12 +619,13 @@ end
 -- The counts of a stored state seen from the window of now (counts_at):
 -- that window, the ms elapsed in it, previous and current with their
 -- texts, and whether the stored expiry is not the one they call for.
-local function sliding_counts(period_ms, now_ms, value, at,
+local function sliding_counts(period_ms, now_ms, value, left,
                               stored_previous, stored_current, stored_previous_text, stored_current_text)
   local window = fdiv(now_ms, period_ms)
   local elapsed = now_ms - window * period_ms
   if value == nil then return window, elapsed, 0, '0', 0, '0', false end
   local stored_window, fix_expiry = window, true
+  local at = left and now_ms + left
   if at ~= nil and at <= (window + 2) * period_ms then
     stored_window, fix_expiry = max(fdiv(max(at - 1, 0), period_ms) - 1, 0), false
   end
@@ -602,10 +637,12 @@ local function sliding_counts(period_ms, now_ms, value, at,
   return window, elapsed, 0, '0', 0, '0', fix_expiry
 end
 
--- Sliding window counter (sliding_window.rs).
-local function sliding_window(limit, period_ms, _, cost, _, now_ms, value, at, a, b, c, d)
+-- Sliding window counter (sliding_window.rs): the windows are the
+-- clock's, so it asks for the instant.
+local function sliding_window(limit, period_ms, _, cost, _, value, left, a, b, c, d)
+  local now_ms = now()
   local window, elapsed, previous, previous_text, current, current_text, fix_expiry =
-    sliding_counts(period_ms, now_ms, value, at, a, b, c, d)
+    sliding_counts(period_ms, now_ms, value, left, a, b, c, d)
   local budget = limit * period_ms
   local fits = weighted(previous, current, elapsed, period_ms) + cost * period_ms <= budget
   local current_after, current_after_text = current, current_text
@@ -623,24 +660,25 @@ local function sliding_window(limit, period_ms, _, cost, _, now_ms, value, at, a
   local reset = max(empty_at_ms(window, previous, current_after, period_ms) - now_ms, 0)
   if cost > 0 and (fits or fix_expiry) then
     return fits, remaining, retry, reset,
-      'S' .. previous_text .. ':' .. current_after_text, (window + 2) * period_ms
+      'S' .. previous_text .. ':' .. current_after_text, (window + 2) * period_ms - now_ms
   end
   return fits, remaining, retry, reset
 end
 
 -- `units` more in the current window, fitting or not.
-local function sliding_force(_, period_ms, _, units, now_ms, value, at, a, b, c, d)
+local function sliding_force(_, period_ms, _, units, now_ms, value, left, a, b, c, d)
   if units == 0 then return nil end
-  local window, _, _, previous_text, current, current_text = sliding_counts(period_ms, now_ms, value, at, a, b, c, d)
-  return 'S' .. previous_text .. ':' .. fmt(counted(current, units)), (window + 2) * period_ms
+  local window, _, _, previous_text, current, current_text =
+    sliding_counts(period_ms, now_ms, value, left, a, b, c, d)
+  return 'S' .. previous_text .. ':' .. fmt(counted(current, units)), (window + 2) * period_ms - now_ms
 end
 
 -- `units` back from the window they were taken in, while it is the
 -- current or the previous one.
-local function sliding_refund(_, period_ms, _, units, charged_at_ms, now_ms, value, at, a, b, c, d)
+local function sliding_refund(_, period_ms, _, units, charged_at_ms, now_ms, value, left, a, b, c, d)
   if units == 0 or value == nil then return nil end
   local window, _, previous, previous_text, current, current_text =
-    sliding_counts(period_ms, now_ms, value, at, a, b, c, d)
+    sliding_counts(period_ms, now_ms, value, left, a, b, c, d)
   local charged_window = fdiv(charged_at_ms, period_ms)
   if charged_window == window and current > 0 then
     current_text = fmt(current - min(units, current))
@@ -649,18 +687,15 @@ local function sliding_refund(_, period_ms, _, units, charged_at_ms, now_ms, val
   else
     return nil
   end
-  return 'S' .. previous_text .. ':' .. current_text, (window + 2) * period_ms
+  return 'S' .. previous_text .. ':' .. current_text, (window + 2) * period_ms - now_ms
 end
 
 -- How far past now (in units of 1/per_ms ms) a stored instant is: the key
--- expires at `at` ms, and the instant is `early` units before that (at most
--- per_ms - 1). Clamped to `bound`; the second result says it was. The
--- product (at - now) × per_ms is only formed when it stays within bound +
--- per_ms.
-local function ahead_of_now(at, early, per_ms, bound, now_ms)
-  if at == nil then return 0, false end
-  local ms = at - now_ms
-  if ms <= 0 then return 0, false end
+-- expires `ms` after now, and the instant is `early` units before that (at
+-- most per_ms - 1). Clamped to `bound`; the second result says it was. The
+-- product ms × per_ms is only formed when it stays within bound + per_ms.
+local function ahead_of_now(ms, early, per_ms, bound)
+  if ms == nil or ms <= 0 then return 0, false end
   early = min(early, per_ms - 1)
   if ms > fdiv(bound, per_ms) + 1 then return bound, true end
   local whole = (ms - 1) * per_ms
@@ -670,23 +705,23 @@ local function ahead_of_now(at, early, per_ms, bound, now_ms)
 end
 
 -- The state for an instant `ahead` units (of 1/per_ms ms) past now: its
--- expiry rounded up to the ms, and the units it was rounded by, as the
--- value `tag` .. early, as wide as the value it replaces.
-local function stored_at(tag, ahead, per_ms, now_ms, replaced)
+-- expiry, in ms from now rounded up, and the units it was rounded by, as
+-- the value `tag` .. early, as wide as the value it replaces.
+local function stored_at(tag, ahead, per_ms, replaced)
   local r = fmod(ahead, per_ms)
   local early = 0
   if r > 0 then early = per_ms - r end
   local width = 0
   if replaced ~= nil then width = #replaced - 1 end
-  return tag .. padded(early, width), now_ms + cdiv(ahead, per_ms)
+  return tag .. padded(early, width), cdiv(ahead, per_ms)
 end
 
 -- Token bucket, in ticks of 1/limit ms (token_bucket.rs).
-local function token_bucket(limit, period_ms, burst, cost, _, now_ms, value, at, early)
+local function token_bucket(limit, period_ms, burst, cost, _, value, left, early)
   local capacity = burst * period_ms
   local full_in, fix_expiry = 0, false
   if value ~= nil then
-    full_in, fix_expiry = ahead_of_now(at, early, limit, capacity, now_ms)
+    full_in, fix_expiry = ahead_of_now(left, early, limit, capacity)
   end
   local asked
   if cost <= burst then asked = cost * period_ms end
@@ -699,34 +734,34 @@ local function token_bucket(limit, period_ms, burst, cost, _, now_ms, value, at,
   end
   local remaining, reset = fdiv(capacity - after, period_ms), cdiv(after, limit)
   if cost > 0 and (fits or fix_expiry) then
-    return fits, remaining, retry, reset, stored_at('T', after, limit, now_ms, value)
+    return fits, remaining, retry, reset, stored_at('T', after, limit, value)
   end
   return fits, remaining, retry, reset
 end
 
 -- `units` tokens more taken, fitting or not, down to an empty bucket and
 -- no further.
-local function token_force(limit, period_ms, burst, units, now_ms, value, at, early)
+local function token_force(limit, period_ms, burst, units, _, value, left, early)
   if units == 0 then return nil end
   local capacity = burst * period_ms
   local full_in = 0
-  if value ~= nil then full_in = ahead_of_now(at, early, limit, capacity, now_ms) end
+  if value ~= nil then full_in = ahead_of_now(left, early, limit, capacity) end
   -- units × period_ms is exact when units <= burst, and past capacity else.
   local after = capacity
   if units <= burst then after = min(full_in + units * period_ms, capacity) end
-  return stored_at('T', after, limit, now_ms, value)
+  return stored_at('T', after, limit, value)
 end
 
 -- `units` tokens back, up to a full bucket, whenever they were taken. A
 -- bucket emptied under slower or larger parameters stores the empty one
 -- of these, even for no units.
-local function token_refund(limit, period_ms, burst, units, _, now_ms, value, at, early)
+local function token_refund(limit, period_ms, burst, units, _, _, value, left, early)
   if value == nil then return nil end
-  local full_in, clamped = ahead_of_now(at, early, limit, burst * period_ms, now_ms)
+  local full_in, clamped = ahead_of_now(left, early, limit, burst * period_ms)
   local after = 0
   if units < burst then after = max(full_in - units * period_ms, 0) end
   if after == full_in and not clamped then return nil end
-  return stored_at('T', after, limit, now_ms, value)
+  return stored_at('T', after, limit, value)
 end
 
 -- GCRA as redis-cell's CL.THROTTLE computes it, in ns (gcra.rs): the
@@ -751,10 +786,10 @@ end
 
 -- limited, remaining, retry (ns, nil: never), reset (ns), then what to
 -- store as for the algorithms above.
-local function gcra(interval, limit, tolerance, quantity, now_ms, value, at, early)
+local function gcra(interval, limit, tolerance, quantity, value, left, early)
   local tat_in, fix_expiry = 0, false
   if value ~= nil then
-    tat_in, fix_expiry = ahead_of_now(at, early, NS_PER_MS, tolerance, now_ms)
+    tat_in, fix_expiry = ahead_of_now(left, early, NS_PER_MS, tolerance)
   end
   -- Beyond max_burst + 1 the increment passes τ: limited, never retried.
   local increment
@@ -772,7 +807,7 @@ local function gcra(interval, limit, tolerance, quantity, now_ms, value, at, ear
   if limited and increment ~= nil then retry = tat_in - (tolerance - increment) end
   local remaining = min(throttle_remaining(tolerance - ttl, interval), limit)
   if store_at ~= nil then
-    return limited, remaining, retry, ttl, stored_at('G', store_at, NS_PER_MS, now_ms, value)
+    return limited, remaining, retry, ttl, stored_at('G', store_at, NS_PER_MS, value)
   end
   return limited, remaining, retry, ttl
 end
@@ -831,8 +866,8 @@ local function kind_of_value(value)
   return nil
 end
 
--- The state of `kind` at `key`: the stored bytes (nil for none), the
--- key's expiry, then the layout's fields. Another kind's state is refused
+-- The state of `kind` at `key`: the stored bytes (nil for none), the ms
+-- from the call's instant to the key's expiry, then the layout's fields. Another kind's state is refused
 -- with both kinds named; anything else with the standard WRONGTYPE.
 local function load(key, kind)
   local value = get_string(key)
@@ -844,7 +879,7 @@ local function load(key, kind)
     fail('WRONGTYPE the key holds ' .. held.name .. ' limiter state, not ' .. kind.name
       .. '; use ' .. held.chosen_by .. ' or RATELIMIT.RESET it')
   end
-  return value, expiry_of(key), a, b, c, d
+  return value, expiry_left(key), a, b, c, d
 end
 
 ---------------------------------------------------------------------------
@@ -1206,20 +1241,20 @@ end
 -- or with `charged_at_ms` a refund of units taken then; nil for none.
 -- Worked out, not made (adjust makes it).
 local function change_at(key, l, units, charged_at_ms, now_ms)
-  local value, at, a, b, c, d = load(key, l.kind)
-  local stored, stored_at_ms, grown
+  local value, left, a, b, c, d = load(key, l.kind)
+  local stored, stored_left, grown
   if charged_at_ms == nil then
-    stored, stored_at_ms, grown = l.kind.force(l.limit, l.period_ms, l.burst, units, now_ms, value, at, a, b, c, d)
+    stored, stored_left, grown = l.kind.force(l.limit, l.period_ms, l.burst, units, now_ms, value, left, a, b, c, d)
   else
-    stored, stored_at_ms = l.kind.refund(l.limit, l.period_ms, l.burst, units, charged_at_ms, now_ms,
-      value, at, a, b, c, d)
+    stored, stored_left = l.kind.refund(l.limit, l.period_ms, l.burst, units, charged_at_ms, now_ms,
+      value, left, a, b, c, d)
   end
   if stored == nil then return nil end
-  return { key = key, value = value, at = at, stored = stored, stored_at = stored_at_ms, grown = grown }
+  return { key = key, value = value, left = left, stored = stored, stored_left = stored_left, grown = grown }
 end
 
-local function make_change(change, now_ms)
-  adjust(change.key, change.value, change.at, change.stored, change.stored_at, change.grown, now_ms)
+local function make_change(change)
+  adjust(change.key, change.value, change.left, change.stored, change.stored_left, change.grown)
 end
 
 -- A refund of an expired hold: a key that holds something else now has
@@ -1230,7 +1265,7 @@ local function refund_expired(hold, charged_at_ms, now_ms)
     if type(change) == 'table' and change.ratelimit_error ~= nil then return end
     error(change, 0)
   end
-  if change ~= nil then make_change(change, now_ms) end
+  if change ~= nil then make_change(change) end
 end
 
 -- The parameters of a hold the fallback cannot refund exactly (recorded
@@ -1369,11 +1404,10 @@ COMMANDS.check = {
   run = function(key, rest, n)
     if n < 2 then arity_error('ratelimit.check') end
     local kind, limit, period_ms, burst, cost, cost_text = parse_limit(rest, 1, n)
-    local now_ms = now()
-    local value, at, a, b, c, d = load(key, kind)
-    local allowed, remaining, retry, reset, store, store_at, grown =
-      kind.algorithm(limit, period_ms, burst, cost, cost_text, now_ms, value, at, a, b, c, d)
-    if store ~= nil or grown ~= nil then write(key, value, at, store, store_at, grown) end
+    local value, left, a, b, c, d = load(key, kind)
+    local allowed, remaining, retry, reset, store, store_left, grown =
+      kind.algorithm(limit, period_ms, burst, cost, cost_text, value, left, a, b, c, d)
+    if store ~= nil or grown ~= nil then write(key, value, left, store, store_left, grown) end
     return { allowed and 1 or 0, remaining, limit, retry or -1, reset }
   end,
 }
@@ -1387,11 +1421,10 @@ COMMANDS.peek = {
   run = function(key, rest, n)
     if n < 2 then arity_error('ratelimit.peek') end
     local kind, limit, period_ms, burst, cost, cost_text = parse_limit(rest, 1, n)
-    local now_ms = now()
-    local value, at, a, b, c, d = load(key, kind)
+    local value, left, a, b, c, d = load(key, kind)
     local algorithm = kind.algorithm
-    local allowed, _, retry = algorithm(limit, period_ms, burst, cost, cost_text, now_ms, value, at, a, b, c, d)
-    local _, remaining, _, reset = algorithm(limit, period_ms, burst, 0, '0', now_ms, value, at, a, b, c, d)
+    local allowed, _, retry = algorithm(limit, period_ms, burst, cost, cost_text, value, left, a, b, c, d)
+    local _, remaining, _, reset = algorithm(limit, period_ms, burst, 0, '0', value, left, a, b, c, d)
     return reply_of(allowed, remaining, limit, retry, reset)
   end,
 }
@@ -1437,11 +1470,10 @@ COMMANDS.throttle = {
     local quantity = 1
     if n == 4 then quantity = bounded(rest[4], 0, MAX_COST, ERR.quantity) end
     local interval, limit, tolerance = throttle_rate(max_burst, count, period_s)
-    local now_ms = now()
-    local value, at, early = load(key, KIND.THROTTLE)
-    local limited, remaining, retry, reset, store, store_at =
-      gcra(interval, limit, tolerance, quantity, now_ms, value, at, early)
-    if store ~= nil then write(key, value, at, store, store_at) end
+    local value, left, early = load(key, KIND.THROTTLE)
+    local limited, remaining, retry, reset, store, store_left =
+      gcra(interval, limit, tolerance, quantity, value, left, early)
+    if store ~= nil then write(key, value, left, store, store_left) end
     if retry ~= nil then retry = seconds_rounded_up(retry) end
     return { limited and 1 or 0, limit, remaining, retry or -1, seconds_rounded_up(reset) }
   end,
@@ -1450,21 +1482,21 @@ COMMANDS.throttle = {
 -- Asks every key's limit at one instant (mcheck.rs ask_all, all_of.rs):
 -- the verdict, the binding limit, and each key's answers (charged: for
 -- its cost; looked: what PEEK would answer) and write.
-local function ask_all(keys, limits, now_ms)
+local function ask_all(keys, limits)
   local asked = {}
   for i = 1, #keys do
     local l = limits[i]
-    local value, at, a, b, c, d = load(keys[i], l.kind)
+    local value, left, a, b, c, d = load(keys[i], l.kind)
     local algorithm = l.kind.algorithm
-    local allowed, remaining, retry, reset, store, store_at, grown =
-      algorithm(l.limit, l.period_ms, l.burst, l.cost, l.cost_text, now_ms, value, at, a, b, c, d)
+    local allowed, remaining, retry, reset, store, store_left, grown =
+      algorithm(l.limit, l.period_ms, l.burst, l.cost, l.cost_text, value, left, a, b, c, d)
     local _, looked_remaining, _, looked_reset =
-      algorithm(l.limit, l.period_ms, l.burst, 0, '0', now_ms, value, at, a, b, c, d)
+      algorithm(l.limit, l.period_ms, l.burst, 0, '0', value, left, a, b, c, d)
     asked[i] = {
-      key = keys[i], value = value, at = at, limit = l.limit,
+      key = keys[i], value = value, left = left, limit = l.limit,
       allowed = allowed, remaining = remaining, retry = retry, reset = reset,
       looked_remaining = looked_remaining, looked_reset = looked_reset,
-      store = store, store_at = store_at, grown = grown,
+      store = store, store_left = store_left, grown = grown,
     }
   end
   local allowed = true
@@ -1520,7 +1552,7 @@ local function charge_all(allowed, asked)
   for i = 1, #asked do
     local a = asked[i]
     if (a.store ~= nil or a.grown ~= nil) and (allowed or not a.allowed) then
-      write(a.key, a.value, a.at, a.store, a.store_at, a.grown)
+      write(a.key, a.value, a.left, a.store, a.store_left, a.grown)
     end
   end
 end
@@ -1533,7 +1565,7 @@ COMMANDS.mcheck = {
     -- numkeys key LIMIT limit period at least.
     if #args < 5 then arity_error('ratelimit.mcheck') end
     local keys, limits = parse_multi(args)
-    local allowed, binding, asked = ask_all(keys, limits, now())
+    local allowed, binding, asked = ask_all(keys, limits)
     charge_all(allowed, asked)
     return multi_reply(allowed, binding, asked)
   end,
@@ -1547,7 +1579,7 @@ COMMANDS.mpeek = {
   run = function(args)
     if #args < 5 then arity_error('ratelimit.mpeek') end
     local keys, limits = parse_multi(args)
-    local allowed, binding, asked = ask_all(keys, limits, now())
+    local allowed, binding, asked = ask_all(keys, limits)
     return multi_reply(allowed, binding, asked, true)
   end,
 }
@@ -1679,7 +1711,7 @@ COMMANDS.reserve = {
         l.cost_text = fmt(l.cost)
       end
     end
-    local allowed, binding, asked = ask_all(keys, limits, now_ms)
+    local allowed, binding, asked = ask_all(keys, limits)
     charge_all(allowed, asked)
     local reply = multi_reply(allowed, binding, asked)
     if not allowed then
@@ -1764,7 +1796,7 @@ COMMANDS.settle = {
       end
       changes[#changes + 1] = change
     end
-    for i = 1, #changes do make_change(changes[i], now_ms) end
+    for i = 1, #changes do make_change(changes[i]) end
     if status == SETTLED then
       local deadline = now_ms + record.ttl
       put_record(holds, id, 'S ' .. fmt(deadline) .. ' ' .. record.reply_text, deadline, deadline, now_ms)
@@ -1774,9 +1806,9 @@ COMMANDS.settle = {
     for i = 1, #keys do
       local l = limits[i]
       local algorithm = l.kind.algorithm
-      local value, at, a, b, c, d = load(keys[i], l.kind)
-      local allowed, _, retry = algorithm(l.limit, l.period_ms, l.burst, 1, '1', now_ms, value, at, a, b, c, d)
-      local _, remaining, _, reset = algorithm(l.limit, l.period_ms, l.burst, 0, '0', now_ms, value, at, a, b, c, d)
+      local value, left, a, b, c, d = load(keys[i], l.kind)
+      local allowed, _, retry = algorithm(l.limit, l.period_ms, l.burst, 1, '1', value, left, a, b, c, d)
+      local _, remaining, _, reset = algorithm(l.limit, l.period_ms, l.burst, 0, '0', value, left, a, b, c, d)
       each[i] = reply_of(allowed, remaining, l.limit, retry, reset)
     end
     return { status, each }
@@ -1871,12 +1903,12 @@ end
 local function serve(command)
   return function(keys, argv)
     if find == nil then bind_standard_functions() end
-    pinned_ms, time_ms = nil, nil
+    time_ms, clock_key = nil, nil
     local last = #argv
     if last >= 2 and #argv[last - 1] == 3 and is_keyword(argv[last - 1], 'NOW')
       and #keys + (command.keys_counted and 1 or 0) + last - 2 >= command.least then
-      pinned_ms = parsed_arguments[argv[last]] or parse_argument(argv[last])
-      if pinned_ms == nil or pinned_ms < 0 or pinned_ms > MAX_NOW_MS then
+      time_ms = parsed_arguments[argv[last]] or parse_argument(argv[last])
+      if time_ms == nil or time_ms < 0 or time_ms > MAX_NOW_MS then
         return redis.error_reply(ERR.now)
       end
       last = last - 2
