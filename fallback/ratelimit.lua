@@ -124,13 +124,13 @@ local ERR = {
 -- first call (the chunk that loads a library sees only `redis`): a local
 -- costs far less than looking a global up, then its field, on each use.
 local find, match, byte, sub, upper, rep, format, concat
-local fmod, floor, max, min, redis_call, redis_pcall
+local floor, max, min, redis_call, redis_pcall
 
 local function bind_standard_functions()
   find, match, byte, sub, upper, rep, format = string.find, string.match, string.byte, string.sub, string.upper,
     string.rep, string.format
   concat = table.concat
-  fmod, floor, max, min = math.fmod, math.floor, math.max, math.min
+  floor, max, min = math.floor, math.max, math.min
   redis_call, redis_pcall = redis.call, redis.pcall
 end
 
@@ -147,15 +147,19 @@ end
 ---------------------------------------------------------------------------
 -- Integers (src/decimal.rs)
 
--- floor(a / b) and ceil(a / b) for a >= 0, b > 0 integers: fmod is exact,
--- and so is dividing the exact multiple it leaves.
+-- floor(a / b) and ceil(a / b) for integers 0 <= a < 2^53, b > 0. Below
+-- 2^53 the double a / b never rounds up to the next integer (it is at
+-- least 1/b away, more than half its ulp), so a % b, Lua's a - floor(a /
+-- b) * b, is the exact remainder, and dividing the exact multiple it leaves
+-- is exact too. An operator, where math.fmod is a call.
 local function fdiv(a, b)
-  return (a - fmod(a, b)) / b
+  return (a - a % b) / b
 end
 
 local function cdiv(a, b)
-  local r = fmod(a, b)
-  return (a - r) / b + (r > 0 and 1 or 0)
+  local r = a % b
+  if r > 0 then return (a - r) / b + 1 end
+  return (a - r) / b
 end
 
 -- An integer in decimal, at half the cost of '%.0f'. '%d' (a C long)
@@ -240,6 +244,7 @@ local function parse_argument(s)
   arguments_kept = arguments_kept + 1
   return value
 end
+
 
 -- The rounding error of the double product x = a × b: a × b = x + that,
 -- exactly (Dekker's product, each factor split in halves of 26 bits whose
@@ -468,20 +473,22 @@ end
 
 -- Stores `value` expiring `left` ms after the call's instant over the
 -- key's `old_value` (nil: no key) expiring `old_left` after it, with the
--- module's effect: INCRBY for a counter grown in its window (`grown`, the
--- growth as text; `value` is then not needed), SET KEEPTTL for a new
--- value, PEXPIREAT for a new expiry, SET PXAT for both.
+-- module's effect: INCRBY for a counter grown in its window (by `grown`;
+-- `value` is then not needed), SET KEEPTTL for a new value, PEXPIREAT for
+-- a new expiry, SET PXAT for both. Integers go to the server as numbers,
+-- which it writes out in full below 2^53 (Redis 7.0's "%.17g", 7.2's
+-- integer printing), for less than a string.format here.
 local function write(key, old_value, old_left, value, left, grown)
   if old_value == nil then
-    redis_call('SET', key, value, 'PXAT', fmt(now() + left))
+    redis_call('SET', key, value, 'PXAT', now() + left)
   elseif old_left == left and grown ~= nil then
     redis_call('INCRBY', key, grown)
   elseif old_left == left then
     redis_call('SET', key, value, 'KEEPTTL')
   elseif old_value == value then
-    redis_call('PEXPIREAT', key, fmt(now() + left))
+    redis_call('PEXPIREAT', key, now() + left)
   else
-    redis_call('SET', key, value, 'PXAT', fmt(now() + left))
+    redis_call('SET', key, value, 'PXAT', now() + left)
   end
 end
 
@@ -498,26 +505,28 @@ local function adjust(key, old_value, old_left, value, left, grown)
 end
 
 ---------------------------------------------------------------------------
--- The algorithms (src/limiter/*.rs). Each takes the limit, the request's
--- cost and the loaded state (value, the ms from the call's instant to its
+-- The algorithms (src/limiter/*.rs). Each takes the limit `l` (kind,
+-- limit, period_ms, burst: parse_limit's, or a hold's), the request's cost
+-- and the loaded state (value, the ms from the call's instant to its
 -- expiry, fields), and returns the decision, allowed, remaining, retry
 -- (nil: never, -1 in the reply), reset, then what to store: the value and
 -- the ms to its expiry (nil: nothing), and for a counter grown in its
--- window the growth (write). Times are relative to the instant, which
--- only the sliding window needs itself. Plain values, no tables: these
--- run on every call.
+-- window the growth (write). Times are relative to the instant, which only
+-- the sliding window needs itself. Plain values, no tables: these run on
+-- every call.
 
 -- Fixed window: the INCR + EXPIRE counter (fixed_window.rs).
-local function fixed_window(limit, period_ms, _, cost, cost_text, value, left, count)
+local function fixed_window(l, cost, value, left, count)
+  local limit, period_ms = l.limit, l.period_ms
   local ends, fix_expiry, in_window = period_ms, false, false
   if value == nil then
     count = 0
-  elseif left ~= nil and left > period_ms then
-    fix_expiry = true
-  elseif left ~= nil and left > 0 then
-    ends, in_window = left, true
   elseif left == nil then
     fix_expiry = count > 0
+  elseif left > period_ms then
+    fix_expiry = true
+  elseif left > 0 then
+    ends, in_window = left, true
   else
     -- The window ended: a fresh one, whatever was counted.
     count = 0
@@ -528,7 +537,7 @@ local function fixed_window(limit, period_ms, _, cost, cost_text, value, left, c
   if fits then count_after = count + cost end
   local store, grown
   if cost > 0 and fits and in_window then
-    grown = cost_text
+    grown = cost
   elseif cost > 0 and fits then
     store = fmt(count_after)
   elseif cost > 0 and fix_expiry then
@@ -538,7 +547,9 @@ local function fixed_window(limit, period_ms, _, cost, cost_text, value, left, c
   if not (fits or cost > limit) then retry = ends end
   local reset = 0
   if count_after > 0 then reset = ends end
-  return fits, max(limit - count_after, 0), retry, reset, store, ends, grown
+  local remaining = 0
+  if count_after < limit then remaining = limit - count_after end
+  return fits, remaining, retry, reset, store, ends, grown
 end
 
 -- Force-charges and refunds (Algorithm::force, Algorithm::refund): what
@@ -558,8 +569,9 @@ local function counted(count, units)
 end
 
 -- `units` more in the window CHECK sees, fitting or not.
-local function fixed_force(_, period_ms, _, units, _, value, left, count)
+local function fixed_force(l, units, _, value, left, count)
   if units == 0 then return nil end
+  local period_ms = l.period_ms
   local ends, in_window = period_ms, false
   if value == nil then
     count = 0
@@ -569,15 +581,15 @@ local function fixed_force(_, period_ms, _, units, _, value, left, count)
     count = 0
   end
   local after = counted(count, units)
-  if in_window and after > count then return fmt(after), ends, fmt(after - count) end
+  if in_window and after > count then return fmt(after), ends, after - count end
   return fmt(after), ends
 end
 
 -- `units` back while the window they were taken in lasts.
-local function fixed_refund(_, period_ms, _, units, charged_at_ms, now_ms, value, left, count)
+local function fixed_refund(l, units, charged_at_ms, now_ms, value, left, count)
   if units == 0 or value == nil or left == nil or left <= 0 then return nil end
   local at = now_ms + left
-  if charged_at_ms < at - period_ms or charged_at_ms >= at then return nil end
+  if charged_at_ms < at - l.period_ms or charged_at_ms >= at then return nil end
   local taken = min(units, count)
   if taken == 0 then return nil end
   return fmt(count - taken), left
@@ -639,7 +651,8 @@ end
 
 -- Sliding window counter (sliding_window.rs): the windows are the
 -- clock's, so it asks for the instant.
-local function sliding_window(limit, period_ms, _, cost, _, value, left, a, b, c, d)
+local function sliding_window(l, cost, value, left, a, b, c, d)
+  local limit, period_ms = l.limit, l.period_ms
   local now_ms = now()
   local window, elapsed, previous, previous_text, current, current_text, fix_expiry =
     sliding_counts(period_ms, now_ms, value, left, a, b, c, d)
@@ -666,8 +679,9 @@ local function sliding_window(limit, period_ms, _, cost, _, value, left, a, b, c
 end
 
 -- `units` more in the current window, fitting or not.
-local function sliding_force(_, period_ms, _, units, now_ms, value, left, a, b, c, d)
+local function sliding_force(l, units, now_ms, value, left, a, b, c, d)
   if units == 0 then return nil end
+  local period_ms = l.period_ms
   local window, _, _, previous_text, current, current_text =
     sliding_counts(period_ms, now_ms, value, left, a, b, c, d)
   return 'S' .. previous_text .. ':' .. fmt(counted(current, units)), (window + 2) * period_ms - now_ms
@@ -675,8 +689,9 @@ end
 
 -- `units` back from the window they were taken in, while it is the
 -- current or the previous one.
-local function sliding_refund(_, period_ms, _, units, charged_at_ms, now_ms, value, left, a, b, c, d)
+local function sliding_refund(l, units, charged_at_ms, now_ms, value, left, a, b, c, d)
   if units == 0 or value == nil then return nil end
+  local period_ms = l.period_ms
   local window, _, previous, previous_text, current, current_text =
     sliding_counts(period_ms, now_ms, value, left, a, b, c, d)
   local charged_window = fdiv(charged_at_ms, period_ms)
@@ -696,7 +711,7 @@ end
 -- product ms × per_ms is only formed when it stays within bound + per_ms.
 local function ahead_of_now(ms, early, per_ms, bound)
   if ms == nil or ms <= 0 then return 0, false end
-  early = min(early, per_ms - 1)
+  if early >= per_ms then early = per_ms - 1 end
   if ms > fdiv(bound, per_ms) + 1 then return bound, true end
   local whole = (ms - 1) * per_ms
   local part = per_ms - early
@@ -704,20 +719,24 @@ local function ahead_of_now(ms, early, per_ms, bound)
   return whole + part, false
 end
 
--- The state for an instant `ahead` units (of 1/per_ms ms) past now: its
--- expiry, in ms from now rounded up, and the units it was rounded by, as
--- the value `tag` .. early, as wide as the value it replaces.
-local function stored_at(tag, ahead, per_ms, replaced)
-  local r = fmod(ahead, per_ms)
-  local early = 0
-  if r > 0 then early = per_ms - r end
-  local width = 0
-  if replaced ~= nil then width = #replaced - 1 end
-  return tag .. padded(early, width), cdiv(ahead, per_ms)
+-- The state for an instant `ahead` units (of 1/per_ms ms) past now: the
+-- value `tag` .. early, the units the instant is before its expiry, as
+-- wide as the value it replaces (`replaced`, whose early was
+-- `replaced_early`), and that expiry in ms from now, rounded up. The value
+-- replaced says the same when the early is (and its width is not past
+-- MAX_PADDED): it is kept, which spares writing the number out.
+local function stored_at(tag, ahead, per_ms, replaced, replaced_early)
+  local r = ahead % per_ms
+  local early, left = 0, (ahead - r) / per_ms
+  if r > 0 then early, left = per_ms - r, left + 1 end
+  if replaced == nil then return tag .. fmt(early), left end
+  if early == replaced_early and #replaced <= MAX_PADDED + 1 then return replaced, left end
+  return tag .. padded(early, #replaced - 1), left
 end
 
 -- Token bucket, in ticks of 1/limit ms (token_bucket.rs).
-local function token_bucket(limit, period_ms, burst, cost, _, value, left, early)
+local function token_bucket(l, cost, value, left, early)
+  local limit, period_ms, burst = l.limit, l.period_ms, l.burst
   local capacity = burst * period_ms
   local full_in, fix_expiry = 0, false
   if value ~= nil then
@@ -734,34 +753,36 @@ local function token_bucket(limit, period_ms, burst, cost, _, value, left, early
   end
   local remaining, reset = fdiv(capacity - after, period_ms), cdiv(after, limit)
   if cost > 0 and (fits or fix_expiry) then
-    return fits, remaining, retry, reset, stored_at('T', after, limit, value)
+    return fits, remaining, retry, reset, stored_at('T', after, limit, value, early)
   end
   return fits, remaining, retry, reset
 end
 
 -- `units` tokens more taken, fitting or not, down to an empty bucket and
 -- no further.
-local function token_force(limit, period_ms, burst, units, _, value, left, early)
+local function token_force(l, units, _, value, left, early)
   if units == 0 then return nil end
+  local limit, period_ms, burst = l.limit, l.period_ms, l.burst
   local capacity = burst * period_ms
   local full_in = 0
   if value ~= nil then full_in = ahead_of_now(left, early, limit, capacity) end
   -- units × period_ms is exact when units <= burst, and past capacity else.
   local after = capacity
   if units <= burst then after = min(full_in + units * period_ms, capacity) end
-  return stored_at('T', after, limit, value)
+  return stored_at('T', after, limit, value, early)
 end
 
 -- `units` tokens back, up to a full bucket, whenever they were taken. A
 -- bucket emptied under slower or larger parameters stores the empty one
 -- of these, even for no units.
-local function token_refund(limit, period_ms, burst, units, _, _, value, left, early)
+local function token_refund(l, units, _, _, value, left, early)
   if value == nil then return nil end
+  local limit, period_ms, burst = l.limit, l.period_ms, l.burst
   local full_in, clamped = ahead_of_now(left, early, limit, burst * period_ms)
   local after = 0
   if units < burst then after = max(full_in - units * period_ms, 0) end
   if after == full_in and not clamped then return nil end
-  return stored_at('T', after, limit, value)
+  return stored_at('T', after, limit, value, early)
 end
 
 -- GCRA as redis-cell's CL.THROTTLE computes it, in ns (gcra.rs): the
@@ -777,11 +798,13 @@ local function throttle_rate(max_burst, count_per_period, period_s)
   return interval, limit, tolerance
 end
 
--- (τ − ttl) / T in whole microseconds through a double, as redis-cell.
+-- (τ − ttl) / T in whole microseconds through a double, as redis-cell: the
+-- quotient of two non-negative integers below 2^53, truncated.
 local function throttle_remaining(next_ns, interval)
   local interval_us = fdiv(interval, 1000)
   if interval_us == 0 then return fdiv(next_ns, interval) end
-  return floor(fdiv(next_ns, 1000) / interval_us)
+  local q = fdiv(next_ns, 1000) / interval_us
+  return q - q % 1
 end
 
 -- limited, remaining, retry (ns, nil: never), reset (ns), then what to
@@ -805,9 +828,10 @@ local function gcra(interval, limit, tolerance, quantity, value, left, early)
   end
   local retry
   if limited and increment ~= nil then retry = tat_in - (tolerance - increment) end
-  local remaining = min(throttle_remaining(tolerance - ttl, interval), limit)
+  local remaining = throttle_remaining(tolerance - ttl, interval)
+  if remaining > limit then remaining = limit end
   if store_at ~= nil then
-    return limited, remaining, retry, ttl, stored_at('G', store_at, NS_PER_MS, value)
+    return limited, remaining, retry, ttl, stored_at('G', store_at, NS_PER_MS, value, early)
   end
   return limited, remaining, retry, ttl
 end
@@ -844,6 +868,7 @@ local KIND, CHOSEN, chosen_names = {}, {}, {}
 for i = 1, #KINDS do
   local kind = KINDS[i]
   KIND[kind.name] = kind
+  kind.decoded, kind.kept = {}, 0
   if kind.algorithm ~= nil then
     CHOSEN[kind.name] = kind
     chosen_names[#chosen_names + 1] = kind.name
@@ -866,18 +891,36 @@ local function kind_of_value(value)
   return nil
 end
 
+-- The values of the layouts of one field (a count, an early) repeat from
+-- call to call as arguments do: each kind keeps those it decoded, by the
+-- value (kind.decoded, started over when full), and a value seen before
+-- is looked up rather than matched and converted again.
+local DECODED_KEPT = 1024
+
 -- The state of `kind` at `key`: the stored bytes (nil for none), the ms
--- from the call's instant to the key's expiry, then the layout's fields. Another kind's state is refused
--- with both kinds named; anything else with the standard WRONGTYPE.
+-- from the call's instant to the key's expiry, then the layout's fields.
+-- Another kind's state is refused with both kinds named; anything else
+-- with the standard WRONGTYPE (GET refuses a key of another type itself,
+-- which spares a TYPE on every call).
 local function load(key, kind)
-  local value = get_string(key)
-  if value == nil then return nil end
-  local a, b, c, d = kind.decode(value)
+  local value = redis_pcall('GET', key)
+  if not value then return nil end
+  -- Only strings are kept: a value found is one.
+  local a, b, c, d = kind.decoded[value]
   if a == nil then
-    local held = kind_of_value(value)
-    if held == nil then fail(ERR.not_limiter_state) end
-    fail('WRONGTYPE the key holds ' .. held.name .. ' limiter state, not ' .. kind.name
-      .. '; use ' .. held.chosen_by .. ' or RATELIMIT.RESET it')
+    if type(value) == 'table' then refuse_type(value) end
+    a, b, c, d = kind.decode(value)
+    if a == nil then
+      local held = kind_of_value(value)
+      if held == nil then fail(ERR.not_limiter_state) end
+      fail('WRONGTYPE the key holds ' .. held.name .. ' limiter state, not ' .. kind.name
+        .. '; use ' .. held.chosen_by .. ' or RATELIMIT.RESET it')
+    end
+    if b == nil then
+      if kind.kept >= DECODED_KEPT then kind.decoded, kind.kept = {}, 0 end
+      kind.decoded[value] = a
+      kind.kept = kind.kept + 1
+    end
   end
   return value, expiry_left(key), a, b, c, d
 end
@@ -893,12 +936,12 @@ local SETTLE_OPTIONS = { ACTUAL = true, ALGORITHM = true, BURST = true }
 
 -- `limit period [COST c] [ALGORITHM …] [BURST b]` from args[first..last],
 -- with the `options` given (nil: CHECK's): the kind (its entry in KINDS),
--- limit, period_ms, burst (TOKEN's), cost and cost as text, then HOLD's
--- estimate and ACTUAL's value when given.
+-- limit, period_ms, burst (TOKEN's), cost, then HOLD's estimate and
+-- ACTUAL's value when given.
 local function parse_limit(args, first, last, options)
   local limit = bounded(args[first], 1, MAX_LIMIT, ERR.limit)
   local period_s = bounded(args[first + 1], 1, MAX_PERIOD_S, ERR.period)
-  local cost, cost_text, kind, burst, hold, actual
+  local cost, kind, burst, hold, actual
   -- As the module: an unknown option first, then one given twice (or COST
   -- with HOLD), then one without its value.
   for i = first + 2, last, 2 do
@@ -924,7 +967,7 @@ local function parse_limit(args, first, last, options)
     if i + 1 > last then missing_value(option) end
     local value = args[i + 1]
     if option == 'COST' then
-      cost, cost_text = bounded(value, 0, MAX_COST, ERR.cost), value
+      cost = bounded(value, 0, MAX_COST, ERR.cost)
     elseif option == 'ALGORITHM' then
       kind = CHOSEN[value] or CHOSEN[upper(value)]
       if kind == nil then fail(ERR.algorithm) end
@@ -946,8 +989,29 @@ local function parse_limit(args, first, last, options)
     if burst ~= nil then fail(ERR.burst_without_token) end
     if kind.name == 'SLIDING' and limit * period_ms >= EXACT then fail(ERR.sliding_exact) end
   end
-  if cost == nil then cost, cost_text = 1, '1' end
-  return kind, limit, period_ms, burst, cost, cost_text, hold, actual
+  return kind, limit, period_ms, burst, cost or 1, hold, actual
+end
+
+-- CHECK's and PEEK's limit, args[1..n], as a table (kind, limit,
+-- period_ms, burst, cost), parsed once per text: an application asks the
+-- same few limits over and over, and one lookup costs a fraction of
+-- parsing. The text is the words joined by spaces, with their number:
+-- only limits that parse are kept, whose words hold no space, so a list
+-- of as many words that joins the same is the same list. The table
+-- starts over when full.
+local LIMITS_KEPT = 256
+local parsed_limits, limits_kept = {}, 0
+
+local function limit_of(args, n)
+  local text = concat(args, ' ', 1, n)
+  local l = parsed_limits[text]
+  if l ~= nil and l.n == n then return l end
+  local kind, limit, period_ms, burst, cost = parse_limit(args, 1, n)
+  l = { n = n, kind = kind, limit = limit, period_ms = period_ms, burst = burst, cost = cost }
+  if limits_kept >= LIMITS_KEPT then parsed_limits, limits_kept = {}, 0 end
+  parsed_limits[text] = l
+  limits_kept = limits_kept + 1
+  return l
 end
 
 -- `numkeys key … LIMIT … [LIMIT …]` from args[from..] (args[1..] by
@@ -975,10 +1039,9 @@ local function parse_multi(args, from, options)
     end
     local last = tail + len - 1
     if last > n then last = n end
-    local kind, limit, period_ms, burst, cost, cost_text, hold, actual = parse_limit(args, at + 1, last, options)
+    local kind, limit, period_ms, burst, cost, hold, actual = parse_limit(args, at + 1, last, options)
     limits[slot] = {
-      kind = kind, limit = limit, period_ms = period_ms, burst = burst, cost = cost, cost_text = cost_text,
-      hold = hold, actual = actual,
+      kind = kind, limit = limit, period_ms = period_ms, burst = burst, cost = cost, hold = hold, actual = actual,
     }
     at = last + 1
   end
@@ -1244,10 +1307,9 @@ local function change_at(key, l, units, charged_at_ms, now_ms)
   local value, left, a, b, c, d = load(key, l.kind)
   local stored, stored_left, grown
   if charged_at_ms == nil then
-    stored, stored_left, grown = l.kind.force(l.limit, l.period_ms, l.burst, units, now_ms, value, left, a, b, c, d)
+    stored, stored_left, grown = l.kind.force(l, units, now_ms, value, left, a, b, c, d)
   else
-    stored, stored_left = l.kind.refund(l.limit, l.period_ms, l.burst, units, charged_at_ms, now_ms,
-      value, left, a, b, c, d)
+    stored, stored_left = l.kind.refund(l, units, charged_at_ms, now_ms, value, left, a, b, c, d)
   end
   if stored == nil then return nil end
   return { key = key, value = value, left = left, stored = stored, stored_left = stored_left, grown = grown }
@@ -1372,7 +1434,7 @@ end
 local function held_of(l, estimate)
   if estimate == 0 then return 0 end
   local capacity = l.burst or l.limit
-  local share = fdiv(capacity, 100) * HOLD_MAX_PERCENT + fdiv(fmod(capacity, 100) * HOLD_MAX_PERCENT, 100)
+  local share = fdiv(capacity, 100) * HOLD_MAX_PERCENT + fdiv(capacity % 100 * HOLD_MAX_PERCENT, 100)
   return min(estimate, max(1, share))
 end
 
@@ -1403,12 +1465,13 @@ COMMANDS.check = {
   least = 3,
   run = function(key, rest, n)
     if n < 2 then arity_error('ratelimit.check') end
-    local kind, limit, period_ms, burst, cost, cost_text = parse_limit(rest, 1, n)
+    local l = limit_of(rest, n)
+    local kind = l.kind
     local value, left, a, b, c, d = load(key, kind)
     local allowed, remaining, retry, reset, store, store_left, grown =
-      kind.algorithm(limit, period_ms, burst, cost, cost_text, value, left, a, b, c, d)
+      kind.algorithm(l, l.cost, value, left, a, b, c, d)
     if store ~= nil or grown ~= nil then write(key, value, left, store, store_left, grown) end
-    return { allowed and 1 or 0, remaining, limit, retry or -1, reset }
+    return { allowed and 1 or 0, remaining, l.limit, retry or -1, reset }
   end,
 }
 
@@ -1420,12 +1483,12 @@ COMMANDS.peek = {
   flags = { 'no-writes' },
   run = function(key, rest, n)
     if n < 2 then arity_error('ratelimit.peek') end
-    local kind, limit, period_ms, burst, cost, cost_text = parse_limit(rest, 1, n)
-    local value, left, a, b, c, d = load(key, kind)
-    local algorithm = kind.algorithm
-    local allowed, _, retry = algorithm(limit, period_ms, burst, cost, cost_text, value, left, a, b, c, d)
-    local _, remaining, _, reset = algorithm(limit, period_ms, burst, 0, '0', value, left, a, b, c, d)
-    return reply_of(allowed, remaining, limit, retry, reset)
+    local l = limit_of(rest, n)
+    local value, left, a, b, c, d = load(key, l.kind)
+    local algorithm = l.kind.algorithm
+    local allowed, _, retry = algorithm(l, l.cost, value, left, a, b, c, d)
+    local _, remaining, _, reset = algorithm(l, 0, value, left, a, b, c, d)
+    return reply_of(allowed, remaining, l.limit, retry, reset)
   end,
 }
 
@@ -1489,9 +1552,8 @@ local function ask_all(keys, limits)
     local value, left, a, b, c, d = load(keys[i], l.kind)
     local algorithm = l.kind.algorithm
     local allowed, remaining, retry, reset, store, store_left, grown =
-      algorithm(l.limit, l.period_ms, l.burst, l.cost, l.cost_text, value, left, a, b, c, d)
-    local _, looked_remaining, _, looked_reset =
-      algorithm(l.limit, l.period_ms, l.burst, 0, '0', value, left, a, b, c, d)
+      algorithm(l, l.cost, value, left, a, b, c, d)
+    local _, looked_remaining, _, looked_reset = algorithm(l, 0, value, left, a, b, c, d)
     asked[i] = {
       key = keys[i], value = value, left = left, limit = l.limit,
       allowed = allowed, remaining = remaining, retry = retry, reset = reset,
@@ -1706,10 +1768,7 @@ COMMANDS.reserve = {
     -- A HOLD limit is charged the units it holds.
     for i = 1, #limits do
       local l = limits[i]
-      if l.hold ~= nil then
-        l.cost = held_of(l, l.hold)
-        l.cost_text = fmt(l.cost)
-      end
+      if l.hold ~= nil then l.cost = held_of(l, l.hold) end
     end
     local allowed, binding, asked = ask_all(keys, limits)
     charge_all(allowed, asked)
@@ -1726,7 +1785,7 @@ COMMANDS.reserve = {
     for i = 1, #limits do
       local l = limits[i]
       if l.hold ~= nil then
-        hold_words(words, l.kind, l.limit, l.period_ms, l.burst, l.cost_text, keys[i])
+        hold_words(words, l.kind, l.limit, l.period_ms, l.burst, fmt(l.cost), keys[i])
         if held == nil or l.cost < held then held = l.cost end
         longest = max(longest, l.period_ms)
         m = m + 1
@@ -1807,8 +1866,8 @@ COMMANDS.settle = {
       local l = limits[i]
       local algorithm = l.kind.algorithm
       local value, left, a, b, c, d = load(keys[i], l.kind)
-      local allowed, _, retry = algorithm(l.limit, l.period_ms, l.burst, 1, '1', value, left, a, b, c, d)
-      local _, remaining, _, reset = algorithm(l.limit, l.period_ms, l.burst, 0, '0', value, left, a, b, c, d)
+      local allowed, _, retry = algorithm(l, 1, value, left, a, b, c, d)
+      local _, remaining, _, reset = algorithm(l, 0, value, left, a, b, c, d)
       each[i] = reply_of(allowed, remaining, l.limit, retry, reset)
     end
     return { status, each }
