@@ -415,26 +415,6 @@ local function expiry_of(key)
   return at
 end
 
--- The ms from the call's instant to the key's expiry (0 or less: it has
--- come), nil for none. The first key read so fixes the instant (see now):
--- no write may move its expiry before now() has been asked, which every
--- write of an expiry does first.
-local function expiry_left(key)
-  if time_ms == nil and clock_key == nil and HAS_PEXPIRETIME then
-    local ttl = redis_call('PTTL', key)
-    if ttl > 0 then
-      clock_key, clock_ttl = key, ttl
-      return ttl
-    end
-    if ttl < 0 then return nil end
-    -- 0: the expiry has come by the server's clock (a script sees keys
-    -- as of its start), by an unknown amount: TIME says how far.
-  end
-  local at = expiry_of(key)
-  if at == nil then return nil end
-  return at - now()
-end
-
 -- The four layouts (src/limiter/*.rs, Layout::decode): each returns the
 -- state's fields, nil for a value of another layout. FIXED's is the count
 -- itself (decode_u64).
@@ -881,7 +861,8 @@ end
 ERR.algorithm = 'ERR ALGORITHM must be ' .. one_of
 
 -- CHECK without ALGORITHM.
-local DEFAULT_ALGORITHM = KIND.FIXED
+local FIXED = KIND.FIXED
+local DEFAULT_ALGORITHM = FIXED
 
 -- The kind whose state `value` is, nil for none (Id::of_value).
 local function kind_of_value(value)
@@ -897,13 +878,16 @@ end
 -- is looked up rather than matched and converted again.
 local DECODED_KEPT = 1024
 
--- The state of `kind` at `key`: the stored bytes (nil for none), the ms
--- from the call's instant to the key's expiry, then the layout's fields.
--- Another kind's state is refused with both kinds named; anything else
--- with the standard WRONGTYPE (GET refuses a key of another type itself,
--- which spares a TYPE on every call).
-local function load(key, kind)
-  local value = redis_pcall('GET', key)
+-- The state of `kind` at `key`, whose GET replied `value`: the stored
+-- bytes (nil for none), the ms from the call's instant to the key's expiry
+-- (0 or less: it has come; nil: none), then the layout's fields. Another
+-- kind's state is refused with both kinds named; anything else with the
+-- standard WRONGTYPE (GET refuses a key of another type itself, which
+-- spares a TYPE on every call). The first key with an expiry loaded before
+-- the instant is known fixes it (see now): no write may move that key's
+-- expiry before now() has been asked, which every write of an expiry does
+-- first.
+local function loaded(key, kind, value)
   if not value then return nil end
   -- Only strings are kept: a value found is one.
   local a, b, c, d = kind.decoded[value]
@@ -922,7 +906,22 @@ local function load(key, kind)
       kind.kept = kind.kept + 1
     end
   end
-  return value, expiry_left(key), a, b, c, d
+  if time_ms == nil and clock_key == nil and HAS_PEXPIRETIME then
+    local ttl = redis_call('PTTL', key)
+    if ttl > 0 then
+      clock_key, clock_ttl = key, ttl
+      return value, ttl, a, b, c, d
+    end
+    if ttl < 0 then return value, nil, a, b, c, d end
+    -- 0: the expiry has come by the server's clock (a script sees keys
+    -- as of its start), by an unknown amount: TIME says how far.
+  end
+  local at = expiry_of(key)
+  return value, at and at - now(), a, b, c, d
+end
+
+local function load(key, kind)
+  return loaded(key, kind, redis_pcall('GET', key))
 end
 
 ---------------------------------------------------------------------------
@@ -1463,11 +1462,32 @@ end
 COMMANDS.check = {
   name = 'ratelimit.check',
   least = 3,
+  -- CHECK is the call made most, and on its path a Lua call costs about
+  -- as much as the work it does: the common cases of limit_of (a limit
+  -- seen before) and load (a state decoded before, on the key's clock)
+  -- are inlined, and so is fixed_window's steady state, a counter with
+  -- room in its window.
   run = function(key, rest, n)
     if n < 2 then arity_error('ratelimit.check') end
-    local l = limit_of(rest, n)
+    local text = concat(rest, ' ', 1, n)
+    local l = parsed_limits[text]
+    if l == nil or l.n ~= n then l = limit_of(rest, n) end
     local kind = l.kind
-    local value, left, a, b, c, d = load(key, kind)
+    local value = redis_pcall('GET', key)
+    local left, a, b, c, d
+    a = value and kind.decoded[value]
+    if a ~= nil and time_ms == nil and HAS_PEXPIRETIME then left = redis_call('PTTL', key) end
+    if left ~= nil and left > 0 then
+      clock_key, clock_ttl = key, left
+      local limit, cost = l.limit, l.cost
+      if kind == FIXED and left <= l.period_ms and a <= limit and cost <= limit - a then
+        if cost > 0 then redis_call('INCRBY', key, cost) end
+        local count_after = a + cost
+        return { 1, limit - count_after, limit, -1, count_after > 0 and left or 0 }
+      end
+    else
+      value, left, a, b, c, d = loaded(key, kind, value)
+    end
     local allowed, remaining, retry, reset, store, store_left, grown =
       kind.algorithm(l, l.cost, value, left, a, b, c, d)
     if store ~= nil or grown ~= nil then write(key, value, left, store, store_left, grown) end
@@ -1960,12 +1980,13 @@ end
 -- arguments; otherwise the call is the module's as it stands (RENEW k NOW
 -- 5 names the lease NOW, and both refuse that id).
 local function serve(command)
+  local run, all, least, counted = command.run, command.all_arguments, command.least, command.keys_counted and 1 or 0
   return function(keys, argv)
     if find == nil then bind_standard_functions() end
     time_ms, clock_key = nil, nil
     local last = #argv
     if last >= 2 and #argv[last - 1] == 3 and is_keyword(argv[last - 1], 'NOW')
-      and #keys + (command.keys_counted and 1 or 0) + last - 2 >= command.least then
+      and #keys + counted + last - 2 >= least then
       time_ms = parsed_arguments[argv[last]] or parse_argument(argv[last])
       if time_ms == nil or time_ms < 0 or time_ms > MAX_NOW_MS then
         return redis.error_reply(ERR.now)
@@ -1973,7 +1994,9 @@ local function serve(command)
       last = last - 2
     end
     local ok, result
-    if command.all_arguments then
+    if #keys == 1 and not all then
+      ok, result = pcall(run, keys[1], argv, last)
+    elseif all then
       if command.holds_first ~= nil and #keys == 0 then
         -- No hash of holds, and numkeys -1: FCALL's stands for one more.
         if 1 + last < command.least then
@@ -1981,16 +2004,14 @@ local function serve(command)
         end
         return redis.error_reply(ERR.numkeys)
       end
-      ok, result = pcall(command.run, all_arguments(command, keys, argv, last))
-    elseif #keys == 1 then
-      ok, result = pcall(command.run, keys[1], argv, last)
+      ok, result = pcall(run, all_arguments(command, keys, argv, last))
     else
       -- The key given among the arguments, or more than one: the module's
       -- first argument is the key whichever list it came in.
       local args = all_arguments(command, keys, argv, last)
       local rest = {}
       for i = 2, #args do rest[i - 1] = args[i] end
-      ok, result = pcall(command.run, args[1], rest, #args - 1)
+      ok, result = pcall(run, args[1], rest, #args - 1)
     end
     if ok then return result end
     if type(result) == 'table' and result.ratelimit_error ~= nil then
