@@ -124,14 +124,14 @@ local ERR = {
 -- first call (the chunk that loads a library sees only `redis`): a local
 -- costs far less than looking a global up, then its field, on each use.
 local find, match, byte, sub, upper, rep, format, concat
-local floor, max, min, redis_call, redis_pcall
+local floor, max, min, redis_call, redis_pcall, protected
 
 local function bind_standard_functions()
   find, match, byte, sub, upper, rep, format = string.find, string.match, string.byte, string.sub, string.upper,
     string.rep, string.format
   concat = table.concat
   floor, max, min = math.floor, math.max, math.min
-  redis_call, redis_pcall = redis.call, redis.pcall
+  redis_call, redis_pcall, protected = redis.call, redis.pcall, pcall
 end
 
 -- Errors travel as a table through error() and become the reply at the
@@ -687,34 +687,42 @@ end
 
 -- How far past now (in units of 1/per_ms ms) a stored instant is: the key
 -- expires `ms` after now, and the instant is `early` units before that (at
--- most per_ms - 1). Clamped to `bound`; the second result says it was. The
--- product ms × per_ms is only formed when it stays within bound + per_ms.
+-- most per_ms - 1). Clamped to `bound` (below 2^53); the second result
+-- says it was. The whole ms, (ms - 1) × per_ms, is compared before it is
+-- used: past 2^53 the double rounds, but never to bound or below.
 local function ahead_of_now(ms, early, per_ms, bound)
   if ms == nil or ms <= 0 then return 0, false end
-  if early >= per_ms then early = per_ms - 1 end
-  if ms > fdiv(bound, per_ms) + 1 then return bound, true end
   local whole = (ms - 1) * per_ms
+  if whole > bound then return bound, true end
+  if early >= per_ms then early = per_ms - 1 end
   local part = per_ms - early
   if part > bound - whole then return bound, true end
   return whole + part, false
 end
 
--- The state for an instant `ahead` units (of 1/per_ms ms) past now: the
--- value `tag` .. early, the units the instant is before its expiry, as
--- wide as the value it replaces (`replaced`, whose early was
--- `replaced_early`), and that expiry in ms from now, rounded up. The value
--- replaced says the same when the early is (and its width is not past
--- MAX_PADDED): it is kept, which spares writing the number out.
-local function stored_at(tag, ahead, per_ms, replaced, replaced_early)
-  local r = ahead % per_ms
-  local early, left = 0, (ahead - r) / per_ms
-  if r > 0 then early, left = per_ms - r, left + 1 end
-  if replaced == nil then return tag .. fmt(early), left end
-  if early == replaced_early and #replaced <= MAX_PADDED + 1 then return replaced, left end
-  return tag .. padded(early, #replaced - 1), left
+-- The value of a state `early` units (of 1/per_ms ms) before its expiry:
+-- `tag` .. early, as wide as the value it replaces (`replaced`, whose early
+-- was `replaced_early`). The value replaced says the same when the early
+-- is (and its width is not past MAX_PADDED): it is kept, which spares
+-- writing the number out.
+local function early_text(tag, early, replaced, replaced_early)
+  if replaced == nil then return tag .. fmt(early) end
+  if early == replaced_early and #replaced <= MAX_PADDED + 1 then return replaced end
+  return tag .. padded(early, #replaced - 1)
 end
 
--- Token bucket, in ticks of 1/limit ms (token_bucket.rs).
+-- The state for an instant `ahead` units past now: its value (early_text)
+-- and its expiry in ms from now, rounded up.
+local function stored_at(tag, ahead, per_ms, replaced, replaced_early)
+  local r = ahead % per_ms
+  if r == 0 then return early_text(tag, 0, replaced, replaced_early), ahead / per_ms end
+  return early_text(tag, per_ms - r, replaced, replaced_early), (ahead - r) / per_ms + 1
+end
+
+-- Token bucket, in ticks of 1/limit ms (token_bucket.rs). The reset is
+-- the stored expiry: the instant the bucket is full again, rounded up to
+-- the ms (stored_at's work, done here once for both; fdiv and cdiv
+-- written out, a call costing as much as they do).
 local function token_bucket(l, cost, value, left, early)
   local limit, period_ms, burst = l.limit, l.period_ms, l.burst
   local capacity = burst * period_ms
@@ -731,9 +739,13 @@ local function token_bucket(l, cost, value, left, early)
   if not fits and asked ~= nil then
     retry = cdiv(full_in - (capacity - asked), limit)
   end
-  local remaining, reset = fdiv(capacity - after, period_ms), cdiv(after, limit)
+  local room = capacity - after
+  local remaining = (room - room % period_ms) / period_ms
+  local r = after % limit
+  local reset, after_early = (after - r) / limit, 0
+  if r > 0 then reset, after_early = reset + 1, limit - r end
   if cost > 0 and (fits or fix_expiry) then
-    return fits, remaining, retry, reset, stored_at('T', after, limit, value, early)
+    return fits, remaining, retry, reset, early_text('T', after_early, value, early), reset
   end
   return fits, remaining, retry, reset
 end
@@ -765,8 +777,9 @@ local function token_refund(l, units, _, _, value, left, early)
   return stored_at('T', after, limit, value, early)
 end
 
--- GCRA as redis-cell's CL.THROTTLE computes it, in ns (gcra.rs): the
--- emission interval, the limit and the tolerance τ of a rate.
+-- GCRA as redis-cell's CL.THROTTLE computes it, in ns (gcra.rs): a rate,
+-- { interval = the emission interval T, limit, tolerance = τ, interval_us
+-- = T in whole microseconds }.
 local function throttle_rate(max_burst, count_per_period, period_s)
   -- redis-cell: ((ns as f64) / (n as f64)) as i64: a double, truncated.
   local interval = floor((period_s * NS_PER_S) / count_per_period)
@@ -775,21 +788,22 @@ local function throttle_rate(max_burst, count_per_period, period_s)
   if product_less(MAX_TOLERANCE_NS, 1, interval, limit) then fail(ERR.throttle_burst_too_large) end
   local tolerance = interval * limit
   if tolerance >= EXACT then fail(ERR.throttle_exact) end
-  return interval, limit, tolerance
+  return { interval = interval, limit = limit, tolerance = tolerance, interval_us = fdiv(interval, 1000) }
 end
 
 -- (τ − ttl) / T in whole microseconds through a double, as redis-cell: the
 -- quotient of two non-negative integers below 2^53, truncated.
-local function throttle_remaining(next_ns, interval)
-  local interval_us = fdiv(interval, 1000)
-  if interval_us == 0 then return fdiv(next_ns, interval) end
-  local q = fdiv(next_ns, 1000) / interval_us
+local function throttle_remaining(next_ns, rate)
+  local interval_us = rate.interval_us
+  if interval_us == 0 then return fdiv(next_ns, rate.interval) end
+  local q = (next_ns - next_ns % 1000) / 1000 / interval_us
   return q - q % 1
 end
 
 -- limited, remaining, retry (ns, nil: never), reset (ns), then what to
 -- store as for the algorithms above.
-local function gcra(interval, limit, tolerance, quantity, value, left, early)
+local function gcra(rate, quantity, value, left, early)
+  local interval, limit, tolerance = rate.interval, rate.limit, rate.tolerance
   local tat_in, fix_expiry = 0, false
   if value ~= nil then
     tat_in, fix_expiry = ahead_of_now(left, early, NS_PER_MS, tolerance)
@@ -808,7 +822,7 @@ local function gcra(interval, limit, tolerance, quantity, value, left, early)
   end
   local retry
   if limited and increment ~= nil then retry = tat_in - (tolerance - increment) end
-  local remaining = throttle_remaining(tolerance - ttl, interval)
+  local remaining = throttle_remaining(tolerance - ttl, rate)
   if remaining > limit then remaining = limit end
   if store_at ~= nil then
     return limited, remaining, retry, ttl, stored_at('G', store_at, NS_PER_MS, value, early)
@@ -861,7 +875,7 @@ end
 ERR.algorithm = 'ERR ALGORITHM must be ' .. one_of
 
 -- CHECK without ALGORITHM.
-local FIXED = KIND.FIXED
+local FIXED, THROTTLE = KIND.FIXED, KIND.THROTTLE
 local DEFAULT_ALGORITHM = FIXED
 
 -- The kind whose state `value` is, nil for none (Id::of_value).
@@ -992,23 +1006,36 @@ local function parse_limit(args, first, last, options)
 end
 
 -- CHECK's and PEEK's limit, args[1..n], as a table (kind, limit,
--- period_ms, burst, cost), parsed once per text: an application asks the
--- same few limits over and over, and one lookup costs a fraction of
--- parsing. The text is the words joined by spaces, with their number:
--- only limits that parse are kept, whose words hold no space, so a list
--- of as many words that joins the same is the same list. The table
--- starts over when full.
+-- period_ms, burst, cost), parsed once per list of words: an application
+-- asks the same few limits over and over, and looking them up costs a
+-- fraction of parsing. The limits are kept in a tree of tables, one level
+-- per word (looking a word up costs less than joining the words into one
+-- key), each limit under LIMIT_HERE in the table its last word leads to.
+-- The tree starts over when it holds LIMITS_KEPT limits.
 local LIMITS_KEPT = 256
+local LIMIT_HERE = true
 local parsed_limits, limits_kept = {}, 0
 
 local function limit_of(args, n)
-  local text = concat(args, ' ', 1, n)
-  local l = parsed_limits[text]
-  if l ~= nil and l.n == n then return l end
+  local node = parsed_limits
+  for i = 1, n do
+    node = node[args[i]]
+    if node == nil then break end
+  end
+  if node ~= nil and node[LIMIT_HERE] ~= nil then return node[LIMIT_HERE] end
   local kind, limit, period_ms, burst, cost = parse_limit(args, 1, n)
-  l = { n = n, kind = kind, limit = limit, period_ms = period_ms, burst = burst, cost = cost }
   if limits_kept >= LIMITS_KEPT then parsed_limits, limits_kept = {}, 0 end
-  parsed_limits[text] = l
+  node = parsed_limits
+  for i = 1, n do
+    local next = node[args[i]]
+    if next == nil then
+      next = {}
+      node[args[i]] = next
+    end
+    node = next
+  end
+  local l = { kind = kind, limit = limit, period_ms = period_ms, burst = burst, cost = cost }
+  node[LIMIT_HERE] = l
   limits_kept = limits_kept + 1
   return l
 end
@@ -1469,22 +1496,26 @@ COMMANDS.check = {
   -- room in its window.
   run = function(key, rest, n)
     if n < 2 then arity_error('ratelimit.check') end
-    local text = concat(rest, ' ', 1, n)
-    local l = parsed_limits[text]
-    if l == nil or l.n ~= n then l = limit_of(rest, n) end
+    local l
+    if n == 2 then
+      l = parsed_limits[rest[1]]
+      l = l and l[rest[2]]
+      l = l and l[LIMIT_HERE]
+    end
+    if l == nil then l = limit_of(rest, n) end
     local kind = l.kind
     local value = redis_pcall('GET', key)
     local left, a, b, c, d
     a = value and kind.decoded[value]
     if a ~= nil and time_ms == nil and HAS_PEXPIRETIME then left = redis_call('PTTL', key) end
     if left ~= nil and left > 0 then
-      clock_key, clock_ttl = key, left
       local limit, cost = l.limit, l.cost
       if kind == FIXED and left <= l.period_ms and a <= limit and cost <= limit - a then
         if cost > 0 then redis_call('INCRBY', key, cost) end
         local count_after = a + cost
         return { 1, limit - count_after, limit, -1, count_after > 0 and left or 0 }
       end
+      clock_key, clock_ttl = key, left
     else
       value, left, a, b, c, d = loaded(key, kind, value)
     end
@@ -1537,9 +1568,26 @@ COMMANDS.reset = {
 
 -- CL.THROTTLE's rounding: whole seconds, one more from a leftover ms.
 local function seconds_rounded_up(ns)
-  local seconds = fdiv(ns, NS_PER_S)
-  if fdiv(ns - seconds * NS_PER_S, NS_PER_MS) > 0 then return seconds + 1 end
-  return seconds
+  local part = ns % NS_PER_S
+  if part >= NS_PER_MS then return (ns - part) / NS_PER_S + 1 end
+  return (ns - part) / NS_PER_S
+end
+
+-- THROTTLE's rates by their words, max_burst, count and period, kept as
+-- CHECK's limits are: a tree of one level per word, started over when it
+-- holds RATES_KEPT rates.
+local RATES_KEPT = 256
+local parsed_rates, rates_kept = {}, 0
+
+local function keep_rate(words, rate)
+  if rates_kept >= RATES_KEPT then parsed_rates, rates_kept = {}, 0 end
+  local by_count = parsed_rates[words[1]] or {}
+  parsed_rates[words[1]] = by_count
+  local by_period = by_count[words[2]] or {}
+  by_count[words[2]] = by_period
+  by_period[words[3]] = rate
+  rates_kept = rates_kept + 1
+  return rate
 end
 
 COMMANDS.throttle = {
@@ -1547,18 +1595,25 @@ COMMANDS.throttle = {
   least = 4,
   run = function(key, rest, n)
     if n ~= 3 and n ~= 4 then arity_error('ratelimit.throttle') end
-    local max_burst = bounded(rest[1], 0, MAX_LIMIT - 1, ERR.max_burst)
-    local count = bounded(rest[2], 1, MAX_LIMIT, ERR.count_per_period)
-    local period_s = bounded(rest[3], 1, MAX_PERIOD_S, ERR.period)
+    -- A rate seen before (the three levels written out: a call would
+    -- cost as much as the lookups).
+    local rate = parsed_rates[rest[1]]
+    rate = rate and rate[rest[2]]
+    rate = rate and rate[rest[3]]
+    local max_burst, count, period_s
+    if rate == nil then
+      max_burst = bounded(rest[1], 0, MAX_LIMIT - 1, ERR.max_burst)
+      count = bounded(rest[2], 1, MAX_LIMIT, ERR.count_per_period)
+      period_s = bounded(rest[3], 1, MAX_PERIOD_S, ERR.period)
+    end
     local quantity = 1
     if n == 4 then quantity = bounded(rest[4], 0, MAX_COST, ERR.quantity) end
-    local interval, limit, tolerance = throttle_rate(max_burst, count, period_s)
-    local value, left, early = load(key, KIND.THROTTLE)
-    local limited, remaining, retry, reset, store, store_left =
-      gcra(interval, limit, tolerance, quantity, value, left, early)
+    if rate == nil then rate = keep_rate(rest, throttle_rate(max_burst, count, period_s)) end
+    local value, left, early = load(key, THROTTLE)
+    local limited, remaining, retry, reset, store, store_left = gcra(rate, quantity, value, left, early)
     if store ~= nil then write(key, value, left, store, store_left) end
     if retry ~= nil then retry = seconds_rounded_up(retry) end
-    return { limited and 1 or 0, limit, remaining, retry or -1, seconds_rounded_up(reset) }
+    return { limited and 1 or 0, rate.limit, remaining, retry or -1, seconds_rounded_up(reset) }
   end,
 }
 
@@ -1995,7 +2050,7 @@ local function serve(command)
     end
     local ok, result
     if #keys == 1 and not all then
-      ok, result = pcall(run, keys[1], argv, last)
+      ok, result = protected(run, keys[1], argv, last)
     elseif all then
       if command.holds_first ~= nil and #keys == 0 then
         -- No hash of holds, and numkeys -1: FCALL's stands for one more.
