@@ -498,6 +498,13 @@ end
 -- Fixed window: the INCR + EXPIRE counter (fixed_window.rs).
 local function fixed_window(l, cost, value, left, count)
   local limit, period_ms = l.limit, l.period_ms
+  -- The steady state, a counter with room in its window, answered first:
+  -- what the rest below makes of it, in a third of the instructions.
+  if left ~= nil and left > 0 and left <= period_ms and value ~= nil and count <= limit and cost <= limit - count then
+    local count_after = count + cost
+    if cost > 0 then return true, limit - count_after, nil, left, nil, left, cost end
+    return true, limit - count_after, nil, count_after > 0 and left or 0, nil, left
+  end
   local ends, fix_expiry, in_window = period_ms, false, false
   if value == nil then
     count = 0
@@ -1617,94 +1624,130 @@ COMMANDS.throttle = {
   end,
 }
 
--- Asks every key's limit at one instant (mcheck.rs ask_all, all_of.rs):
--- the verdict, the binding limit, and each key's answers (charged: for
--- its cost; looked: what PEEK would answer) and write.
-local function ask_all(keys, limits)
-  local asked = {}
-  for i = 1, #keys do
-    local l = limits[i]
-    local value, left, a, b, c, d = load(keys[i], l.kind)
-    local algorithm = l.kind.algorithm
-    local allowed, remaining, retry, reset, store, store_left, grown =
-      algorithm(l, l.cost, value, left, a, b, c, d)
-    local _, looked_remaining, _, looked_reset = algorithm(l, 0, value, left, a, b, c, d)
-    asked[i] = {
-      key = keys[i], value = value, left = left, limit = l.limit,
-      allowed = allowed, remaining = remaining, retry = retry, reset = reset,
-      looked_remaining = looked_remaining, looked_reset = looked_reset,
-      store = store, store_left = store_left, grown = grown,
-    }
-  end
+-- Asks every key's limit at one instant (mcheck.rs ask_all, all_of.rs)
+-- and replies as MCHECK does, or MPEEK with `peek`: the verdict, the
+-- binding limit's numbers and index, then every limit's. MCHECK shows a
+-- limit as charged when the request is admitted and writes every limit's
+-- state; when it is denied, each limit as PEEK would show it, and only
+-- what a denying limit stores by itself is written (a counter that had no
+-- expiry gets one: charge_all). MPEEK shows each limit as PEEK would and
+-- writes nothing; its verdict and binding limit are still MCHECK's. The
+-- PEEK view (a check of 0) is worked out only where it is shown.
+local NEVER_RETRIED = 1 / 0
+
+local function ask_all(keys, limits, peek)
+  local n = #keys
+  local rows, states = {}, {}
   local allowed = true
-  for i = 1, #asked do
-    if not asked[i].allowed then allowed = false end
+  for i = 1, n do
+    local l = limits[i]
+    local kind = l.kind
+    local value, left, a, b, c, d = loaded(keys[i], kind, redis_pcall('GET', keys[i]))
+    local fits, remaining, retry, reset, store, store_left, grown =
+      kind.algorithm(l, l.cost, value, left, a, b, c, d)
+    if not fits then allowed = false end
+    rows[i] = { fits and 1 or 0, remaining, l.limit, retry or -1, reset }
+    states[i] = { value, left, a, b, c, d, store, store_left, grown }
   end
   local binding
   if allowed then
-    -- The least room left, remaining / limit; the first of equals.
+    -- The least room left, remaining / limit; the first of equals. Of
+    -- two equal limits, the smaller remaining (product_less's answer,
+    -- without its products).
     binding = 1
-    for i = 2, #asked do
-      local a, b = asked[i], asked[binding]
-      if product_less(a.remaining, b.limit, b.remaining, a.limit) then binding = i end
+    for i = 2, n do
+      local row, best = rows[i], rows[binding]
+      if row[3] == best[3] then
+        if row[2] < best[2] then binding = i end
+      elseif product_less(row[2], best[3], best[2], row[3]) then
+        binding = i
+      end
     end
   else
-    -- The latest retry, never retried ranking first; the first of equals.
-    local best
-    for i = 1, #asked do
-      local a = asked[i]
-      if not a.allowed then
-        local rank = a.retry or math.huge
-        if best == nil or rank > best then
-          binding, best = i, rank
-        end
+    -- The latest retry (a retry is never negative: -1 is never), never
+    -- retried ranking first; the first of equals.
+    local latest
+    for i = 1, n do
+      local row = rows[i]
+      if row[1] == 0 then
+        local rank = row[4]
+        if rank == -1 then rank = NEVER_RETRIED end
+        if latest == nil or rank > latest then binding, latest = i, rank end
       end
     end
   end
-  return allowed, binding, asked
-end
-
--- MCHECK's and MPEEK's reply: the binding limit's numbers, then every
--- limit's. MCHECK shows a limit as charged when the request is admitted,
--- as PEEK would when not; MPEEK (`peek`) as PEEK would, always, nothing
--- deducted. Its verdict and binding limit are still MCHECK's.
-local function multi_reply(allowed, binding, asked, peek)
-  local each = {}
-  for i = 1, #asked do
-    local a = asked[i]
-    if allowed and not peek then
-      each[i] = reply_of(a.allowed, a.remaining, a.limit, a.retry, a.reset)
-    else
-      each[i] = reply_of(a.allowed, a.looked_remaining, a.limit, a.retry, a.looked_reset)
+  if not peek then
+    for i = 1, n do
+      local s = states[i]
+      if (s[7] ~= nil or s[9] ~= nil) and (allowed or rows[i][1] == 0) then
+        write(keys[i], s[1], s[2], s[7], s[8], s[9])
+      end
     end
   end
-  local b = each[binding]
-  return { allowed and 1 or 0, b[2], b[3], b[4], b[5], binding, each }
-end
-
--- MCHECK's writes (charge_all): every limit's when admitted; when
--- denied, only what a denying limit stores by itself (a counter that had
--- no expiry gets one).
-local function charge_all(allowed, asked)
-  for i = 1, #asked do
-    local a = asked[i]
-    if (a.store ~= nil or a.grown ~= nil) and (allowed or not a.allowed) then
-      write(a.key, a.value, a.left, a.store, a.store_left, a.grown)
+  if peek or not allowed then
+    for i = 1, n do
+      local l, s, row = limits[i], states[i], rows[i]
+      local _, remaining, _, reset = l.kind.algorithm(l, 0, s[1], s[2], s[3], s[4], s[5], s[6])
+      row[2], row[5] = remaining, reset
     end
   end
+  local b = rows[binding]
+  return { allowed and 1 or 0, b[2], b[3], b[4], b[5], binding, rows }
 end
 
+-- MCHECK's and MPEEK's limits, one per key, from FCALL's keys and the
+-- arguments after them, kept as CHECK's are: a tree of one level per word
+-- for each number of keys, started over when it holds LIMITS_KEPT lists.
+-- A list not kept is read from the module's arguments as the module reads
+-- them (parse_multi, errors in its order); a kept one parsed, so only the
+-- keys are left to check, for one named twice.
+local parsed_multis, multis_kept = {}, 0
+
+local function multi_limits(command, keys, argv, last)
+  local count = #keys
+  local node = parsed_multis[count]
+  for i = 1, last do
+    if node == nil then break end
+    node = node[argv[i]]
+  end
+  local limits = node and node[LIMIT_HERE]
+  if limits ~= nil then
+    for i = 1, count do
+      for j = i + 1, count do
+        if keys[i] == keys[j] then fail(ERR.duplicate_key) end
+      end
+    end
+    return limits
+  end
+  local args = { fmt(count) }
+  for i = 1, count do args[i + 1] = keys[i] end
+  for i = 1, last do args[count + 1 + i] = argv[i] end
+  -- numkeys key LIMIT limit period at least.
+  if #args < command.least then arity_error(command.name) end
+  local _
+  _, limits = parse_multi(args)
+  if multis_kept >= LIMITS_KEPT then parsed_multis, multis_kept = {}, 0 end
+  node = parsed_multis[count] or {}
+  parsed_multis[count] = node
+  for i = 1, last do
+    local next = node[argv[i]] or {}
+    node[argv[i]] = next
+    node = next
+  end
+  node[LIMIT_HERE] = limits
+  multis_kept = multis_kept + 1
+  return limits
+end
+
+-- MCHECK and MPEEK take FCALL's keys and arguments apart (keys_apart):
+-- numkeys is FCALL's.
 COMMANDS.mcheck = {
   name = 'ratelimit.mcheck',
   least = 5,
   keys_counted = true,
-  run = function(args)
-    -- numkeys key LIMIT limit period at least.
-    if #args < 5 then arity_error('ratelimit.mcheck') end
-    local keys, limits = parse_multi(args)
-    local allowed, binding, asked = ask_all(keys, limits)
-    charge_all(allowed, asked)
-    return multi_reply(allowed, binding, asked)
+  keys_apart = true,
+  run = function(keys, argv, last)
+    return ask_all(keys, multi_limits(COMMANDS.mcheck, keys, argv, last))
   end,
 }
 
@@ -1712,12 +1755,10 @@ COMMANDS.mpeek = {
   name = 'ratelimit.mpeek',
   least = 5,
   keys_counted = true,
+  keys_apart = true,
   flags = { 'no-writes' },
-  run = function(args)
-    if #args < 5 then arity_error('ratelimit.mpeek') end
-    local keys, limits = parse_multi(args)
-    local allowed, binding, asked = ask_all(keys, limits)
-    return multi_reply(allowed, binding, asked, true)
+  run = function(keys, argv, last)
+    return ask_all(keys, multi_limits(COMMANDS.mpeek, keys, argv, last), true)
   end,
 }
 
@@ -1845,9 +1886,8 @@ COMMANDS.reserve = {
       local l = limits[i]
       if l.hold ~= nil then l.cost = held_of(l, l.hold) end
     end
-    local allowed, binding, asked = ask_all(keys, limits)
-    charge_all(allowed, asked)
-    local reply = multi_reply(allowed, binding, asked)
+    local reply = ask_all(keys, limits)
+    local allowed, binding = reply[1] == 1, reply[6]
     if not allowed then
       reply[8], reply[9] = 0, -1
       return reply
@@ -1984,8 +2024,6 @@ COMMANDS.version = {
 }
 
 COMMANDS.reset.all_arguments = true
-COMMANDS.mcheck.all_arguments = true
-COMMANDS.mpeek.all_arguments = true
 COMMANDS.reserve.all_arguments = true
 COMMANDS.reserve.keys_counted = true
 COMMANDS.settle.all_arguments = true
@@ -2035,7 +2073,8 @@ end
 -- arguments; otherwise the call is the module's as it stands (RENEW k NOW
 -- 5 names the lease NOW, and both refuse that id).
 local function serve(command)
-  local run, all, least, counted = command.run, command.all_arguments, command.least, command.keys_counted and 1 or 0
+  local run, all, apart = command.run, command.all_arguments, command.keys_apart
+  local least, counted = command.least, command.keys_counted and 1 or 0
   return function(keys, argv)
     if find == nil then bind_standard_functions() end
     time_ms, clock_key = nil, nil
@@ -2049,8 +2088,10 @@ local function serve(command)
       last = last - 2
     end
     local ok, result
-    if #keys == 1 and not all then
+    if #keys == 1 and not all and not apart then
       ok, result = protected(run, keys[1], argv, last)
+    elseif apart then
+      ok, result = protected(run, keys, argv, last)
     elseif all then
       if command.holds_first ~= nil and #keys == 0 then
         -- No hash of holds, and numkeys -1: FCALL's stands for one more.
