@@ -18,6 +18,12 @@ run (periods of an hour or more, buckets and throttles given a debt of days
 before the run), except the cases named "new ..." or "window opens", which
 use a fresh key per request on purpose.
 
+The cases named "peer ..." run the Lua limiters people use today
+(bench/peers/, each file's header says whose and which version) as their
+libraries call them: SCRIPT LOAD, then EVALSHA with the keys and arguments
+their code passes. After the tables, a table of ratios sets the script
+fallback's cases against them, with the targets the fallback aims at.
+
     python3 bench/instructions.py                  # both tables, written to bench/results/
     python3 bench/instructions.py --check FILE     # no replica; fail on a case over its budget
     python3 bench/instructions.py --cases PING "CHECK FIXED"   # some cases only
@@ -62,6 +68,17 @@ TOKEN_RATE = ["100000000", "100000000"]
 # The same bucket for the script fallback, which needs burst × period_ms
 # below 2^53: one token per second, BURST 10^8.
 FALLBACK_TOKEN = ["1", "1", "ALGORITHM", "TOKEN", "BURST", "100000000"]
+# THROTTLE for the script fallback, which needs (max_burst + 1) x the
+# emission interval below 2^53 ns: one a second, a burst of 999,999 (11
+# days), which the debt never reaches.
+FALLBACK_THROTTLE = ["999999", "1", "1"]
+# SLIDING for the script fallback, which needs limit x period_ms below 2^53.
+FALLBACK_SLIDING = ["100000000", "86400", "ALGORITHM", "SLIDING"]
+PEERS = ROOT / "bench" / "peers"
+# redis_rate's Limit for its GCRA, as AllowN passes it (burst, rate, period
+# in seconds): one a second in a burst of 10^8, the module's TOKEN case.
+REDIS_RATE = ["100000000", "1", "1"]
+DAY_MS = 86_400_000
 
 
 def resp(args):
@@ -307,44 +324,127 @@ def cases():
                      "LIMIT", BIG, "86400", "ACTUAL", "60"]]),
     ]
     if FALLBACK.exists():
-        out += fallback_cases()
+        out += [
+            ("FCALL ratelimit_check FIXED",
+             [["FUNCTION", "LOAD", "REPLACE", FALLBACK.read_text()]]
+             + [["FCALL", "ratelimit_check", "1", k, BIG, "86400"] for k in keys("ffixed:")],
+             cycle("ffixed:", lambda k: [["FCALL", "ratelimit_check", "1", k, BIG, "86400"]])),
+            ("FCALL ratelimit_check TOKEN",
+             [["FUNCTION", "LOAD", "REPLACE", FALLBACK.read_text()]]
+             + [["FCALL", "ratelimit_check", "1", k, *FALLBACK_TOKEN, "COST", DEBT] for k in keys("ftoken:")],
+             cycle("ftoken:", lambda k: [["FCALL", "ratelimit_check", "1", k, *FALLBACK_TOKEN]])),
+        ]
     return out
 
 
-# The script fallback (fallback/ratelimit.lua) through FCALL, loaded once
-# by the first case's preparation and again by each case's, which costs
-# nothing counted. Its bounds are narrower than the module's (products
-# below 2^53): the throttle allows a burst of a day at one a second (given
-# a debt of half a day), the sliding window counts to 10^6 a day.
-def fallback_cases():
-    load = ["FUNCTION", "LOAD", "REPLACE", FALLBACK.read_text()]
-    sliding = ["1000000", "86400", "ALGORITHM", "SLIDING"]
-    throttle = ["86400", "1", "1"]
+def peer_script(name):
+    """A peer's script (bench/peers/) and the SHA1 that EVALSHA names."""
+    text = (PEERS / name).read_text()
+    return text, hashlib.sha1(text.encode()).hexdigest()
+
+
+# The Lua limiters people run today, each as its library calls it, in its
+# steady state (keys that exist, limits no request reaches); clock
+# arguments are one instant taken when the cases are made.
+def peer_cases():
+    gcra, gcra_sha = peer_script("redis_rate_allow_n.lua")
+    sliding, sliding_sha = peer_script("upstash_sliding_window.lua")
+    incr_ttl, incr_ttl_sha = peer_script("rate_limiter_flexible_incr_ttl.lua")
+    acquire, acquire_sha = peer_script("redis_semaphore_acquire.lua")
+    now_ms = int(time.time() * 1000)
+    window = now_ms // DAY_MS
     return [
-        ("FCALL ratelimit_check FIXED",
-         [load] + [["FCALL", "ratelimit_check", "1", k, BIG, "86400"] for k in keys("ffixed:")],
-         cycle("ffixed:", lambda k: [["FCALL", "ratelimit_check", "1", k, BIG, "86400"]])),
-        ("FCALL ratelimit_check TOKEN",
-         [load] + [["FCALL", "ratelimit_check", "1", k, *FALLBACK_TOKEN, "COST", DEBT] for k in keys("ftoken:")],
-         cycle("ftoken:", lambda k: [["FCALL", "ratelimit_check", "1", k, *FALLBACK_TOKEN]])),
-        ("FCALL ratelimit_check SLIDING",
-         [load] + [["FCALL", "ratelimit_check", "1", k, *sliding] for k in keys("fsliding:")],
-         cycle("fsliding:", lambda k: [["FCALL", "ratelimit_check", "1", k, *sliding]])),
+        # Limiter.AllowN(key, limit, 1), the state given a debt first.
+        ("peer redis_rate allowN",
+         [["SCRIPT", "LOAD", gcra]] + [["EVALSHA", gcra_sha, "1", k, *REDIS_RATE, DEBT] for k in keys("rate:")],
+         cycle("rate:", lambda k: [["EVALSHA", gcra_sha, "1", k, *REDIS_RATE, "1"]])),
+        # slidingWindow(tokens, "1 d").limit(identifier): the current and
+        # the previous day's counters, both counted in already (a current
+        # counter at 0 would be expired again by its first request).
+        ("peer Upstash sliding window",
+         [["SCRIPT", "LOAD", sliding]]
+         + [["SET", f"{k}:{w}", "1", "PX", str(3 * DAY_MS)] for k in keys("up:") for w in (window, window - 1)],
+         cycle("up:", lambda k: [["EVALSHA", sliding_sha, "2", f"{k}:{window}", f"{k}:{window - 1}",
+                                  BIG, str(now_ms), str(DAY_MS), "1"]])),
+        # RateLimiterRedis({points, duration: 86400}).consume(key).
+        ("peer rate-limiter-flexible consume",
+         [["SCRIPT", "LOAD", incr_ttl]] + [["SET", k, "1", "EX", "86400"] for k in keys("rlflx:")],
+         cycle("rlflx:", lambda k: [["EVALSHA", incr_ttl_sha, "1", k, "1", "86400", BIG, "86400"]])),
+        # Semaphore(key, 1000, {lockTimeout: 60000}): acquire, then release
+        # (ZREM), the id as short as the module's pair's.
+        ("peer semaphore acquire+release",
+         [["SCRIPT", "LOAD", acquire]],
+         cycle("semaphore:", lambda k: [["EVALSHA", acquire_sha, "1", k, "1000", "x", "60000", str(now_ms)],
+                                        ["ZREM", k, "x"]])),
+    ]
+
+
+# The script fallback's cases in the module's shapes (bounded as the
+# fallback needs: FALLBACK_TOKEN, FALLBACK_THROTTLE, FALLBACK_SLIDING).
+def fallback_cases():
+    if not FALLBACK.exists():
+        return []
+    load = ["FUNCTION", "LOAD", "REPLACE", FALLBACK.read_text()]
+
+    def check(k):
+        return ["FCALL", "ratelimit_check", "1", k, BIG, "86400"]
+
+    return [
         ("FCALL ratelimit_throttle",
-         [load] + [["FCALL", "ratelimit_throttle", "1", k, *throttle, "43200"] for k in keys("fthrottle:")],
-         cycle("fthrottle:", lambda k: [["FCALL", "ratelimit_throttle", "1", k, *throttle]])),
+         [load] + [["FCALL", "ratelimit_throttle", "1", k, *FALLBACK_THROTTLE, DEBT] for k in keys("fthrottle:")],
+         cycle("fthrottle:", lambda k: [["FCALL", "ratelimit_throttle", "1", k, *FALLBACK_THROTTLE]])),
+        ("FCALL ratelimit_check SLIDING",
+         [load] + [["FCALL", "ratelimit_check", "1", k, *FALLBACK_SLIDING] for k in keys("fsliding:")],
+         cycle("fsliding:", lambda k: [["FCALL", "ratelimit_check", "1", k, *FALLBACK_SLIDING]])),
         ("FCALL ratelimit_mcheck 2 limits",
-         [load] + [["FCALL", "ratelimit_check", "1", k, BIG, "86400"] for k in keys("{fm}a:") + keys("{fm}b:")],
+         [load] + [check(k) for k in keys("{fm}a:") + keys("{fm}b:")],
          lambda i: [["FCALL", "ratelimit_mcheck", "2", f"{{fm}}a:{i % KEYS}", f"{{fm}}b:{i % KEYS}",
                      "LIMIT", BIG, "86400", "LIMIT", BIG, "86400"]]),
         ("two FCALL ratelimit_check",
-         [load] + [["FCALL", "ratelimit_check", "1", k, BIG, "86400"] for k in keys("{f2}a:") + keys("{f2}b:")],
-         lambda i: [["FCALL", "ratelimit_check", "1", f"{{f2}}a:{i % KEYS}", BIG, "86400"],
-                    ["FCALL", "ratelimit_check", "1", f"{{f2}}b:{i % KEYS}", BIG, "86400"]]),
+         [load] + [check(k) for k in keys("{fc}a:") + keys("{fc}b:")],
+         lambda i: [check(f"{{fc}}a:{i % KEYS}"), check(f"{{fc}}b:{i % KEYS}")]),
         ("FCALL ratelimit_acquire+release pair", [load],
          cycle("flease:", lambda k: [["FCALL", "ratelimit_acquire", "1", k, "1000", "60000", "ID", "x"],
                                      ["FCALL", "ratelimit_release", "1", k, "x"]])),
     ]
+
+
+# The fallback against what it replaces, as its targets state them:
+# (fallback case, peer case, most fallback / peer), or (case, None, most
+# instructions per request).
+TARGETS = [
+    ("FCALL ratelimit_throttle", "peer redis_rate allowN", 0.85),
+    ("FCALL ratelimit_check FIXED", "peer Upstash sliding window", 0.9),
+    ("FCALL ratelimit_check FIXED", None, 45_000),
+    ("FCALL ratelimit_check TOKEN", "peer redis_rate allowN", 0.85),
+    ("FCALL ratelimit_mcheck 2 limits", "two FCALL ratelimit_check", 1.1),
+    ("FCALL ratelimit_acquire+release pair", "peer semaphore acquire+release", 2.0),
+]
+
+
+def ratio_lines(tables):
+    """The TARGETS rows whose cases ran, one column per table."""
+    labels = list(tables)
+    rows = []
+    for case, peer, most in TARGETS:
+        cells = []
+        for label in labels:
+            got = tables[label]
+            if case not in got or (peer is not None and peer not in got):
+                cells.append("")
+            elif peer is None:
+                cells.append(f"{got[case]:,} ({'met' if got[case] <= most else 'missed'})")
+            else:
+                ratio = got[case] / got[peer]
+                cells.append(f"{ratio:.2f}× ({'met' if ratio <= most else 'missed'})")
+        if any(cells):
+            target = f"≤ {most:,} instructions" if peer is None else f"≤ {most:g}×"
+            rows.append(f"| {case} | {peer or '(instructions per request)'} | {' | '.join(cells)} | {target} |")
+    if not rows:
+        return []
+    return ["The script fallback against the Lua it replaces: its instructions per request ÷ the peer's.", "",
+            f"| fallback | against | {' | '.join(labels)} | target |",
+            "| --- | --- | " + "---: | " * len(labels) + "--- |"] + rows
 
 
 def run(replica, only):
@@ -352,17 +452,17 @@ def run(replica, only):
     with tempfile.TemporaryDirectory(prefix="ratelimit-callgrind-") as workdir:
         server = Server(workdir, replica=replica)
         try:
-            for name, prepare, request in cases():
+            for name, prepare, request in cases() + fallback_cases() + peer_cases():
                 if only and name not in only:
                     continue
-                for command in prepare:
-                    server.con.call(*command)
+                # Pipelined as the requests are: uncounted, but not free under valgrind.
+                server.con.many(prepare)
                 requests = [c for i in range(REQUESTS) for c in request(i)]
                 # One untimed pass over a few requests warms the code paths.
                 total, elapsed = server.measure(lambda: server.con.many(requests), name)
                 per = (total - server.idle_per_s * elapsed) / REQUESTS
                 results[name] = round(per)
-                print(f"  {name:32} {results[name]:>8,}", flush=True)
+                print(f"  {name:38} {results[name]:>8,}", flush=True)
         finally:
             server.stop()
     return results
@@ -405,6 +505,9 @@ def main():
         missing = [name for name in budgets if name not in results]
         if missing and not args.cases:
             failed.append(f"cases with a budget that did not run: {', '.join(missing)}")
+        ratios = ratio_lines({"no replica": results})
+        if ratios:
+            print("\n" + "\n".join(ratios))
         if failed:
             print("\nOver budget:\n  " + "\n  ".join(failed))
             sys.exit(1)
@@ -415,7 +518,10 @@ def main():
         label = "one replica attached" if replica else "no replica"
         print(f"Instructions per request, {label} ({REQUESTS} requests per case, {PIPELINE} in flight):")
         tables[label] = run(replica, set(args.cases or []))
+    ratios = ratio_lines(tables)
     if args.replica != "both" or args.cases:
+        if ratios:
+            print("\n" + "\n".join(ratios))
         return
     RESULTS.mkdir(parents=True, exist_ok=True)
     meta = {"server": server_version(), "requests": REQUESTS, "pipeline": PIPELINE}
@@ -425,6 +531,8 @@ def main():
              "| request | no replica | one replica |", "| --- | ---: | ---: |"]
     for n in names:
         lines.append(f"| {n} | {tables['no replica'][n]:,} | {tables['one replica attached'].get(n, 0):,} |")
+    if ratios:
+        lines += [""] + ratios
     (RESULTS / "instructions.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
