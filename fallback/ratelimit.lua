@@ -346,14 +346,14 @@ local time_ms, clock_key, clock_ttl
 -- text and value, which spares converting them on every call.
 local seconds_text, seconds = '', 0
 
--- TIME in ms, nil when the server refuses it. A whole number of
--- microseconds below 10^6 divided by 1000 is never within rounding of the
--- next integer: floor is exact.
+-- TIME in ms, nil when the server refuses it: the microseconds less
+-- their remainder by 1000 divide exactly.
 local function server_ms()
   local t = redis_pcall('TIME')
   if t.err ~= nil then return nil end
   if t[1] ~= seconds_text then seconds_text, seconds = t[1], tonumber(t[1]) end
-  return seconds * 1000 + floor(tonumber(t[2]) / 1000)
+  local us = tonumber(t[2])
+  return seconds * 1000 + (us - us % 1000) / 1000
 end
 
 local function now()
@@ -1132,21 +1132,28 @@ local function wait_ms(deadline, now_ms)
 end
 
 -- Removes the leases ended by now_ms, refusing a key that is not a sorted
--- set (the command itself does); says whether any were removed. Where a
+-- set (the command itself does); returns how many were removed. Where a
 -- write that changes nothing propagates (Redis 6.2), they are counted
--- first.
+-- first. (now_ms goes as a number: the server writes it out in full.)
 local function prune(key, now_ms)
-  local through = fmt(now_ms)
   if not EMPTY_WRITES_PROPAGATE then
-    local ended = redis_pcall('ZREMRANGEBYSCORE', key, '-inf', through)
+    local ended = redis_pcall('ZREMRANGEBYSCORE', key, '-inf', now_ms)
     if type(ended) == 'table' then refuse_type(ended) end
-    return ended > 0
+    return ended
   end
-  local ended = redis_pcall('ZCOUNT', key, '-inf', through)
+  local ended = redis_pcall('ZCOUNT', key, '-inf', now_ms)
   if type(ended) == 'table' then refuse_type(ended) end
-  if ended == 0 then return false end
-  redis_call('ZREMRANGEBYSCORE', key, '-inf', through)
-  return true
+  if ended > 0 then redis_call('ZREMRANGEBYSCORE', key, '-inf', now_ms) end
+  return ended
+end
+
+-- The leases at `key`, ended or not, refusing a key that is not a sorted
+-- set: 0 for none, when the key does not exist (Redis deletes an empty
+-- set).
+local function lease_count(key)
+  local count = redis_pcall('ZCARD', key)
+  if type(count) == 'table' then refuse_type(count) end
+  return count
 end
 
 -- The deadline of the lease at `rank` ('-1': the last), nil for none.
@@ -1779,15 +1786,20 @@ COMMANDS.acquire = {
       end
       id = check_id(rest[4])
     end
+    -- The leases before pruning, then the live ones: a set with none is
+    -- not pruned, having nothing to prune.
+    local live = lease_count(key)
     local now_ms = now()
-    local changed = prune(key, now_ms)
-    local live = redis_call('ZCARD', key)
+    local pruned = 0
+    if live > 0 then pruned = prune(key, now_ms) end
+    live = live - pruned
+    local changed = pruned > 0
     if live == 0 then
       -- No live lease: Redis deletes an empty set, so the key is gone, its
       -- expiry with it, and the new lease is all of the new one: what
       -- finish would do is known without reading anything back.
       local granted = id or new_id(key, now_ms)
-      local deadline = fmt(now_ms + lease_ms)
+      local deadline = now_ms + lease_ms
       redis_call('ZADD', key, deadline, granted)
       redis_call('PEXPIREAT', key, deadline)
       return { 1, max_leases - 1, max_leases, -1, lease_ms, granted }
@@ -1797,7 +1809,7 @@ COMMANDS.acquire = {
     if live < max_leases or (id ~= nil and redis_call('ZSCORE', key, id)) then
       granted = id or new_id(key, now_ms)
       -- ZADD counts a new member; a renewed one is there already.
-      live = live + redis_call('ZADD', key, fmt(now_ms + lease_ms), granted)
+      live = live + redis_call('ZADD', key, now_ms + lease_ms, granted)
       changed = true
     end
     local retry = -1
@@ -1819,15 +1831,18 @@ COMMANDS.release = {
   run = function(key, rest, n)
     if n < 1 then arity_error('ratelimit.release') end
     for i = 1, n do check_id(rest[i]) end
-    local now_ms = now()
-    local changed = prune(key, now_ms)
+    -- No lease, no key: nothing to release, nor a clock to read.
+    local count = lease_count(key)
+    if count == 0 then return 0 end
+    local pruned = prune(key, now())
     local released = 0
     for i = 1, n do
       if not EMPTY_WRITES_PROPAGATE or redis_call('ZSCORE', key, rest[i]) then
         released = released + redis_call('ZREM', key, rest[i])
       end
     end
-    finish(key, changed or released > 0)
+    -- None left: the set is gone, its expiry with it.
+    if count - pruned - released > 0 then finish(key, pruned > 0 or released > 0) end
     return released
   end,
 }
@@ -1840,10 +1855,10 @@ COMMANDS.renew = {
     local id = check_id(rest[1])
     local lease_ms = bounded(rest[2], 1, MAX_LEASE_MS, ERR.lease_ms)
     local now_ms = now()
-    local changed = prune(key, now_ms)
+    local changed = prune(key, now_ms) > 0
     local live = redis_call('ZSCORE', key, id) ~= false
     if live then
-      redis_call('ZADD', key, fmt(now_ms + lease_ms), id)
+      redis_call('ZADD', key, now_ms + lease_ms, id)
       changed = true
     end
     finish(key, changed)
