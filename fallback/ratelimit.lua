@@ -16,7 +16,8 @@ hash of holds first, then the limiter keys, FCALL's numkeys less one
 standing for theirs: FCALL ratelimit_reserve 3 holds k1 k2 id ttl_ms LIMIT ….
 Any call may end with NOW <unix_ms>, the instant to decide at, taken so when
 the arguments before it still make the command's arity (no lease or hold id
-may be NOW); without it the server's TIME is read once. Without
+may be NOW); without it the server's clock is read once (from the first
+key with an expiry, else TIME: see now() below). Without
 redis.register_function (EVAL, Redis 6.2) the same code runs as a script:
 ARGV[1] names the function, the rest is as for FCALL.
 
@@ -30,11 +31,14 @@ integer above 2^53 - 1 (MAX_REPLY), as the module's: every one is bounded
 by the arguments but a wait for a lease slot held by hand, which is capped,
 and a hold's reply replayed from its record, which holds what was replied.
 
-Every request runs this code, so the common paths make nothing per call but
-the reply: a limit is a few plain values, an algorithm a plain function
-returning its decision, an argument seen before is looked up rather than
-parsed again, and no server command is called that the decision does not
-need. fallback/README.md says what a call costs.
+Every request runs this code, and each Lua instruction costs the server
+tens of its own, so the common paths are counted in instructions: they
+make nothing per call but the reply, an algorithm is a plain function
+returning its decision, a limit, a throttle's rate or a state seen before
+is looked up rather than parsed again, CHECK writes out the steps of its
+commonest case where a call would cost as much as they do, and no server
+command is called that the decision does not need. fallback/README.md
+says what a call costs.
 ]]
 
 local VERSION = '0.2.0'
