@@ -128,7 +128,10 @@ local ERR = {
 -- first call (the chunk that loads a library sees only `redis`): a local
 -- costs far less than looking a global up, then its field, on each use.
 local find, match, byte, sub, upper, rep, format, concat
-local floor, max, min, redis_call, redis_pcall, protected
+local floor, max, min, redis_call, redis_pcall
+-- serve's pcall, bound as the others are, under another name: a local
+-- named pcall would hide the global it is read from.
+local protected
 
 local function bind_standard_functions()
   find, match, byte, sub, upper, rep, format = string.find, string.match, string.byte, string.sub, string.upper,
@@ -248,7 +251,6 @@ local function parse_argument(s)
   arguments_kept = arguments_kept + 1
   return value
 end
-
 
 -- The rounding error of the double product x = a × b: a × b = x + that,
 -- exactly (Dekker's product, each factor split in halves of 26 bits whose
@@ -1525,7 +1527,7 @@ COMMANDS.check = {
     local value = redis_pcall('GET', key)
     local left, a, b, c, d
     a = value and kind.decoded[value]
-    if a ~= nil and time_ms == nil and HAS_PEXPIRETIME then left = redis_call('PTTL', key) end
+    if a and time_ms == nil and HAS_PEXPIRETIME then left = redis_call('PTTL', key) end
     if left ~= nil and left > 0 then
       local limit, cost = l.limit, l.cost
       if kind == FIXED and left <= l.period_ms and a <= limit and cost <= limit - a then
@@ -2094,6 +2096,8 @@ end
 local function serve(command)
   local run, all, apart = command.run, command.all_arguments, command.keys_apart
   local least, counted = command.least, command.keys_counted and 1 or 0
+  -- A command of one key given as FCALL's one key, the commonest call.
+  local by_key = not (all or apart)
   return function(keys, argv)
     if find == nil then bind_standard_functions() end
     time_ms, clock_key = nil, nil
@@ -2107,7 +2111,7 @@ local function serve(command)
       last = last - 2
     end
     local ok, result
-    if #keys == 1 and not all and not apart then
+    if by_key and #keys == 1 then
       ok, result = protected(run, keys[1], argv, last)
     elseif apart then
       ok, result = protected(run, keys, argv, last)
@@ -2119,14 +2123,14 @@ local function serve(command)
         end
         return redis.error_reply(ERR.numkeys)
       end
-      ok, result = pcall(run, all_arguments(command, keys, argv, last))
+      ok, result = protected(run, all_arguments(command, keys, argv, last))
     else
       -- The key given among the arguments, or more than one: the module's
       -- first argument is the key whichever list it came in.
       local args = all_arguments(command, keys, argv, last)
       local rest = {}
       for i = 2, #args do rest[i - 1] = args[i] end
-      ok, result = pcall(run, args[1], rest, #args - 1)
+      ok, result = protected(run, args[1], rest, #args - 1)
     end
     if ok then return result end
     if type(result) == 'table' and result.ratelimit_error ~= nil then
