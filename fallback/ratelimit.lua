@@ -16,7 +16,8 @@ hash of holds first, then the limiter keys, FCALL's numkeys less one
 standing for theirs: FCALL ratelimit_reserve 3 holds k1 k2 id ttl_ms LIMIT ….
 Any call may end with NOW <unix_ms>, the instant to decide at, taken so when
 the arguments before it still make the command's arity (no lease or hold id
-may be NOW); without it the server's TIME is read once. Without
+may be NOW); without it the server's clock is read once (from the first
+key with an expiry, else TIME: see now() below). Without
 redis.register_function (EVAL, Redis 6.2) the same code runs as a script:
 ARGV[1] names the function, the rest is as for FCALL.
 
@@ -30,11 +31,14 @@ integer above 2^53 - 1 (MAX_REPLY), as the module's: every one is bounded
 by the arguments but a wait for a lease slot held by hand, which is capped,
 and a hold's reply replayed from its record, which holds what was replied.
 
-Every request runs this code, so the common paths make nothing per call but
-the reply: a limit is a few plain values, an algorithm a plain function
-returning its decision, an argument seen before is looked up rather than
-parsed again, and no server command is called that the decision does not
-need. fallback/README.md says what a call costs.
+Every request runs this code, and each Lua instruction costs the server
+tens of its own, so the common paths are counted in instructions: they
+make nothing per call but the reply, an algorithm is a plain function
+returning its decision, a limit, a throttle's rate or a state seen before
+is looked up rather than parsed again, CHECK writes out the steps of its
+commonest case where a call would cost as much as they do, and no server
+command is called that the decision does not need. fallback/README.md
+says what a call costs.
 ]]
 
 local VERSION = '0.2.0'
@@ -124,14 +128,17 @@ local ERR = {
 -- first call (the chunk that loads a library sees only `redis`): a local
 -- costs far less than looking a global up, then its field, on each use.
 local find, match, byte, sub, upper, rep, format, concat
-local fmod, floor, max, min, redis_call, redis_pcall
+local floor, max, min, redis_call, redis_pcall
+-- serve's pcall, bound as the others are, under another name: a local
+-- named pcall would hide the global it is read from.
+local protected
 
 local function bind_standard_functions()
   find, match, byte, sub, upper, rep, format = string.find, string.match, string.byte, string.sub, string.upper,
     string.rep, string.format
   concat = table.concat
-  fmod, floor, max, min = math.fmod, math.floor, math.max, math.min
-  redis_call, redis_pcall = redis.call, redis.pcall
+  floor, max, min = math.floor, math.max, math.min
+  redis_call, redis_pcall, protected = redis.call, redis.pcall, pcall
 end
 
 -- Errors travel as a table through error() and become the reply at the
@@ -147,15 +154,19 @@ end
 ---------------------------------------------------------------------------
 -- Integers (src/decimal.rs)
 
--- floor(a / b) and ceil(a / b) for a >= 0, b > 0 integers: fmod is exact,
--- and so is dividing the exact multiple it leaves.
+-- floor(a / b) and ceil(a / b) for integers 0 <= a < 2^53, b > 0. Below
+-- 2^53 the double a / b never rounds up to the next integer (it is at
+-- least 1/b away, more than half its ulp), so a % b, Lua's a - floor(a /
+-- b) * b, is the exact remainder, and dividing the exact multiple it leaves
+-- is exact too. An operator, where math.fmod is a call.
 local function fdiv(a, b)
-  return (a - fmod(a, b)) / b
+  return (a - a % b) / b
 end
 
 local function cdiv(a, b)
-  local r = fmod(a, b)
-  return (a - r) / b + (r > 0 and 1 or 0)
+  local r = a % b
+  if r > 0 then return (a - r) / b + 1 end
+  return (a - r) / b
 end
 
 -- An integer in decimal, at half the cost of '%.0f'. '%d' (a C long)
@@ -318,31 +329,47 @@ local function bounded(arg, low, high, err)
 end
 
 ---------------------------------------------------------------------------
--- The call's instant: NOW when given, else the server's TIME, read once.
+-- The call's instant: NOW when given, else the server's clock, read once.
 -- Set by serve before each call (a call runs alone: nothing else in the
 -- library runs until it returns).
+--
+-- Where PEXPIRETIME exists (7.0+), the first key with an expiry that a
+-- call loads reads the clock: its PTTL counts from the instant the server
+-- reads (the clock TIME reads, or the command's frozen one where the
+-- server freezes it), so that key's expiry is known relative to the
+-- instant, which is all a fixed window or a bucket needs to decide. The
+-- instant itself, when something absolute is to be written or another
+-- key compared, is that key's PEXPIRETIME less its PTTL. A PTTL costs
+-- less than TIME (an integer, where TIME is two strings to convert), and
+-- a counter grown in its window needs nothing more. Without such a key,
+-- TIME is read.
 
-local pinned_ms, time_ms
+-- The instant in UNIX ms once known (NOW's when pinned), and the key whose
+-- PTTL (clock_ttl) fixed it before that.
+local time_ms, clock_key, clock_ttl
 
 -- TIME's seconds change once a second: the last ones read are kept, as
 -- text and value, which spares converting them on every call.
 local seconds_text, seconds = '', 0
 
--- TIME in ms, nil when the server refuses it. A whole number of
--- microseconds below 10^6 divided by 1000 is never within rounding of the
--- next integer: floor is exact.
+-- TIME in ms, nil when the server refuses it: the microseconds less
+-- their remainder by 1000 divide exactly.
 local function server_ms()
   local t = redis_pcall('TIME')
   if t.err ~= nil then return nil end
   if t[1] ~= seconds_text then seconds_text, seconds = t[1], tonumber(t[1]) end
-  return seconds * 1000 + floor(tonumber(t[2]) / 1000)
+  local us = tonumber(t[2])
+  return seconds * 1000 + (us - us % 1000) / 1000
 end
 
 local function now()
-  if pinned_ms ~= nil then return pinned_ms end
   if time_ms == nil then
-    time_ms = server_ms()
-    if time_ms == nil then fail(ERR.no_time) end
+    if clock_key ~= nil then
+      time_ms = redis_call('PEXPIRETIME', clock_key) - clock_ttl
+    else
+      time_ms = server_ms()
+      if time_ms == nil then fail(ERR.no_time) end
+    end
   end
   return time_ms
 end
@@ -430,57 +457,69 @@ local function decode_throttle(value)
   return decode_early(value, 71) -- 'G'
 end
 
--- Stores `value` expiring at `at` over the key's `old_value` (nil: no key)
--- and `old_at`, with the module's effect: INCRBY for a counter grown in
--- its window (`grown`, the growth as text; `value` is then not needed),
--- SET KEEPTTL for a new value, PEXPIREAT for a new expiry, SET PXAT for
--- both.
-local function write(key, old_value, old_at, value, at, grown)
+-- Stores `value` expiring `left` ms after the call's instant over the
+-- key's `old_value` (nil: no key) expiring `old_left` after it, with the
+-- module's effect: INCRBY for a counter grown in its window (by `grown`;
+-- `value` is then not needed), SET KEEPTTL for a new value, PEXPIREAT for
+-- a new expiry, SET PXAT for both. Integers go to the server as numbers,
+-- which it writes out in full below 2^53 (Redis 7.0's "%.17g", 7.2's
+-- integer printing), for less than a string.format here.
+local function write(key, old_value, old_left, value, left, grown)
   if old_value == nil then
-    redis_call('SET', key, value, 'PXAT', fmt(at))
-  elseif old_at == at and grown ~= nil then
+    redis_call('SET', key, value, 'PXAT', now() + left)
+  elseif old_left == left and grown ~= nil then
     redis_call('INCRBY', key, grown)
-  elseif old_at == at then
+  elseif old_left == left then
     redis_call('SET', key, value, 'KEEPTTL')
   elseif old_value == value then
-    redis_call('PEXPIREAT', key, fmt(at))
+    redis_call('PEXPIREAT', key, now() + left)
   else
-    redis_call('SET', key, value, 'PXAT', fmt(at))
+    redis_call('SET', key, value, 'PXAT', now() + left)
   end
 end
 
 -- A force-charge's or a refund's change (store/holds.rs, Adjustment):
--- `value` expiring at `at` written over the key's `old_value` and `old_at`
--- as write makes it, or the key deleted when the state has already ended
--- (a bucket refunded to full).
-local function adjust(key, old_value, old_at, value, at, grown, now_ms)
-  if at <= now_ms then
+-- `value` written over the key's `old_value` as write makes it, or the
+-- key deleted when the state has already ended (a bucket refunded to
+-- full).
+local function adjust(key, old_value, old_left, value, left, grown)
+  if left <= 0 then
     redis_call('DEL', key)
   else
-    write(key, old_value, old_at, value, at, grown)
+    write(key, old_value, old_left, value, left, grown)
   end
 end
 
 ---------------------------------------------------------------------------
--- The algorithms (src/limiter/*.rs). Each takes the limit, the request's
--- cost, the instant and the loaded state (value, expiry, fields), and
--- returns the decision, allowed, remaining, retry (nil: never, -1 in the
--- reply), reset, then what to store: the value and its expiry (nil:
--- nothing), and for a counter grown in its window the growth (write).
--- Plain values, no tables: these run on every call.
+-- The algorithms (src/limiter/*.rs). Each takes the limit `l` (kind,
+-- limit, period_ms, burst: parse_limit's, or a hold's), the request's cost
+-- and the loaded state (value, the ms from the call's instant to its
+-- expiry, fields), and returns the decision, allowed, remaining, retry
+-- (nil: never, -1 in the reply), reset, then what to store: the value and
+-- the ms to its expiry (nil: nothing), and for a counter grown in its
+-- window the growth (write). Times are relative to the instant, which only
+-- the sliding window needs itself. Plain values, no tables: these run on
+-- every call.
 
 -- Fixed window: the INCR + EXPIRE counter (fixed_window.rs).
-local function fixed_window(limit, period_ms, _, cost, cost_text, now_ms, value, at, count)
-  local new_end = now_ms + period_ms
-  local ends, fix_expiry, in_window = new_end, false, false
+local function fixed_window(l, cost, value, left, count)
+  local limit, period_ms = l.limit, l.period_ms
+  -- The steady state, a counter with room in its window, answered first:
+  -- what the rest below makes of it, in a third of the instructions.
+  if left ~= nil and left > 0 and left <= period_ms and value ~= nil and count <= limit and cost <= limit - count then
+    local count_after = count + cost
+    if cost > 0 then return true, limit - count_after, nil, left, nil, left, cost end
+    return true, limit - count_after, nil, count_after > 0 and left or 0, nil, left
+  end
+  local ends, fix_expiry, in_window = period_ms, false, false
   if value == nil then
     count = 0
-  elseif at ~= nil and at > new_end then
-    fix_expiry = true
-  elseif at ~= nil and at > now_ms then
-    ends, in_window = at, true
-  elseif at == nil then
+  elseif left == nil then
     fix_expiry = count > 0
+  elseif left > period_ms then
+    fix_expiry = true
+  elseif left > 0 then
+    ends, in_window = left, true
   else
     -- The window ended: a fresh one, whatever was counted.
     count = 0
@@ -491,25 +530,28 @@ local function fixed_window(limit, period_ms, _, cost, cost_text, now_ms, value,
   if fits then count_after = count + cost end
   local store, grown
   if cost > 0 and fits and in_window then
-    grown = cost_text
+    grown = cost
   elseif cost > 0 and fits then
     store = fmt(count_after)
   elseif cost > 0 and fix_expiry then
     store = value
   end
   local retry
-  if not (fits or cost > limit) then retry = ends - now_ms end
+  if not (fits or cost > limit) then retry = ends end
   local reset = 0
-  if count_after > 0 then reset = ends - now_ms end
-  return fits, max(limit - count_after, 0), retry, reset, store, ends, grown
+  if count_after > 0 then reset = ends end
+  local remaining = 0
+  if count_after < limit then remaining = limit - count_after end
+  return fits, remaining, retry, reset, store, ends, grown
 end
 
 -- Force-charges and refunds (Algorithm::force, Algorithm::refund): what
 -- SETTLE and a sweep of ended holds do to a limit, with the algorithm's
--- arguments but `units` for the cost, and for a refund `charged_at_ms`,
--- the instant the units were taken. Each returns the value to store and
--- its expiry (and a counter's growth, as the algorithms do), nil when
--- nothing changes. A force-charge of units always stores.
+-- arguments but `units` for the cost, the call's instant, and for a
+-- refund `charged_at_ms`, the instant the units were taken. Each returns
+-- the value to store and the ms to its expiry (and a counter's growth, as
+-- the algorithms do), nil when nothing changes. A force-charge of units
+-- always stores.
 
 -- A count after `units` more: at most MAX_COUNT, 2^53 - 1 (a count set
 -- higher by hand comes down to it).
@@ -520,33 +562,30 @@ local function counted(count, units)
 end
 
 -- `units` more in the window CHECK sees, fitting or not.
-local function fixed_force(_, period_ms, _, units, now_ms, value, at, count)
+local function fixed_force(l, units, _, value, left, count)
   if units == 0 then return nil end
-  local new_end = now_ms + period_ms
-  local ends, in_window = new_end, false
+  local period_ms = l.period_ms
+  local ends, in_window = period_ms, false
   if value == nil then
     count = 0
-  elseif at ~= nil and at > new_end then
-    ends = new_end
-  elseif at ~= nil and at > now_ms then
-    ends, in_window = at, true
-  elseif at == nil then
-    ends = new_end
-  else
+  elseif left ~= nil and left > 0 and left <= period_ms then
+    ends, in_window = left, true
+  elseif left ~= nil and left <= 0 then
     count = 0
   end
   local after = counted(count, units)
-  if in_window and after > count then return fmt(after), ends, fmt(after - count) end
+  if in_window and after > count then return fmt(after), ends, after - count end
   return fmt(after), ends
 end
 
 -- `units` back while the window they were taken in lasts.
-local function fixed_refund(_, period_ms, _, units, charged_at_ms, now_ms, value, at, count)
-  if units == 0 or value == nil or at == nil then return nil end
-  if charged_at_ms < at - period_ms or charged_at_ms >= at or now_ms >= at then return nil end
+local function fixed_refund(l, units, charged_at_ms, now_ms, value, left, count)
+  if units == 0 or value == nil or left == nil or left <= 0 then return nil end
+  local at = now_ms + left
+  if charged_at_ms < at - l.period_ms or charged_at_ms >= at then return nil end
   local taken = min(units, count)
   if taken == 0 then return nil end
-  return fmt(count - taken), at
+  return fmt(count - taken), left
 end
 
 -- The sliding window's counts, in unit-milliseconds (sliding_window.rs).
@@ -585,12 +624,13 @@ end
 -- The counts of a stored state seen from the window of now (counts_at):
 -- that window, the ms elapsed in it, previous and current with their
 -- texts, and whether the stored expiry is not the one they call for.
-local function sliding_counts(period_ms, now_ms, value, at,
+local function sliding_counts(period_ms, now_ms, value, left,
                               stored_previous, stored_current, stored_previous_text, stored_current_text)
   local window = fdiv(now_ms, period_ms)
   local elapsed = now_ms - window * period_ms
   if value == nil then return window, elapsed, 0, '0', 0, '0', false end
   local stored_window, fix_expiry = window, true
+  local at = left and now_ms + left
   if at ~= nil and at <= (window + 2) * period_ms then
     stored_window, fix_expiry = max(fdiv(max(at - 1, 0), period_ms) - 1, 0), false
   end
@@ -602,10 +642,13 @@ local function sliding_counts(period_ms, now_ms, value, at,
   return window, elapsed, 0, '0', 0, '0', fix_expiry
 end
 
--- Sliding window counter (sliding_window.rs).
-local function sliding_window(limit, period_ms, _, cost, _, now_ms, value, at, a, b, c, d)
+-- Sliding window counter (sliding_window.rs): the windows are the
+-- clock's, so it asks for the instant.
+local function sliding_window(l, cost, value, left, a, b, c, d)
+  local limit, period_ms = l.limit, l.period_ms
+  local now_ms = now()
   local window, elapsed, previous, previous_text, current, current_text, fix_expiry =
-    sliding_counts(period_ms, now_ms, value, at, a, b, c, d)
+    sliding_counts(period_ms, now_ms, value, left, a, b, c, d)
   local budget = limit * period_ms
   local fits = weighted(previous, current, elapsed, period_ms) + cost * period_ms <= budget
   local current_after, current_after_text = current, current_text
@@ -623,24 +666,27 @@ local function sliding_window(limit, period_ms, _, cost, _, now_ms, value, at, a
   local reset = max(empty_at_ms(window, previous, current_after, period_ms) - now_ms, 0)
   if cost > 0 and (fits or fix_expiry) then
     return fits, remaining, retry, reset,
-      'S' .. previous_text .. ':' .. current_after_text, (window + 2) * period_ms
+      'S' .. previous_text .. ':' .. current_after_text, (window + 2) * period_ms - now_ms
   end
   return fits, remaining, retry, reset
 end
 
 -- `units` more in the current window, fitting or not.
-local function sliding_force(_, period_ms, _, units, now_ms, value, at, a, b, c, d)
+local function sliding_force(l, units, now_ms, value, left, a, b, c, d)
   if units == 0 then return nil end
-  local window, _, _, previous_text, current, current_text = sliding_counts(period_ms, now_ms, value, at, a, b, c, d)
-  return 'S' .. previous_text .. ':' .. fmt(counted(current, units)), (window + 2) * period_ms
+  local period_ms = l.period_ms
+  local window, _, _, previous_text, current, current_text =
+    sliding_counts(period_ms, now_ms, value, left, a, b, c, d)
+  return 'S' .. previous_text .. ':' .. fmt(counted(current, units)), (window + 2) * period_ms - now_ms
 end
 
 -- `units` back from the window they were taken in, while it is the
 -- current or the previous one.
-local function sliding_refund(_, period_ms, _, units, charged_at_ms, now_ms, value, at, a, b, c, d)
+local function sliding_refund(l, units, charged_at_ms, now_ms, value, left, a, b, c, d)
   if units == 0 or value == nil then return nil end
+  local period_ms = l.period_ms
   local window, _, previous, previous_text, current, current_text =
-    sliding_counts(period_ms, now_ms, value, at, a, b, c, d)
+    sliding_counts(period_ms, now_ms, value, left, a, b, c, d)
   local charged_window = fdiv(charged_at_ms, period_ms)
   if charged_window == window and current > 0 then
     current_text = fmt(current - min(units, current))
@@ -649,44 +695,53 @@ local function sliding_refund(_, period_ms, _, units, charged_at_ms, now_ms, val
   else
     return nil
   end
-  return 'S' .. previous_text .. ':' .. current_text, (window + 2) * period_ms
+  return 'S' .. previous_text .. ':' .. current_text, (window + 2) * period_ms - now_ms
 end
 
 -- How far past now (in units of 1/per_ms ms) a stored instant is: the key
--- expires at `at` ms, and the instant is `early` units before that (at most
--- per_ms - 1). Clamped to `bound`; the second result says it was. The
--- product (at - now) × per_ms is only formed when it stays within bound +
--- per_ms.
-local function ahead_of_now(at, early, per_ms, bound, now_ms)
-  if at == nil then return 0, false end
-  local ms = at - now_ms
-  if ms <= 0 then return 0, false end
-  early = min(early, per_ms - 1)
-  if ms > fdiv(bound, per_ms) + 1 then return bound, true end
+-- expires `ms` after now, and the instant is `early` units before that (at
+-- most per_ms - 1). Clamped to `bound` (below 2^53); the second result
+-- says it was. The whole ms, (ms - 1) × per_ms, is compared before it is
+-- used: past 2^53 the double rounds, but never to bound or below.
+local function ahead_of_now(ms, early, per_ms, bound)
+  if ms == nil or ms <= 0 then return 0, false end
   local whole = (ms - 1) * per_ms
+  if whole > bound then return bound, true end
+  if early >= per_ms then early = per_ms - 1 end
   local part = per_ms - early
   if part > bound - whole then return bound, true end
   return whole + part, false
 end
 
--- The state for an instant `ahead` units (of 1/per_ms ms) past now: its
--- expiry rounded up to the ms, and the units it was rounded by, as the
--- value `tag` .. early, as wide as the value it replaces.
-local function stored_at(tag, ahead, per_ms, now_ms, replaced)
-  local r = fmod(ahead, per_ms)
-  local early = 0
-  if r > 0 then early = per_ms - r end
-  local width = 0
-  if replaced ~= nil then width = #replaced - 1 end
-  return tag .. padded(early, width), now_ms + cdiv(ahead, per_ms)
+-- The value of a state `early` units (of 1/per_ms ms) before its expiry:
+-- `tag` .. early, as wide as the value it replaces (`replaced`, whose early
+-- was `replaced_early`). The value replaced says the same when the early
+-- is (and its width is not past MAX_PADDED): it is kept, which spares
+-- writing the number out.
+local function early_text(tag, early, replaced, replaced_early)
+  if replaced == nil then return tag .. fmt(early) end
+  if early == replaced_early and #replaced <= MAX_PADDED + 1 then return replaced end
+  return tag .. padded(early, #replaced - 1)
 end
 
--- Token bucket, in ticks of 1/limit ms (token_bucket.rs).
-local function token_bucket(limit, period_ms, burst, cost, _, now_ms, value, at, early)
+-- The state for an instant `ahead` units past now: its value (early_text)
+-- and its expiry in ms from now, rounded up.
+local function stored_at(tag, ahead, per_ms, replaced, replaced_early)
+  local r = ahead % per_ms
+  if r == 0 then return early_text(tag, 0, replaced, replaced_early), ahead / per_ms end
+  return early_text(tag, per_ms - r, replaced, replaced_early), (ahead - r) / per_ms + 1
+end
+
+-- Token bucket, in ticks of 1/limit ms (token_bucket.rs). The reset is
+-- the stored expiry: the instant the bucket is full again, rounded up to
+-- the ms (stored_at's work, done here once for both; fdiv and cdiv
+-- written out, a call costing as much as they do).
+local function token_bucket(l, cost, value, left, early)
+  local limit, period_ms, burst = l.limit, l.period_ms, l.burst
   local capacity = burst * period_ms
   local full_in, fix_expiry = 0, false
   if value ~= nil then
-    full_in, fix_expiry = ahead_of_now(at, early, limit, capacity, now_ms)
+    full_in, fix_expiry = ahead_of_now(left, early, limit, capacity)
   end
   local asked
   if cost <= burst then asked = cost * period_ms end
@@ -697,40 +752,47 @@ local function token_bucket(limit, period_ms, burst, cost, _, now_ms, value, at,
   if not fits and asked ~= nil then
     retry = cdiv(full_in - (capacity - asked), limit)
   end
-  local remaining, reset = fdiv(capacity - after, period_ms), cdiv(after, limit)
+  local room = capacity - after
+  local remaining = (room - room % period_ms) / period_ms
+  local r = after % limit
+  local reset, after_early = (after - r) / limit, 0
+  if r > 0 then reset, after_early = reset + 1, limit - r end
   if cost > 0 and (fits or fix_expiry) then
-    return fits, remaining, retry, reset, stored_at('T', after, limit, now_ms, value)
+    return fits, remaining, retry, reset, early_text('T', after_early, value, early), reset
   end
   return fits, remaining, retry, reset
 end
 
 -- `units` tokens more taken, fitting or not, down to an empty bucket and
 -- no further.
-local function token_force(limit, period_ms, burst, units, now_ms, value, at, early)
+local function token_force(l, units, _, value, left, early)
   if units == 0 then return nil end
+  local limit, period_ms, burst = l.limit, l.period_ms, l.burst
   local capacity = burst * period_ms
   local full_in = 0
-  if value ~= nil then full_in = ahead_of_now(at, early, limit, capacity, now_ms) end
+  if value ~= nil then full_in = ahead_of_now(left, early, limit, capacity) end
   -- units × period_ms is exact when units <= burst, and past capacity else.
   local after = capacity
   if units <= burst then after = min(full_in + units * period_ms, capacity) end
-  return stored_at('T', after, limit, now_ms, value)
+  return stored_at('T', after, limit, value, early)
 end
 
 -- `units` tokens back, up to a full bucket, whenever they were taken. A
 -- bucket emptied under slower or larger parameters stores the empty one
 -- of these, even for no units.
-local function token_refund(limit, period_ms, burst, units, _, now_ms, value, at, early)
+local function token_refund(l, units, _, _, value, left, early)
   if value == nil then return nil end
-  local full_in, clamped = ahead_of_now(at, early, limit, burst * period_ms, now_ms)
+  local limit, period_ms, burst = l.limit, l.period_ms, l.burst
+  local full_in, clamped = ahead_of_now(left, early, limit, burst * period_ms)
   local after = 0
   if units < burst then after = max(full_in - units * period_ms, 0) end
   if after == full_in and not clamped then return nil end
-  return stored_at('T', after, limit, now_ms, value)
+  return stored_at('T', after, limit, value, early)
 end
 
--- GCRA as redis-cell's CL.THROTTLE computes it, in ns (gcra.rs): the
--- emission interval, the limit and the tolerance τ of a rate.
+-- GCRA as redis-cell's CL.THROTTLE computes it, in ns (gcra.rs): a rate,
+-- { interval = the emission interval T, limit, tolerance = τ, interval_us
+-- = T in whole microseconds }.
 local function throttle_rate(max_burst, count_per_period, period_s)
   -- redis-cell: ((ns as f64) / (n as f64)) as i64: a double, truncated.
   local interval = floor((period_s * NS_PER_S) / count_per_period)
@@ -739,22 +801,25 @@ local function throttle_rate(max_burst, count_per_period, period_s)
   if product_less(MAX_TOLERANCE_NS, 1, interval, limit) then fail(ERR.throttle_burst_too_large) end
   local tolerance = interval * limit
   if tolerance >= EXACT then fail(ERR.throttle_exact) end
-  return interval, limit, tolerance
+  return { interval = interval, limit = limit, tolerance = tolerance, interval_us = fdiv(interval, 1000) }
 end
 
--- (τ − ttl) / T in whole microseconds through a double, as redis-cell.
-local function throttle_remaining(next_ns, interval)
-  local interval_us = fdiv(interval, 1000)
-  if interval_us == 0 then return fdiv(next_ns, interval) end
-  return floor(fdiv(next_ns, 1000) / interval_us)
+-- (τ − ttl) / T in whole microseconds through a double, as redis-cell: the
+-- quotient of two non-negative integers below 2^53, truncated.
+local function throttle_remaining(next_ns, rate)
+  local interval_us = rate.interval_us
+  if interval_us == 0 then return fdiv(next_ns, rate.interval) end
+  local q = (next_ns - next_ns % 1000) / 1000 / interval_us
+  return q - q % 1
 end
 
 -- limited, remaining, retry (ns, nil: never), reset (ns), then what to
 -- store as for the algorithms above.
-local function gcra(interval, limit, tolerance, quantity, now_ms, value, at, early)
+local function gcra(rate, quantity, value, left, early)
+  local interval, limit, tolerance = rate.interval, rate.limit, rate.tolerance
   local tat_in, fix_expiry = 0, false
   if value ~= nil then
-    tat_in, fix_expiry = ahead_of_now(at, early, NS_PER_MS, tolerance, now_ms)
+    tat_in, fix_expiry = ahead_of_now(left, early, NS_PER_MS, tolerance)
   end
   -- Beyond max_burst + 1 the increment passes τ: limited, never retried.
   local increment
@@ -770,9 +835,10 @@ local function gcra(interval, limit, tolerance, quantity, now_ms, value, at, ear
   end
   local retry
   if limited and increment ~= nil then retry = tat_in - (tolerance - increment) end
-  local remaining = min(throttle_remaining(tolerance - ttl, interval), limit)
+  local remaining = throttle_remaining(tolerance - ttl, rate)
+  if remaining > limit then remaining = limit end
   if store_at ~= nil then
-    return limited, remaining, retry, ttl, stored_at('G', store_at, NS_PER_MS, now_ms, value)
+    return limited, remaining, retry, ttl, stored_at('G', store_at, NS_PER_MS, value, early)
   end
   return limited, remaining, retry, ttl
 end
@@ -809,6 +875,7 @@ local KIND, CHOSEN, chosen_names = {}, {}, {}
 for i = 1, #KINDS do
   local kind = KINDS[i]
   KIND[kind.name] = kind
+  kind.decoded, kind.kept = {}, 0
   if kind.algorithm ~= nil then
     CHOSEN[kind.name] = kind
     chosen_names[#chosen_names + 1] = kind.name
@@ -821,7 +888,8 @@ end
 ERR.algorithm = 'ERR ALGORITHM must be ' .. one_of
 
 -- CHECK without ALGORITHM.
-local DEFAULT_ALGORITHM = KIND.FIXED
+local FIXED, THROTTLE = KIND.FIXED, KIND.THROTTLE
+local DEFAULT_ALGORITHM = FIXED
 
 -- The kind whose state `value` is, nil for none (Id::of_value).
 local function kind_of_value(value)
@@ -831,20 +899,56 @@ local function kind_of_value(value)
   return nil
 end
 
--- The state of `kind` at `key`: the stored bytes (nil for none), the
--- key's expiry, then the layout's fields. Another kind's state is refused
--- with both kinds named; anything else with the standard WRONGTYPE.
-local function load(key, kind)
-  local value = get_string(key)
-  if value == nil then return nil end
-  local a, b, c, d = kind.decode(value)
+-- The values of the layouts of one field (a count, an early) repeat from
+-- call to call as arguments do: each kind keeps those it decoded, by the
+-- value (kind.decoded, started over when full), and a value seen before
+-- is looked up rather than matched and converted again.
+local DECODED_KEPT = 1024
+
+-- The state of `kind` at `key`, whose GET replied `value`: the stored
+-- bytes (nil for none), the ms from the call's instant to the key's expiry
+-- (0 or less: it has come; nil: none), then the layout's fields. Another
+-- kind's state is refused with both kinds named; anything else with the
+-- standard WRONGTYPE (GET refuses a key of another type itself, which
+-- spares a TYPE on every call). The first key with an expiry loaded before
+-- the instant is known fixes it (see now): no write may move that key's
+-- expiry before now() has been asked, which every write of an expiry does
+-- first.
+local function loaded(key, kind, value)
+  if not value then return nil end
+  -- Only strings are kept: a value found is one.
+  local a, b, c, d = kind.decoded[value]
   if a == nil then
-    local held = kind_of_value(value)
-    if held == nil then fail(ERR.not_limiter_state) end
-    fail('WRONGTYPE the key holds ' .. held.name .. ' limiter state, not ' .. kind.name
-      .. '; use ' .. held.chosen_by .. ' or RATELIMIT.RESET it')
+    if type(value) == 'table' then refuse_type(value) end
+    a, b, c, d = kind.decode(value)
+    if a == nil then
+      local held = kind_of_value(value)
+      if held == nil then fail(ERR.not_limiter_state) end
+      fail('WRONGTYPE the key holds ' .. held.name .. ' limiter state, not ' .. kind.name
+        .. '; use ' .. held.chosen_by .. ' or RATELIMIT.RESET it')
+    end
+    if b == nil then
+      if kind.kept >= DECODED_KEPT then kind.decoded, kind.kept = {}, 0 end
+      kind.decoded[value] = a
+      kind.kept = kind.kept + 1
+    end
   end
-  return value, expiry_of(key), a, b, c, d
+  if time_ms == nil and clock_key == nil and HAS_PEXPIRETIME then
+    local ttl = redis_call('PTTL', key)
+    if ttl > 0 then
+      clock_key, clock_ttl = key, ttl
+      return value, ttl, a, b, c, d
+    end
+    if ttl < 0 then return value, nil, a, b, c, d end
+    -- 0: the expiry has come by the server's clock (a script sees keys
+    -- as of its start), by an unknown amount: TIME says how far.
+  end
+  local at = expiry_of(key)
+  return value, at and at - now(), a, b, c, d
+end
+
+local function load(key, kind)
+  return loaded(key, kind, redis_pcall('GET', key))
 end
 
 ---------------------------------------------------------------------------
@@ -858,12 +962,12 @@ local SETTLE_OPTIONS = { ACTUAL = true, ALGORITHM = true, BURST = true }
 
 -- `limit period [COST c] [ALGORITHM …] [BURST b]` from args[first..last],
 -- with the `options` given (nil: CHECK's): the kind (its entry in KINDS),
--- limit, period_ms, burst (TOKEN's), cost and cost as text, then HOLD's
--- estimate and ACTUAL's value when given.
+-- limit, period_ms, burst (TOKEN's), cost, then HOLD's estimate and
+-- ACTUAL's value when given.
 local function parse_limit(args, first, last, options)
   local limit = bounded(args[first], 1, MAX_LIMIT, ERR.limit)
   local period_s = bounded(args[first + 1], 1, MAX_PERIOD_S, ERR.period)
-  local cost, cost_text, kind, burst, hold, actual
+  local cost, kind, burst, hold, actual
   -- As the module: an unknown option first, then one given twice (or COST
   -- with HOLD), then one without its value.
   for i = first + 2, last, 2 do
@@ -889,7 +993,7 @@ local function parse_limit(args, first, last, options)
     if i + 1 > last then missing_value(option) end
     local value = args[i + 1]
     if option == 'COST' then
-      cost, cost_text = bounded(value, 0, MAX_COST, ERR.cost), value
+      cost = bounded(value, 0, MAX_COST, ERR.cost)
     elseif option == 'ALGORITHM' then
       kind = CHOSEN[value] or CHOSEN[upper(value)]
       if kind == nil then fail(ERR.algorithm) end
@@ -911,8 +1015,42 @@ local function parse_limit(args, first, last, options)
     if burst ~= nil then fail(ERR.burst_without_token) end
     if kind.name == 'SLIDING' and limit * period_ms >= EXACT then fail(ERR.sliding_exact) end
   end
-  if cost == nil then cost, cost_text = 1, '1' end
-  return kind, limit, period_ms, burst, cost, cost_text, hold, actual
+  return kind, limit, period_ms, burst, cost or 1, hold, actual
+end
+
+-- CHECK's and PEEK's limit, args[1..n], as a table (kind, limit,
+-- period_ms, burst, cost), parsed once per list of words: an application
+-- asks the same few limits over and over, and looking them up costs a
+-- fraction of parsing. The limits are kept in a tree of tables, one level
+-- per word (looking a word up costs less than joining the words into one
+-- key), each limit under LIMIT_HERE in the table its last word leads to.
+-- The tree starts over when it holds LIMITS_KEPT limits.
+local LIMITS_KEPT = 256
+local LIMIT_HERE = true
+local parsed_limits, limits_kept = {}, 0
+
+local function limit_of(args, n)
+  local node = parsed_limits
+  for i = 1, n do
+    node = node[args[i]]
+    if node == nil then break end
+  end
+  if node ~= nil and node[LIMIT_HERE] ~= nil then return node[LIMIT_HERE] end
+  local kind, limit, period_ms, burst, cost = parse_limit(args, 1, n)
+  if limits_kept >= LIMITS_KEPT then parsed_limits, limits_kept = {}, 0 end
+  node = parsed_limits
+  for i = 1, n do
+    local next = node[args[i]]
+    if next == nil then
+      next = {}
+      node[args[i]] = next
+    end
+    node = next
+  end
+  local l = { kind = kind, limit = limit, period_ms = period_ms, burst = burst, cost = cost }
+  node[LIMIT_HERE] = l
+  limits_kept = limits_kept + 1
+  return l
 end
 
 -- `numkeys key … LIMIT … [LIMIT …]` from args[from..] (args[1..] by
@@ -940,10 +1078,9 @@ local function parse_multi(args, from, options)
     end
     local last = tail + len - 1
     if last > n then last = n end
-    local kind, limit, period_ms, burst, cost, cost_text, hold, actual = parse_limit(args, at + 1, last, options)
+    local kind, limit, period_ms, burst, cost, hold, actual = parse_limit(args, at + 1, last, options)
     limits[slot] = {
-      kind = kind, limit = limit, period_ms = period_ms, burst = burst, cost = cost, cost_text = cost_text,
-      hold = hold, actual = actual,
+      kind = kind, limit = limit, period_ms = period_ms, burst = burst, cost = cost, hold = hold, actual = actual,
     }
     at = last + 1
   end
@@ -1001,21 +1138,28 @@ local function wait_ms(deadline, now_ms)
 end
 
 -- Removes the leases ended by now_ms, refusing a key that is not a sorted
--- set (the command itself does); says whether any were removed. Where a
+-- set (the command itself does); returns how many were removed. Where a
 -- write that changes nothing propagates (Redis 6.2), they are counted
--- first.
+-- first. (now_ms goes as a number: the server writes it out in full.)
 local function prune(key, now_ms)
-  local through = fmt(now_ms)
   if not EMPTY_WRITES_PROPAGATE then
-    local ended = redis_pcall('ZREMRANGEBYSCORE', key, '-inf', through)
+    local ended = redis_pcall('ZREMRANGEBYSCORE', key, '-inf', now_ms)
     if type(ended) == 'table' then refuse_type(ended) end
-    return ended > 0
+    return ended
   end
-  local ended = redis_pcall('ZCOUNT', key, '-inf', through)
+  local ended = redis_pcall('ZCOUNT', key, '-inf', now_ms)
   if type(ended) == 'table' then refuse_type(ended) end
-  if ended == 0 then return false end
-  redis_call('ZREMRANGEBYSCORE', key, '-inf', through)
-  return true
+  if ended > 0 then redis_call('ZREMRANGEBYSCORE', key, '-inf', now_ms) end
+  return ended
+end
+
+-- The leases at `key`, ended or not, refusing a key that is not a sorted
+-- set: 0 for none, when the key does not exist (Redis deletes an empty
+-- set).
+local function lease_count(key)
+  local count = redis_pcall('ZCARD', key)
+  if type(count) == 'table' then refuse_type(count) end
+  return count
 end
 
 -- The deadline of the lease at `rank` ('-1': the last), nil for none.
@@ -1206,20 +1350,19 @@ end
 -- or with `charged_at_ms` a refund of units taken then; nil for none.
 -- Worked out, not made (adjust makes it).
 local function change_at(key, l, units, charged_at_ms, now_ms)
-  local value, at, a, b, c, d = load(key, l.kind)
-  local stored, stored_at_ms, grown
+  local value, left, a, b, c, d = load(key, l.kind)
+  local stored, stored_left, grown
   if charged_at_ms == nil then
-    stored, stored_at_ms, grown = l.kind.force(l.limit, l.period_ms, l.burst, units, now_ms, value, at, a, b, c, d)
+    stored, stored_left, grown = l.kind.force(l, units, now_ms, value, left, a, b, c, d)
   else
-    stored, stored_at_ms = l.kind.refund(l.limit, l.period_ms, l.burst, units, charged_at_ms, now_ms,
-      value, at, a, b, c, d)
+    stored, stored_left = l.kind.refund(l, units, charged_at_ms, now_ms, value, left, a, b, c, d)
   end
   if stored == nil then return nil end
-  return { key = key, value = value, at = at, stored = stored, stored_at = stored_at_ms, grown = grown }
+  return { key = key, value = value, left = left, stored = stored, stored_left = stored_left, grown = grown }
 end
 
-local function make_change(change, now_ms)
-  adjust(change.key, change.value, change.at, change.stored, change.stored_at, change.grown, now_ms)
+local function make_change(change)
+  adjust(change.key, change.value, change.left, change.stored, change.stored_left, change.grown)
 end
 
 -- A refund of an expired hold: a key that holds something else now has
@@ -1230,7 +1373,7 @@ local function refund_expired(hold, charged_at_ms, now_ms)
     if type(change) == 'table' and change.ratelimit_error ~= nil then return end
     error(change, 0)
   end
-  if change ~= nil then make_change(change, now_ms) end
+  if change ~= nil then make_change(change) end
 end
 
 -- The parameters of a hold the fallback cannot refund exactly (recorded
@@ -1337,7 +1480,7 @@ end
 local function held_of(l, estimate)
   if estimate == 0 then return 0 end
   local capacity = l.burst or l.limit
-  local share = fdiv(capacity, 100) * HOLD_MAX_PERCENT + fdiv(fmod(capacity, 100) * HOLD_MAX_PERCENT, 100)
+  local share = fdiv(capacity, 100) * HOLD_MAX_PERCENT + fdiv(capacity % 100 * HOLD_MAX_PERCENT, 100)
   return min(estimate, max(1, share))
 end
 
@@ -1366,15 +1509,40 @@ end
 COMMANDS.check = {
   name = 'ratelimit.check',
   least = 3,
+  -- CHECK is the call made most, and on its path a Lua call costs about
+  -- as much as the work it does: the common cases of limit_of (a limit
+  -- seen before) and load (a state decoded before, on the key's clock)
+  -- are inlined, and so is fixed_window's steady state, a counter with
+  -- room in its window.
   run = function(key, rest, n)
     if n < 2 then arity_error('ratelimit.check') end
-    local kind, limit, period_ms, burst, cost, cost_text = parse_limit(rest, 1, n)
-    local now_ms = now()
-    local value, at, a, b, c, d = load(key, kind)
-    local allowed, remaining, retry, reset, store, store_at, grown =
-      kind.algorithm(limit, period_ms, burst, cost, cost_text, now_ms, value, at, a, b, c, d)
-    if store ~= nil or grown ~= nil then write(key, value, at, store, store_at, grown) end
-    return { allowed and 1 or 0, remaining, limit, retry or -1, reset }
+    local l
+    if n == 2 then
+      l = parsed_limits[rest[1]]
+      l = l and l[rest[2]]
+      l = l and l[LIMIT_HERE]
+    end
+    if l == nil then l = limit_of(rest, n) end
+    local kind = l.kind
+    local value = redis_pcall('GET', key)
+    local left, a, b, c, d
+    a = value and kind.decoded[value]
+    if a and time_ms == nil and HAS_PEXPIRETIME then left = redis_call('PTTL', key) end
+    if left ~= nil and left > 0 then
+      local limit, cost = l.limit, l.cost
+      if kind == FIXED and left <= l.period_ms and a <= limit and cost <= limit - a then
+        if cost > 0 then redis_call('INCRBY', key, cost) end
+        local count_after = a + cost
+        return { 1, limit - count_after, limit, -1, count_after > 0 and left or 0 }
+      end
+      clock_key, clock_ttl = key, left
+    else
+      value, left, a, b, c, d = loaded(key, kind, value)
+    end
+    local allowed, remaining, retry, reset, store, store_left, grown =
+      kind.algorithm(l, l.cost, value, left, a, b, c, d)
+    if store ~= nil or grown ~= nil then write(key, value, left, store, store_left, grown) end
+    return { allowed and 1 or 0, remaining, l.limit, retry or -1, reset }
   end,
 }
 
@@ -1386,13 +1554,12 @@ COMMANDS.peek = {
   flags = { 'no-writes' },
   run = function(key, rest, n)
     if n < 2 then arity_error('ratelimit.peek') end
-    local kind, limit, period_ms, burst, cost, cost_text = parse_limit(rest, 1, n)
-    local now_ms = now()
-    local value, at, a, b, c, d = load(key, kind)
-    local algorithm = kind.algorithm
-    local allowed, _, retry = algorithm(limit, period_ms, burst, cost, cost_text, now_ms, value, at, a, b, c, d)
-    local _, remaining, _, reset = algorithm(limit, period_ms, burst, 0, '0', now_ms, value, at, a, b, c, d)
-    return reply_of(allowed, remaining, limit, retry, reset)
+    local l = limit_of(rest, n)
+    local value, left, a, b, c, d = load(key, l.kind)
+    local algorithm = l.kind.algorithm
+    local allowed, _, retry = algorithm(l, l.cost, value, left, a, b, c, d)
+    local _, remaining, _, reset = algorithm(l, 0, value, left, a, b, c, d)
+    return reply_of(allowed, remaining, l.limit, retry, reset)
   end,
 }
 
@@ -1421,9 +1588,26 @@ COMMANDS.reset = {
 
 -- CL.THROTTLE's rounding: whole seconds, one more from a leftover ms.
 local function seconds_rounded_up(ns)
-  local seconds = fdiv(ns, NS_PER_S)
-  if fdiv(ns - seconds * NS_PER_S, NS_PER_MS) > 0 then return seconds + 1 end
-  return seconds
+  local part = ns % NS_PER_S
+  if part >= NS_PER_MS then return (ns - part) / NS_PER_S + 1 end
+  return (ns - part) / NS_PER_S
+end
+
+-- THROTTLE's rates by their words, max_burst, count and period, kept as
+-- CHECK's limits are: a tree of one level per word, started over when it
+-- holds RATES_KEPT rates.
+local RATES_KEPT = 256
+local parsed_rates, rates_kept = {}, 0
+
+local function keep_rate(words, rate)
+  if rates_kept >= RATES_KEPT then parsed_rates, rates_kept = {}, 0 end
+  local by_count = parsed_rates[words[1]] or {}
+  parsed_rates[words[1]] = by_count
+  local by_period = by_count[words[2]] or {}
+  by_count[words[2]] = by_period
+  by_period[words[3]] = rate
+  rates_kept = rates_kept + 1
+  return rate
 end
 
 COMMANDS.throttle = {
@@ -1431,111 +1615,152 @@ COMMANDS.throttle = {
   least = 4,
   run = function(key, rest, n)
     if n ~= 3 and n ~= 4 then arity_error('ratelimit.throttle') end
-    local max_burst = bounded(rest[1], 0, MAX_LIMIT - 1, ERR.max_burst)
-    local count = bounded(rest[2], 1, MAX_LIMIT, ERR.count_per_period)
-    local period_s = bounded(rest[3], 1, MAX_PERIOD_S, ERR.period)
+    -- A rate seen before (the three levels written out: a call would
+    -- cost as much as the lookups).
+    local rate = parsed_rates[rest[1]]
+    rate = rate and rate[rest[2]]
+    rate = rate and rate[rest[3]]
+    local max_burst, count, period_s
+    if rate == nil then
+      max_burst = bounded(rest[1], 0, MAX_LIMIT - 1, ERR.max_burst)
+      count = bounded(rest[2], 1, MAX_LIMIT, ERR.count_per_period)
+      period_s = bounded(rest[3], 1, MAX_PERIOD_S, ERR.period)
+    end
     local quantity = 1
     if n == 4 then quantity = bounded(rest[4], 0, MAX_COST, ERR.quantity) end
-    local interval, limit, tolerance = throttle_rate(max_burst, count, period_s)
-    local now_ms = now()
-    local value, at, early = load(key, KIND.THROTTLE)
-    local limited, remaining, retry, reset, store, store_at =
-      gcra(interval, limit, tolerance, quantity, now_ms, value, at, early)
-    if store ~= nil then write(key, value, at, store, store_at) end
+    if rate == nil then rate = keep_rate(rest, throttle_rate(max_burst, count, period_s)) end
+    local value, left, early = load(key, THROTTLE)
+    local limited, remaining, retry, reset, store, store_left = gcra(rate, quantity, value, left, early)
+    if store ~= nil then write(key, value, left, store, store_left) end
     if retry ~= nil then retry = seconds_rounded_up(retry) end
-    return { limited and 1 or 0, limit, remaining, retry or -1, seconds_rounded_up(reset) }
+    return { limited and 1 or 0, rate.limit, remaining, retry or -1, seconds_rounded_up(reset) }
   end,
 }
 
--- Asks every key's limit at one instant (mcheck.rs ask_all, all_of.rs):
--- the verdict, the binding limit, and each key's answers (charged: for
--- its cost; looked: what PEEK would answer) and write.
-local function ask_all(keys, limits, now_ms)
-  local asked = {}
-  for i = 1, #keys do
-    local l = limits[i]
-    local value, at, a, b, c, d = load(keys[i], l.kind)
-    local algorithm = l.kind.algorithm
-    local allowed, remaining, retry, reset, store, store_at, grown =
-      algorithm(l.limit, l.period_ms, l.burst, l.cost, l.cost_text, now_ms, value, at, a, b, c, d)
-    local _, looked_remaining, _, looked_reset =
-      algorithm(l.limit, l.period_ms, l.burst, 0, '0', now_ms, value, at, a, b, c, d)
-    asked[i] = {
-      key = keys[i], value = value, at = at, limit = l.limit,
-      allowed = allowed, remaining = remaining, retry = retry, reset = reset,
-      looked_remaining = looked_remaining, looked_reset = looked_reset,
-      store = store, store_at = store_at, grown = grown,
-    }
-  end
+-- Asks every key's limit at one instant (mcheck.rs ask_all, all_of.rs)
+-- and replies as MCHECK does, or MPEEK with `peek`: the verdict, the
+-- binding limit's numbers and index, then every limit's. MCHECK shows a
+-- limit as charged when the request is admitted and writes every limit's
+-- state; when it is denied, each limit as PEEK would show it, and only
+-- what a denying limit stores by itself is written (a counter that had no
+-- expiry gets one: charge_all). MPEEK shows each limit as PEEK would and
+-- writes nothing; its verdict and binding limit are still MCHECK's. The
+-- PEEK view (a check of 0) is worked out only where it is shown.
+local NEVER_RETRIED = 1 / 0
+
+local function ask_all(keys, limits, peek)
+  local n = #keys
+  local rows, states = {}, {}
   local allowed = true
-  for i = 1, #asked do
-    if not asked[i].allowed then allowed = false end
+  for i = 1, n do
+    local l = limits[i]
+    local kind = l.kind
+    local value, left, a, b, c, d = loaded(keys[i], kind, redis_pcall('GET', keys[i]))
+    local fits, remaining, retry, reset, store, store_left, grown =
+      kind.algorithm(l, l.cost, value, left, a, b, c, d)
+    if not fits then allowed = false end
+    rows[i] = { fits and 1 or 0, remaining, l.limit, retry or -1, reset }
+    states[i] = { value, left, a, b, c, d, store, store_left, grown }
   end
   local binding
   if allowed then
-    -- The least room left, remaining / limit; the first of equals.
+    -- The least room left, remaining / limit; the first of equals. Of
+    -- two equal limits, the smaller remaining (product_less's answer,
+    -- without its products).
     binding = 1
-    for i = 2, #asked do
-      local a, b = asked[i], asked[binding]
-      if product_less(a.remaining, b.limit, b.remaining, a.limit) then binding = i end
+    for i = 2, n do
+      local row, best = rows[i], rows[binding]
+      if row[3] == best[3] then
+        if row[2] < best[2] then binding = i end
+      elseif product_less(row[2], best[3], best[2], row[3]) then
+        binding = i
+      end
     end
   else
-    -- The latest retry, never retried ranking first; the first of equals.
-    local best
-    for i = 1, #asked do
-      local a = asked[i]
-      if not a.allowed then
-        local rank = a.retry or math.huge
-        if best == nil or rank > best then
-          binding, best = i, rank
-        end
+    -- The latest retry (a retry is never negative: -1 is never), never
+    -- retried ranking first; the first of equals.
+    local latest
+    for i = 1, n do
+      local row = rows[i]
+      if row[1] == 0 then
+        local rank = row[4]
+        if rank == -1 then rank = NEVER_RETRIED end
+        if latest == nil or rank > latest then binding, latest = i, rank end
       end
     end
   end
-  return allowed, binding, asked
-end
-
--- MCHECK's and MPEEK's reply: the binding limit's numbers, then every
--- limit's. MCHECK shows a limit as charged when the request is admitted,
--- as PEEK would when not; MPEEK (`peek`) as PEEK would, always, nothing
--- deducted. Its verdict and binding limit are still MCHECK's.
-local function multi_reply(allowed, binding, asked, peek)
-  local each = {}
-  for i = 1, #asked do
-    local a = asked[i]
-    if allowed and not peek then
-      each[i] = reply_of(a.allowed, a.remaining, a.limit, a.retry, a.reset)
-    else
-      each[i] = reply_of(a.allowed, a.looked_remaining, a.limit, a.retry, a.looked_reset)
+  if not peek then
+    for i = 1, n do
+      local s = states[i]
+      if (s[7] ~= nil or s[9] ~= nil) and (allowed or rows[i][1] == 0) then
+        write(keys[i], s[1], s[2], s[7], s[8], s[9])
+      end
     end
   end
-  local b = each[binding]
-  return { allowed and 1 or 0, b[2], b[3], b[4], b[5], binding, each }
-end
-
--- MCHECK's writes (charge_all): every limit's when admitted; when
--- denied, only what a denying limit stores by itself (a counter that had
--- no expiry gets one).
-local function charge_all(allowed, asked)
-  for i = 1, #asked do
-    local a = asked[i]
-    if (a.store ~= nil or a.grown ~= nil) and (allowed or not a.allowed) then
-      write(a.key, a.value, a.at, a.store, a.store_at, a.grown)
+  if peek or not allowed then
+    for i = 1, n do
+      local l, s, row = limits[i], states[i], rows[i]
+      local _, remaining, _, reset = l.kind.algorithm(l, 0, s[1], s[2], s[3], s[4], s[5], s[6])
+      row[2], row[5] = remaining, reset
     end
   end
+  local b = rows[binding]
+  return { allowed and 1 or 0, b[2], b[3], b[4], b[5], binding, rows }
 end
 
+-- MCHECK's and MPEEK's limits, one per key, from FCALL's keys and the
+-- arguments after them, kept as CHECK's are: a tree of one level per word
+-- for each number of keys, started over when it holds LIMITS_KEPT lists.
+-- A list not kept is read from the module's arguments as the module reads
+-- them (parse_multi, errors in its order); a kept one parsed, so only the
+-- keys are left to check, for one named twice.
+local parsed_multis, multis_kept = {}, 0
+
+local function multi_limits(command, keys, argv, last)
+  local count = #keys
+  local node = parsed_multis[count]
+  for i = 1, last do
+    if node == nil then break end
+    node = node[argv[i]]
+  end
+  local limits = node and node[LIMIT_HERE]
+  if limits ~= nil then
+    for i = 1, count do
+      for j = i + 1, count do
+        if keys[i] == keys[j] then fail(ERR.duplicate_key) end
+      end
+    end
+    return limits
+  end
+  local args = { fmt(count) }
+  for i = 1, count do args[i + 1] = keys[i] end
+  for i = 1, last do args[count + 1 + i] = argv[i] end
+  -- numkeys key LIMIT limit period at least.
+  if #args < command.least then arity_error(command.name) end
+  local _
+  _, limits = parse_multi(args)
+  if multis_kept >= LIMITS_KEPT then parsed_multis, multis_kept = {}, 0 end
+  node = parsed_multis[count] or {}
+  parsed_multis[count] = node
+  for i = 1, last do
+    local next = node[argv[i]] or {}
+    node[argv[i]] = next
+    node = next
+  end
+  node[LIMIT_HERE] = limits
+  multis_kept = multis_kept + 1
+  return limits
+end
+
+-- MCHECK and MPEEK take FCALL's keys and arguments apart (keys_apart):
+-- numkeys is FCALL's.
 COMMANDS.mcheck = {
   name = 'ratelimit.mcheck',
   least = 5,
   keys_counted = true,
-  run = function(args)
-    -- numkeys key LIMIT limit period at least.
-    if #args < 5 then arity_error('ratelimit.mcheck') end
-    local keys, limits = parse_multi(args)
-    local allowed, binding, asked = ask_all(keys, limits, now())
-    charge_all(allowed, asked)
-    return multi_reply(allowed, binding, asked)
+  keys_apart = true,
+  run = function(keys, argv, last)
+    return ask_all(keys, multi_limits(COMMANDS.mcheck, keys, argv, last))
   end,
 }
 
@@ -1543,12 +1768,10 @@ COMMANDS.mpeek = {
   name = 'ratelimit.mpeek',
   least = 5,
   keys_counted = true,
+  keys_apart = true,
   flags = { 'no-writes' },
-  run = function(args)
-    if #args < 5 then arity_error('ratelimit.mpeek') end
-    local keys, limits = parse_multi(args)
-    local allowed, binding, asked = ask_all(keys, limits, now())
-    return multi_reply(allowed, binding, asked, true)
+  run = function(keys, argv, last)
+    return ask_all(keys, multi_limits(COMMANDS.mpeek, keys, argv, last), true)
   end,
 }
 
@@ -1569,15 +1792,20 @@ COMMANDS.acquire = {
       end
       id = check_id(rest[4])
     end
+    -- The leases before pruning, then the live ones: a set with none is
+    -- not pruned, having nothing to prune.
+    local live = lease_count(key)
     local now_ms = now()
-    local changed = prune(key, now_ms)
-    local live = redis_call('ZCARD', key)
+    local pruned = 0
+    if live > 0 then pruned = prune(key, now_ms) end
+    live = live - pruned
+    local changed = pruned > 0
     if live == 0 then
       -- No live lease: Redis deletes an empty set, so the key is gone, its
       -- expiry with it, and the new lease is all of the new one: what
       -- finish would do is known without reading anything back.
       local granted = id or new_id(key, now_ms)
-      local deadline = fmt(now_ms + lease_ms)
+      local deadline = now_ms + lease_ms
       redis_call('ZADD', key, deadline, granted)
       redis_call('PEXPIREAT', key, deadline)
       return { 1, max_leases - 1, max_leases, -1, lease_ms, granted }
@@ -1587,7 +1815,7 @@ COMMANDS.acquire = {
     if live < max_leases or (id ~= nil and redis_call('ZSCORE', key, id)) then
       granted = id or new_id(key, now_ms)
       -- ZADD counts a new member; a renewed one is there already.
-      live = live + redis_call('ZADD', key, fmt(now_ms + lease_ms), granted)
+      live = live + redis_call('ZADD', key, now_ms + lease_ms, granted)
       changed = true
     end
     local retry = -1
@@ -1609,15 +1837,18 @@ COMMANDS.release = {
   run = function(key, rest, n)
     if n < 1 then arity_error('ratelimit.release') end
     for i = 1, n do check_id(rest[i]) end
-    local now_ms = now()
-    local changed = prune(key, now_ms)
+    -- No lease, no key: nothing to release, nor a clock to read.
+    local count = lease_count(key)
+    if count == 0 then return 0 end
+    local pruned = prune(key, now())
     local released = 0
     for i = 1, n do
       if not EMPTY_WRITES_PROPAGATE or redis_call('ZSCORE', key, rest[i]) then
         released = released + redis_call('ZREM', key, rest[i])
       end
     end
-    finish(key, changed or released > 0)
+    -- None left: the set is gone, its expiry with it.
+    if count - pruned - released > 0 then finish(key, pruned > 0 or released > 0) end
     return released
   end,
 }
@@ -1630,10 +1861,10 @@ COMMANDS.renew = {
     local id = check_id(rest[1])
     local lease_ms = bounded(rest[2], 1, MAX_LEASE_MS, ERR.lease_ms)
     local now_ms = now()
-    local changed = prune(key, now_ms)
+    local changed = prune(key, now_ms) > 0
     local live = redis_call('ZSCORE', key, id) ~= false
     if live then
-      redis_call('ZADD', key, fmt(now_ms + lease_ms), id)
+      redis_call('ZADD', key, now_ms + lease_ms, id)
       changed = true
     end
     finish(key, changed)
@@ -1674,14 +1905,10 @@ COMMANDS.reserve = {
     -- A HOLD limit is charged the units it holds.
     for i = 1, #limits do
       local l = limits[i]
-      if l.hold ~= nil then
-        l.cost = held_of(l, l.hold)
-        l.cost_text = fmt(l.cost)
-      end
+      if l.hold ~= nil then l.cost = held_of(l, l.hold) end
     end
-    local allowed, binding, asked = ask_all(keys, limits, now_ms)
-    charge_all(allowed, asked)
-    local reply = multi_reply(allowed, binding, asked)
+    local reply = ask_all(keys, limits)
+    local allowed, binding = reply[1] == 1, reply[6]
     if not allowed then
       reply[8], reply[9] = 0, -1
       return reply
@@ -1694,7 +1921,7 @@ COMMANDS.reserve = {
     for i = 1, #limits do
       local l = limits[i]
       if l.hold ~= nil then
-        hold_words(words, l.kind, l.limit, l.period_ms, l.burst, l.cost_text, keys[i])
+        hold_words(words, l.kind, l.limit, l.period_ms, l.burst, fmt(l.cost), keys[i])
         if held == nil or l.cost < held then held = l.cost end
         longest = max(longest, l.period_ms)
         m = m + 1
@@ -1764,7 +1991,7 @@ COMMANDS.settle = {
       end
       changes[#changes + 1] = change
     end
-    for i = 1, #changes do make_change(changes[i], now_ms) end
+    for i = 1, #changes do make_change(changes[i]) end
     if status == SETTLED then
       local deadline = now_ms + record.ttl
       put_record(holds, id, 'S ' .. fmt(deadline) .. ' ' .. record.reply_text, deadline, deadline, now_ms)
@@ -1774,9 +2001,9 @@ COMMANDS.settle = {
     for i = 1, #keys do
       local l = limits[i]
       local algorithm = l.kind.algorithm
-      local value, at, a, b, c, d = load(keys[i], l.kind)
-      local allowed, _, retry = algorithm(l.limit, l.period_ms, l.burst, 1, '1', now_ms, value, at, a, b, c, d)
-      local _, remaining, _, reset = algorithm(l.limit, l.period_ms, l.burst, 0, '0', now_ms, value, at, a, b, c, d)
+      local value, left, a, b, c, d = load(keys[i], l.kind)
+      local allowed, _, retry = algorithm(l, 1, value, left, a, b, c, d)
+      local _, remaining, _, reset = algorithm(l, 0, value, left, a, b, c, d)
       each[i] = reply_of(allowed, remaining, l.limit, retry, reset)
     end
     return { status, each }
@@ -1818,8 +2045,6 @@ COMMANDS.version = {
 }
 
 COMMANDS.reset.all_arguments = true
-COMMANDS.mcheck.all_arguments = true
-COMMANDS.mpeek.all_arguments = true
 COMMANDS.reserve.all_arguments = true
 COMMANDS.reserve.keys_counted = true
 COMMANDS.settle.all_arguments = true
@@ -1869,20 +2094,28 @@ end
 -- arguments; otherwise the call is the module's as it stands (RENEW k NOW
 -- 5 names the lease NOW, and both refuse that id).
 local function serve(command)
+  local run, all, apart = command.run, command.all_arguments, command.keys_apart
+  local least, counted = command.least, command.keys_counted and 1 or 0
+  -- A command of one key given as FCALL's one key, the commonest call.
+  local by_key = not (all or apart)
   return function(keys, argv)
     if find == nil then bind_standard_functions() end
-    pinned_ms, time_ms = nil, nil
+    time_ms, clock_key = nil, nil
     local last = #argv
     if last >= 2 and #argv[last - 1] == 3 and is_keyword(argv[last - 1], 'NOW')
-      and #keys + (command.keys_counted and 1 or 0) + last - 2 >= command.least then
-      pinned_ms = parsed_arguments[argv[last]] or parse_argument(argv[last])
-      if pinned_ms == nil or pinned_ms < 0 or pinned_ms > MAX_NOW_MS then
+      and #keys + counted + last - 2 >= least then
+      time_ms = parsed_arguments[argv[last]] or parse_argument(argv[last])
+      if time_ms == nil or time_ms < 0 or time_ms > MAX_NOW_MS then
         return redis.error_reply(ERR.now)
       end
       last = last - 2
     end
     local ok, result
-    if command.all_arguments then
+    if by_key and #keys == 1 then
+      ok, result = protected(run, keys[1], argv, last)
+    elseif apart then
+      ok, result = protected(run, keys, argv, last)
+    elseif all then
       if command.holds_first ~= nil and #keys == 0 then
         -- No hash of holds, and numkeys -1: FCALL's stands for one more.
         if 1 + last < command.least then
@@ -1890,16 +2123,14 @@ local function serve(command)
         end
         return redis.error_reply(ERR.numkeys)
       end
-      ok, result = pcall(command.run, all_arguments(command, keys, argv, last))
-    elseif #keys == 1 then
-      ok, result = pcall(command.run, keys[1], argv, last)
+      ok, result = protected(run, all_arguments(command, keys, argv, last))
     else
       -- The key given among the arguments, or more than one: the module's
       -- first argument is the key whichever list it came in.
       local args = all_arguments(command, keys, argv, last)
       local rest = {}
       for i = 2, #args do rest[i - 1] = args[i] end
-      ok, result = pcall(command.run, args[1], rest, #args - 1)
+      ok, result = protected(run, args[1], rest, #args - 1)
     end
     if ok then return result end
     if type(result) == 'table' and result.ratelimit_error ~= nil then
