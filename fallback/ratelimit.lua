@@ -119,7 +119,7 @@ local ERR = {
   now = 'ERR NOW must be a UNIX time in milliseconds, an integer from 0 to 1000000000000000',
   sliding_exact = 'ERR limit x period is too large for the script fallback: a SLIDING window needs limit x period_ms below 2^53',
   token_exact = 'ERR burst x period is too large for the script fallback: a TOKEN bucket needs burst x period_ms below 2^53',
-  throttle_exact = 'ERR max_burst is too large for this rate for the script fallback: THROTTLE needs (max_burst + 1) x period / count_per_period below 2^53 ns (about 2.5 hours)',
+  throttle_exact = 'ERR max_burst is too large for this rate for the script fallback: THROTTLE needs (max_burst + 1) x period / count_per_period below 2^53 ns (about 104 days)',
   no_function = 'ERR Function not found',
   no_time = 'ERR the server refused TIME in a script: pass NOW unix_ms',
 }

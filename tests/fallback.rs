@@ -289,7 +289,7 @@ fn the_fallbacks_own_bounds_are_refused_with_a_clear_error() {
         ("check", &["9007199254741", "1", "ALGORITHM", "SLIDING"], "ERR limit x period is too large for the script fallback: a SLIDING window needs limit x period_ms below 2^53"),
         ("check", &["10000000", "1000000", "ALGORITHM", "TOKEN"], "ERR burst x period is too large for the script fallback: a TOKEN bucket needs burst x period_ms below 2^53"),
         ("check", &["10000", "1", "ALGORITHM", "TOKEN", "BURST", "9007199254741"], "ERR burst x period is too large for the script fallback: a TOKEN bucket needs burst x period_ms below 2^53"),
-        ("throttle", &["0", "1", "9007200"], "ERR max_burst is too large for this rate for the script fallback: THROTTLE needs (max_burst + 1) x period / count_per_period below 2^53 ns (about 2.5 hours)"),
+        ("throttle", &["0", "1", "9007200"], "ERR max_burst is too large for this rate for the script fallback: THROTTLE needs (max_burst + 1) x period / count_per_period below 2^53 ns (about 104 days)"),
     ];
     for (n, (verb, args, error)) in refused.into_iter().enumerate() {
         let mut module = redis::cmd(&format!("ratelimit.{verb}"));
