@@ -323,17 +323,6 @@ def cases():
          lambda i: [["RATELIMIT.SETTLE", f"{{s}}h:{i % KEYS}", f"id{i}", "1", f"{{s}}b:{i % KEYS}",
                      "LIMIT", BIG, "86400", "ACTUAL", "60"]]),
     ]
-    if FALLBACK.exists():
-        out += [
-            ("FCALL ratelimit_check FIXED",
-             [["FUNCTION", "LOAD", "REPLACE", FALLBACK.read_text()]]
-             + [["FCALL", "ratelimit_check", "1", k, BIG, "86400"] for k in keys("ffixed:")],
-             cycle("ffixed:", lambda k: [["FCALL", "ratelimit_check", "1", k, BIG, "86400"]])),
-            ("FCALL ratelimit_check TOKEN",
-             [["FUNCTION", "LOAD", "REPLACE", FALLBACK.read_text()]]
-             + [["FCALL", "ratelimit_check", "1", k, *FALLBACK_TOKEN, "COST", DEBT] for k in keys("ftoken:")],
-             cycle("ftoken:", lambda k: [["FCALL", "ratelimit_check", "1", k, *FALLBACK_TOKEN]])),
-        ]
     return out
 
 
@@ -390,6 +379,11 @@ def fallback_cases():
         return ["FCALL", "ratelimit_check", "1", k, BIG, "86400"]
 
     return [
+        ("FCALL ratelimit_check FIXED", [load] + [check(k) for k in keys("ffixed:")],
+         cycle("ffixed:", lambda k: [check(k)])),
+        ("FCALL ratelimit_check TOKEN",
+         [load] + [["FCALL", "ratelimit_check", "1", k, *FALLBACK_TOKEN, "COST", DEBT] for k in keys("ftoken:")],
+         cycle("ftoken:", lambda k: [["FCALL", "ratelimit_check", "1", k, *FALLBACK_TOKEN]])),
         ("FCALL ratelimit_throttle",
          [load] + [["FCALL", "ratelimit_throttle", "1", k, *FALLBACK_THROTTLE, DEBT] for k in keys("fthrottle:")],
          cycle("fthrottle:", lambda k: [["FCALL", "ratelimit_throttle", "1", k, *FALLBACK_THROTTLE]])),

@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from servers import Server
+from servers import Server, free_port
 
 HERE = Path(__file__).resolve().parent
 
@@ -25,12 +25,6 @@ def server():
     s = Server(module=True)
     yield s
     s.remove()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get(url, headers):

@@ -33,12 +33,9 @@ export class Decision {
   }
 
   static fromReply(reply, periodSeconds = null, policy = null) {
-    // Every field named, in the constructor's order: the one object shape
-    // the engine sees on the hot path.
     return new Decision({
       allowed: Number(reply[0]) === 1, remaining: Number(reply[1]), limit: Number(reply[2]),
       retryAfterMs: orNull(Number(reply[3])), resetAfterMs: Number(reply[4]), periodSeconds, policy,
-      degraded: false, degradedBy: null, shadowDenied: false,
     });
   }
 
