@@ -256,9 +256,9 @@ def cycle(prefix, args_fn, n=KEYS):
     return lambda i: args_fn(f"{prefix}{i % n}")
 
 
-def reserve(tag, i):
+def reserve(tag, i, id_prefix="id"):
     """RESERVE of id i: one request for good, an estimate of 100 held."""
-    return ["RATELIMIT.RESERVE", f"{{{tag}}}h:{i % KEYS}", f"id{i}", "86400000", "2",
+    return ["RATELIMIT.RESERVE", f"{{{tag}}}h:{i % KEYS}", f"{id_prefix}{i}", "86400000", "2",
             f"{{{tag}}}a:{i % KEYS}", f"{{{tag}}}b:{i % KEYS}",
             "LIMIT", BIG, "86400", "LIMIT", BIG, "86400", "HOLD", "100"]
 
@@ -312,10 +312,11 @@ def cases():
          cycle("lease:", lambda k: [["RATELIMIT.ACQUIRE", k, "1000", "60000", "ID", "x"],
                                     ["RATELIMIT.RELEASE", k, "x"]])),
         # Holds live a day (no sweep during the run); each request a new id,
-        # so each holds key keeps a few records, as a tenant's would.
+        # so each holds key keeps a few records, as a tenant's would. Every
+        # holds key already holds one, with its sweep time and expiry.
         ("RESERVE COST+HOLD",
          [["CONFIG", "SET", "ratelimit.hold-max-ttl-ms", "86400000"]]
-         + [["RATELIMIT.CHECK", k, BIG, "86400"] for k in keys("{r}a:") + keys("{r}b:")],
+         + [reserve("r", i, "prep") for i in range(KEYS)],
          lambda i: [reserve("r", i)]),
         ("SETTLE",
          [["CONFIG", "SET", "ratelimit.hold-max-ttl-ms", "86400000"]]
@@ -400,7 +401,23 @@ def fallback_cases():
         ("FCALL ratelimit_acquire+release pair", [load],
          cycle("flease:", lambda k: [["FCALL", "ratelimit_acquire", "1", k, "1000", "60000", "ID", "x"],
                                      ["FCALL", "ratelimit_release", "1", k, "x"]])),
+        # The module's RESERVE and SETTLE cases, with the library's longest
+        # hold (60 s: no hold expires during a case).
+        ("FCALL ratelimit_reserve COST+HOLD",
+         [load] + [fallback_reserve("fr", i, "prep") for i in range(KEYS)],
+         lambda i: [fallback_reserve("fr", i)]),
+        ("FCALL ratelimit_settle",
+         [load] + [fallback_reserve("fs", i) for i in range(REQUESTS)],
+         lambda i: [["FCALL", "ratelimit_settle", "2", f"{{fs}}h:{i % KEYS}", f"{{fs}}b:{i % KEYS}", f"id{i}",
+                     "LIMIT", BIG, "86400", "ACTUAL", "60"]]),
     ]
+
+
+def fallback_reserve(tag, i, id_prefix="id"):
+    """reserve(tag, i) through the library: the holds key first among the keys."""
+    return ["FCALL", "ratelimit_reserve", "3", f"{{{tag}}}h:{i % KEYS}", f"{{{tag}}}a:{i % KEYS}",
+            f"{{{tag}}}b:{i % KEYS}", f"{id_prefix}{i}", "60000",
+            "LIMIT", BIG, "86400", "LIMIT", BIG, "86400", "HOLD", "100"]
 
 
 # The fallback against what it replaces, as its targets state them:

@@ -175,5 +175,21 @@ mod tests {
         for n in [0, 1, 9, 10, 99, 100, 12345, i64::MAX as u64, u64::MAX] {
             assert_eq!(digits.of(n), n.to_string().as_bytes());
         }
+        // Every length, odd and even, at its edges.
+        for p in 0..20 {
+            let power = 10u64.pow(p);
+            for n in [power - 1, power, power + 1, power.saturating_mul(5)] {
+                assert_eq!(digits.of(n), n.to_string().as_bytes());
+            }
+        }
+        let mut n: u64 = 1;
+        for _ in 0..10_000 {
+            n = n
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            for m in [n, n >> 7, n >> 23, n >> 41, n >> 57] {
+                assert_eq!(digits.of(m), m.to_string().as_bytes());
+            }
+        }
     }
 }

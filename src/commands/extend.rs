@@ -16,9 +16,9 @@ use crate::error::Error;
 use crate::limiter::holds::{Record, TTL_MS};
 use crate::limiter::leases::check_id;
 use crate::metadata::{ArgDocs, ArgKind, CommandDocs, KeySpec};
-use crate::server::{self, Ctx, OwnedString, RString};
+use crate::server::{self, Ctx, RString};
 use crate::stats::{CommandStats, STATS};
-use crate::store::holds::{read, HoldsKey};
+use crate::store::holds::{read, HoldsKey, Opened};
 use std::sync::atomic::Ordering::Relaxed;
 
 /// What `COMMAND DOCS` and `COMMAND INFO` say of RATELIMIT.EXTEND.
@@ -47,13 +47,16 @@ impl Command for Extend {
         let [_, holds_name, id, ttl_ms] = args else {
             return Err(Error::WrongArity);
         };
-        let id = check_id(id.bytes())?;
+        check_id(id.bytes())?;
         let ttl_ms = bounded(ttl_ms, &TTL_MS)?.min(HOLD_MAX_TTL_MS.load(Relaxed));
         let now_ms = server::now_ms()?;
-        let (mut holds, swept) = HoldsKey::open(ctx, holds_name, now_ms)?;
+        let Opened {
+            mut holds,
+            swept,
+            value,
+        } = HoldsKey::open(ctx, holds_name, id, now_ms)?;
         STATS.holds_expired.add(swept.expired);
-        let id = OwnedString::new(id)?;
-        let Some(value) = holds.value(&id)? else {
+        let Some(value) = value else {
             return Ok(0);
         };
         let Record::Live(mut live) = read(&value)? else {
@@ -64,7 +67,7 @@ impl Command for Extend {
         let record = live.encode();
         holds.put(
             ctx,
-            &id,
+            id,
             &record,
             live.deadline_ms,
             live.keep_until_ms(),

@@ -33,9 +33,9 @@ use crate::error::Error;
 use crate::limiter::holds::{self, held_for, FirstReply, Hold, Live, Record, TTL_MS};
 use crate::limiter::leases::check_id;
 use crate::metadata::{ArgDocs, ArgKind, CommandDocs, KeySpec};
-use crate::server::{self, Ctx, OwnedString, RString, Replier, WriteReply};
+use crate::server::{self, Ctx, RString, Replier, WriteReply};
 use crate::stats::{CommandStats, STATS};
-use crate::store::holds::{read, HoldsKey};
+use crate::store::holds::{read, HoldsKey, Opened};
 use std::sync::atomic::Ordering::Relaxed;
 
 /// Where `numkeys` is.
@@ -132,7 +132,7 @@ impl Command for Reserve {
         if rest.len() < ARGS_PER_KEY {
             return Err(Error::WrongArity);
         }
-        let id = check_id(id.bytes())?;
+        check_id(id.bytes())?;
         let ttl_ms = bounded(ttl_ms, &TTL_MS)?;
         let request = parse_counted(numkeys, rest, &["COST", "HOLD"])?;
         holds_apart(holds_name, request.keys)?;
@@ -140,10 +140,13 @@ impl Command for Reserve {
         let ttl_ms = ttl_ms.min(HOLD_MAX_TTL_MS.load(Relaxed));
 
         let now_ms = server::now_ms()?;
-        let (mut holds, swept) = HoldsKey::open(ctx, holds_name, now_ms)?;
+        let Opened {
+            mut holds,
+            swept,
+            value,
+        } = HoldsKey::open(ctx, holds_name, id, now_ms)?;
         STATS.holds_expired.add(swept.expired);
-        let id = OwnedString::new(id)?;
-        if let Some(value) = holds.value(&id)? {
+        if let Some(value) = value {
             let record = read(&value)?;
             let first = record.first_reply().ok_or(Error::NotHolds)?;
             STATS.reserve_replayed.bump();
@@ -208,7 +211,7 @@ impl Command for Reserve {
         let record = holds::encode_new(&live, &first);
         holds.put(
             ctx,
-            &id,
+            id,
             &record,
             live.deadline_ms,
             live.keep_until_ms(),

@@ -28,9 +28,9 @@ use crate::error::Error;
 use crate::limiter::holds::Record;
 use crate::limiter::leases::check_id;
 use crate::metadata::{ArgDocs, ArgKind, CommandDocs, KeySpec};
-use crate::server::{self, Access, Ctx, Key, OwnedString, RString, Replier, WriteReply};
+use crate::server::{self, Access, Ctx, Key, RString, Replier, WriteReply};
 use crate::stats::{CommandStats, STATS};
-use crate::store::holds::{plan, read, Change, HoldsKey};
+use crate::store::holds::{plan, read, Change, HoldsKey, Opened};
 
 /// Where `numkeys` is.
 const NUMKEYS_AT: usize = 3;
@@ -113,7 +113,7 @@ impl Command for Settle {
         if rest.len() < ARGS_PER_KEY {
             return Err(Error::WrongArity);
         }
-        let id = check_id(id.bytes())?;
+        check_id(id.bytes())?;
         let request = parse_counted(numkeys, rest, &["ACTUAL"])?;
         let mut actuals = Vec::with_capacity(request.keys.len());
         for (key, group) in request.pairs() {
@@ -123,10 +123,12 @@ impl Command for Settle {
         holds_apart(holds_name, request.keys)?;
 
         let now_ms = server::now_ms()?;
-        let (mut holds, swept) = HoldsKey::open(ctx, holds_name, now_ms)?;
+        let Opened {
+            mut holds,
+            swept,
+            value,
+        } = HoldsKey::open(ctx, holds_name, id, now_ms)?;
         STATS.holds_expired.add(swept.expired);
-        let id = OwnedString::new(id)?;
-        let value = holds.value(&id)?;
         let record = value.as_ref().map(read).transpose()?;
         let status = match &record {
             Some(Record::Live(_)) => 1,
@@ -168,7 +170,7 @@ impl Command for Settle {
             Some(Record::Live(live)) => {
                 let deadline_ms = now_ms.saturating_add(live.ttl_ms);
                 let settled = live.settled(deadline_ms);
-                holds.put(ctx, &id, &settled, deadline_ms, deadline_ms, now_ms)?;
+                holds.put(ctx, id, &settled, deadline_ms, deadline_ms, now_ms)?;
                 server::notify(ctx, c"ratelimit.settle", holds.name());
                 STATS.settle_settled.bump();
             }

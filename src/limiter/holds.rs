@@ -104,6 +104,20 @@ impl FirstReply {
         }
     }
 
+    /// Reads past what [`FirstReply::encode`] wrote, refusing what
+    /// [`FirstReply::decode`] refuses, without keeping it.
+    fn skip(words: &mut Reader<'_>) -> Option<()> {
+        let binding = words.u64()?;
+        let count = words.u64()?;
+        for _ in 0..count {
+            for _ in 0..3 {
+                i64::try_from(words.u64()?).ok()?;
+            }
+        }
+        // The binding limit is one of them, counted from 1.
+        (1..=count).contains(&binding).then_some(())
+    }
+
     /// Reads what [`FirstReply::encode`] wrote.
     fn decode(words: &mut Reader<'_>) -> Option<FirstReply> {
         let binding = words.u64()?;
@@ -192,7 +206,8 @@ impl Live<'_> {
 
     /// Everything before the reply.
     fn header(&self) -> Words {
-        let mut out = Words(Vec::with_capacity(128));
+        // Room for a record of two limits and its reply without growing.
+        let mut out = Words(Vec::with_capacity(256));
         out.word(b"L");
         out.u64(self.deadline_ms);
         out.u64(self.charged_at_ms);
@@ -276,7 +291,9 @@ impl<'v> Record<'v> {
                 let charged_at_ms = words.u64()?;
                 let ttl_ms = words.u64()?;
                 let count = words.u64()?;
-                let mut holds = Vec::new();
+                // Most holds name one or two limits; a count no record could
+                // have reserves nothing more.
+                let mut holds = Vec::with_capacity(usize::try_from(count.min(4)).unwrap_or(0));
                 for _ in 0..count {
                     holds.push(words.hold()?);
                 }
@@ -296,7 +313,7 @@ impl<'v> Record<'v> {
         };
         // The reply must read back, to the last byte.
         let mut reply = Reader(Some(record.reply()));
-        FirstReply::decode(&mut reply)?;
+        FirstReply::skip(&mut reply)?;
         reply.0.is_none().then_some(record)
     }
 }
@@ -318,17 +335,25 @@ impl Words {
     }
 
     fn u64(&mut self, n: u64) {
-        self.word(Digits::new().of(n));
+        self.number(false, n);
     }
 
     fn i64(&mut self, n: i64) {
-        match u64::try_from(n) {
-            Ok(n) => self.u64(n),
-            Err(_) => {
-                self.word(b"-");
-                self.0.extend_from_slice(Digits::new().of(n.unsigned_abs()));
-            }
+        self.number(n < 0, n.unsigned_abs());
+    }
+
+    /// A number as one word, room made once for it, its space and sign.
+    fn number(&mut self, negative: bool, n: u64) {
+        let mut digits = Digits::new();
+        let digits = digits.of(n);
+        self.0.reserve(digits.len().saturating_add(2));
+        if !self.0.is_empty() {
+            self.0.push(b' ');
         }
+        if negative {
+            self.0.push(b'-');
+        }
+        self.0.extend_from_slice(digits);
     }
 }
 

@@ -318,6 +318,43 @@ impl<'a> Key<'a> {
         Ok((!value.is_null()).then(|| unsafe { OwnedString::from_raw(value) }))
     }
 
+    /// The values of hash fields `first` and `second`, read in one call
+    /// (each lookup through the API costs about as much as the other).
+    pub fn hash_get_two(
+        &self,
+        first: &RString,
+        second: &RString,
+    ) -> Result<(Option<OwnedString>, Option<OwnedString>), Error> {
+        if self.ptr.is_null() {
+            return Ok((None, None));
+        }
+        let get = api!(RedisModule_HashGet)?;
+        let mut values: [*mut raw::RedisModuleString; 2] = [std::ptr::null_mut(); 2];
+        let [a, b] = &mut values;
+        // SAFETY: `self.ptr` is an open key holding a hash (or the call
+        // fails); the variadic list is two fields, each followed by where to
+        // put its value, ended by NULL, as HASH_NONE reads it.
+        let code = unsafe {
+            get(
+                self.ptr,
+                HASH_NONE,
+                first.0,
+                a as *mut *mut raw::RedisModuleString,
+                second.0,
+                b as *mut *mut raw::RedisModuleString,
+                std::ptr::null_mut::<raw::RedisModuleString>(),
+            )
+        };
+        status(code, "HashGet failed")?;
+        let own = |value: *mut raw::RedisModuleString| {
+            // SAFETY: a string the server made for the module (no automatic
+            // memory), or NULL for a missing field; each is owned once.
+            (!value.is_null()).then(|| unsafe { OwnedString::from_raw(value) })
+        };
+        let [a, b] = values;
+        Ok((own(a), own(b)))
+    }
+
     /// Sets hash field `field` to `value`, or deletes the field for
     /// `None`; creates the hash when the key is empty. The server deletes
     /// a hash left empty.

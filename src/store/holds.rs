@@ -20,6 +20,16 @@ pub struct HoldsKey<'a> {
     sweep_ms: Option<u64>,
 }
 
+/// A holds key opened for one id.
+pub struct Opened<'a> {
+    /// The key, its expired holds refunded and forgotten.
+    pub holds: HoldsKey<'a>,
+    /// What the sweep did.
+    pub swept: Swept,
+    /// The value kept under the id, if any: read it with [`read`].
+    pub value: Option<OwnedString>,
+}
+
 /// What opening a holds key did to expired holds.
 pub struct Swept {
     /// Holds whose deadline had come, refunded and forgotten.
@@ -29,13 +39,19 @@ pub struct Swept {
 }
 
 impl<'a> HoldsKey<'a> {
-    /// Opens the holds key `name` for a command at `now_ms`. When a hold may
-    /// have expired (the sweep time has come), every record is read first
-    /// (a value that is no record is refused before anything changes);
-    /// then each expired live hold's estimates are refunded, every expired
-    /// record is deleted, and the sweep time moves to the next deadline, or
-    /// the key is deleted when no record is left.
-    pub fn open(ctx: Ctx, name: &'a RString, now_ms: u64) -> Result<(HoldsKey<'a>, Swept), Error> {
+    /// Opens the holds key `name` for a command on hold `id` at `now_ms`.
+    /// When a hold may have expired (the sweep time has come), every record
+    /// is read first (a value that is no record is refused before anything
+    /// changes); then each expired live hold's estimates are refunded, every
+    /// expired record is deleted, and the sweep time moves to the next
+    /// deadline, or the key is deleted when no record is left. The value
+    /// kept under `id` is read after that.
+    pub fn open(
+        ctx: Ctx,
+        name: &'a RString,
+        id: &RString,
+        now_ms: u64,
+    ) -> Result<Opened<'a>, Error> {
         let mut key = Key::open(ctx, name, Access::ReadWrite)?;
         let mut swept = Swept {
             expired: 0,
@@ -43,24 +59,32 @@ impl<'a> HoldsKey<'a> {
         };
         match key.value()? {
             Value::Empty => {
-                return Ok((
-                    HoldsKey {
+                return Ok(Opened {
+                    holds: HoldsKey {
                         key,
                         sweep_ms: None,
                     },
                     swept,
-                ))
+                    value: None,
+                })
             }
             Value::Hash => {}
             Value::String(_) | Value::SortedSet | Value::Other => return Err(Error::WrongType),
         }
         let sweep_field = server::empty_string()?;
-        let sweep_ms = match key.hash_get(&sweep_field)? {
+        // Both fields in one call: the id's value is what it is unless the
+        // sweep below deletes it.
+        let (sweep, value) = key.hash_get_two(&sweep_field, id)?;
+        let sweep_ms = match sweep {
             Some(value) => Some(decode_sweep_ms(value.bytes()).ok_or(Error::NotHolds)?),
             None => None,
         };
         if sweep_ms.is_some_and(|at_ms| now_ms < at_ms) {
-            return Ok((HoldsKey { key, sweep_ms }, swept));
+            return Ok(Opened {
+                holds: HoldsKey { key, sweep_ms },
+                swept,
+                value,
+            });
         }
 
         let entries = server::hash_entries(ctx, name)?;
@@ -116,17 +140,18 @@ impl<'a> HoldsKey<'a> {
             server::signal_modified(ctx, name)?;
             server::notify(ctx, c"ratelimit.refund", name);
         }
-        Ok((HoldsKey { key, sweep_ms }, swept))
+        drop(value);
+        let value = key.hash_get(id)?;
+        Ok(Opened {
+            holds: HoldsKey { key, sweep_ms },
+            swept,
+            value,
+        })
     }
 
     /// The key's name.
     pub fn name(&self) -> &'a RString {
         self.key.name()
-    }
-
-    /// The value kept under `id`, if any: read it with [`read`].
-    pub fn value(&self, id: &OwnedString) -> Result<Option<OwnedString>, Error> {
-        self.key.hash_get(id.as_rstring())
     }
 
     /// Keeps `value`, a record expiring at `deadline_ms` and mattering
@@ -137,14 +162,13 @@ impl<'a> HoldsKey<'a> {
     pub fn put(
         &mut self,
         ctx: Ctx,
-        id: &OwnedString,
+        id: &RString,
         value: &[u8],
         deadline_ms: u64,
         keep_until_ms: u64,
         now_ms: u64,
     ) -> Result<(), Error> {
-        self.key
-            .hash_set(id.as_rstring(), Some(&OwnedString::new(value)?))?;
+        self.key.hash_set(id, Some(&OwnedString::new(value)?))?;
         let name = self.key.name();
         if self.sweep_ms.is_none_or(|at_ms| deadline_ms < at_ms) {
             let mut digits = Digits::new();
