@@ -865,11 +865,27 @@ fn holds_estimates_are_capped_by_hold_max_percent() {
 
 #[test]
 fn holds_concurrent_reserves_and_checks_never_pass_a_limit() {
-    const THREADS: usize = 10;
-    const CALLS: usize = 25;
-    /// Requests a day, and tokens a day (each request takes 40).
-    const REQUESTS: i64 = 50;
-    const TOKENS: i64 = 1000;
+    /// Client threads, each on its own connection, released together.
+    const THREADS: usize = 50;
+    /// Calls per thread: each of the five kinds of call below twice, so
+    /// four RESERVEs per thread.
+    const CALLS: usize = 10;
+    const KINDS: usize = 5;
+    /// Requests a day, and tokens a day (each request takes `COST`). The
+    /// plain CHECKs of either key alone ask for more than its limit
+    /// (`THREADS * CALLS / KINDS` = 100 requests, and 100 × 40 tokens): both
+    /// limits are reached whatever order the calls run in.
+    const REQUESTS: i64 = 60;
+    const TOKENS: i64 = 2000;
+    const COST: i64 = 40;
+    /// What one thread saw admitted: the remaining count each admission
+    /// replied, per key, and the ids of the RESERVEs admitted.
+    #[derive(Default)]
+    struct Admitted {
+        rpm: Vec<i64>,
+        tpm: Vec<i64>,
+        reserved: Vec<String>,
+    }
     let server = Server::start();
     for algorithm in ALGORITHMS {
         let prefix = format!("{{c}}:{algorithm}");
@@ -886,78 +902,127 @@ fn holds_concurrent_reserves_and_checks_never_pass_a_limit() {
                 thread::spawn(move || {
                     let mut con = client.get_connection().unwrap();
                     let a = ["ALGORITHM", algorithm];
+                    let costly = ["ALGORITHM", algorithm, "COST", "40"];
                     let requests = group(REQUESTS as u64, DAY, &a);
                     let tokens = group(TOKENS as u64, DAY, &a);
+                    let mut admitted = Admitted::default();
+                    let mut reserves_sent = 0;
                     barrier.wait();
-                    // Admitted: (requests, tokens, RESERVEs).
-                    let mut admitted = (0, 0, 0);
+                    // Each thread starts with another kind of call.
                     for i in 0..CALLS {
-                        match (t + i) % 4 {
+                        match (t + i) % KINDS {
                             0 => {
                                 let d = check(&mut con, &rpm, REQUESTS as u64, DAY, &a);
-                                admitted.0 += i64::from(d.allowed);
+                                if d.allowed {
+                                    admitted.rpm.push(d.remaining);
+                                }
                             }
                             1 => {
+                                let d = check(&mut con, &tpm, TOKENS as u64, DAY, &costly);
+                                if d.allowed {
+                                    admitted.tpm.push(d.remaining);
+                                }
+                            }
+                            2 => {
                                 let m = mcheck(
                                     &mut con,
                                     &[&rpm, &tpm],
-                                    &[requests.clone(), tokens.clone().cost(40)],
+                                    &[requests.clone(), tokens.clone().cost(COST as u64)],
                                 );
                                 if m.allowed {
-                                    admitted.0 += 1;
-                                    admitted.1 += 40;
+                                    admitted.rpm.push(m.each[0].remaining);
+                                    admitted.tpm.push(m.each[1].remaining);
                                 }
                             }
                             _ => {
+                                let id = format!("{t}-{i}");
                                 let r = common::reserve(
                                     &mut con,
                                     &holds,
-                                    &format!("{t}-{i}"),
+                                    &id,
                                     60_000,
                                     &[&rpm, &tpm],
-                                    &[requests.clone(), tokens.clone().hold(40)],
+                                    &[requests.clone(), tokens.clone().hold(COST as u64)],
                                 );
+                                reserves_sent += 1;
                                 if r.multi.allowed {
-                                    assert_eq!(r.held, 40);
-                                    admitted.0 += 1;
-                                    admitted.1 += 40;
-                                    admitted.2 += 1;
+                                    assert_eq!(r.held, COST, "{algorithm} {id}");
+                                    admitted.rpm.push(r.multi.each[0].remaining);
+                                    admitted.tpm.push(r.multi.each[1].remaining);
+                                    admitted.reserved.push(id);
+                                } else {
+                                    assert_eq!((r.held, r.hold_ttl_ms), (0, -1), "{algorithm}");
                                 }
                             }
                         }
                     }
+                    assert!(reserves_sent > 0, "thread {t} sent no RESERVE");
                     admitted
                 })
             })
             .collect();
-        let (requests, tokens, reserved) = handles
-            .into_iter()
-            .map(|h| h.join().unwrap())
-            .fold((0, 0, 0), |(a, b, c), (d, e, f)| (a + d, b + e, c + f));
-        // More CHECKs than requests allowed: the limit was reached, and
+        let mut all = Admitted::default();
+        for handle in handles {
+            let admitted = handle.join().unwrap();
+            all.rpm.extend(admitted.rpm);
+            all.tpm.extend(admitted.tpm);
+            all.reserved.extend(admitted.reserved);
+        }
+        // Every admission took the next unit (or the next 40 tokens) of its
+        // limit: each remaining count from the limit down to 0 was replied
+        // once, none twice, none below 0. So the limits were reached, and
         // never passed.
-        assert_eq!(requests, REQUESTS, "{algorithm}: requests admitted");
-        assert!(tokens <= TOKENS, "{algorithm}: {tokens} tokens of {TOKENS}");
+        all.rpm.sort_unstable();
+        all.tpm.sort_unstable();
+        assert_eq!(
+            all.rpm,
+            (0..REQUESTS).collect::<Vec<_>>(),
+            "{algorithm}: the requests' remaining counts"
+        );
+        assert_eq!(
+            all.tpm,
+            (0..TOKENS / COST).map(|n| n * COST).collect::<Vec<_>>(),
+            "{algorithm}: the tokens' remaining counts"
+        );
         let mut con = server.connect();
         let a = ["ALGORITHM", algorithm];
         // The limiters hold exactly what was admitted.
+        match algorithm {
+            "FIXED" => assert_eq!(
+                (count(&mut con, &rpm), count(&mut con, &tpm)),
+                (REQUESTS, TOKENS)
+            ),
+            "SLIDING" => assert_eq!(
+                (
+                    sliding_counts(&mut con, &rpm),
+                    sliding_counts(&mut con, &tpm)
+                ),
+                ((0, REQUESTS), (0, TOKENS))
+            ),
+            _ => {}
+        }
         assert_eq!(
             peek(&mut con, &rpm, REQUESTS as u64, DAY, &a).counts(),
             (false, 0, REQUESTS),
             "{algorithm}"
         );
         assert_eq!(
-            peek(&mut con, &tpm, TOKENS as u64, DAY, &a).remaining,
-            TOKENS - tokens,
+            peek(&mut con, &tpm, TOKENS as u64, DAY, &a).counts(),
+            (false, 0, TOKENS),
             "{algorithm}"
         );
         assert!(!check(&mut con, &rpm, REQUESTS as u64, DAY, &a).allowed);
-        // And one record per RESERVE admitted, besides the sweep time.
-        let records = holds_of(&mut con, &holds)
-            .keys()
+        assert!(!check(&mut con, &tpm, TOKENS as u64, DAY, &a).allowed);
+        // And one record per RESERVE admitted, besides the sweep time; none
+        // for a RESERVE denied.
+        let mut records: Vec<String> = holds_of(&mut con, &holds)
+            .into_keys()
             .filter(|field| !field.is_empty())
-            .count() as i64;
-        assert_eq!(records, reserved, "{algorithm}");
+            .collect();
+        records.sort_unstable();
+        all.reserved.sort_unstable();
+        assert!(!all.reserved.is_empty(), "{algorithm}: no RESERVE admitted");
+        assert_eq!(records, all.reserved, "{algorithm}");
     }
 }
 
