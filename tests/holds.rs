@@ -118,6 +118,15 @@ fn snapshot(con: &mut dyn ConnectionLike) -> BTreeMap<String, KeyState> {
         .collect()
 }
 
+/// `DEBUG DIGEST`: one hash of every key's name, type and value and
+/// whether it expires (the server needs `Builder::debug_command`); asserted
+/// not to be the empty dataset's.
+fn digest(con: &mut dyn ConnectionLike) -> String {
+    let digest: String = run(con, &["DEBUG", "DIGEST"]);
+    assert_ne!(digest, "0".repeat(40), "DEBUG DIGEST of an empty dataset");
+    digest
+}
+
 /// `options` after `ALGORITHM algorithm`.
 fn with_algorithm<'a>(algorithm: &'a str, options: &[&'a str]) -> Vec<&'a str> {
     let mut all = vec!["ALGORITHM", algorithm];
@@ -1033,10 +1042,13 @@ fn holds_concurrent_reserves_and_checks_never_pass_a_limit() {
 #[test]
 fn holds_expiry_refunds_reach_replicas_and_the_aof() {
     let data = DataDir::new();
-    let master = replication_master(data.aof());
+    let master = replication_master(data.aof().debug_command());
     let replicas = attach_replicas(
         &master,
-        vec![Server::builder(), Server::builder().without_module()],
+        vec![
+            Server::builder().debug_command(),
+            Server::builder().without_module().debug_command(),
+        ],
     );
     let mut con = master.connect();
     for (i, ttl) in [30, 60_000, 40, 60_000].iter().enumerate() {
@@ -1075,14 +1087,23 @@ fn holds_expiry_refunds_reach_replicas_and_the_aof() {
     assert_eq!(previous + current, 600);
     let bucket = peek(&mut con, "{u}:b", 10_000, DAY, &["ALGORITHM", "TOKEN"]);
     assert_eq!(bucket.remaining, 9_800);
+    // Both replicas acknowledged everything the master propagated.
     wait_replicas(&mut con, 2);
     let expected = snapshot(&mut con);
     assert_eq!(expected.len(), 5, "{expected:?}");
+    let expected_digest = digest(&mut con);
     for replica in &replicas {
         assert_replica_took_everything(replica);
+        let mut on_replica = replica.connect();
         assert_eq!(
-            snapshot(&mut replica.connect()),
+            snapshot(&mut on_replica),
             expected,
+            "replica on port {}",
+            replica.port()
+        );
+        assert_eq!(
+            digest(&mut on_replica),
+            expected_digest,
             "replica on port {}",
             replica.port()
         );
@@ -1095,8 +1116,10 @@ fn holds_expiry_refunds_reach_replicas_and_the_aof() {
     assert!(!contents.contains("ratelimit."), "AOF:\n{contents}");
     assert!(contents.contains("$4\r\nhdel\r\n"), "AOF:\n{contents}");
     for builder in [data.aof(), data.aof().without_module()] {
-        let server = builder.start();
-        assert_eq!(snapshot(&mut server.connect()), expected, "from the AOF");
+        let server = builder.debug_command().start();
+        let mut con = server.connect();
+        assert_eq!(snapshot(&mut con), expected, "from the AOF");
+        assert_eq!(digest(&mut con), expected_digest, "from the AOF");
     }
 }
 

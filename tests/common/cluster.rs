@@ -20,13 +20,12 @@ use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use super::server::{
-    assert_module_built, connect_to, lost_its_port, module_path, output_and_log, server_binary,
-    server_command, spawn, wait_until_ready, Directives,
+    assert_module_built, binary_is_7_or_later, connect_to, lost_its_port, module_path,
+    output_and_log, server_binary, server_command, spawn, wait_until_ready, Directives,
 };
 
 /// How long the cluster may take to form, or to settle after a failover.
@@ -47,23 +46,7 @@ const BUS_PORT_OFFSET: u16 = 10000;
 /// Whether the server takes `cluster-port` (Redis 7.0+ and Valkey do; Redis
 /// 6.2 does not, and puts the bus on the data port + 10000).
 pub fn has_cluster_port() -> bool {
-    static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(|| {
-        let output = Command::new(server_binary())
-            .arg("--version")
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {} --version: {e}", server_binary()));
-        let text = String::from_utf8_lossy(&output.stdout).into_owned();
-        if text.contains("Valkey") {
-            return true;
-        }
-        let major: u32 = text
-            .split_once("v=")
-            .and_then(|(_, rest)| rest.split('.').next())
-            .and_then(|major| major.parse().ok())
-            .unwrap_or_else(|| panic!("no version in `{} --version`: {text}", server_binary()));
-        major >= 7
-    })
+    binary_is_7_or_later()
 }
 
 /// Options for a cluster to start.

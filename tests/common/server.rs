@@ -13,6 +13,7 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -43,6 +44,29 @@ pub fn module_path() -> PathBuf {
 /// The server binary.
 pub fn server_binary() -> String {
     std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_string())
+}
+
+/// Whether the server binary is Redis 7.0+ or Valkey, from its `--version`
+/// (read once): those take directives Redis 6.2 refuses at start
+/// (`cluster-port`, `enable-debug-command`).
+pub fn binary_is_7_or_later() -> bool {
+    static IS: OnceLock<bool> = OnceLock::new();
+    *IS.get_or_init(|| {
+        let output = Command::new(server_binary())
+            .arg("--version")
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {} --version: {e}", server_binary()));
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        if text.contains("Valkey") {
+            return true;
+        }
+        let major: u32 = text
+            .split_once("v=")
+            .and_then(|(_, rest)| rest.split('.').next())
+            .and_then(|major| major.parse().ok())
+            .unwrap_or_else(|| panic!("no version in `{} --version`: {text}", server_binary()));
+        major >= 7
+    })
 }
 
 /// Panics unless the module has been built.
@@ -202,6 +226,17 @@ impl Builder {
         args.push("127.0.0.1".to_string());
         args.push(master.port.to_string());
         self
+    }
+
+    /// Allow DEBUG (e.g. `DEBUG DIGEST`) on this server: Redis 7.0+ and
+    /// Valkey refuse it unless `enable-debug-command` says so; Redis 6.2 has
+    /// no such directive and always allows it.
+    pub fn debug_command(self) -> Builder {
+        if binary_is_7_or_later() {
+            self.arg("enable-debug-command", "yes")
+        } else {
+            self
+        }
     }
 
     /// Start the server without loading the module.
