@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use common::cluster::Cluster;
 use common::fallback::{library_workload, read_all, unix_ms, KeyState, Route, LIBRARY};
 use common::{
-    attach_replicas, error_of, propagated_by, replication_master, wait_replicas, DataDir, Server,
+    attach_replicas, error_of, propagated_by, replication_master, wait_replicas, DataDir, Reserved,
+    Server, Settled,
 };
 use redis::Value;
 
@@ -210,6 +211,101 @@ fn fallback_in_a_cluster_runs_on_each_keys_master() {
     let spread = ["user:0", "user:1", "user:2", "user:3"];
     let crossing = route.call(&mut con, "reset", &spread, &[]);
     assert!(error_of(crossing).starts_with("CROSSSLOT"));
+}
+
+/// The library's holds functions in a Cluster: the holds key and every
+/// limiter key of FCALL ratelimit_reserve and ratelimit_settle must share a
+/// slot, as for the module's RESERVE and SETTLE. A call whose keys cross
+/// slots is refused with CROSSSLOT, also when they are on the same master,
+/// and changes nothing; with one hash tag, the calls work, directly and
+/// through a cluster client.
+#[test]
+fn fallback_holds_need_one_slot_in_a_cluster() {
+    const HOLDS: &str = "{u}:holds";
+    const RPM: &str = "{u}:rpm";
+    const TPM: &str = "{u}:tpm";
+    let cluster = Cluster::start(3, 0);
+    // The library (on Redis 6.2, the script, of one SHA) on every master.
+    let masters = cluster.masters();
+    for &master in &masters[1..] {
+        Route::for_server(&mut cluster.connect(master));
+    }
+    let route = Route::for_server(&mut cluster.connect(masters[0]));
+    let owner = cluster.master_for_key(HOLDS);
+    let mut con = cluster.connect(owner);
+    // RESERVE's groups: a request, and an estimate of 100 tokens; a call
+    // with one limiter key takes the first.
+    let groups: [&[&str]; 2] = [
+        &["LIMIT", "10", "60"],
+        &["LIMIT", "1000", "60", "HOLD", "100"],
+    ];
+    let reserve = |con: &mut dyn redis::ConnectionLike, keys: &[&str], id: &str| {
+        let mut args = vec![id, "60000"];
+        args.extend(groups[..keys.len() - 1].concat());
+        route.call(con, "reserve", keys, &args)
+    };
+    let settle = |con: &mut dyn redis::ConnectionLike, keys: &[&str], actual: &str| {
+        route.call(
+            con,
+            "settle",
+            keys,
+            &["a", "LIMIT", "1000", "60", "ACTUAL", actual],
+        )
+    };
+
+    // One slot: the hold is taken on the slot's master.
+    let reserved: Reserved =
+        redis::from_redis_value(reserve(&mut con, &[HOLDS, RPM, TPM], "a").unwrap()).unwrap();
+    assert!(reserved.multi.allowed, "{reserved:?}");
+    assert_eq!(reserved.held, 100);
+    for key in [HOLDS, RPM, TPM] {
+        assert!(cluster.holds(owner, key), "{key} not on its master {owner}");
+    }
+
+    // Another slot of the same master (the node itself refuses the call,
+    // with no MOVED to follow), and a slot of another master.
+    let same_master = (0..)
+        .map(|i| format!("{{o:{i}}}:x"))
+        .find(|k| {
+            cluster.keyslot(k) != cluster.keyslot(HOLDS) && cluster.master_for_key(k) == owner
+        })
+        .unwrap();
+    let other_master = (0..)
+        .map(|i| format!("{{m:{i}}}:x"))
+        .find(|k| cluster.master_for_key(k) != owner)
+        .unwrap();
+    let before = read_all(&mut con);
+    for other in [same_master.as_str(), other_master.as_str()] {
+        for (verb, reply) in [
+            ("reserve", reserve(&mut con, &[other, RPM, TPM], "b")),
+            ("reserve", reserve(&mut con, &[HOLDS, other], "b")),
+            ("reserve", reserve(&mut con, &[HOLDS, RPM, other], "b")),
+            ("settle", settle(&mut con, &[other, TPM], "1")),
+            ("settle", settle(&mut con, &[HOLDS, other], "1")),
+        ] {
+            let e = error_of(reply);
+            assert!(e.starts_with("CROSSSLOT"), "{verb} with {other}: {e}");
+        }
+    }
+    assert_eq!(
+        read_all(&mut con),
+        before,
+        "a refused call changed something"
+    );
+
+    // Through a cluster client, which routes FCALL by its first key: the
+    // hold is still live (no refused SETTLE settled it), and settles.
+    let mut client = cluster.connection();
+    let crossing = settle(&mut client, &[HOLDS, &other_master], "1");
+    assert!(error_of(crossing).starts_with("CROSSSLOT"));
+    let settled: Settled =
+        redis::from_redis_value(settle(&mut client, &[HOLDS, TPM], "30").unwrap()).unwrap();
+    assert_eq!(settled.status, 1, "{settled:?}");
+    assert_eq!(settled.each[0].remaining, 1000 - 30);
+    let extended = route
+        .call(&mut client, "extend", &[HOLDS], &["a", "1000"])
+        .unwrap();
+    assert_eq!(extended, Value::Int(0), "a settled hold is not extended");
 }
 
 /// Where the module writes nothing (a denied request, COST 0, PEEK, a
