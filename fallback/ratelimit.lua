@@ -1216,50 +1216,51 @@ end
 -- RESERVE's admitted reply needs to be given again: <binding> <n> and each
 -- limit's <remaining> <limit> <reset_after_ms> (the rest is 1 and -1).
 
--- The next word of `text` from `at` (false: past the last word), and
--- where the one after it starts: false when it was the last. After a final
--- space the next word is empty.
-local function next_word(text, at)
-  if not at then return nil, false end
-  local space = find(text, ' ', at, true)
-  if space == nil then return sub(text, at), false end
-  return sub(text, at, space - 1), space + 1
+-- A word of digits as INCR writes a non-negative i64: its value, nil for
+-- a leading zero or one past i64's largest. The word is digits already
+-- (matched by '%d+'), so this is decode_u64 without its pattern.
+local function digits_u64(word)
+  if byte(word) == 48 then
+    if word == '0' then return 0 end
+    return nil
+  end
+  if #word < #I64_MAX then return tonumber(word) end
+  return digits_at_most(word, I64_MAX)
+end
+
+-- Whether digits_u64 would read `word`, without reading it.
+local function digits_ok(word)
+  if byte(word) == 48 then return word == '0' end
+  return #word < #I64_MAX or digits_at_most(word, I64_MAX) ~= nil
 end
 
 -- A record read back (Record::decode), nil when the text is none: its
--- fields, RESERVE's first reply (head and each), the text of the reply as
--- stored, and each hold's `held` as its word (exact past 2^53). The checks
--- are the module's: a hold's parameters must make the algorithm (any case
--- names it, any burst but TOKEN's is none), the reply must read to the
--- last byte and name one of its limits as binding; the counts may be
--- anything the words bear out.
+-- fields, the text of RESERVE's reply as stored (record_reply reads it),
+-- and each hold's `held` as its word (exact past 2^53). The checks are the
+-- module's: a hold's parameters must make the algorithm (any case names
+-- it, any burst but TOKEN's is none), the reply must read to the last byte
+-- and name one of its limits as binding; the counts may be anything the
+-- words bear out. Each part of a record is taken in one match: a call per
+-- word would cost several times as much.
 local function decode_record(text)
-  local tag, at = next_word(text, 1)
-  local live = tag == 'L'
-  if not live and tag ~= 'S' then return nil end
-  local word
-  local function unsigned()
-    word, at = next_word(text, at)
-    return word and decode_u64(word)
-  end
-  local record = { live = live, deadline = unsigned() }
-  if record.deadline == nil then return nil end
-  if live then
-    record.charged_at = unsigned()
-    record.ttl = unsigned()
-    local m = unsigned()
-    if record.charged_at == nil or record.ttl == nil or m == nil then return nil end
+  local record, at
+  local deadline, charged_at, ttl, m
+  if byte(text) == 76 then -- L
+    deadline, charged_at, ttl, m, at = match(text, '^L (%d+) (%d+) (%d+) (%d+) ()')
+    if at == nil then return nil end
+    deadline, charged_at, ttl, m = digits_u64(deadline), digits_u64(charged_at), digits_u64(ttl), digits_u64(m)
+    if deadline == nil or charged_at == nil or ttl == nil or m == nil then return nil end
+    record = { live = true, deadline = deadline, charged_at = charged_at, ttl = ttl }
     local holds = {}
     for i = 1, m do
-      word, at = next_word(text, at)
-      local kind = word and (CHOSEN[word] or CHOSEN[upper(word)])
-      local limit = unsigned()
-      local period_s = unsigned()
-      local burst = unsigned()
-      local held = unsigned()
-      local held_text = word
-      local key_len = unsigned()
-      if kind == nil or limit == nil or period_s == nil or burst == nil or held == nil or key_len == nil or not at
+      local name, limit, period_s, burst, held_text, key_len, key_at =
+        match(text, '^([^ ]+) (%d+) (%d+) (%d+) (%d+) (%d+) ()', at)
+      if key_at == nil then return nil end
+      local kind = CHOSEN[name] or CHOSEN[upper(name)]
+      limit, period_s, burst = digits_u64(limit), digits_u64(period_s), digits_u64(burst)
+      local held = digits_u64(held_text)
+      key_len = digits_u64(key_len)
+      if kind == nil or limit == nil or period_s == nil or burst == nil or held == nil or key_len == nil
         or limit < 1 or limit > MAX_LIMIT or period_s < 1 or period_s > MAX_PERIOD_S then
         return nil
       end
@@ -1270,48 +1271,80 @@ local function decode_record(text)
         return nil
       end
       -- The key's bytes, then a space unless they end the text.
-      local key = sub(text, at, at + key_len - 1)
+      local key = sub(text, key_at, key_at + key_len - 1)
       if #key ~= key_len then return nil end
-      at = at + key_len
+      at = key_at + key_len
       if at > #text then
-        at = false
-      elseif byte(text, at) == 32 then
-        at = at + 1
-      else
+        -- The reply is missing.
+        return nil
+      elseif byte(text, at) ~= 32 then
         return nil
       end
+      at = at + 1
       holds[i] = {
         kind = kind, limit = limit, period_ms = period_ms, burst = burst, held = held, held_text = held_text, key = key,
       }
     end
     record.holds = holds
+  else
+    deadline, at = match(text, '^S (%d+) ()')
+    if at == nil then return nil end
+    deadline = digits_u64(deadline)
+    if deadline == nil then return nil end
+    record = { live = false, deadline = deadline }
   end
-  -- The reply follows, to the last byte.
-  if not at then return nil end
+  -- The reply follows, to the last byte: binding, n, then n triples.
+  local binding, n, each_at = match(text, '^(%d+) (%d+)()', at)
+  if each_at == nil then return nil end
+  binding, n = digits_u64(binding), digits_u64(n)
+  if binding == nil or n == nil or binding < 1 or binding > n then return nil end
+  for _ = 1, n do
+    local remaining, limit, reset, after = match(text, '^ (%d+) (%d+) (%d+)()', each_at)
+    if after == nil or not (digits_ok(remaining) and digits_ok(limit) and digits_ok(reset)) then return nil end
+    each_at = after
+  end
+  if each_at ~= #text + 1 then return nil end
   record.reply_text = sub(text, at)
-  local binding = unsigned()
-  local n = unsigned()
-  if binding == nil or n == nil then return nil end
-  local each = {}
-  for i = 1, n do
-    local remaining = unsigned()
-    local limit = unsigned()
-    local reset = unsigned()
-    if remaining == nil or limit == nil or reset == nil then return nil end
-    each[i] = { 1, remaining, limit, -1, reset }
-  end
-  if at or binding < 1 or binding > n then return nil end
-  local b = each[binding]
-  record.head, record.each = { 1, b[2], b[3], -1, b[5], binding }, each
   return record
+end
+
+-- RESERVE's first reply as a record keeps it (checked by decode_record):
+-- MCHECK's head and each limit's five.
+local function record_reply(record)
+  local words = {}
+  for word in string.gmatch(record.reply_text, '%d+') do words[#words + 1] = digits_u64(word) end
+  local each = {}
+  for i = 1, words[2] do
+    local r = 3 * i
+    each[i] = { 1, words[r], words[r + 1], -1, words[r + 2] }
+  end
+  local b = each[words[1]]
+  return { 1, b[2], b[3], -1, b[5], words[1] }, each
+end
+
+-- The words of numbers a record repeats call after call (limits, periods,
+-- bursts, key lengths, counts), kept: format costs about as much as a
+-- server call's own work, once per number. Started over when full.
+local words_kept, words_kept_count = {}, 0
+
+local function fmt_kept(n)
+  local text = words_kept[n]
+  if text == nil then
+    text = fmt(n)
+    if words_kept_count >= LIMITS_KEPT then words_kept, words_kept_count = {}, 0 end
+    words_kept[n] = text
+    words_kept_count = words_kept_count + 1
+  end
+  return text
 end
 
 -- A hold as a record keeps it: the algorithm by its name, the burst 0
 -- but for TOKEN.
 local function hold_words(words, kind, limit, period_ms, burst, held_text, key)
   local n = #words
-  words[n + 1], words[n + 2], words[n + 3], words[n + 4] = kind.name, fmt(limit), fmt(period_ms / 1000), fmt(burst or 0)
-  words[n + 5], words[n + 6], words[n + 7] = held_text, fmt(#key), key
+  words[n + 1], words[n + 2] = kind.name, fmt_kept(limit)
+  words[n + 3], words[n + 4] = fmt_kept(period_ms / 1000), fmt_kept(burst or 0)
+  words[n + 5], words[n + 6], words[n + 7] = held_text, fmt_kept(#key), key
 end
 
 -- A live record's text (Live::encode), its reply as read.
@@ -1897,10 +1930,12 @@ COMMANDS.reserve = {
     local holds = open_holds(args[1], now_ms)
     -- An id recorded already: the first reply, charging nothing.
     local record = record_of(holds, id)
-    if record ~= nil and record.live then
-      return reserved_reply(record.head, record.each, least_held(record), min(max(record.deadline - now_ms, 0), MAX_REPLY))
-    elseif record ~= nil then
-      return reserved_reply(record.head, record.each, 0, -1)
+    if record ~= nil then
+      local head, each = record_reply(record)
+      if record.live then
+        return reserved_reply(head, each, least_held(record), min(max(record.deadline - now_ms, 0), MAX_REPLY))
+      end
+      return reserved_reply(head, each, 0, -1)
     end
     -- A HOLD limit is charged the units it holds.
     for i = 1, #limits do
@@ -1915,8 +1950,11 @@ COMMANDS.reserve = {
     end
     -- L deadline charged_at ttl_ms m, each HOLD limit, then what the reply
     -- needs again: binding, n, each limit's remaining, limit and reset.
+    -- Numbers that change from call to call are written by one format for
+    -- each run of them (a call costs little beside each number it writes);
+    -- `m`, words[4], once the HOLD limits are counted.
     local deadline = now_ms + ttl_ms
-    local words = { 'L', fmt(deadline), fmt(now_ms), fmt(ttl_ms), '' }
+    local words = { 'L', format('%d %d', deadline, now_ms), fmt_kept(ttl_ms), '' }
     local held, longest, m = nil, 0, 0
     for i = 1, #limits do
       local l = limits[i]
@@ -1927,13 +1965,13 @@ COMMANDS.reserve = {
         m = m + 1
       end
     end
-    words[5] = fmt(m)
+    words[4] = fmt_kept(m)
     local each = reply[7]
-    words[#words + 1] = fmt(binding)
-    words[#words + 1] = fmt(#each)
+    words[#words + 1] = fmt_kept(binding)
+    words[#words + 1] = fmt_kept(#each)
     for i = 1, #each do
-      local n = #words
-      words[n + 1], words[n + 2], words[n + 3] = fmt(each[i][2]), fmt(each[i][3]), fmt(each[i][5])
+      local row = each[i]
+      words[#words + 1] = format('%d %d %d', row[2], row[3], row[5])
     end
     put_record(holds, id, concat(words, ' '), deadline, deadline + 2 * longest, now_ms)
     reply[8], reply[9] = held or 0, ttl_ms
