@@ -67,22 +67,45 @@ pub fn parse_padded_u64(bytes: &[u8]) -> Option<u64> {
 /// A `u64` in decimal, on the stack.
 pub struct Digits([u8; 20]);
 
+/// "00" to "99", two bytes each.
+const PAIRS: &[u8; 200] = b"\
+    0001020304050607080910111213141516171819\
+    2021222324252627282930313233343536373839\
+    4041424344454647484950515253545556575859\
+    6061626364656667686970717273747576777879\
+    8081828384858687888990919293949596979899";
+
 impl Digits {
     /// Room for any `u64`.
     pub fn new() -> Digits {
         Digits([0; 20])
     }
 
-    /// `n`'s digits, written into this buffer.
+    /// `n`'s digits, written into this buffer two at a time (half the
+    /// divisions: records and effects carry many 13-digit times).
     pub fn of(&mut self, mut n: u64) -> &[u8] {
         let mut start = self.0.len();
-        for (i, slot) in self.0.iter_mut().enumerate().rev() {
-            // `n % 10` is below 10: neither the cast nor the addition wraps.
-            *slot = b'0'.wrapping_add((n % 10) as u8);
-            n /= 10;
-            start = i;
-            if n == 0 {
+        while n >= 10 {
+            // `n % 100` is below 100: the cast keeps it, and the pair's two
+            // bytes are within the table.
+            let pair = usize::from((n % 100) as u8).wrapping_mul(2);
+            let at = start.saturating_sub(2);
+            let (Some([hi, lo]), Some(&[tens, ones])) = (
+                self.0.get_mut(at..start),
+                PAIRS.get(pair..pair.wrapping_add(2)),
+            ) else {
                 break;
+            };
+            (*hi, *lo) = (tens, ones);
+            start = at;
+            n /= 100;
+        }
+        if n > 0 || start == self.0.len() {
+            // One digit left (or `n` was 0): below 10, the cast keeps it.
+            let at = start.saturating_sub(1);
+            if let Some(slot) = self.0.get_mut(at) {
+                *slot = b'0'.wrapping_add((n % 10) as u8);
+                start = at;
             }
         }
         self.0.get(start..).unwrap_or_default()

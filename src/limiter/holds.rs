@@ -342,11 +342,10 @@ impl Words {
         self.number(n < 0, n.unsigned_abs());
     }
 
-    /// A number as one word, room made once for it, its space and sign.
+    /// A number as one word: its sign, if any, and digits.
     fn number(&mut self, negative: bool, n: u64) {
         let mut digits = Digits::new();
         let digits = digits.of(n);
-        self.0.reserve(digits.len().saturating_add(2));
         if !self.0.is_empty() {
             self.0.push(b' ');
         }
@@ -380,8 +379,31 @@ impl<'v> Reader<'v> {
         Some(word)
     }
 
+    /// The next word as [`decode_u64`] reads it, in one pass: digits as
+    /// INCR writes them (no sign, no leading zero), at most `i64::MAX`.
     fn u64(&mut self) -> Option<u64> {
-        decode_u64(self.word()?)
+        let rest = self.0?;
+        let mut value: u64 = 0;
+        let mut len: usize = 0;
+        for &b in rest {
+            if b == b' ' {
+                break;
+            }
+            let digit = b.wrapping_sub(b'0');
+            if digit > 9 {
+                return None;
+            }
+            // Up to 19 digits cannot wrap a u64; a longer word is refused
+            // below, whatever it wrapped to.
+            value = value.wrapping_mul(10).wrapping_add(u64::from(digit));
+            len = len.wrapping_add(1);
+        }
+        let leading_zero = len > 1 && rest.first() == Some(&b'0');
+        if len == 0 || len > 19 || leading_zero || i64::try_from(value).is_err() {
+            return None;
+        }
+        self.take(len)?;
+        Some(value)
     }
 
     fn hold(&mut self) -> Option<Hold<'v>> {
@@ -530,6 +552,14 @@ mod tests {
             b"L 1 1 1 1 FIXED 1 1 0 1 5 k 1 1 1 1 1",
             b"L 1 1 1 2 FIXED 1 1 0 1 1 k 1 1 1 1 1",
             b"L 1 1 1 1 FIXED 1 1 0 1 1 k",
+            // Numbers as INCR writes them, and no others.
+            b"S 05 1 1 1 1 1",
+            b"S 00 1 1 1 1 1",
+            b"S 5a 1 1 1 1 1",
+            b"S +5 1 1 1 1 1",
+            b"S 9223372036854775808 1 1 1 1 1",
+            b"S 18446744073709551616 1 1 1 1 1",
+            b"S 99999999999999999999999 1 1 1 1 1",
         ] {
             assert_eq!(
                 Record::decode(bad),
@@ -539,6 +569,11 @@ mod tests {
             );
         }
         assert!(Record::decode(b"S 5 1 1 1 1 1").is_some());
+        assert!(Record::decode(b"S 0 1 1 0 1 0").is_some());
+        assert_eq!(
+            Record::decode(b"S 9223372036854775807 1 1 1 1 1").map(|r| r.deadline_ms()),
+            Some(9_223_372_036_854_775_807)
+        );
         assert!(Record::decode(b"L 1 1 1 1 FIXED 1 1 0 1 1 k 1 1 1 1 1").is_some());
         assert!(Record::decode(b"L 1 1 1 0 1 1 1 1 1").is_some());
     }

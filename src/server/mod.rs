@@ -338,6 +338,48 @@ pub fn replicate_hset(ctx: Ctx, key: &RString, pairs: &[&[u8]]) -> Result<(), Er
     replicate(ctx, c"HSET", key, pairs)
 }
 
+/// Propagates `HSET key field value`, and the sweep field `""` set to
+/// `sweep` when given: a holds record. The strings are the server's own,
+/// passed by reference rather than copied (a record is the longest value
+/// the module propagates).
+pub fn replicate_hset_record(
+    ctx: Ctx,
+    key: &RString,
+    field: &RString,
+    value: &RString,
+    sweep: Option<&[u8]>,
+) -> Result<(), Error> {
+    let replicate = api!(RedisModule_Replicate)?;
+    // SAFETY: each format's conversions match the arguments one for one:
+    // `s` a server string (its count of references taken by the server),
+    // `b` a buffer and its length; the held empty string lives until
+    // unload.
+    let code = unsafe {
+        match sweep {
+            None => replicate(
+                ctx.0,
+                c"HSET".as_ptr(),
+                c"sss".as_ptr(),
+                key.0,
+                field.0,
+                value.0,
+            ),
+            Some(at) => replicate(
+                ctx.0,
+                c"HSET".as_ptr(),
+                c"ssssb".as_ptr(),
+                key.0,
+                field.0,
+                value.0,
+                Held::Empty.get()?,
+                at.as_ptr(),
+                at.len(),
+            ),
+        }
+    };
+    status(code, "the server refused to propagate an effect")
+}
+
 /// Propagates `HDEL key field`.
 pub fn replicate_hdel(ctx: Ctx, key: &RString, field: &[u8]) -> Result<(), Error> {
     replicate(ctx, c"HDEL", key, &[field])

@@ -168,7 +168,8 @@ impl<'a> HoldsKey<'a> {
         keep_until_ms: u64,
         now_ms: u64,
     ) -> Result<(), Error> {
-        self.key.hash_set(id, Some(&OwnedString::new(value)?))?;
+        let value = OwnedString::new(value)?;
+        self.key.hash_set(id, Some(&value))?;
         let name = self.key.name();
         if self.sweep_ms.is_none_or(|at_ms| deadline_ms < at_ms) {
             let mut digits = Digits::new();
@@ -176,10 +177,10 @@ impl<'a> HoldsKey<'a> {
             let sweep_field = server::empty_string()?;
             self.key
                 .hash_set(&sweep_field, Some(&OwnedString::new(text)?))?;
-            server::replicate_hset(ctx, name, &[id.bytes(), value, SWEEP_FIELD, text])?;
+            server::replicate_hset_record(ctx, name, id, value.as_rstring(), Some(text))?;
             self.sweep_ms = Some(deadline_ms);
         } else {
-            server::replicate_hset(ctx, name, &[id.bytes(), value])?;
+            server::replicate_hset_record(ctx, name, id, value.as_rstring(), None)?;
         }
         if self
             .key
