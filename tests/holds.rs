@@ -597,6 +597,34 @@ fn holds_a_token_refund_stops_at_a_full_bucket() {
 }
 
 #[test]
+fn holds_a_token_bucket_settled_past_empty_is_empty_not_in_debt() {
+    // A bucket keeps no debt: CHECK reads a refill longer than the bucket's
+    // as a bucket emptied under other parameters. So an actual past what
+    // the bucket holds empties it, and the next token comes back as it
+    // would for any empty bucket.
+    let server = Server::start();
+    let mut con = server.connect();
+    let bucket = |options: &[&str]| limit(TPM, 100, 60, &with_algorithm("TOKEN", options));
+    reserve(&mut con, HOLDS, "t", 30_000, &[bucket(&["HOLD", "10"])]);
+    let s = timed(&mut con, |con| {
+        settle(con, HOLDS, "t", &[bucket(&["ACTUAL", "500"])])
+    });
+    assert_eq!(s.reply.status, 1);
+    let shown = s.reply.each[0];
+    assert_eq!(shown.counts(), (false, 0, 100));
+    // 100 tokens a minute: one every 600 ms, not 400 tokens' worth later.
+    assert!((1..=600).contains(&shown.retry_after_ms), "{shown:?}");
+    // Full again one whole refill after the settle, no later.
+    let full_at = pexpiretime(&mut con, TPM);
+    assert!(
+        (s.before + 60_000..=s.after + 60_000).contains(&full_at),
+        "full at {full_at}, settled between {} and {}",
+        s.before,
+        s.after
+    );
+}
+
+#[test]
 fn holds_replays_answer_the_first_reply_and_charge_nothing() {
     let server = Server::start();
     let mut con = server.connect();
