@@ -1216,19 +1216,8 @@ end
 -- RESERVE's admitted reply needs to be given again: <binding> <n> and each
 -- limit's <remaining> <limit> <reset_after_ms> (the rest is 1 and -1).
 
--- A word of digits as INCR writes a non-negative i64: its value, nil for
--- a leading zero or one past i64's largest. The word is digits already
--- (matched by '%d+'), so this is decode_u64 without its pattern.
-local function digits_u64(word)
-  if byte(word) == 48 then
-    if word == '0' then return 0 end
-    return nil
-  end
-  if #word < #I64_MAX then return tonumber(word) end
-  return digits_at_most(word, I64_MAX)
-end
-
--- Whether digits_u64 would read `word`, without reading it.
+-- Whether canonical_u64 would read `word` (digits, matched by '%d+'),
+-- without the cost of reading it.
 local function digits_ok(word)
   if byte(word) == 48 then return word == '0' end
   return #word < #I64_MAX or digits_at_most(word, I64_MAX) ~= nil
@@ -1248,7 +1237,7 @@ local function decode_record(text)
   if byte(text) == 76 then -- L
     deadline, charged_at, ttl, m, at = match(text, '^L (%d+) (%d+) (%d+) (%d+) ()')
     if at == nil then return nil end
-    deadline, charged_at, ttl, m = digits_u64(deadline), digits_u64(charged_at), digits_u64(ttl), digits_u64(m)
+    deadline, charged_at, ttl, m = canonical_u64(deadline), canonical_u64(charged_at), canonical_u64(ttl), canonical_u64(m)
     if deadline == nil or charged_at == nil or ttl == nil or m == nil then return nil end
     record = { live = true, deadline = deadline, charged_at = charged_at, ttl = ttl }
     local holds = {}
@@ -1257,9 +1246,9 @@ local function decode_record(text)
         match(text, '^([^ ]+) (%d+) (%d+) (%d+) (%d+) (%d+) ()', at)
       if key_at == nil then return nil end
       local kind = CHOSEN[name] or CHOSEN[upper(name)]
-      limit, period_s, burst = digits_u64(limit), digits_u64(period_s), digits_u64(burst)
-      local held = digits_u64(held_text)
-      key_len = digits_u64(key_len)
+      limit, period_s, burst = canonical_u64(limit), canonical_u64(period_s), canonical_u64(burst)
+      local held = canonical_u64(held_text)
+      key_len = canonical_u64(key_len)
       if kind == nil or limit == nil or period_s == nil or burst == nil or held == nil or key_len == nil
         or limit < 1 or limit > MAX_LIMIT or period_s < 1 or period_s > MAX_PERIOD_S then
         return nil
@@ -1289,14 +1278,14 @@ local function decode_record(text)
   else
     deadline, at = match(text, '^S (%d+) ()')
     if at == nil then return nil end
-    deadline = digits_u64(deadline)
+    deadline = canonical_u64(deadline)
     if deadline == nil then return nil end
     record = { live = false, deadline = deadline }
   end
   -- The reply follows, to the last byte: binding, n, then n triples.
   local binding, n, each_at = match(text, '^(%d+) (%d+)()', at)
   if each_at == nil then return nil end
-  binding, n = digits_u64(binding), digits_u64(n)
+  binding, n = canonical_u64(binding), canonical_u64(n)
   if binding == nil or n == nil or binding < 1 or binding > n then return nil end
   for _ = 1, n do
     local remaining, limit, reset, after = match(text, '^ (%d+) (%d+) (%d+)()', each_at)
@@ -1312,7 +1301,7 @@ end
 -- MCHECK's head and each limit's five.
 local function record_reply(record)
   local words = {}
-  for word in string.gmatch(record.reply_text, '%d+') do words[#words + 1] = digits_u64(word) end
+  for word in string.gmatch(record.reply_text, '%d+') do words[#words + 1] = canonical_u64(word) end
   local each = {}
   for i = 1, words[2] do
     local r = 3 * i
